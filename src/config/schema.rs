@@ -1,0 +1,396 @@
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    Scratch,
+    LinearProbe,
+    Vp,
+    Kd,
+    Tdmr,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Scratch => "scratch",
+            Method::LinearProbe => "linear-probe",
+            Method::Vp => "vp",
+            Method::Kd => "kd",
+            Method::Tdmr => "tdmr",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptKind {
+    Padding,
+    Full,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProjectorKind {
+    Linear,
+    Mlp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    Constant,
+    Cosine,
+    Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlignLoss {
+    Cosine,
+    Mse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadMode {
+    /// A trainable copy of the teacher's head.
+    Copy,
+    /// The teacher's head, frozen.
+    Frozen,
+    /// A freshly initialised head.
+    Own,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Group {
+    Backbone,
+    Projector,
+    Head,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Experiment {
+    pub name: String,
+    pub seed: u64,
+    pub device: String,
+    pub methods: Vec<Method>,
+    pub data: Data,
+    pub foundation: Foundation,
+    pub reprogram: Reprogram,
+    pub stage1: Optim,
+    pub target: Target,
+    pub distill: Distill,
+    pub baselines: Baselines,
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Data {
+    pub kind: String,
+    pub path: PathBuf,
+    pub k: usize,
+    pub eval_every: usize,
+    /// Augmentation views per training image (view 0 is the image itself).
+    pub views: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Foundation {
+    pub path: PathBuf,
+    pub family: String,
+    pub image_size: usize,
+    pub inner_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reprogram {
+    pub prompt: PromptKind,
+    pub pad: usize,
+    pub proxy_dim: usize,
+    pub projector: ProjectorKind,
+    pub normalize: bool,
+    /// Multiplies L2-normalised proxies before the head (a cosine-classifier scale).
+    pub logit_scale: f64,
+    pub label_smoothing: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Optim {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub lr_schedule: LrSchedule,
+    pub warmup_epochs: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Target {
+    pub arch: String,
+    pub image_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Distill {
+    pub temperature: f64,
+    pub align_loss: AlignLoss,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub head: HeadMode,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stage {
+    pub name: String,
+    pub epochs: usize,
+    pub lr: f64,
+    pub lr_schedule: LrSchedule,
+    pub warmup_epochs: usize,
+    pub train: Vec<Group>,
+    pub weights: LossWeights,
+    /// Ramp the loss weights linearly from the previous stage's to this stage's.
+    pub ramp: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossWeights {
+    pub align: f64,
+    pub kd: f64,
+    pub ce: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Baselines {
+    /// Epochs of the linear probe on cached frozen features (cheap, so trained longer).
+    pub linear_probe_epochs: usize,
+    pub linear_probe_lr: f64,
+    /// Hinton KD: `kd_alpha · T²·KL + (1 − kd_alpha) · CE`.
+    pub kd_alpha: f64,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Experiment {
+            name: "digits-tdmr".into(),
+            seed: 0,
+            device: "auto".into(),
+            methods: vec![Method::Scratch, Method::LinearProbe, Method::Vp, Method::Kd, Method::Tdmr],
+            data: Data::default(),
+            foundation: Foundation::default(),
+            reprogram: Reprogram::default(),
+            stage1: Optim::default(),
+            target: Target::default(),
+            distill: Distill::default(),
+            baselines: Baselines::default(),
+            source: None,
+        }
+    }
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data { kind: "digits".into(), path: "sample-data/digits".into(), k: 10, eval_every: 5, views: 8 }
+    }
+}
+
+impl Default for Foundation {
+    fn default() -> Self {
+        Foundation {
+            path: "sample-data/foundation/efficientnet-lite0.safetensors".into(),
+            family: "auto".into(),
+            image_size: 96,
+            inner_size: 64,
+        }
+    }
+}
+
+impl Default for Reprogram {
+    fn default() -> Self {
+        Reprogram { prompt: PromptKind::Padding, pad: 16, proxy_dim: 128, projector: ProjectorKind::Linear, normalize: true, logit_scale: 10.0, label_smoothing: 0.0 }
+    }
+}
+
+impl Default for Optim {
+    fn default() -> Self {
+        Optim {
+            epochs: 30,
+            batch_size: 32,
+            optimizer: OptimizerKind::Adamw,
+            lr: 1e-2,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            lr_schedule: LrSchedule::Cosine,
+            warmup_epochs: 1,
+        }
+    }
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target { arch: "small-cnn".into(), image_size: 32 }
+    }
+}
+
+impl Default for Distill {
+    fn default() -> Self {
+        let stage = |name: &str, lr: f64, train: Vec<Group>, align: f64, kd: f64, ce: f64| Stage {
+            name: name.into(),
+            epochs: 20,
+            lr,
+            lr_schedule: LrSchedule::Cosine,
+            warmup_epochs: 0,
+            train,
+            weights: LossWeights { align, kd, ce },
+            ramp: false,
+        };
+        use Group::*;
+        Distill {
+            temperature: 4.0,
+            align_loss: AlignLoss::Cosine,
+            batch_size: 64,
+            optimizer: OptimizerKind::Adamw,
+            weight_decay: 5e-4,
+            momentum: 0.9,
+            head: HeadMode::Copy,
+            stages: vec![
+                stage("align", 3e-3, vec![Backbone, Projector], 1.0, 0.0, 0.0),
+                stage("align+kd", 3e-3, vec![Backbone, Projector, Head], 1.0, 1.0, 0.1),
+                stage("task", 1e-3, vec![Backbone, Projector, Head], 0.0, 0.2, 1.0),
+            ],
+        }
+    }
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Stage {
+            name: "stage".into(),
+            epochs: 10,
+            lr: 1e-3,
+            lr_schedule: LrSchedule::Cosine,
+            warmup_epochs: 0,
+            train: vec![Group::Backbone, Group::Projector, Group::Head],
+            weights: LossWeights { ce: 1.0, ..LossWeights::default() },
+            ramp: false,
+        }
+    }
+}
+
+/// A weight left out of a `weights = { ... }` table is 0.
+impl Default for LossWeights {
+    fn default() -> Self {
+        LossWeights { align: 0.0, kd: 0.0, ce: 0.0 }
+    }
+}
+
+impl Default for Baselines {
+    fn default() -> Self {
+        Baselines { linear_probe_epochs: 100, linear_probe_lr: 1e-2, kd_alpha: 0.5 }
+    }
+}
+
+impl Experiment {
+    /// Checks that serde cannot express; errors name the key.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let err = |key: &str, msg: String| Err(Error::config(format!("{origin}: `{key}`"), msg));
+        if self.data.kind != "digits" {
+            return err("data.kind", format!("`{}` is not supported yet (supported: digits)", self.data.kind));
+        }
+        if self.data.k == 0 {
+            return err("data.k", "must be at least 1".into());
+        }
+        if self.data.eval_every == 0 {
+            return err("data.eval_every", "must be at least 1".into());
+        }
+        if !matches!(self.foundation.family.as_str(), "auto" | "efficientnet-lite") {
+            return err("foundation.family", format!("`{}` is not supported yet (supported: auto, efficientnet-lite)", self.foundation.family));
+        }
+        let f = &self.foundation;
+        if f.image_size < 32 {
+            return err("foundation.image_size", format!("{} is too small (at least 32)", f.image_size));
+        }
+        if f.inner_size == 0 || f.inner_size > f.image_size || (f.image_size - f.inner_size) % 2 != 0 {
+            return err("foundation.inner_size", format!("{} must be in 1..={} and differ from image_size by an even number", f.inner_size, f.image_size));
+        }
+        if self.reprogram.prompt == PromptKind::Padding && 2 * self.reprogram.pad > f.image_size {
+            return err("reprogram.pad", format!("a {}-pixel padding prompt is wider than the {}×{} canvas allows (2·pad ≤ image_size)", self.reprogram.pad, f.image_size, f.image_size));
+        }
+        if self.reprogram.proxy_dim == 0 {
+            return err("reprogram.proxy_dim", "must be at least 1".into());
+        }
+        if self.target.arch != "small-cnn" {
+            return err("target.arch", format!("`{}` is not supported yet (supported: small-cnn)", self.target.arch));
+        }
+        if self.target.image_size < 8 || self.target.image_size % 8 != 0 {
+            return err("target.image_size", format!("{} must be a positive multiple of 8 (three 2×2 poolings)", self.target.image_size));
+        }
+        for (key, o) in [("stage1", &self.stage1)] {
+            if o.batch_size == 0 {
+                return err(&format!("{key}.batch_size"), "must be at least 1".into());
+            }
+            if !(o.lr > 0.0 && o.lr.is_finite()) {
+                return err(&format!("{key}.lr"), format!("{} must be a positive number", o.lr));
+            }
+        }
+        if self.distill.batch_size < 2 {
+            return err("distill.batch_size", "must be at least 2 (batch norm in training mode)".into());
+        }
+        if !(self.distill.temperature > 0.0) {
+            return err("distill.temperature", "must be positive".into());
+        }
+        if self.distill.stages.is_empty() {
+            return err("distill.stages", "needs at least one stage".into());
+        }
+        for (i, s) in self.distill.stages.iter().enumerate() {
+            if !(s.lr > 0.0 && s.lr.is_finite()) {
+                return err(&format!("distill.stages[{i}].lr"), format!("{} must be a positive number", s.lr));
+            }
+            if s.train.is_empty() {
+                return err(&format!("distill.stages[{i}].train"), "names no parameter group (backbone, projector, head)".into());
+            }
+            let w = s.weights;
+            if [w.align, w.kd, w.ce].iter().any(|v| *v < 0.0 || !v.is_finite()) {
+                return err(&format!("distill.stages[{i}].weights"), "weights must be finite and ≥ 0".into());
+            }
+        }
+        if self.methods.is_empty() {
+            return err("methods", "names no method".into());
+        }
+        Ok(())
+    }
+
+    /// Total stage-2 epochs: the baselines that train the target use the same budget.
+    pub fn target_epochs(&self) -> usize {
+        self.distill.stages.iter().map(|s| s.epochs).sum()
+    }
+}

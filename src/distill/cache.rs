@@ -1,0 +1,36 @@
+//! The frozen teacher's outputs, computed once per training image and view. Stage 2
+//! reads only this cache: it holds no reference to the foundation model at all.
+
+use candle_core::Tensor;
+
+use crate::Result;
+
+pub struct TeacherCache {
+    /// Proxy embeddings `z_F`, `[rows, P]` (empty `[rows, 0]` for a probe-only teacher).
+    pub z: Tensor,
+    /// Teacher logits `h(z_F)`, `[rows, C]`.
+    pub logits: Tensor,
+}
+
+impl TeacherCache {
+    /// Build by running `f` over `rows` in batches of `batch`; `f` returns `(z, logits)`.
+    pub fn build(rows: usize, batch: usize, mut f: impl FnMut(&[usize]) -> Result<(Tensor, Tensor)>) -> Result<Self> {
+        let (mut zs, mut ls) = (Vec::new(), Vec::new());
+        let all: Vec<usize> = (0..rows).collect();
+        for chunk in all.chunks(batch.max(1)) {
+            let (z, l) = f(chunk)?;
+            zs.push(z.detach());
+            ls.push(l.detach());
+        }
+        Ok(TeacherCache { z: Tensor::cat(&zs, 0)?, logits: Tensor::cat(&ls, 0)? })
+    }
+
+    pub fn select(&self, rows: &[usize]) -> Result<(Tensor, Tensor)> {
+        let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), self.z.device())?;
+        Ok((self.z.index_select(&idx, 0)?, self.logits.index_select(&idx, 0)?))
+    }
+
+    pub fn bytes(&self) -> usize {
+        (self.z.elem_count() + self.logits.elem_count()) * 4
+    }
+}

@@ -1,0 +1,55 @@
+//! What the engine tells its views, and what they may ask of it.
+
+use serde::{Deserialize, Serialize};
+
+/// Commands are honoured between optimisation steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    /// End the current stage now and go on with the next one.
+    SkipStage,
+    /// Stop the run; checkpoints written so far stay valid.
+    Abort,
+    /// Write a checkpoint of the current stage's parameters now.
+    Save,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossParts {
+    pub total: f64,
+    pub align: f64,
+    pub kd: f64,
+    pub ce: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodResult {
+    pub test_acc: f64,
+    pub trainable_params: usize,
+    pub wall_s: f64,
+}
+
+/// Per-method results, keyed `scratch`, `linear-probe`, `vp`, `kd`, `tdmr-teacher`, `tdmr`.
+pub type Summary = std::collections::BTreeMap<String, MethodResult>;
+
+/// Everything the engine reports. Serialised one per line into `metrics.jsonl`; fields
+/// named `wall_s` and `images_per_s` are timings, everything else is deterministic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    RunStarted { name: String, seed: u64, run_dir: String, methods: Vec<String> },
+    FoundationLoaded { path: String, variant: String, params: usize, feature_dim: usize },
+    StageStarted { method: String, stage: String, epochs: usize, steps_per_epoch: usize, trainable_params: usize },
+    Step { method: String, stage: String, epoch: usize, step: usize, loss: f64, lr: f64 },
+    Epoch { method: String, stage: String, epoch: usize, epochs: usize, loss: LossParts, lr: f64, train_acc: f64, test_acc: Option<f64>, images_per_s: f64 },
+    StageSkipped { method: String, stage: String, epoch: usize },
+    CacheBuilt { method: String, rows: usize, bytes: usize, wall_s: f64 },
+    Paused,
+    Resumed,
+    Checkpoint { method: String, stage: String, path: String },
+    Log { message: String },
+    MethodDone { method: String, test_acc: f64, trainable_params: usize, wall_s: f64, foundation_forwards: usize },
+    Done { summary: Summary, wall_s: f64 },
+    Failed { message: String },
+}

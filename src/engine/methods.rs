@@ -1,0 +1,381 @@
+//! The experiment: TDMR (stage 1 + teacher cache + stage 2) and the baselines
+//! `scratch`, `linear-probe`, `vp` and `kd`, all on the same data, split, views and
+//! target budget so the comparison is fair.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use super::control::Control;
+use super::events::{Event, LossParts, MethodResult, Summary};
+use super::run_dir::RunDir;
+use super::trainer::{train_stage, StageOutcome, StageSpec, StepOut};
+use crate::config::{Experiment, Group, HeadMode, LossWeights, Method, PromptKind};
+use crate::data::{digits::CLASSES, ViewSet};
+use crate::distill::{loss, TeacherCache};
+use crate::models::efficientnet_lite::EfficientNetLite;
+use crate::models::small_cnn::SmallCnn;
+use crate::models::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::params::Params;
+use crate::reprogram::{Head, Projector, Prompt};
+use crate::Result;
+
+const EVAL_BATCH: usize = 128;
+const CACHE_BATCH: usize = 64;
+
+pub struct Lab<'a> {
+    pub exp: &'a Experiment,
+    pub ctl: &'a mut Control,
+    pub run: &'a RunDir,
+    pub device: Device,
+    pub foundation: &'a EfficientNetLite,
+    pub train: ViewSet,
+    pub test: ViewSet,
+    /// Number of training images (rows of `train` are images × views).
+    pub items: usize,
+    pub summary: Summary,
+}
+
+/// Test accuracy of `logits(rows)` over the whole test set.
+fn accuracy(test: &ViewSet, mut logits: impl FnMut(&[usize]) -> Result<Tensor>) -> Result<f64> {
+    let rows: Vec<usize> = (0..test.len()).collect();
+    let mut correct = 0;
+    for chunk in rows.chunks(EVAL_BATCH) {
+        correct += loss::correct(&logits(chunk)?, &test.label_tensor(chunk)?)?;
+    }
+    Ok(correct as f64 / test.len() as f64)
+}
+
+fn prefixes(groups: &[Group]) -> Vec<String> {
+    groups
+        .iter()
+        .map(|g| match g {
+            Group::Backbone => "target.backbone.",
+            Group::Projector => "target.projector.",
+            Group::Head => "target.head.",
+        })
+        .map(String::from)
+        .collect()
+}
+
+fn all_prefixes(prefix: &str) -> Vec<String> {
+    vec![prefix.to_string()]
+}
+
+/// The stage-1 model: prompt → frozen foundation → (projector) → head.
+pub struct Reprogrammed {
+    pub params: Params,
+    pub prompt: Prompt,
+    pub projector: Option<Projector>,
+    pub head: Head,
+}
+
+impl Reprogrammed {
+    /// Proxy embedding (or raw features without a projector) and logits.
+    pub fn forward(&self, foundation: &EfficientNetLite, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let f = foundation.features(&self.prompt.apply(x, train)?)?;
+        let z = match &self.projector {
+            Some(p) => p.forward(&f)?,
+            None => f,
+        };
+        let logits = self.head.forward(&z)?;
+        Ok((z, logits))
+    }
+}
+
+impl Lab<'_> {
+    fn spec(&self, method: &str, stage: &str, salt: u64) -> StageSpec {
+        let s1 = &self.exp.stage1;
+        StageSpec {
+            method: method.into(),
+            stage: stage.into(),
+            epochs: s1.epochs,
+            batch_size: s1.batch_size,
+            items: self.items,
+            views: self.train.views,
+            optimizer: s1.optimizer,
+            weight_decay: s1.weight_decay,
+            momentum: s1.momentum,
+            lr: s1.lr,
+            lr_schedule: s1.lr_schedule,
+            warmup_epochs: s1.warmup_epochs,
+            eval_every: self.exp.data.eval_every,
+            seed: self.exp.seed.wrapping_add(salt),
+        }
+    }
+
+    fn finish(&mut self, key: &str, started: Instant, forwards_before: usize, test_acc: f64, trainable_params: usize) {
+        let wall_s = started.elapsed().as_secs_f64();
+        let foundation_forwards = self.foundation.forward_calls() - forwards_before;
+        self.ctl.emit(Event::MethodDone { method: key.into(), test_acc, trainable_params, wall_s, foundation_forwards });
+        self.summary.insert(key.into(), MethodResult { test_acc, trainable_params, wall_s });
+    }
+
+    fn checkpoint(ctl: &mut Control, run: &RunDir, params: &Params, method: &str, stage: &str, file: &str) -> Result<()> {
+        let path = run.checkpoint(file);
+        params.save(&path)?;
+        ctl.emit(Event::Checkpoint { method: method.into(), stage: stage.into(), path: path.display().to_string() });
+        Ok(())
+    }
+
+    /// Stage 1 (`with_proxy`) or the `vp` baseline (prompt + label head, no proxy).
+    pub fn reprogram_foundation(&mut self, key: &str, with_proxy: bool) -> Result<(Reprogrammed, f64)> {
+        let (started, before) = (Instant::now(), self.foundation.forward_calls());
+        let exp = self.exp;
+        let (r, f) = (&exp.reprogram, &exp.foundation);
+        let mut params = Params::new(&self.device, exp.seed.wrapping_add(if with_proxy { 11 } else { 12 }));
+        let prefix = if with_proxy { "teacher." } else { "vp." };
+        let prompt = Prompt::new(&mut params, &format!("{prefix}prompt."), r.prompt, f.image_size, f.inner_size, r.pad, IMAGENET_MEAN, IMAGENET_STD)?;
+        let d_f = self.foundation.feature_dim();
+        let projector = if with_proxy { Some(Projector::new(&mut params, &format!("{prefix}projector."), r.projector, d_f, r.proxy_dim, r.normalize)?) } else { None };
+        let (head_in, scale) = if with_proxy { (r.proxy_dim, if r.normalize { r.logit_scale } else { 1.0 }) } else { (d_f, 1.0) };
+        let head = Head::new(&mut params, &format!("{prefix}head."), head_in, CLASSES, scale)?;
+        let model = Reprogrammed { params, prompt, projector, head };
+        let spec = self.spec(key, "reprogram", if with_proxy { 1 } else { 2 });
+        let vars = model.params.vars(&all_prefixes(prefix));
+        let (foundation, train, test, inner, smoothing) = (self.foundation, &self.train, &self.test, f.inner_size, r.label_smoothing);
+        let ckpt = format!("{key}.safetensors");
+        let outcome = {
+            let (ctl, run) = (&mut *self.ctl, self.run);
+            let m = &model;
+            train_stage(
+                ctl,
+                &spec,
+                vars,
+                &mut |rows, _| {
+                    let (_, logits) = m.forward(foundation, &train.batch(rows, inner)?, true)?;
+                    let y = train.label_tensor(rows)?;
+                    let ce = loss::cross_entropy(&logits, &y, smoothing)?;
+                    let v = ce.to_scalar::<f32>()? as f64;
+                    Ok(StepOut { correct: loss::correct(&logits, &y)?, loss: ce, parts: LossParts { total: v, ce: v, ..Default::default() } })
+                },
+                &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
+                &mut || {
+                    let p = run.checkpoint(&ckpt);
+                    m.params.save(&p)?;
+                    Ok(p.display().to_string())
+                },
+            )?
+        };
+        let acc = self.final_accuracy(&outcome, |rows| Ok(model.forward(foundation, &test.batch(rows, inner)?, false)?.1))?;
+        Self::checkpoint(self.ctl, self.run, &model.params, key, "reprogram", &ckpt)?;
+        self.finish(key, started, before, acc, outcome.trainable_params);
+        Ok((model, acc))
+    }
+
+    fn final_accuracy(&self, outcome: &StageOutcome, logits: impl FnMut(&[usize]) -> Result<Tensor>) -> Result<f64> {
+        match (outcome.skipped, outcome.test_acc) {
+            (false, Some(a)) => Ok(a),
+            _ => accuracy(&self.test, logits),
+        }
+    }
+
+    /// Cache the teacher's proxy embeddings and logits for every training view.
+    pub fn cache_teacher(&mut self, key: &str, teacher: &Reprogrammed) -> Result<TeacherCache> {
+        let started = Instant::now();
+        let (foundation, train, inner) = (self.foundation, &self.train, self.exp.foundation.inner_size);
+        let cache = TeacherCache::build(train.len(), CACHE_BATCH, |rows| teacher.forward(foundation, &train.batch(rows, inner)?, false))?;
+        self.ctl.emit(Event::CacheBuilt { method: key.into(), rows: train.len(), bytes: cache.bytes(), wall_s: started.elapsed().as_secs_f64() });
+        Ok(cache)
+    }
+
+    /// Linear probe on frozen features (image resized to the full canvas, no prompt).
+    /// Returns the probe's logits for every training view: the `kd` baseline's teacher.
+    pub fn linear_probe(&mut self, record: bool) -> Result<TeacherCache> {
+        let (started, before) = (Instant::now(), self.foundation.forward_calls());
+        let exp = self.exp;
+        let size = exp.foundation.image_size;
+        let mut params = Params::new(&self.device, exp.seed.wrapping_add(13));
+        let plain = Prompt::new(&mut params, "probe.input.", PromptKind::None, size, size, 0, IMAGENET_MEAN, IMAGENET_STD)?;
+        let foundation = self.foundation;
+        let feats = |views: &ViewSet| -> Result<Tensor> {
+            let rows: Vec<usize> = (0..views.len()).collect();
+            let mut out = Vec::new();
+            for chunk in rows.chunks(CACHE_BATCH) {
+                out.push(foundation.features(&plain.apply(&views.batch(chunk, size)?, false)?)?);
+            }
+            Ok(Tensor::cat(&out, 0)?)
+        };
+        let (train_f, test_f) = (feats(&self.train)?, feats(&self.test)?);
+        let head = Head::new(&mut params, "probe.head.", foundation.feature_dim(), CLASSES, 1.0)?;
+        let mut spec = self.spec("linear-probe", "probe", 3);
+        spec.epochs = exp.baselines.linear_probe_epochs;
+        spec.lr = exp.baselines.linear_probe_lr;
+        spec.optimizer = crate::config::OptimizerKind::Adamw;
+        spec.weight_decay = 0.0;
+        let select = |t: &Tensor, rows: &[usize]| -> Result<Tensor> { Ok(t.index_select(&Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), t.device())?, 0)?) };
+        let (train, test) = (&self.train, &self.test);
+        let outcome = train_stage(
+            self.ctl,
+            &spec,
+            params.vars(&all_prefixes("probe.head.")),
+            &mut |rows, _| {
+                let logits = head.forward(&select(&train_f, rows)?)?;
+                let y = train.label_tensor(rows)?;
+                let ce = loss::cross_entropy(&logits, &y, 0.0)?;
+                let v = ce.to_scalar::<f32>()? as f64;
+                Ok(StepOut { correct: loss::correct(&logits, &y)?, loss: ce, parts: LossParts { total: v, ce: v, ..Default::default() } })
+            },
+            &mut || accuracy(test, |rows| head.forward(&select(&test_f, rows)?)),
+            &mut || {
+                let p = self.run.checkpoint("linear-probe.safetensors");
+                params.save(&p)?;
+                Ok(p.display().to_string())
+            },
+        )?;
+        let acc = self.final_accuracy(&outcome, |rows| head.forward(&select(&test_f, rows)?))?;
+        Self::checkpoint(self.ctl, self.run, &params, "linear-probe", "probe", "linear-probe.safetensors")?;
+        if record {
+            self.finish("linear-probe", started, before, acc, outcome.trainable_params);
+        }
+        Ok(TeacherCache { logits: head.forward(&train_f)?.detach(), z: train_f })
+    }
+
+    /// A target network trained on the target budget: `scratch`, `kd` or stage 2 of
+    /// `tdmr`. `teacher` is `None` for scratch.
+    pub fn train_target(&mut self, key: &str, teacher: Option<(&TeacherCache, Option<&Head>)>) -> Result<f64> {
+        let (started, before) = (Instant::now(), self.foundation.forward_calls());
+        let exp = self.exp;
+        let (d, r) = (&exp.distill, &exp.reprogram);
+        let size = exp.target.image_size;
+        // Same seed for every target: scratch, kd and tdmr start from the same backbone.
+        let mut params = Params::new(&self.device, exp.seed.wrapping_add(21));
+        let backbone = SmallCnn::new(&mut params, "target.backbone.", 3)?;
+        let d_t = backbone.feature_dim();
+        let proxy_teacher = teacher.and_then(|(c, h)| h.map(|h| (c, h)));
+        let (projector, head) = match proxy_teacher {
+            Some((_, teacher_head)) => {
+                let projector = Projector::new(&mut params, "target.projector.", r.projector, d_t, r.proxy_dim, r.normalize)?;
+                let head = match d.head {
+                    HeadMode::Copy => Head::copy(&mut params, "target.head.", teacher_head)?,
+                    HeadMode::Frozen => Head::frozen(teacher_head)?,
+                    HeadMode::Own => Head::new(&mut params, "target.head.", r.proxy_dim, CLASSES, if r.normalize { r.logit_scale } else { 1.0 })?,
+                };
+                (Some(projector), head)
+            }
+            None => (None, Head::new(&mut params, "target.head.", d_t, CLASSES, 1.0)?),
+        };
+        let forward = |x: &Tensor, train: bool| -> Result<(Tensor, Tensor)> {
+            let f = backbone.features(x, train)?;
+            let z = match &projector {
+                Some(p) => p.forward(&f)?,
+                None => f,
+            };
+            let logits = head.forward(&z)?;
+            Ok((z, logits))
+        };
+        let stages: Vec<(String, usize, f64, crate::config::LrSchedule, usize, Vec<Group>, LossWeights, bool)> = match (key, proxy_teacher) {
+            (_, Some(_)) => d.stages.iter().map(|s| (s.name.clone(), s.epochs, s.lr, s.lr_schedule, s.warmup_epochs, s.train.clone(), s.weights, s.ramp)).collect(),
+            _ => {
+                let w = if teacher.is_some() { LossWeights { align: 0.0, kd: exp.baselines.kd_alpha, ce: 1.0 - exp.baselines.kd_alpha } } else { LossWeights { align: 0.0, kd: 0.0, ce: 1.0 } };
+                let lr = d.stages.iter().map(|s| s.lr).fold(0.0, f64::max);
+                vec![("train".into(), exp.target_epochs(), lr, crate::config::LrSchedule::Cosine, 0, vec![Group::Backbone, Group::Head], w, false)]
+            }
+        };
+        let (train, test) = (&self.train, &self.test);
+        let eval_logits = |rows: &[usize]| -> Result<Tensor> { Ok(forward(&test.batch(rows, size)?, false)?.1) };
+        let mut prev = LossWeights { align: 0.0, kd: 0.0, ce: 0.0 };
+        let mut last: Option<StageOutcome> = None;
+        let mut trainable = std::collections::BTreeSet::new();
+        for (i, (name, epochs, lr, sched, warmup, groups, weights, ramp)) in stages.into_iter().enumerate() {
+            let spec = StageSpec {
+                method: key.into(),
+                stage: name.clone(),
+                epochs,
+                batch_size: d.batch_size,
+                items: self.items,
+                views: train.views,
+                optimizer: d.optimizer,
+                weight_decay: d.weight_decay,
+                momentum: d.momentum,
+                lr,
+                lr_schedule: sched,
+                warmup_epochs: warmup,
+                eval_every: exp.data.eval_every,
+                seed: exp.seed.wrapping_add(100 + i as u64),
+            };
+            let from = prev;
+            let temperature = d.temperature;
+            let align_kind = d.align_loss;
+            let vars = params.vars(&prefixes(&groups));
+            trainable.extend(groups.iter().copied());
+            let ckpt = format!("{key}-{name}.safetensors");
+            let outcome = train_stage(
+                self.ctl,
+                &spec,
+                vars,
+                &mut |rows, progress| {
+                    let w = if ramp {
+                        let t = progress;
+                        LossWeights { align: from.align + (weights.align - from.align) * t, kd: from.kd + (weights.kd - from.kd) * t, ce: from.ce + (weights.ce - from.ce) * t }
+                    } else {
+                        weights
+                    };
+                    let (z, logits) = forward(&train.batch(rows, size)?, true)?;
+                    let y = train.label_tensor(rows)?;
+                    let mut parts = LossParts::default();
+                    let mut total = Tensor::zeros((), candle_core::DType::F32, z.device())?;
+                    if let Some((cache, _)) = teacher {
+                        let (z_f, logits_f) = cache.select(rows)?;
+                        if w.align > 0.0 && proxy_teacher.is_some() {
+                            let a = loss::align(&z, &z_f, align_kind)?;
+                            parts.align = a.to_scalar::<f32>()? as f64;
+                            total = (total + (a * w.align)?)?;
+                        }
+                        if w.kd > 0.0 {
+                            let k = loss::kd(&logits, &logits_f, temperature)?;
+                            parts.kd = k.to_scalar::<f32>()? as f64;
+                            total = (total + (k * w.kd)?)?;
+                        }
+                    }
+                    if w.ce > 0.0 {
+                        let c = loss::cross_entropy(&logits, &y, r.label_smoothing)?;
+                        parts.ce = c.to_scalar::<f32>()? as f64;
+                        total = (total + (c * w.ce)?)?;
+                    }
+                    parts.total = total.to_scalar::<f32>()? as f64;
+                    Ok(StepOut { correct: loss::correct(&logits, &y)?, loss: total, parts })
+                },
+                &mut || accuracy(test, eval_logits),
+                &mut || {
+                    let p = self.run.checkpoint(&ckpt);
+                    params.save(&p)?;
+                    Ok(p.display().to_string())
+                },
+            )?;
+            Self::checkpoint(self.ctl, self.run, &params, key, &name, &ckpt)?;
+            prev = weights;
+            last = Some(outcome);
+        }
+        let acc = match &last {
+            Some(o) => self.final_accuracy(o, eval_logits)?,
+            None => accuracy(test, eval_logits)?,
+        };
+        let groups: Vec<Group> = trainable.into_iter().collect();
+        let count = params.count(&prefixes(&groups));
+        self.finish(key, started, before, acc, count);
+        Ok(acc)
+    }
+
+    /// Run every method listed in the config, in dependency order.
+    pub fn run_all(&mut self) -> Result<()> {
+        let methods = self.exp.methods.clone();
+        let wants = |m: Method| methods.contains(&m);
+        let probe = if wants(Method::LinearProbe) || wants(Method::Kd) { Some(self.linear_probe(wants(Method::LinearProbe))?) } else { None };
+        if wants(Method::Vp) {
+            self.reprogram_foundation("vp", false)?;
+        }
+        if wants(Method::Tdmr) {
+            let (teacher, _) = self.reprogram_foundation("tdmr-teacher", true)?;
+            let cache = self.cache_teacher("tdmr", &teacher)?;
+            self.train_target("tdmr", Some((&cache, Some(&teacher.head))))?;
+        }
+        if wants(Method::Scratch) {
+            self.train_target("scratch", None)?;
+        }
+        if let (true, Some(cache)) = (wants(Method::Kd), &probe) {
+            self.train_target("kd", Some((cache, None)))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! The headless engine: optimisers, schedules, the training loop, the methods, the run
+//! directory, and the `Event`/`Command` API that the runner (and later the TUI) use.
+
+pub mod control;
+pub mod events;
+pub mod methods;
+pub mod optim;
+pub mod report;
+pub mod run_dir;
+pub mod schedule;
+pub mod session;
+pub mod trainer;
+
+pub use control::Control;
+pub use events::{Command, Event, LossParts, MethodResult, Summary};
+pub use session::{run_blocking, Session};

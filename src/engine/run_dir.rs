@@ -1,0 +1,64 @@
+//! `runs/<name>-<timestamp>/`: config as run, metrics, checkpoints, report. Every file
+//! is written atomically (temp file, fsync, rename) so a killed run leaves only
+//! complete files behind.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::{Error, Result};
+
+/// Write through `f` into a temp file beside `path`, fsync it, then rename over `path`.
+pub fn write_atomic(path: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    f(&tmp)?;
+    File::open(&tmp).and_then(|h| h.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
+    write_atomic(path, |tmp| std::fs::write(tmp, text).map_err(|e| Error::io(tmp, e)))
+}
+
+/// UTC `YYYYMMDD-HHMMSS` for run directory names.
+pub fn timestamp() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// `out` names the run directory itself; otherwise `runs/<name>-<timestamp>`.
+    pub fn create(out: Option<&Path>, name: &str) -> Result<Self> {
+        let root = match out {
+            Some(p) => p.to_path_buf(),
+            None => PathBuf::from("runs").join(format!("{name}-{}", timestamp())),
+        };
+        let ckpt = root.join("checkpoints");
+        std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
+        Ok(RunDir { root })
+    }
+
+    pub fn checkpoint(&self, file: &str) -> PathBuf {
+        self.root.join("checkpoints").join(file)
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}

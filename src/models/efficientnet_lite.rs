@@ -1,0 +1,223 @@
+//! EfficientNet-Lite (no squeeze-excite, ReLU6, TF "SAME" padding) on verified ops,
+//! loading the `_conv_stem` / `_blocks.N.*` / `_conv_head` / `_fc` key layout of the
+//! bundled ImageNet checkpoint strictly.
+//!
+//! The network is frozen: weights are plain tensors (never `Var`s), batch norm is folded
+//! into the convolutions from the running statistics at load time, so nothing can update
+//! it and no weight gradient is ever computed.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::{Device, Tensor};
+
+use super::weights::StrictWeights;
+use crate::ops::{self, conv::pad_same_tf, norm::fold_batch_norm};
+use crate::{Error, Result};
+
+/// TF's EfficientNet batch-norm epsilon.
+const BN_EPS: f64 = 1e-3;
+
+struct Block {
+    expand: Option<(Tensor, Tensor)>,
+    depthwise: Tensor,
+    dw_shift: Tensor,
+    kernel: usize,
+    stride: usize,
+    project: (Tensor, Tensor),
+    residual: bool,
+}
+
+pub struct EfficientNetLite {
+    stem: Tensor,
+    stem_shift: Tensor,
+    blocks: Vec<Block>,
+    head: (Tensor, Tensor),
+    classifier: (Tensor, Tensor),
+    params: usize,
+    variant: String,
+    forwards: AtomicUsize,
+}
+
+fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.clamp(0f32, 6f32)
+}
+
+/// Reads `prefix.{weight,bias,running_mean,running_var,num_batches_tracked}` and returns
+/// (scale, shift).
+fn take_bn(w: &mut StrictWeights, prefix: &str, channels: usize) -> Result<(Tensor, Tensor)> {
+    let gamma = w.take(&format!("{prefix}.weight"), &[channels])?;
+    let beta = w.take(&format!("{prefix}.bias"), &[channels])?;
+    let mean = w.take(&format!("{prefix}.running_mean"), &[channels])?;
+    let var = w.take(&format!("{prefix}.running_var"), &[channels])?;
+    let counter = format!("{prefix}.num_batches_tracked");
+    if w.contains(&counter) {
+        w.take_scalar_counter(&counter)?;
+    }
+    Ok(fold_batch_norm(&gamma, &beta, &mean, &var, BN_EPS)?)
+}
+
+/// A 1×1 conv with its batch norm folded in: (weight [Cout, Cin], bias [Cout]).
+fn take_pointwise(w: &mut StrictWeights, conv: &str, bn: &str, cin: usize) -> Result<(Tensor, Tensor)> {
+    let name = format!("{conv}.weight");
+    let weight = w.take_any(&name)?;
+    let dims = weight.dims().to_vec();
+    if dims.len() != 4 || dims[1] != cin || dims[2] != 1 || dims[3] != 1 {
+        return Err(Error::Tensor { path: w.path().into(), tensor: name, msg: format!("expected shape [_, {cin}, 1, 1], found {dims:?}") });
+    }
+    let (scale, shift) = take_bn(w, bn, dims[0])?;
+    let folded = weight.flatten_from(1)?.broadcast_mul(&scale.unsqueeze(1)?)?;
+    Ok((folded, shift))
+}
+
+impl EfficientNetLite {
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let mut w = StrictWeights::open(path, device)?;
+        let total = w.float_elements();
+        let stem = w.take_any("_conv_stem.weight")?;
+        if stem.rank() != 4 || stem.dims()[1..] != [3, 3, 3] {
+            return Err(Error::Tensor { path: path.into(), tensor: "_conv_stem.weight".into(), msg: format!("expected shape [_, 3, 3, 3], found {:?}", stem.dims()) });
+        }
+        let stem_ch = stem.dim(0)?;
+        let (scale, stem_shift) = take_bn(&mut w, "_bn0", stem_ch)?;
+        let stem = stem.broadcast_mul(&scale.reshape((stem_ch, 1, 1, 1))?)?;
+
+        let mut blocks = Vec::new();
+        let mut cin = stem_ch;
+        let mut stage = 0usize;
+        let mut prev_out = None;
+        let mut i = 0;
+        while w.contains(&format!("_blocks.{i}._depthwise_conv.weight")) {
+            let p = format!("_blocks.{i}");
+            let expand = if w.contains(&format!("{p}._expand_conv.weight")) {
+                Some(take_pointwise(&mut w, &format!("{p}._expand_conv"), &format!("{p}._bn0"), cin)?)
+            } else {
+                None
+            };
+            let mid = match &expand {
+                Some((e, _)) => e.dim(0)?,
+                None => cin,
+            };
+            let dw_name = format!("{p}._depthwise_conv.weight");
+            let dw = w.take_any(&dw_name)?;
+            let d = dw.dims().to_vec();
+            if d.len() != 4 || d[0] != mid || d[1] != 1 || d[2] != d[3] {
+                return Err(Error::Tensor { path: path.into(), tensor: dw_name, msg: format!("expected shape [{mid}, 1, K, K], found {d:?}") });
+            }
+            let (dw_scale, dw_shift) = take_bn(&mut w, &format!("{p}._bn1"), mid)?;
+            let depthwise = dw.broadcast_mul(&dw_scale.reshape((mid, 1, 1, 1))?)?;
+            let project = take_pointwise(&mut w, &format!("{p}._project_conv"), &format!("{p}._bn2"), mid)?;
+            let cout = project.0.dim(0)?;
+            // A new stage starts where the output width changes; EfficientNet's stages
+            // 2, 3, 4 and 6 (1-based) open with stride 2.
+            if prev_out.is_some_and(|o| o != cout) {
+                stage += 1;
+            }
+            let stride = if prev_out != Some(cout) && matches!(stage, 1 | 2 | 3 | 5) { 2 } else { 1 };
+            prev_out = Some(cout);
+            blocks.push(Block { expand, depthwise, dw_shift, kernel: d[2], stride, project, residual: stride == 1 && cin == cout });
+            cin = cout;
+            i += 1;
+        }
+        if blocks.is_empty() {
+            return Err(Error::Tensor { path: path.into(), tensor: "_blocks.0._depthwise_conv.weight".into(), msg: "missing from the file (not an EfficientNet-Lite checkpoint?)".into() });
+        }
+        let head = take_pointwise(&mut w, "_conv_head", "_bn1", cin)?;
+        let feat = head.0.dim(0)?;
+        let fc_w = w.take_any("_fc.weight")?;
+        if fc_w.rank() != 2 || fc_w.dim(1)? != feat {
+            return Err(Error::Tensor { path: path.into(), tensor: "_fc.weight".into(), msg: format!("expected shape [_, {feat}], found {:?}", fc_w.dims()) });
+        }
+        let fc_b = w.take("_fc.bias", &[fc_w.dim(0)?])?;
+        w.finish()?;
+        let variant = match blocks.len() {
+            16 => "efficientnet-lite0",
+            20 => "efficientnet-lite1",
+            23 => "efficientnet-lite2",
+            26 => "efficientnet-lite3",
+            32 => "efficientnet-lite4",
+            _ => "efficientnet-lite",
+        };
+        Ok(EfficientNetLite { stem, stem_shift, blocks, head, classifier: (fc_w, fc_b), params: total, variant: variant.into(), forwards: AtomicUsize::new(0) })
+    }
+
+    pub fn variant(&self) -> &str {
+        &self.variant
+    }
+
+    /// Parameters in the checkpoint (batch-norm statistics included, counters excluded).
+    pub fn param_count(&self) -> usize {
+        self.params
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.head.1.dim(0).unwrap_or(0)
+    }
+
+    /// How many batches went through [`Self::features`]: stage 2 must not add to it.
+    pub fn forward_calls(&self) -> usize {
+        self.forwards.load(Ordering::Relaxed)
+    }
+
+    /// Pooled features `[B, d_F]` of a normalised `[B, 3, H, W]` input.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.forwards.fetch_add(1, Ordering::Relaxed);
+        let mut x = ops::conv2d_same_tf(x, &self.stem, 2)?;
+        x = relu6(&x.broadcast_add(&self.stem_shift.reshape((1, (), 1, 1))?)?)?;
+        for b in &self.blocks {
+            let input = x.clone();
+            if let Some((w, bias)) = &b.expand {
+                x = relu6(&ops::pointwise_conv(&x, w, Some(bias))?)?;
+            }
+            x = ops::depthwise_conv2d(&pad_same_tf(&x, b.kernel, b.stride)?, &b.depthwise, b.stride)?;
+            x = relu6(&x.broadcast_add(&b.dw_shift.reshape((1, (), 1, 1))?)?)?;
+            x = ops::pointwise_conv(&x, &b.project.0, Some(&b.project.1))?;
+            if b.residual {
+                x = (x + input)?;
+            }
+        }
+        x = relu6(&ops::pointwise_conv(&x, &self.head.0, Some(&self.head.1))?)?;
+        Ok(x.mean((2, 3))?)
+    }
+
+    /// ImageNet logits from pooled features (the checkpoint's own classifier).
+    pub fn classify(&self, features: &Tensor) -> Result<Tensor> {
+        Ok(ops::conv::linear(features, &self.classifier.0, Some(&self.classifier.1))?)
+    }
+
+    /// A copy with the same architecture but weights re-drawn at random (He-normal,
+    /// batch norm reset): the "untrained" control for the pretrained-ness test.
+    pub fn randomized(&self, seed: u64) -> Result<Self> {
+        let mut p = crate::params::Params::new(self.stem.device(), seed);
+        let mut fresh = |t: &Tensor, name: &str| -> Result<Tensor> {
+            let fan_in: usize = t.dims()[1..].iter().product();
+            Ok(p.kaiming_normal(name, t.dims(), fan_in.max(1))?.detach())
+        };
+        let zeros = |t: &Tensor| -> Result<Tensor> { Ok(t.zeros_like()?) };
+        let mut blocks = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            blocks.push(Block {
+                expand: match &b.expand {
+                    Some((w, bias)) => Some((fresh(w, &format!("e{i}"))?, zeros(bias)?)),
+                    None => None,
+                },
+                depthwise: fresh(&b.depthwise, &format!("d{i}"))?,
+                dw_shift: zeros(&b.dw_shift)?,
+                kernel: b.kernel,
+                stride: b.stride,
+                project: (fresh(&b.project.0, &format!("p{i}"))?, zeros(&b.project.1)?),
+                residual: b.residual,
+            });
+        }
+        Ok(EfficientNetLite {
+            stem: fresh(&self.stem, "stem")?,
+            stem_shift: zeros(&self.stem_shift)?,
+            blocks,
+            head: (fresh(&self.head.0, "head")?, zeros(&self.head.1)?),
+            classifier: (fresh(&self.classifier.0, "fc")?, zeros(&self.classifier.1)?),
+            params: self.params,
+            variant: format!("{} (random init)", self.variant),
+            forwards: AtomicUsize::new(0),
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! Strict checkpoint reading: every tensor used, every shape checked, errors name the
+//! file and the tensor.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::{Error, Result};
+
+pub struct StrictWeights {
+    path: PathBuf,
+    tensors: HashMap<String, Tensor>,
+    used: BTreeSet<String>,
+}
+
+impl StrictWeights {
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::File { path: path.into(), msg: "is a directory, expected a .safetensors file".into() });
+        }
+        let tensors = candle_core::safetensors::load(path, device).map_err(|e| Error::File {
+            path: path.into(),
+            msg: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+        })?;
+        Ok(StrictWeights { path: path.into(), tensors, used: BTreeSet::new() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of floating-point values in the file (parameters and statistics).
+    pub fn float_elements(&self) -> usize {
+        self.tensors.values().filter(|t| t.dtype().is_float()).map(|t| t.elem_count()).sum()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    fn err(&self, name: &str, msg: String) -> Error {
+        Error::Tensor { path: self.path.clone(), tensor: name.into(), msg }
+    }
+
+    /// Take `name` as f32 after checking its shape.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.take_any(name)?;
+        if t.dims() != shape {
+            return Err(self.err(name, format!("expected shape {shape:?}, found {:?}", t.dims())));
+        }
+        Ok(t)
+    }
+
+    /// Take `name` as f32, any shape (the caller checks it against other tensors).
+    pub fn take_any(&mut self, name: &str) -> Result<Tensor> {
+        let t = self.tensors.get(name).ok_or_else(|| self.err(name, "missing from the file".into()))?;
+        let t = match t.dtype() {
+            DType::F32 => t.clone(),
+            DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+            other => return Err(self.err(name, format!("expected a float tensor, found {other:?}"))),
+        };
+        self.used.insert(name.to_string());
+        Ok(t)
+    }
+
+    /// Mark a bookkeeping tensor (e.g. `num_batches_tracked`) as seen, checking it is a scalar.
+    pub fn take_scalar_counter(&mut self, name: &str) -> Result<()> {
+        let t = self.tensors.get(name).ok_or_else(|| self.err(name, "missing from the file".into()))?;
+        if t.rank() != 0 {
+            return Err(self.err(name, format!("expected a scalar, found shape {:?}", t.dims())));
+        }
+        self.used.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Error if any tensor in the file was not used.
+    pub fn finish(self) -> Result<()> {
+        let mut extra: Vec<&String> = self.tensors.keys().filter(|k| !self.used.contains(*k)).collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        extra.sort();
+        let shown: Vec<&str> = extra.iter().take(8).map(|s| s.as_str()).collect();
+        Err(self.err(shown[0], format!("{} unexpected tensor(s) in the file: {}", extra.len(), shown.join(", "))))
+    }
+}

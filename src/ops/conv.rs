@@ -1,0 +1,69 @@
+//! Convolutions on verified ops.
+
+use candle_core::{Module, Tensor};
+
+/// TensorFlow "SAME" padding split for one spatial dimension (more on the bottom/right),
+/// as the EfficientNet-Lite checkpoints were trained with.
+pub fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+/// Zero-pad `x` `[B, C, H, W]` with TF "SAME" padding for the given kernel and stride.
+pub fn pad_same_tf(x: &Tensor, kernel: usize, stride: usize) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let (top, bottom) = same_padding(h, kernel, stride);
+    let (left, right) = same_padding(w, kernel, stride);
+    x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)
+}
+
+/// Dense convolution with TF "SAME" padding (candle's conv2d: input gradient verified).
+pub fn conv2d_same_tf(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    let k = w.dim(2)?;
+    pad_same_tf(x, k, stride)?.conv2d(w, 0, stride, 1, 1)
+}
+
+/// 1×1 convolution as one batched GEMM: `w` is `[Cout, Cin]` (or `[Cout, Cin, 1, 1]`).
+/// Why not conv2d: candle's conv2d input gradient is a naive loop; matmul's is GEMM.
+pub fn pointwise_conv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let (b, c, h, wd) = x.dims4()?;
+    let w2 = w.flatten_from(1)?;
+    let y = w2.broadcast_left(b)?.matmul(&x.reshape((b, c, h * wd))?)?;
+    let y = y.reshape((b, w2.dim(0)?, h, wd))?;
+    match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// 3×3 (or K×K), stride 1, "same" zero padding, for trainable target models: im2col by
+/// shifted views and one GEMM, so both input and weight gradients run as GEMMs.
+pub fn conv2d_im2col(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let (b, c, h, wd) = x.dims4()?;
+    let (cout, cin, k, k2) = w.dims4()?;
+    if cin != c || k != k2 || k % 2 == 0 {
+        candle_core::bail!("conv2d_im2col: x {:?} vs w {:?}", x.dims(), w.dims())
+    }
+    let p = k / 2;
+    let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+    let mut taps = Vec::with_capacity(k * k);
+    for ky in 0..k {
+        for kx in 0..k {
+            taps.push(xp.narrow(2, ky, h)?.narrow(3, kx, wd)?);
+        }
+    }
+    // cols: [B, K*K*Cin, H*W], tap-major; the weight is permuted to match.
+    let cols = Tensor::cat(&taps, 1)?.reshape((b, k * k * c, h * wd))?;
+    let wm = w.permute((0, 2, 3, 1))?.reshape((cout, k * k * c))?;
+    let y = wm.broadcast_left(b)?.matmul(&cols)?.reshape((b, cout, h, wd))?;
+    match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// A plain linear layer `y = x Wᵀ + b` on `[B, D]`.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    candle_nn::Linear::new(w.clone(), b.cloned()).forward(x)
+}

@@ -1,0 +1,178 @@
+//! Depthwise 2-D convolution as a candle custom op with its own backward.
+//!
+//! Why: candle runs `groups = C` as C separate convolutions and its backward is
+//! O(C²·H·W); EfficientNet-style foundation models are mostly depthwise layers and the
+//! visual prompt is trained *through* them. Direct loops are exact and linear in size.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
+pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    x.apply_op2(&w, DepthwiseFwd { stride })
+}
+
+#[derive(Clone, Copy)]
+struct Geometry {
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    ho: usize,
+    wo: usize,
+}
+
+fn geometry(xs: &[usize], ws: &[usize], s: usize) -> candle_core::Result<Geometry> {
+    let (&[b, c, h, w], &[wc, 1, k, k2]) = (xs, ws) else {
+        candle_core::bail!("depthwise_conv2d: expected x [B,C,H,W] and w [C,1,K,K], got {xs:?} and {ws:?}")
+    };
+    if wc != c || k != k2 || h < k || w < k || s == 0 {
+        candle_core::bail!("depthwise_conv2d: incompatible x {xs:?}, w {ws:?}, stride {s}")
+    }
+    Ok(Geometry { b, c, h, w, k, s, ho: (h - k) / s + 1, wo: (w - k) / s + 1 })
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("depthwise_conv2d: non-contiguous input"),
+    }
+}
+
+struct DepthwiseFwd {
+    stride: usize,
+}
+
+impl CustomOp2 for DepthwiseFwd {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = geometry(l1.dims(), l2.dims(), self.stride)?;
+        let (x, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let mut out = vec![0f32; g.b * g.c * g.ho * g.wo];
+        out.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(plane, o)| {
+            let ch = plane % g.c;
+            let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+            let wp = &w[ch * g.k * g.k..(ch + 1) * g.k * g.k];
+            for oy in 0..g.ho {
+                let orow = &mut o[oy * g.wo..(oy + 1) * g.wo];
+                for ky in 0..g.k {
+                    let xrow = &xp[(oy * g.s + ky) * g.w..];
+                    for kx in 0..g.k {
+                        let wv = wp[ky * g.k + kx];
+                        for (ox, ov) in orow.iter_mut().enumerate() {
+                            *ov += wv * xrow[ox * g.s + kx];
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((g.b, g.c, g.ho, g.wo))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(w, &DepthwiseGradInput { stride: self.stride, h: x.dim(2)?, w: x.dim(3)? })?)
+        } else {
+            None
+        };
+        // Frozen foundation weights are plain tensors: skip their gradient entirely.
+        let gw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { stride: self.stride, k: w.dim(2)? })?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
+    }
+}
+
+struct DepthwiseGradInput {
+    stride: usize,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for DepthwiseGradInput {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let &[b, c, ho, wo] = l1.dims() else { candle_core::bail!("depthwise grad: bad grad shape") };
+        let g = geometry(&[b, c, self.h, self.w], l2.dims(), self.stride)?;
+        if (g.ho, g.wo) != (ho, wo) {
+            candle_core::bail!("depthwise grad: output size mismatch")
+        }
+        let (gy, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let mut gx = vec![0f32; b * c * g.h * g.w];
+        gx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, gxp)| {
+            let ch = plane % c;
+            let gyp = &gy[plane * ho * wo..(plane + 1) * ho * wo];
+            let wp = &w[ch * g.k * g.k..(ch + 1) * g.k * g.k];
+            for oy in 0..ho {
+                let grow = &gyp[oy * wo..(oy + 1) * wo];
+                for ky in 0..g.k {
+                    let xrow = &mut gxp[(oy * g.s + ky) * g.w..];
+                    for kx in 0..g.k {
+                        let wv = wp[ky * g.k + kx];
+                        for (ox, gv) in grow.iter().enumerate() {
+                            xrow[ox * g.s + kx] += wv * gv;
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(gx), Shape::from((b, c, g.h, g.w))))
+    }
+}
+
+struct DepthwiseGradWeight {
+    stride: usize,
+    k: usize,
+}
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let &[b, c, h, w] = l1.dims() else { candle_core::bail!("depthwise grad: bad input shape") };
+        let g = geometry(&[b, c, h, w], &[c, 1, self.k, self.k], self.stride)?;
+        if l2.dims() != [b, c, g.ho, g.wo] {
+            candle_core::bail!("depthwise grad: grad shape mismatch")
+        }
+        let (x, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let kk = g.k * g.k;
+        let mut gw = vec![0f32; c * kk];
+        gw.par_chunks_mut(kk).enumerate().for_each(|(ch, gwc)| {
+            for bi in 0..b {
+                let plane = bi * c + ch;
+                let xp = &x[plane * h * w..(plane + 1) * h * w];
+                let gyp = &gy[plane * g.ho * g.wo..(plane + 1) * g.ho * g.wo];
+                for ky in 0..g.k {
+                    for kx in 0..g.k {
+                        let mut acc = 0f32;
+                        for oy in 0..g.ho {
+                            let xrow = &xp[(oy * g.s + ky) * w..];
+                            let grow = &gyp[oy * g.wo..(oy + 1) * g.wo];
+                            for (ox, gv) in grow.iter().enumerate() {
+                                acc += gv * xrow[ox * g.s + kx];
+                            }
+                        }
+                        gwc[ky * g.k + kx] += acc;
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(gw), Shape::from((c, 1, g.k, g.k))))
+    }
+}

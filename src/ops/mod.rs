@@ -1,0 +1,15 @@
+//! Differentiable building blocks whose backward passes are verified against finite
+//! differences (tests in `tests/gradcheck.rs`). candle 0.11 silently drops or gets wrong
+//! some gradients (DESIGN.md §5: fused layer-norm, `softmax_last_dim`, pooling, bilinear
+//! upsampling), so every forward path that a gradient must cross is built from this
+//! module and from candle ops measured to be correct.
+
+pub mod conv;
+pub mod depthwise;
+pub mod gradcheck;
+pub mod norm;
+pub mod resize;
+
+pub use conv::{conv2d_same_tf, pointwise_conv};
+pub use depthwise::depthwise_conv2d;
+pub use resize::{bilinear_matrix, resize_bilinear};

@@ -1,0 +1,78 @@
+//! `R_out`: projector `g: d → P` into the proxy space and task head `h: P → C`.
+
+use candle_core::Tensor;
+
+use crate::config::ProjectorKind;
+use crate::ops::{conv::linear, norm::l2_normalize};
+use crate::params::Params;
+use crate::Result;
+
+pub struct Projector {
+    layers: Vec<(Tensor, Tensor)>,
+    normalize: bool,
+}
+
+impl Projector {
+    pub fn new(p: &mut Params, prefix: &str, kind: ProjectorKind, input: usize, proxy: usize, normalize: bool) -> Result<Self> {
+        let dims = match kind {
+            ProjectorKind::Linear => vec![(input, proxy)],
+            ProjectorKind::Mlp => vec![(input, 2 * proxy), (2 * proxy, proxy)],
+        };
+        let mut layers = Vec::new();
+        for (i, (din, dout)) in dims.into_iter().enumerate() {
+            layers.push((
+                p.uniform(&format!("{prefix}fc{i}.weight"), &[dout, din], din)?,
+                p.uniform(&format!("{prefix}fc{i}.bias"), &[dout], din)?,
+            ));
+        }
+        Ok(Projector { layers, normalize })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            if i > 0 {
+                x = x.relu()?;
+            }
+            x = linear(&x, w, Some(b))?;
+        }
+        Ok(if self.normalize { l2_normalize(&x)? } else { x })
+    }
+}
+
+/// Linear task head. With L2-normalised proxies the logits would be tiny, so the head
+/// scales its input by a fixed factor (a cosine-classifier style temperature).
+pub struct Head {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    scale: f64,
+}
+
+impl Head {
+    pub fn new(p: &mut Params, prefix: &str, input: usize, classes: usize, scale: f64) -> Result<Self> {
+        Ok(Head {
+            weight: p.uniform(&format!("{prefix}weight"), &[classes, input], input)?,
+            bias: p.uniform(&format!("{prefix}bias"), &[classes], input)?,
+            scale,
+        })
+    }
+
+    /// A trainable copy of `other` (stage 2 starts from the teacher's head).
+    pub fn copy(p: &mut Params, prefix: &str, other: &Head) -> Result<Self> {
+        Ok(Head {
+            weight: p.copy_of(&format!("{prefix}weight"), &other.weight)?,
+            bias: p.copy_of(&format!("{prefix}bias"), &other.bias)?,
+            scale: other.scale,
+        })
+    }
+
+    /// A frozen snapshot of `other` (plain tensors, never optimised).
+    pub fn frozen(other: &Head) -> Result<Self> {
+        Ok(Head { weight: other.weight.copy()?.detach(), bias: other.bias.copy()?.detach(), scale: other.scale })
+    }
+
+    pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        let z = if self.scale != 1.0 { (z * self.scale)? } else { z.clone() };
+        Ok(linear(&z, &self.weight, Some(&self.bias))?)
+    }
+}
