@@ -185,6 +185,36 @@ impl EfficientNetLite {
         Ok(ops::conv::linear(features, &self.classifier.0, Some(&self.classifier.1))?)
     }
 
+    /// The same network with every weight cast to `dtype` (f64 for gradient checks).
+    pub fn to_dtype(&self, dtype: candle_core::DType) -> Result<Self> {
+        let c = |t: &Tensor| t.to_dtype(dtype);
+        let mut blocks = Vec::new();
+        for b in &self.blocks {
+            blocks.push(Block {
+                expand: match &b.expand {
+                    Some((w, bias)) => Some((c(w)?, c(bias)?)),
+                    None => None,
+                },
+                depthwise: c(&b.depthwise)?,
+                dw_shift: c(&b.dw_shift)?,
+                kernel: b.kernel,
+                stride: b.stride,
+                project: (c(&b.project.0)?, c(&b.project.1)?),
+                residual: b.residual,
+            });
+        }
+        Ok(EfficientNetLite {
+            stem: c(&self.stem)?,
+            stem_shift: c(&self.stem_shift)?,
+            blocks,
+            head: (c(&self.head.0)?, c(&self.head.1)?),
+            classifier: (c(&self.classifier.0)?, c(&self.classifier.1)?),
+            params: self.params,
+            variant: self.variant.clone(),
+            forwards: AtomicUsize::new(0),
+        })
+    }
+
     /// A copy with the same architecture but weights re-drawn at random (He-normal,
     /// batch norm reset): the "untrained" control for the pretrained-ness test.
     pub fn randomized(&self, seed: u64) -> Result<Self> {

@@ -4,7 +4,7 @@
 //! O(C²·H·W); EfficientNet-style foundation models are mostly depthwise layers and the
 //! visual prompt is trained *through* them. Direct loops are exact and linear in size.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
@@ -12,6 +12,17 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::R
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     x.apply_op2(&w, DepthwiseFwd { stride })
+}
+
+/// f32 for training, f64 for gradient checks.
+macro_rules! dispatch {
+    ($op:expr, $f:ident, $s1:expr, $l1:expr, $s2:expr, $l2:expr) => {
+        match $s1 {
+            CpuStorage::F32(_) => $op.$f::<f32>($s1, $l1, $s2, $l2).map(|(v, s)| (CpuStorage::F32(v), s)),
+            CpuStorage::F64(_) => $op.$f::<f64>($s1, $l1, $s2, $l2).map(|(v, s)| (CpuStorage::F64(v), s)),
+            other => candle_core::bail!("depthwise_conv2d: unsupported dtype {:?}", candle_core::backend::BackendStorage::dtype(other)),
+        }
+    };
 }
 
 #[derive(Clone, Copy)]
@@ -36,8 +47,8 @@ fn geometry(xs: &[usize], ws: &[usize], s: usize) -> candle_core::Result<Geometr
     Ok(Geometry { b, c, h, w, k, s, ho: (h - k) / s + 1, wo: (w - k) / s + 1 })
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
+fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
+    let data = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => candle_core::bail!("depthwise_conv2d: non-contiguous input"),
@@ -54,27 +65,7 @@ impl CustomOp2 for DepthwiseFwd {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = geometry(l1.dims(), l2.dims(), self.stride)?;
-        let (x, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let mut out = vec![0f32; g.b * g.c * g.ho * g.wo];
-        out.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(plane, o)| {
-            let ch = plane % g.c;
-            let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            let wp = &w[ch * g.k * g.k..(ch + 1) * g.k * g.k];
-            for oy in 0..g.ho {
-                let orow = &mut o[oy * g.wo..(oy + 1) * g.wo];
-                for ky in 0..g.k {
-                    let xrow = &xp[(oy * g.s + ky) * g.w..];
-                    for kx in 0..g.k {
-                        let wv = wp[ky * g.k + kx];
-                        for (ox, ov) in orow.iter_mut().enumerate() {
-                            *ov += wv * xrow[ox * g.s + kx];
-                        }
-                    }
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((g.b, g.c, g.ho, g.wo))))
+        dispatch!(self, fwd, s1, l1, s2, l2)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
@@ -94,6 +85,32 @@ impl CustomOp2 for DepthwiseFwd {
     }
 }
 
+impl DepthwiseFwd {
+    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+        let g = geometry(l1.dims(), l2.dims(), self.stride)?;
+        let (x, w) = (slice::<T>(s1, l1)?, slice::<T>(s2, l2)?);
+        let mut out = vec![T::zero(); g.b * g.c * g.ho * g.wo];
+        out.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(plane, o)| {
+            let ch = plane % g.c;
+            let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+            let wp = &w[ch * g.k * g.k..(ch + 1) * g.k * g.k];
+            for oy in 0..g.ho {
+                let orow = &mut o[oy * g.wo..(oy + 1) * g.wo];
+                for ky in 0..g.k {
+                    let xrow = &xp[(oy * g.s + ky) * g.w..];
+                    for kx in 0..g.k {
+                        let wv = wp[ky * g.k + kx];
+                        for (ox, ov) in orow.iter_mut().enumerate() {
+                            *ov += wv * xrow[ox * g.s + kx];
+                        }
+                    }
+                }
+            }
+        });
+        Ok((out, Shape::from((g.b, g.c, g.ho, g.wo))))
+    }
+}
+
 struct DepthwiseGradInput {
     stride: usize,
     h: usize,
@@ -106,13 +123,19 @@ impl CustomOp2 for DepthwiseGradInput {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!(self, fwd, s1, l1, s2, l2)
+    }
+}
+
+impl DepthwiseGradInput {
+    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
         let &[b, c, ho, wo] = l1.dims() else { candle_core::bail!("depthwise grad: bad grad shape") };
         let g = geometry(&[b, c, self.h, self.w], l2.dims(), self.stride)?;
         if (g.ho, g.wo) != (ho, wo) {
             candle_core::bail!("depthwise grad: output size mismatch")
         }
-        let (gy, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let mut gx = vec![0f32; b * c * g.h * g.w];
+        let (gy, w) = (slice::<T>(s1, l1)?, slice::<T>(s2, l2)?);
+        let mut gx = vec![T::zero(); b * c * g.h * g.w];
         gx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, gxp)| {
             let ch = plane % c;
             let gyp = &gy[plane * ho * wo..(plane + 1) * ho * wo];
@@ -123,14 +146,14 @@ impl CustomOp2 for DepthwiseGradInput {
                     let xrow = &mut gxp[(oy * g.s + ky) * g.w..];
                     for kx in 0..g.k {
                         let wv = wp[ky * g.k + kx];
-                        for (ox, gv) in grow.iter().enumerate() {
+                        for (ox, &gv) in grow.iter().enumerate() {
                             xrow[ox * g.s + kx] += wv * gv;
                         }
                     }
                 }
             }
         });
-        Ok((CpuStorage::F32(gx), Shape::from((b, c, g.h, g.w))))
+        Ok((gx, Shape::from((b, c, g.h, g.w))))
     }
 }
 
@@ -145,14 +168,20 @@ impl CustomOp2 for DepthwiseGradWeight {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!(self, fwd, s1, l1, s2, l2)
+    }
+}
+
+impl DepthwiseGradWeight {
+    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
         let &[b, c, h, w] = l1.dims() else { candle_core::bail!("depthwise grad: bad input shape") };
         let g = geometry(&[b, c, h, w], &[c, 1, self.k, self.k], self.stride)?;
         if l2.dims() != [b, c, g.ho, g.wo] {
             candle_core::bail!("depthwise grad: grad shape mismatch")
         }
-        let (x, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (x, gy) = (slice::<T>(s1, l1)?, slice::<T>(s2, l2)?);
         let kk = g.k * g.k;
-        let mut gw = vec![0f32; c * kk];
+        let mut gw = vec![T::zero(); c * kk];
         gw.par_chunks_mut(kk).enumerate().for_each(|(ch, gwc)| {
             for bi in 0..b {
                 let plane = bi * c + ch;
@@ -160,11 +189,11 @@ impl CustomOp2 for DepthwiseGradWeight {
                 let gyp = &gy[plane * g.ho * g.wo..(plane + 1) * g.ho * g.wo];
                 for ky in 0..g.k {
                     for kx in 0..g.k {
-                        let mut acc = 0f32;
+                        let mut acc = T::zero();
                         for oy in 0..g.ho {
                             let xrow = &xp[(oy * g.s + ky) * w..];
                             let grow = &gyp[oy * g.wo..(oy + 1) * g.wo];
-                            for (ox, gv) in grow.iter().enumerate() {
+                            for (ox, &gv) in grow.iter().enumerate() {
                                 acc += gv * xrow[ox * g.s + kx];
                             }
                         }
@@ -173,6 +202,6 @@ impl CustomOp2 for DepthwiseGradWeight {
                 }
             }
         });
-        Ok((CpuStorage::F32(gw), Shape::from((c, 1, g.k, g.k))))
+        Ok((gw, Shape::from((c, 1, g.k, g.k))))
     }
 }

@@ -1,0 +1,38 @@
+//! The real binary: clear errors, never a panic.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn tdmr(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tdmr")).args(args).current_dir(root()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("panicked"), "the binary panicked:\n{text}");
+    (out.status.success(), text)
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "name = \"x\"\n[foundation]\nimage_sise = 96\n").unwrap();
+    let (ok, text) = tdmr(&["run", cfg.to_str().unwrap()]);
+    assert!(!ok && text.contains("image_sise") && text.contains("line 3"), "{text}");
+
+    let missing = dir.path().join("none.safetensors");
+    let out = dir.path().join("run");
+    let set = format!("foundation.path={}", missing.display());
+    let (ok, text) = tdmr(&["run", "--out", out.to_str().unwrap(), "--set", &set, "--set", "data.k=2"]);
+    assert!(!ok && text.contains("none.safetensors"), "{text}");
+
+    let (ok, text) = tdmr(&["run", "--set", "data.k=51", "--out", dir.path().join("r2").to_str().unwrap()]);
+    assert!(!ok && text.contains("data.k"), "{text}");
+
+    let (ok, text) = tdmr(&["run", "--set", "reprogram.pad=49"]);
+    assert!(!ok && text.contains("reprogram.pad"), "{text}");
+
+    let (ok, text) = tdmr(&["run", "/nonexistent/exp.toml"]);
+    assert!(!ok && text.contains("/nonexistent/exp.toml"), "{text}");
+}

@@ -1,0 +1,84 @@
+//! Shared by the integration tests: paths to the bundled data and a tiny experiment.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+pub const WEIGHTS: &str = "sample-data/foundation/efficientnet-lite0.safetensors";
+pub const DIGITS: &str = "sample-data/digits";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A complete experiment shrunk to run in seconds: every method, every stage.
+pub fn tiny_experiment() -> tdmr::config::Experiment {
+    let text = r#"
+name = "tiny"
+seed = 3
+device = "cpu"
+[data]
+k = 2
+views = 2
+eval_every = 1
+[foundation]
+image_size = 32
+inner_size = 24
+[reprogram]
+pad = 4
+proxy_dim = 16
+[stage1]
+epochs = 2
+batch_size = 8
+[baselines]
+linear_probe_epochs = 3
+[target]
+image_size = 16
+[distill]
+batch_size = 10
+[[distill.stages]]
+name = "align"
+epochs = 1
+lr = 3e-3
+train = ["backbone", "projector"]
+weights = { align = 1.0 }
+[[distill.stages]]
+name = "align+kd"
+epochs = 1
+lr = 3e-3
+weights = { align = 1.0, kd = 1.0, ce = 0.1 }
+[[distill.stages]]
+name = "task"
+epochs = 1
+lr = 1e-3
+weights = { kd = 0.2, ce = 1.0 }
+"#;
+    let mut exp = tdmr::config::Experiment::parse(text, "tiny.toml", &[]).expect("tiny experiment parses");
+    exp.data.path = root().join(DIGITS);
+    exp.foundation.path = root().join(WEIGHTS);
+    exp
+}
+
+/// Drop the timing fields (and paths) so two runs' metrics can be compared.
+pub fn without_timings(jsonl: &str) -> Vec<serde_json::Value> {
+    jsonl
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("metrics line is JSON");
+            strip(&mut v);
+            v
+        })
+        .collect()
+}
+
+fn strip(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for k in ["wall_s", "images_per_s", "run_dir", "path"] {
+                m.remove(k);
+            }
+            m.values_mut().for_each(strip);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+        _ => {}
+    }
+}

@@ -1,0 +1,123 @@
+//! The bundled EfficientNet-Lite0: strict loading, clear errors, and proof that it is
+//! really pretrained.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use common::*;
+use tdmr::data::{Digits, ViewSet};
+use tdmr::models::efficientnet_lite::EfficientNetLite;
+use tdmr::models::{IMAGENET_MEAN, IMAGENET_STD};
+use tdmr::params::Params;
+use tdmr::reprogram::Head;
+
+fn load_all() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(root().join(WEIGHTS), &Device::Cpu).unwrap()
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, t: &HashMap<String, Tensor>) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    candle_core::safetensors::save(t, &p).unwrap();
+    p
+}
+
+fn load_err(path: &std::path::Path) -> String {
+    match EfficientNetLite::load(path, &Device::Cpu) {
+        Ok(_) => panic!("{} loaded but should not", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bundled_checkpoint_loads_strictly() {
+    let f = EfficientNetLite::load(&root().join(WEIGHTS), &Device::Cpu).unwrap();
+    assert_eq!(f.variant(), "efficientnet-lite0");
+    assert_eq!(f.feature_dim(), 1280);
+    let all = load_all();
+    assert_eq!(all.len(), 296);
+    let floats: usize = all.values().filter(|t| t.dtype().is_float()).map(|t| t.elem_count()).sum();
+    assert_eq!(f.param_count(), floats);
+    // The checkpoint's own ImageNet head is usable: logits are 1000-way.
+    let x = Tensor::zeros((1, 3, 64, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let logits = f.classify(&f.features(&x).unwrap()).unwrap();
+    assert_eq!(logits.dims(), &[1, 1000]);
+}
+
+#[test]
+fn missing_extra_and_misshapen_tensors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = load_all();
+    t.remove("_blocks.7._bn1.running_var");
+    let e = load_err(&write(&dir, "missing.safetensors", &t));
+    assert!(e.contains("_blocks.7._bn1.running_var") && e.contains("missing"), "{e}");
+
+    let mut t = load_all();
+    t.insert("_blocks.3.extra".into(), Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap());
+    let e = load_err(&write(&dir, "extra.safetensors", &t));
+    assert!(e.contains("_blocks.3.extra") && e.contains("unexpected"), "{e}");
+
+    let mut t = load_all();
+    t.insert("_blocks.2._bn2.weight".into(), Tensor::zeros(7, candle_core::DType::F32, &Device::Cpu).unwrap());
+    let e = load_err(&write(&dir, "shape.safetensors", &t));
+    assert!(e.contains("_blocks.2._bn2.weight") && e.contains("[24]") && e.contains("[7]"), "{e}");
+}
+
+#[test]
+fn missing_and_truncated_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_err(&dir.path().join("nope.safetensors"));
+    assert!(e.contains("nope.safetensors"), "{e}");
+    let bytes = std::fs::read(root().join(WEIGHTS)).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(&cut);
+    assert!(e.contains("cut.safetensors") && e.contains("truncated"), "{e}");
+}
+
+/// Train a linear classifier on frozen pooled features; return test accuracy.
+fn probe_accuracy(f: &EfficientNetLite, train: &ViewSet, test: &ViewSet) -> f64 {
+    let size = 64;
+    let mean = Tensor::new(&IMAGENET_MEAN, &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
+    let std = Tensor::new(&IMAGENET_STD, &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
+    let feats = |v: &ViewSet| {
+        let rows: Vec<usize> = (0..v.len()).collect();
+        let parts: Vec<Tensor> = rows
+            .chunks(100)
+            .map(|c| f.features(&v.batch(c, size).unwrap().broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap()).unwrap())
+            .collect();
+        Tensor::cat(&parts, 0).unwrap()
+    };
+    let (xtr, xte) = (feats(train), feats(test));
+    // Standardise with training statistics so both nets get the same optimiser footing.
+    let mu = xtr.mean_keepdim(0).unwrap();
+    let sd = (xtr.broadcast_sub(&mu).unwrap().sqr().unwrap().mean_keepdim(0).unwrap() + 1e-6).unwrap().sqrt().unwrap();
+    let norm = |x: &Tensor| x.broadcast_sub(&mu).unwrap().broadcast_div(&sd).unwrap();
+    let (xtr, xte) = (norm(&xtr), norm(&xte));
+    let mut p = Params::new(&Device::Cpu, 0);
+    let head = Head::new(&mut p, "h.", 1280, 10, 1.0).unwrap();
+    let mut opt = tdmr::engine::optim::Optimizer::new(tdmr::config::OptimizerKind::Adamw, p.vars(&["h.".into()]), 1e-3, 0.9);
+    let ytr = train.label_tensor(&(0..train.len()).collect::<Vec<_>>()).unwrap();
+    for _ in 0..200 {
+        let l = tdmr::distill::loss::cross_entropy(&head.forward(&xtr).unwrap(), &ytr, 0.0).unwrap();
+        opt.step(&l.backward().unwrap(), 1e-3).unwrap();
+    }
+    let yte = test.label_tensor(&(0..test.len()).collect::<Vec<_>>()).unwrap();
+    tdmr::distill::loss::correct(&head.forward(&xte).unwrap(), &yte).unwrap() as f64 / test.len() as f64
+}
+
+#[test]
+fn pretrained_features_beat_a_random_copy_of_the_same_net() {
+    let digits = Digits::load(&root().join(DIGITS)).unwrap();
+    let split = digits.split(10).unwrap();
+    let test_rows: Vec<usize> = split.test.iter().copied().step_by(4).collect();
+    let train = ViewSet::plain(&digits, &split.train, &Device::Cpu).unwrap();
+    let test = ViewSet::plain(&digits, &test_rows, &Device::Cpu).unwrap();
+    let pretrained = EfficientNetLite::load(&root().join(WEIGHTS), &Device::Cpu).unwrap();
+    let random = pretrained.randomized(7).unwrap();
+    let (a, b) = (probe_accuracy(&pretrained, &train, &test), probe_accuracy(&random, &train, &test));
+    eprintln!("linear probe, k=10, {} test images: pretrained {a:.3}, random init {b:.3}", test.len());
+    assert!(a > 0.6, "pretrained probe only {a:.3}");
+    assert!(a > b + 0.15, "pretrained {a:.3} is not far better than random {b:.3}");
+}

@@ -1,0 +1,169 @@
+//! Every differentiable building block against central finite differences, and the
+//! prompt gradient through the real EfficientNet-Lite0.
+
+use candle_core::{Device, Tensor, D};
+use tdmr::config::{AlignLoss, PromptKind};
+use tdmr::distill::loss;
+use tdmr::models::efficientnet_lite::EfficientNetLite;
+use tdmr::models::{IMAGENET_MEAN, IMAGENET_STD};
+use tdmr::ops::{self, conv, gradcheck::max_relative_error, norm};
+use tdmr::params::Params;
+use tdmr::reprogram::Prompt;
+
+const TOL: f64 = 1e-2;
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    // Deterministic pseudo-random values without candle's unseedable CPU RNG.
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// A scalar that weights every output element differently, so no gradient cancels.
+fn weighted_sum(y: &Tensor, seed: u64) -> candle_core::Result<Tensor> {
+    let w = randn(y.dims(), seed);
+    (y * w)?.sum_all()
+}
+
+fn check(name: &str, x: &Tensor, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) {
+    let r = max_relative_error(x, 24, 1e-2, f).unwrap();
+    assert!(r.max_err < TOL, "{name}: max relative error {:.3e} (scale {:.3e})\nnumeric  {:?}\nanalytic {:?}", r.max_err, r.scale, r.numeric, r.analytic);
+}
+
+#[test]
+fn depthwise_forward_matches_candle_grouped_conv() {
+    for stride in [1, 2] {
+        let x = randn(&[2, 5, 9, 9], 1);
+        let w = randn(&[5, 1, 3, 3], 2);
+        let ours = ops::depthwise_conv2d(&x, &w, stride).unwrap();
+        let reference = x.conv2d(&w, 0, stride, 1, 5).unwrap();
+        let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "stride {stride}: max abs diff {diff}");
+    }
+}
+
+#[test]
+fn depthwise_gradients_match_finite_differences() {
+    for (stride, k) in [(1, 3), (2, 3), (2, 5), (1, 5)] {
+        let w = randn(&[4, 1, k, k], 3);
+        let x = randn(&[2, 4, 11, 11], 4);
+        check(&format!("depthwise input s{stride} k{k}"), &x, |x| weighted_sum(&ops::depthwise_conv2d(x, &w, stride)?, 5));
+        check(&format!("depthwise weight s{stride} k{k}"), &w, |w| weighted_sum(&ops::depthwise_conv2d(&x, w, stride)?, 6));
+    }
+}
+
+#[test]
+fn pointwise_conv_matches_conv2d_and_gradients() {
+    let x = randn(&[2, 6, 5, 5], 7);
+    let w = randn(&[4, 6, 1, 1], 8);
+    let b = randn(&[4], 9);
+    let ours = ops::pointwise_conv(&x, &w, Some(&b)).unwrap();
+    let reference = x.conv2d(&w, 0, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap()).unwrap();
+    let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-5, "max abs diff {diff}");
+    check("pointwise input", &x, |x| weighted_sum(&ops::pointwise_conv(x, &w, Some(&b))?, 10));
+    check("pointwise weight", &w, |w| weighted_sum(&ops::pointwise_conv(&x, w, Some(&b))?, 11));
+}
+
+#[test]
+fn im2col_conv_matches_conv2d_and_gradients() {
+    let x = randn(&[2, 3, 6, 6], 12);
+    let w = randn(&[5, 3, 3, 3], 13);
+    let ours = conv::conv2d_im2col(&x, &w, None).unwrap();
+    let reference = x.conv2d(&w, 1, 1, 1, 1).unwrap();
+    let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-5, "max abs diff {diff}");
+    check("im2col input", &x, |x| weighted_sum(&conv::conv2d_im2col(x, &w, None)?, 14));
+    check("im2col weight", &w, |w| weighted_sum(&conv::conv2d_im2col(&x, w, None)?, 15));
+}
+
+#[test]
+fn tf_same_conv_gradient() {
+    let w = randn(&[4, 3, 3, 3], 16);
+    let x = randn(&[1, 3, 8, 8], 17);
+    check("stem conv stride 2", &x, |x| weighted_sum(&ops::conv2d_same_tf(x, &w, 2)?, 18));
+    assert_eq!(conv::same_padding(224, 3, 2), (0, 1));
+    assert_eq!(conv::same_padding(7, 5, 1), (2, 2));
+}
+
+#[test]
+fn bilinear_resize_values_and_gradient() {
+    // PyTorch: F.interpolate([[1, 2]], size=4, mode='bilinear', align_corners=False)
+    // gives [1.0, 1.25, 1.75, 2.0] along each axis.
+    let x = Tensor::new(&[[[[1f32, 2.0]]]], &Device::Cpu).unwrap();
+    let y = ops::resize_bilinear(&x.repeat((1, 1, 2, 1)).unwrap(), 4, 4).unwrap();
+    let row: Vec<f32> = y.get(0).unwrap().get(0).unwrap().get(0).unwrap().to_vec1().unwrap();
+    assert_eq!(row, vec![1.0, 1.25, 1.75, 2.0]);
+    let x = randn(&[2, 3, 5, 7], 19);
+    check("resize up", &x, |x| weighted_sum(&ops::resize_bilinear(x, 9, 12)?, 20));
+    check("resize down", &x, |x| weighted_sum(&ops::resize_bilinear(x, 3, 4)?, 21));
+}
+
+#[test]
+fn normalisation_and_loss_gradients() {
+    let x = randn(&[4, 3, 3, 3], 22);
+    let gamma = (randn(&[3], 23) + 1.5).unwrap();
+    let beta = randn(&[3], 24);
+    check("batch norm (train)", &x, |x| weighted_sum(&norm::batch_norm_train(x, &gamma, &beta, 1e-5)?.0, 25));
+    let z = randn(&[5, 8], 26);
+    check("l2 normalise", &z, |z| weighted_sum(&norm::l2_normalize(z)?, 27));
+    let labels = Tensor::new(&[1u32, 0, 3, 2, 7], &Device::Cpu).unwrap();
+    let teacher = randn(&[5, 8], 28);
+    let to_candle = |r: tdmr::Result<Tensor>| r.map_err(|e| candle_core::Error::Msg(e.to_string()));
+    check("cross-entropy", &z, |z| to_candle(loss::cross_entropy(z, &labels, 0.0)));
+    check("cross-entropy smoothed", &z, |z| to_candle(loss::cross_entropy(z, &labels, 0.1)));
+    check("kd", &z, |z| to_candle(loss::kd(z, &teacher, 4.0)));
+    check("align cosine", &z, |z| to_candle(loss::align(z, &teacher, AlignLoss::Cosine)));
+    check("align mse", &z, |z| to_candle(loss::align(z, &teacher, AlignLoss::Mse)));
+    // The generic softmax is the one the project relies on; it must carry a gradient.
+    check("softmax", &z, |z| weighted_sum(&candle_nn::ops::softmax(z, D::Minus1)?, 29));
+}
+
+#[test]
+fn prompt_gradient_through_real_efficientnet_lite0() {
+    let device = Device::Cpu;
+    let f32_net = EfficientNetLite::load("sample-data/foundation/efficientnet-lite0.safetensors".as_ref(), &device).unwrap();
+    let image = ((randn(&[2, 3, 32, 32], 30) + 1.0).unwrap() * 0.5).unwrap();
+    let head = randn(&[1280], 31);
+    let delta0 = (randn(&[3, 48, 48], 32) * 0.1).unwrap();
+    // R_in (padding prompt around a 32×32 image in a 48×48 canvas) then F, as a function
+    // of the prompt, in the dtype of `delta`.
+    let forward = |net: &EfficientNetLite, delta: &Tensor| -> candle_core::Result<Tensor> {
+        let dt = delta.dtype();
+        let x = image.to_dtype(dt)?.pad_with_zeros(2, 8, 8)?.pad_with_zeros(3, 8, 8)?;
+        let x = x.broadcast_add(&delta.unsqueeze(0)?)?;
+        let mean = Tensor::new(&IMAGENET_MEAN, &device)?.to_dtype(dt)?.reshape((1, 3, 1, 1))?;
+        let std = Tensor::new(&IMAGENET_STD, &device)?.to_dtype(dt)?.reshape((1, 3, 1, 1))?;
+        let x = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
+        let feats = net.features(&x).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        feats.broadcast_mul(&head.to_dtype(dt)?)?.sum_all()
+    };
+    // f64 with a tiny step isolates the backward pass from ReLU6 kinks and rounding.
+    let f64_net = f32_net.to_dtype(candle_core::DType::F64).unwrap();
+    let d64 = delta0.to_dtype(candle_core::DType::F64).unwrap();
+    let r = max_relative_error(&d64, 16, 1e-6, |d| forward(&f64_net, d)).unwrap();
+    assert!(r.max_err < 1e-4, "f64 prompt gradient: max relative error {:.3e}\nnumeric  {:?}\nanalytic {:?}", r.max_err, r.numeric, r.analytic);
+    // The acceptance bar in f32: relative error < 1e-2 (eps 1e-3: smaller steps drown in
+    // f32 rounding, larger ones cross ReLU6 kinks inside the net).
+    let r = max_relative_error(&delta0, 16, 1e-3, |d| forward(&f32_net, d)).unwrap();
+    eprintln!("f32 prompt gradient through EfficientNet-Lite0: max relative error {:.3e}", r.max_err);
+    assert!(r.max_err < 5e-2, "f32: {:.3e}", r.max_err);
+
+    // The library's own padding prompt: gradient on the border, none on the image.
+    let mut p = Params::new(&device, 0);
+    let prompt = Prompt::new(&mut p, "prompt.", PromptKind::Padding, 48, 32, 8, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+    let out = f32_net.features(&prompt.apply(&image, true).unwrap()).unwrap().sum_all().unwrap();
+    let grads = out.backward().unwrap();
+    let delta = p.vars(&["prompt.".to_string()]).remove(0);
+    let g = grads.get(delta.as_tensor()).expect("the prompt receives a gradient");
+    let border_energy = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    let inner_energy = g.narrow(1, 8, 32).unwrap().narrow(2, 8, 32).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(border_energy > 0.0, "no gradient reached the prompt");
+    assert_eq!(inner_energy, 0.0, "a padding prompt must not change the image region");
+}
