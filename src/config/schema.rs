@@ -109,6 +109,16 @@ pub struct Data {
     pub eval_every: usize,
     /// Augmentation views per training image (view 0 is the image itself).
     pub views: usize,
+    /// `test` (the fixed test split) or `validation` (the unused part of the training
+    /// pool): tune hyperparameters on `validation`, report on `test`.
+    pub eval_on: EvalOn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvalOn {
+    Test,
+    Validation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,7 +229,7 @@ impl Default for Experiment {
 
 impl Default for Data {
     fn default() -> Self {
-        Data { kind: "digits".into(), path: "sample-data/digits".into(), k: 10, eval_every: 5, views: 8 }
+        Data { kind: "digits".into(), path: "sample-data/digits".into(), k: 10, eval_every: 5, views: 8, eval_on: EvalOn::Test }
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Digits {
 pub struct Split {
     pub train: Vec<usize>,
     pub test: Vec<usize>,
+    /// Images of the training pool not used for training (`k..50` of each class):
+    /// disjoint from the test set, for choosing hyperparameters.
+    pub validation: Vec<usize>,
 }
 
 impl Digits {
@@ -70,11 +73,13 @@ impl Digits {
     /// every image not among the first [`TRAIN_POOL`] of its class is a test image.
     pub fn split(&self, k: usize) -> Result<Split> {
         let mut seen = [0usize; CLASSES];
-        let mut split = Split { train: Vec::new(), test: Vec::new() };
+        let mut split = Split { train: Vec::new(), test: Vec::new(), validation: Vec::new() };
         for (i, &y) in self.labels.iter().enumerate() {
             let n = seen[y as usize];
             if n < k {
                 split.train.push(i);
+            } else if n < TRAIN_POOL {
+                split.validation.push(i);
             }
             if n >= TRAIN_POOL {
                 split.test.push(i);

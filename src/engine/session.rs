@@ -13,7 +13,7 @@ use super::events::{Command, Event, Summary};
 use super::methods::Lab;
 use super::report;
 use super::run_dir::{write_text_atomic, RunDir};
-use crate::config::Experiment;
+use crate::config::{EvalOn, Experiment};
 use crate::data::{Digits, ViewSet};
 use crate::models::efficientnet_lite::EfficientNetLite;
 use crate::{Error, Result};
@@ -47,6 +47,13 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
     });
     let data = Digits::load(&exp.data_path())?;
     let split = data.split(exp.data.k)?;
+    let eval_rows = match exp.data.eval_on {
+        EvalOn::Test => &split.test,
+        EvalOn::Validation if split.validation.is_empty() => {
+            return Err(Error::config("data.eval_on", format!("no validation images left at k = {} (the pool has 50 per class)", exp.data.k)))
+        }
+        EvalOn::Validation => &split.validation,
+    };
     let fpath = exp.foundation_path();
     let foundation = EfficientNetLite::load(&fpath, &device)?;
     ctl.emit(Event::FoundationLoaded { path: fpath.display().to_string(), variant: foundation.variant().into(), params: foundation.param_count(), feature_dim: foundation.feature_dim() });
@@ -55,7 +62,7 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
         ctl,
         run,
         train: ViewSet::new(&data, &split.train, exp.data.views, exp.seed, &device)?,
-        test: ViewSet::plain(&data, &split.test, &device)?,
+        test: ViewSet::plain(&data, eval_rows, &device)?,
         items: split.train.len(),
         device,
         foundation: &foundation,
