@@ -6,9 +6,15 @@ Builds EfficientNet-Lite0 with plain PyTorch layers (TF "SAME" padding, batch-no
 (independently of `convert_legacy_pth.py`), and writes a deterministic input batch with
 its pooled features and ImageNet logits to `sample-data/foundation/reference-lite0.safetensors`.
 
+It also stores two natural photographs from scikit-image's sample data (`chelsea.png`,
+a cat, and `coffee.png`, a cup of coffee; BSD-3-Clause), centre-cropped and resized to
+224×224 in [0, 1], with PyTorch's ImageNet logits for them: the pretrained net must
+recognise them (ImageNet classes 281-285 are cats, 967 is espresso).
+
 Usage (PyTorch from PyPI, kept outside the repository):
-    python3 -m venv /tmp/torch-venv && /tmp/torch-venv/bin/pip install torch numpy safetensors
-    /tmp/torch-venv/bin/python scripts/reference_features.py efficientnet-lite0-57934424.pth
+    python3 -m venv /tmp/torch-venv && /tmp/torch-venv/bin/pip install torch numpy safetensors pillow
+    pip download --no-deps scikit-image && unzip scikit_image-*.whl 'skimage/data/*'
+    /tmp/torch-venv/bin/python scripts/reference_features.py efficientnet-lite0-57934424.pth skimage/data
 """
 import math
 import sys
@@ -51,16 +57,31 @@ def features(sd, x):
     return x.mean((2, 3))
 
 
-def main(pth, out="sample-data/foundation/reference-lite0.safetensors"):
+def photo(path):
+    from PIL import Image
+
+    im = Image.open(path).convert("RGB")
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((224, 224), Image.BILINEAR)
+    return torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(224, 224, 3).permute(2, 0, 1).float() / 255
+
+
+def main(pth, photos, out="sample-data/foundation/reference-lite0.safetensors"):
     sd = torch.load(pth, map_location="cpu", weights_only=False)
     sd = {k: v.float() for k, v in sd.items()}
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 72, 72, generator=g)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    images = torch.stack([photo(f"{photos}/chelsea.png"), photo(f"{photos}/coffee.png")])
     with torch.no_grad():
         f = features(sd, x)
         logits = F.linear(f, sd["_fc.weight"], sd["_fc.bias"])
-    save_file({"input": x.contiguous(), "features": f.contiguous(), "logits": logits.contiguous()}, out)
-    print(f"wrote {out}: features {tuple(f.shape)}, top-1 classes {logits.argmax(1).tolist()}")
+        photo_logits = F.linear(features(sd, (images - mean) / std), sd["_fc.weight"], sd["_fc.bias"])
+    tensors = {"input": x, "features": f, "logits": logits, "photos": images, "photo_logits": photo_logits}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, out)
+    print(f"wrote {out}: features {tuple(f.shape)}, photo top-1 {photo_logits.argmax(1).tolist()}")
 
 
 if __name__ == "__main__":

@@ -80,8 +80,8 @@ fn print_event(e: &Event, json: bool) {
         Event::Paused => println!("paused"),
         Event::Resumed => println!("resumed"),
         Event::Log { message } => println!("{message}"),
-        Event::Failed { message } => eprintln!("error: {message}"),
-        Event::Step { .. } | Event::Checkpoint { .. } | Event::Done { .. } => {}
+        // The error itself is printed once, by main, when the run returns it.
+        Event::Step { .. } | Event::Checkpoint { .. } | Event::Done { .. } | Event::Failed { .. } => {}
     }
 }
 
