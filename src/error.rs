@@ -14,11 +14,7 @@ pub enum Error {
     #[error("config {origin}: {msg}")]
     Config { origin: String, msg: String },
     #[error("weights {path}: tensor `{tensor}`: {msg}")]
-    Tensor {
-        path: PathBuf,
-        tensor: String,
-        msg: String,
-    },
+    Tensor { path: PathBuf, tensor: String, msg: String },
     #[error("data: {0}")]
     Data(String),
     #[error("training diverged: {0}")]
@@ -33,10 +29,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
     pub fn config(origin: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Config {

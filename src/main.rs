@@ -16,7 +16,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEFAULT_EXPERIMENT: &str = "sample-data/experiments/digits.toml";
 
 #[derive(Parser)]
-#[command(name = "tdmr", version, about = "Task-Driven Model Reprogramming: reprogram a frozen foundation model, distil it into a small target")]
+#[command(
+    name = "tdmr",
+    version,
+    about = "Task-Driven Model Reprogramming: reprogram a frozen foundation model, distil it into a small target"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -62,10 +66,39 @@ fn print_event(e: &Event, json: bool) {
         return;
     }
     match e {
-        Event::RunStarted { name, seed, run_dir, methods } => println!("run {name} seed {seed} → {run_dir}  (methods: {})", methods.join(", ")),
-        Event::FoundationLoaded { path, variant, params, feature_dim } => println!("foundation {variant} from {path}: {:.2}M values, features {feature_dim}", *params as f64 / 1e6),
-        Event::StageStarted { method, stage, epochs, steps_per_epoch, trainable_params } => println!("[{method}/{stage}] {epochs} epochs × {steps_per_epoch} steps, {trainable_params} trainable parameters"),
-        Event::Epoch { method, stage, epoch, epochs, loss, lr, train_acc, test_acc, images_per_s } => {
+        Event::RunStarted {
+            name,
+            seed,
+            run_dir,
+            methods,
+        } => println!("run {name} seed {seed} → {run_dir}  (methods: {})", methods.join(", ")),
+        Event::FoundationLoaded {
+            path,
+            variant,
+            params,
+            feature_dim,
+        } => println!(
+            "foundation {variant} from {path}: {:.2}M values, features {feature_dim}",
+            *params as f64 / 1e6
+        ),
+        Event::StageStarted {
+            method,
+            stage,
+            epochs,
+            steps_per_epoch,
+            trainable_params,
+        } => println!("[{method}/{stage}] {epochs} epochs × {steps_per_epoch} steps, {trainable_params} trainable parameters"),
+        Event::Epoch {
+            method,
+            stage,
+            epoch,
+            epochs,
+            loss,
+            lr,
+            train_acc,
+            test_acc,
+            images_per_s,
+        } => {
             let test = test_acc.map(pct).unwrap_or_else(|| "   -  ".into());
             println!(
                 "[{method}/{stage}] epoch {epoch:>3}/{epochs:<3} loss {:.4} (align {:.4} kd {:.4} ce {:.4}) lr {lr:.2e} train {} test {test} {images_per_s:7.1} img/s",
@@ -73,9 +106,26 @@ fn print_event(e: &Event, json: bool) {
             );
         }
         Event::StageSkipped { method, stage, epoch } => println!("[{method}/{stage}] skipped at epoch {epoch}"),
-        Event::CacheBuilt { method, rows, bytes, wall_s } => println!("[{method}] teacher cache: {rows} views, {:.1} KiB, {wall_s:.1}s", *bytes as f64 / 1024.0),
-        Event::MethodDone { method, test_acc, trainable_params, wall_s, foundation_forwards } => {
-            println!("== {method}: test {} ({trainable_params} trainable params, {wall_s:.1}s, {foundation_forwards} foundation batches)", pct(*test_acc))
+        Event::CacheBuilt {
+            method,
+            rows,
+            bytes,
+            wall_s,
+        } => println!(
+            "[{method}] teacher cache: {rows} views, {:.1} KiB, {wall_s:.1}s",
+            *bytes as f64 / 1024.0
+        ),
+        Event::MethodDone {
+            method,
+            test_acc,
+            trainable_params,
+            wall_s,
+            foundation_forwards,
+        } => {
+            println!(
+                "== {method}: test {} ({trainable_params} trainable params, {wall_s:.1}s, {foundation_forwards} foundation batches)",
+                pct(*test_acc)
+            )
         }
         Event::Paused => println!("paused"),
         Event::Resumed => println!("resumed"),
@@ -119,7 +169,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let title = format!("{} (k = {})", exp.name, exp.data.k);
     write_text_atomic(&root.join("report.md"), &report::multi_seed(&title, &per_seed))?;
-    write_text_atomic(&root.join("summary.json"), &serde_json::to_string_pretty(&report::aggregate(&per_seed))?)?;
+    write_text_atomic(
+        &root.join("summary.json"),
+        &serde_json::to_string_pretty(&report::aggregate(&per_seed))?,
+    )?;
     println!("{}", report::multi_seed(&title, &per_seed));
     println!("report: {}", root.join("report.md").display());
     Ok(())
@@ -136,8 +189,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Run(args)) => run(args),
-        None => run(RunArgs { config: DEFAULT_EXPERIMENT.into(), seed: None, seeds: Vec::new(), out: None, set: Vec::new(), json: false })
-            .context("running the default experiment (sample-data/experiments/digits.toml) from the repository root"),
+        None => run(RunArgs {
+            config: DEFAULT_EXPERIMENT.into(),
+            seed: None,
+            seeds: Vec::new(),
+            out: None,
+            set: Vec::new(),
+            json: false,
+        })
+        .context("running the default experiment (sample-data/experiments/digits.toml) from the repository root"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,7 +23,12 @@ pub struct Params {
 
 impl Params {
     pub fn new(device: &Device, seed: u64) -> Self {
-        Params { device: device.clone(), rng: ChaCha8Rng::seed_from_u64(seed), vars: BTreeMap::new(), buffers: BTreeMap::new() }
+        Params {
+            device: device.clone(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            vars: BTreeMap::new(),
+            buffers: BTreeMap::new(),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -89,14 +94,21 @@ impl Params {
 
     /// All variables and buffers, by name.
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.vars.iter().chain(self.buffers.iter()).map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+        self.vars
+            .iter()
+            .chain(self.buffers.iter())
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
     }
 
     /// Atomic safetensors checkpoint: a killed run never leaves a half-written file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tensors: std::collections::HashMap<String, Tensor> = self.tensors().into_iter().collect();
         crate::engine::run_dir::write_atomic(path, |tmp| {
-            candle_core::safetensors::save(&tensors, tmp).map_err(|e| Error::File { path: tmp.to_path_buf(), msg: e.to_string() })
+            candle_core::safetensors::save(&tensors, tmp).map_err(|e| Error::File {
+                path: tmp.to_path_buf(),
+                msg: e.to_string(),
+            })
         })
     }
 

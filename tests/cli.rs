@@ -7,7 +7,11 @@ use std::process::Command;
 use common::*;
 
 fn tdmr(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tdmr")).args(args).current_dir(root()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tdmr"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("panicked"), "the binary panicked:\n{text}");
     (out.status.success(), text)

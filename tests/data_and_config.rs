@@ -12,7 +12,10 @@ fn digits_load_with_known_values() {
     assert_eq!(d.images.len(), 1797);
     // First line of the file: 0,0,5,13,9,1,0,0,... label 0.
     assert_eq!(d.labels[0], 0);
-    assert_eq!(&d.images[0][..8], &[0.0, 0.0, 5.0 / 16.0, 13.0 / 16.0, 9.0 / 16.0, 1.0 / 16.0, 0.0, 0.0]);
+    assert_eq!(
+        &d.images[0][..8],
+        &[0.0, 0.0, 5.0 / 16.0, 13.0 / 16.0, 9.0 / 16.0, 1.0 / 16.0, 0.0, 0.0]
+    );
     assert_eq!(d.labels[1], 1);
     let mut counts = [0usize; 10];
     d.labels.iter().for_each(|&y| counts[y as usize] += 1);
@@ -51,7 +54,7 @@ fn default_experiment_parses() {
 
 fn parse_err(text: &str, sets: &[&str]) -> String {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    Experiment::parse(text, "exp.toml", &sets).err().expect("should fail").to_string()
+    Experiment::parse(text, "exp.toml", &sets).expect_err("should fail").to_string()
 }
 
 #[test]
@@ -72,7 +75,12 @@ fn config_errors_name_key_and_line() {
 
 #[test]
 fn set_overrides_by_dotted_path() {
-    let e = Experiment::parse("[data]\nk = 10\n", "exp.toml", &["data.k=50".into(), "stage1.lr=3e-3".into(), "name=other".into()]).unwrap();
+    let e = Experiment::parse(
+        "[data]\nk = 10\n",
+        "exp.toml",
+        &["data.k=50".into(), "stage1.lr=3e-3".into(), "name=other".into()],
+    )
+    .unwrap();
     assert_eq!(e.data.k, 50);
     assert_eq!(e.stage1.lr, 3e-3);
     assert_eq!(e.name, "other");

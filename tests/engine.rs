@@ -22,7 +22,14 @@ fn tiny_experiment_writes_a_complete_run_and_stage2_never_runs_the_foundation() 
         let r = summary.get(key).unwrap_or_else(|| panic!("summary lacks {key}"));
         assert!((0.0..=1.0).contains(&r.test_acc) && r.trainable_params > 0, "{key}: {r:?}");
     }
-    for f in ["config.toml", "metrics.jsonl", "report.md", "summary.json", "checkpoints/tdmr-task.safetensors", "checkpoints/tdmr-teacher.safetensors"] {
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "report.md",
+        "summary.json",
+        "checkpoints/tdmr-task.safetensors",
+        "checkpoints/tdmr-teacher.safetensors",
+    ] {
         assert!(run.root.join(f).is_file(), "missing {f}");
     }
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.root.join("summary.json")).unwrap()).unwrap();
@@ -38,7 +45,10 @@ fn tiny_experiment_writes_a_complete_run_and_stage2_never_runs_the_foundation() 
     for line in metrics.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         if v["event"] == "method-done" {
-            forwards.insert(v["method"].as_str().unwrap().to_string(), v["foundation_forwards"].as_u64().unwrap());
+            forwards.insert(
+                v["method"].as_str().unwrap().to_string(),
+                v["foundation_forwards"].as_u64().unwrap(),
+            );
         }
     }
     assert_eq!(forwards["tdmr"], 0, "stage 2 ran the foundation model: {forwards:?}");
@@ -64,7 +74,10 @@ fn same_seed_gives_identical_metrics() {
     exp.seed += 1;
     let run = RunDir::create(Some(&dir.path().join("c")), "tiny").unwrap();
     run_blocking(&exp, &run, None, None).unwrap();
-    assert_ne!(runs[0], without_timings(&std::fs::read_to_string(run.root.join("metrics.jsonl")).unwrap()));
+    assert_ne!(
+        runs[0],
+        without_timings(&std::fs::read_to_string(run.root.join("metrics.jsonl")).unwrap())
+    );
 }
 
 #[test]
@@ -73,7 +86,14 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
     let exp = tiny_experiment();
     let run = RunDir::create(Some(dir.path()), "tiny").unwrap();
     let f = EfficientNetLite::load(&exp.foundation_path(), &Device::Cpu).unwrap();
-    let probe = ((Tensor::arange(0f32, (3 * 32 * 32) as f32, &Device::Cpu).unwrap().reshape((1, 3, 32, 32)).unwrap() / 3072.0).unwrap() - 0.5).unwrap();
+    let probe = ((Tensor::arange(0f32, (3 * 32 * 32) as f32, &Device::Cpu)
+        .unwrap()
+        .reshape((1, 3, 32, 32))
+        .unwrap()
+        / 3072.0)
+        .unwrap()
+        - 0.5)
+        .unwrap();
     let before: Vec<f32> = f.features(&probe).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let digits = tdmr::data::Digits::load(&exp.data_path()).unwrap();
     let split = digits.split(exp.data.k).unwrap();
@@ -146,6 +166,6 @@ fn commands_pause_skip_save_and_abort_between_steps() {
     next_matching(&session, |e| matches!(e, Event::Step { .. }));
     session.commands.send(Command::Abort).unwrap();
     next_matching(&session, |e| matches!(e, Event::Failed { .. }));
-    let err = session.handle.join().unwrap().err().expect("abort ends the run with an error");
+    let err = session.handle.join().unwrap().expect_err("abort ends the run with an error");
     assert!(matches!(err, tdmr::Error::Aborted), "{err}");
 }

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use common::*;
 use tdmr::data::{Digits, ViewSet};
 use tdmr::models::efficientnet_lite::EfficientNetLite;
-use tdmr::models::{IMAGENET_MEAN, IMAGENET_STD};
+use tdmr::models::IMAGENET;
 use tdmr::params::Params;
 use tdmr::reprogram::Head;
 
@@ -54,14 +54,23 @@ fn missing_extra_and_misshapen_tensors_are_named() {
     assert!(e.contains("_blocks.7._bn1.running_var") && e.contains("missing"), "{e}");
 
     let mut t = load_all();
-    t.insert("_blocks.3.extra".into(), Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap());
+    t.insert(
+        "_blocks.3.extra".into(),
+        Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
     let e = load_err(&write(&dir, "extra.safetensors", &t));
     assert!(e.contains("_blocks.3.extra") && e.contains("unexpected"), "{e}");
 
     let mut t = load_all();
-    t.insert("_blocks.2._bn2.weight".into(), Tensor::zeros(7, candle_core::DType::F32, &Device::Cpu).unwrap());
+    t.insert(
+        "_blocks.2._bn2.weight".into(),
+        Tensor::zeros(7, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
     let e = load_err(&write(&dir, "shape.safetensors", &t));
-    assert!(e.contains("_blocks.2._bn2.weight") && e.contains("[24]") && e.contains("[7]"), "{e}");
+    assert!(
+        e.contains("_blocks.2._bn2.weight") && e.contains("[24]") && e.contains("[7]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -79,20 +88,21 @@ fn missing_and_truncated_files_are_clear_errors() {
 /// Train a linear classifier on frozen pooled features; return test accuracy.
 fn probe_accuracy(f: &EfficientNetLite, train: &ViewSet, test: &ViewSet) -> f64 {
     let size = 96;
-    let mean = Tensor::new(&IMAGENET_MEAN, &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
-    let std = Tensor::new(&IMAGENET_STD, &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
     let feats = |v: &ViewSet| {
         let rows: Vec<usize> = (0..v.len()).collect();
         let parts: Vec<Tensor> = rows
             .chunks(100)
-            .map(|c| f.features(&v.batch(c, size).unwrap().broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap()).unwrap())
+            .map(|c| f.features(&IMAGENET.apply(&v.batch(c, size).unwrap()).unwrap()).unwrap())
             .collect();
         Tensor::cat(&parts, 0).unwrap()
     };
     let (xtr, xte) = (feats(train), feats(test));
     // Standardise with training statistics so both nets get the same optimiser footing.
     let mu = xtr.mean_keepdim(0).unwrap();
-    let sd = (xtr.broadcast_sub(&mu).unwrap().sqr().unwrap().mean_keepdim(0).unwrap() + 1e-6).unwrap().sqrt().unwrap();
+    let sd = (xtr.broadcast_sub(&mu).unwrap().sqr().unwrap().mean_keepdim(0).unwrap() + 1e-6)
+        .unwrap()
+        .sqrt()
+        .unwrap();
     let norm = |x: &Tensor| x.broadcast_sub(&mu).unwrap().broadcast_div(&sd).unwrap();
     let (xtr, xte) = (norm(&xtr), norm(&xte));
     let mut p = Params::new(&Device::Cpu, 0);
@@ -117,7 +127,10 @@ fn pretrained_features_beat_a_random_copy_of_the_same_net() {
     let pretrained = EfficientNetLite::load(&root().join(WEIGHTS), &Device::Cpu).unwrap();
     let random = pretrained.randomized(7).unwrap();
     let (a, b) = (probe_accuracy(&pretrained, &train, &test), probe_accuracy(&random, &train, &test));
-    eprintln!("linear probe, k=50, {} test images: pretrained {a:.3}, random init {b:.3}", test.len());
+    eprintln!(
+        "linear probe, k=50, {} test images: pretrained {a:.3}, random init {b:.3}",
+        test.len()
+    );
     assert!(a > 0.6, "pretrained probe only {a:.3}");
     assert!(a > b + 0.15, "pretrained {a:.3} is not far better than random {b:.3}");
 }

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor, D};
 use tdmr::config::{AlignLoss, PromptKind};
 use tdmr::distill::loss;
 use tdmr::models::efficientnet_lite::EfficientNetLite;
-use tdmr::models::{IMAGENET_MEAN, IMAGENET_STD};
+use tdmr::models::IMAGENET;
 use tdmr::ops::{self, conv, gradcheck::max_relative_error, norm};
 use tdmr::params::Params;
 use tdmr::reprogram::Prompt;
@@ -33,7 +33,14 @@ fn weighted_sum(y: &Tensor, seed: u64) -> candle_core::Result<Tensor> {
 
 fn check(name: &str, x: &Tensor, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) {
     let r = max_relative_error(x, 24, 1e-2, f).unwrap();
-    assert!(r.max_err < TOL, "{name}: max relative error {:.3e} (scale {:.3e})\nnumeric  {:?}\nanalytic {:?}", r.max_err, r.scale, r.numeric, r.analytic);
+    assert!(
+        r.max_err < TOL,
+        "{name}: max relative error {:.3e} (scale {:.3e})\nnumeric  {:?}\nanalytic {:?}",
+        r.max_err,
+        r.scale,
+        r.numeric,
+        r.analytic
+    );
 }
 
 #[test]
@@ -43,7 +50,14 @@ fn depthwise_forward_matches_candle_grouped_conv() {
         let w = randn(&[5, 1, 3, 3], 2);
         let ours = ops::depthwise_conv2d(&x, &w, stride).unwrap();
         let reference = x.conv2d(&w, 0, stride, 1, 5).unwrap();
-        let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (ours - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-5, "stride {stride}: max abs diff {diff}");
     }
 }
@@ -53,8 +67,12 @@ fn depthwise_gradients_match_finite_differences() {
     for (stride, k) in [(1, 3), (2, 3), (2, 5), (1, 5)] {
         let w = randn(&[4, 1, k, k], 3);
         let x = randn(&[2, 4, 11, 11], 4);
-        check(&format!("depthwise input s{stride} k{k}"), &x, |x| weighted_sum(&ops::depthwise_conv2d(x, &w, stride)?, 5));
-        check(&format!("depthwise weight s{stride} k{k}"), &w, |w| weighted_sum(&ops::depthwise_conv2d(&x, w, stride)?, 6));
+        check(&format!("depthwise input s{stride} k{k}"), &x, |x| {
+            weighted_sum(&ops::depthwise_conv2d(x, &w, stride)?, 5)
+        });
+        check(&format!("depthwise weight s{stride} k{k}"), &w, |w| {
+            weighted_sum(&ops::depthwise_conv2d(&x, w, stride)?, 6)
+        });
     }
 }
 
@@ -64,8 +82,19 @@ fn pointwise_conv_matches_conv2d_and_gradients() {
     let w = randn(&[4, 6, 1, 1], 8);
     let b = randn(&[4], 9);
     let ours = ops::pointwise_conv(&x, &w, Some(&b)).unwrap();
-    let reference = x.conv2d(&w, 0, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap()).unwrap();
-    let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let reference = x
+        .conv2d(&w, 0, 1, 1, 1)
+        .unwrap()
+        .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+        .unwrap();
+    let diff = (ours - reference)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(diff < 1e-5, "max abs diff {diff}");
     check("pointwise input", &x, |x| weighted_sum(&ops::pointwise_conv(x, &w, Some(&b))?, 10));
     check("pointwise weight", &w, |w| weighted_sum(&ops::pointwise_conv(&x, w, Some(&b))?, 11));
@@ -77,7 +106,14 @@ fn im2col_conv_matches_conv2d_and_gradients() {
     let w = randn(&[5, 3, 3, 3], 13);
     let ours = conv::conv2d_im2col(&x, &w, None).unwrap();
     let reference = x.conv2d(&w, 1, 1, 1, 1).unwrap();
-    let diff = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = (ours - reference)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(diff < 1e-5, "max abs diff {diff}");
     check("im2col input", &x, |x| weighted_sum(&conv::conv2d_im2col(x, &w, None)?, 14));
     check("im2col weight", &w, |w| weighted_sum(&conv::conv2d_im2col(&x, w, None)?, 15));
@@ -110,7 +146,9 @@ fn normalisation_and_loss_gradients() {
     let x = randn(&[4, 3, 3, 3], 22);
     let gamma = (randn(&[3], 23) + 1.5).unwrap();
     let beta = randn(&[3], 24);
-    check("batch norm (train)", &x, |x| weighted_sum(&norm::batch_norm_train(x, &gamma, &beta, 1e-5)?.0, 25));
+    check("batch norm (train)", &x, |x| {
+        weighted_sum(&norm::batch_norm_train(x, &gamma, &beta, 1e-5)?.0, 25)
+    });
     let z = randn(&[5, 8], 26);
     check("l2 normalise", &z, |z| weighted_sum(&norm::l2_normalize(z)?, 27));
     let labels = Tensor::new(&[1u32, 0, 3, 2, 7], &Device::Cpu).unwrap();
@@ -138,9 +176,7 @@ fn prompt_gradient_through_real_efficientnet_lite0() {
         let dt = delta.dtype();
         let x = image.to_dtype(dt)?.pad_with_zeros(2, 8, 8)?.pad_with_zeros(3, 8, 8)?;
         let x = x.broadcast_add(&delta.unsqueeze(0)?)?;
-        let mean = Tensor::new(&IMAGENET_MEAN, &device)?.to_dtype(dt)?.reshape((1, 3, 1, 1))?;
-        let std = Tensor::new(&IMAGENET_STD, &device)?.to_dtype(dt)?.reshape((1, 3, 1, 1))?;
-        let x = x.broadcast_sub(&mean)?.broadcast_div(&std)?;
+        let x = IMAGENET.apply(&x)?;
         let feats = net.features(&x).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         feats.broadcast_mul(&head.to_dtype(dt)?)?.sum_all()
     };
@@ -148,22 +184,41 @@ fn prompt_gradient_through_real_efficientnet_lite0() {
     let f64_net = f32_net.to_dtype(candle_core::DType::F64).unwrap();
     let d64 = delta0.to_dtype(candle_core::DType::F64).unwrap();
     let r = max_relative_error(&d64, 16, 1e-6, |d| forward(&f64_net, d)).unwrap();
-    assert!(r.max_err < 1e-4, "f64 prompt gradient: max relative error {:.3e}\nnumeric  {:?}\nanalytic {:?}", r.max_err, r.numeric, r.analytic);
+    assert!(
+        r.max_err < 1e-4,
+        "f64 prompt gradient: max relative error {:.3e}\nnumeric  {:?}\nanalytic {:?}",
+        r.max_err,
+        r.numeric,
+        r.analytic
+    );
     // The acceptance bar in f32: relative error < 1e-2 (eps 1e-3: smaller steps drown in
     // f32 rounding, larger ones cross ReLU6 kinks inside the net).
     let r = max_relative_error(&delta0, 16, 1e-3, |d| forward(&f32_net, d)).unwrap();
-    eprintln!("f32 prompt gradient through EfficientNet-Lite0: max relative error {:.3e}", r.max_err);
+    eprintln!(
+        "f32 prompt gradient through EfficientNet-Lite0: max relative error {:.3e}",
+        r.max_err
+    );
     assert!(r.max_err < 5e-2, "f32: {:.3e}", r.max_err);
 
     // The library's own padding prompt: gradient on the border, none on the image.
     let mut p = Params::new(&device, 0);
-    let prompt = Prompt::new(&mut p, "prompt.", PromptKind::Padding, 48, 32, 8, IMAGENET_MEAN, IMAGENET_STD).unwrap();
+    let prompt = Prompt::new(&mut p, "prompt.", PromptKind::Padding, 48, 32, 8, IMAGENET).unwrap();
     let out = f32_net.features(&prompt.apply(&image, true).unwrap()).unwrap().sum_all().unwrap();
     let grads = out.backward().unwrap();
     let delta = p.vars(&["prompt.".to_string()]).remove(0);
     let g = grads.get(delta.as_tensor()).expect("the prompt receives a gradient");
     let border_energy = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-    let inner_energy = g.narrow(1, 8, 32).unwrap().narrow(2, 8, 32).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    let inner_energy = g
+        .narrow(1, 8, 32)
+        .unwrap()
+        .narrow(2, 8, 32)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(border_energy > 0.0, "no gradient reached the prompt");
     assert_eq!(inner_energy, 0.0, "a padding prompt must not change the image region");
 }

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{Device, Tensor, D};
 use common::*;
 use tdmr::models::efficientnet_lite::EfficientNetLite;
-use tdmr::models::{IMAGENET_MEAN, IMAGENET_STD};
+use tdmr::models::IMAGENET;
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
     let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -25,9 +25,7 @@ fn features_and_logits_match_pytorch_and_photos_are_recognised() {
     let d = max_rel_diff(&f.classify(&feats).unwrap(), &r["logits"]);
     assert!(d < 1e-4, "logits differ from PyTorch by {d:.2e}");
 
-    let mean = Tensor::new(&IMAGENET_MEAN, &dev).unwrap().reshape((1, 3, 1, 1)).unwrap();
-    let std = Tensor::new(&IMAGENET_STD, &dev).unwrap().reshape((1, 3, 1, 1)).unwrap();
-    let x = r["photos"].broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap();
+    let x = IMAGENET.apply(&r["photos"]).unwrap();
     let logits = f.classify(&f.features(&x).unwrap()).unwrap();
     assert!(max_rel_diff(&logits, &r["photo_logits"]) < 1e-4);
     let top: Vec<u32> = logits.argmax(D::Minus1).unwrap().to_vec1().unwrap();

@@ -32,9 +32,12 @@ impl Experiment {
         for ov in overrides {
             apply_override(&mut table, ov)?;
         }
-        let exp: Experiment = table
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::config(format!("{origin} with --set {}", overrides.join(" --set ")), e.message().to_string()))?;
+        let exp: Experiment = table.try_into().map_err(|e: toml::de::Error| {
+            Error::config(
+                format!("{origin} with --set {}", overrides.join(" --set ")),
+                e.message().to_string(),
+            )
+        })?;
         exp.validate(origin)?;
         Ok(exp)
     }
@@ -87,7 +90,9 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
     }
     let mut cur = table;
     for part in &parts[..parts.len() - 1] {
-        let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = match entry {
             toml::Value::Table(t) => t,
             _ => return Err(Error::config(format!("--set {ov}"), format!("`{part}` is not a table"))),

@@ -229,7 +229,14 @@ impl Default for Experiment {
 
 impl Default for Data {
     fn default() -> Self {
-        Data { kind: "digits".into(), path: "sample-data/digits".into(), k: 10, eval_every: 5, views: 8, eval_on: EvalOn::Test }
+        Data {
+            kind: "digits".into(),
+            path: "sample-data/digits".into(),
+            k: 10,
+            eval_every: 5,
+            views: 8,
+            eval_on: EvalOn::Test,
+        }
     }
 }
 
@@ -246,7 +253,15 @@ impl Default for Foundation {
 
 impl Default for Reprogram {
     fn default() -> Self {
-        Reprogram { prompt: PromptKind::Padding, pad: 16, proxy_dim: 128, projector: ProjectorKind::Linear, normalize: true, logit_scale: 10.0, label_smoothing: 0.0 }
+        Reprogram {
+            prompt: PromptKind::Padding,
+            pad: 16,
+            proxy_dim: 128,
+            projector: ProjectorKind::Linear,
+            normalize: true,
+            logit_scale: 10.0,
+            label_smoothing: 0.0,
+        }
     }
 }
 
@@ -267,7 +282,10 @@ impl Default for Optim {
 
 impl Default for Target {
     fn default() -> Self {
-        Target { arch: "small-cnn".into(), image_size: 32 }
+        Target {
+            arch: "small-cnn".into(),
+            image_size: 32,
+        }
     }
 }
 
@@ -310,7 +328,10 @@ impl Default for Stage {
             lr_schedule: LrSchedule::Cosine,
             warmup_epochs: 0,
             train: vec![Group::Backbone, Group::Projector, Group::Head],
-            weights: LossWeights { ce: 1.0, ..LossWeights::default() },
+            weights: LossWeights {
+                ce: 1.0,
+                ..LossWeights::default()
+            },
             ramp: false,
         }
     }
@@ -319,13 +340,21 @@ impl Default for Stage {
 /// A weight left out of a `weights = { ... }` table is 0.
 impl Default for LossWeights {
     fn default() -> Self {
-        LossWeights { align: 0.0, kd: 0.0, ce: 0.0 }
+        LossWeights {
+            align: 0.0,
+            kd: 0.0,
+            ce: 0.0,
+        }
     }
 }
 
 impl Default for Baselines {
     fn default() -> Self {
-        Baselines { linear_probe_epochs: 100, linear_probe_lr: 1e-2, kd_alpha: 0.5 }
+        Baselines {
+            linear_probe_epochs: 100,
+            linear_probe_lr: 1e-2,
+            kd_alpha: 0.5,
+        }
     }
 }
 
@@ -334,7 +363,10 @@ impl Experiment {
     pub fn validate(&self, origin: &str) -> Result<()> {
         let err = |key: &str, msg: String| Err(Error::config(format!("{origin}: `{key}`"), msg));
         if self.data.kind != "digits" {
-            return err("data.kind", format!("`{}` is not supported yet (supported: digits)", self.data.kind));
+            return err(
+                "data.kind",
+                format!("`{}` is not supported yet (supported: digits)", self.data.kind),
+            );
         }
         if self.data.k == 0 {
             return err("data.k", "must be at least 1".into());
@@ -343,50 +375,75 @@ impl Experiment {
             return err("data.eval_every", "must be at least 1".into());
         }
         if !matches!(self.foundation.family.as_str(), "auto" | "efficientnet-lite") {
-            return err("foundation.family", format!("`{}` is not supported yet (supported: auto, efficientnet-lite)", self.foundation.family));
+            return err(
+                "foundation.family",
+                format!(
+                    "`{}` is not supported yet (supported: auto, efficientnet-lite)",
+                    self.foundation.family
+                ),
+            );
         }
         let f = &self.foundation;
         if f.image_size < 32 {
             return err("foundation.image_size", format!("{} is too small (at least 32)", f.image_size));
         }
-        if f.inner_size == 0 || f.inner_size > f.image_size || (f.image_size - f.inner_size) % 2 != 0 {
-            return err("foundation.inner_size", format!("{} must be in 1..={} and differ from image_size by an even number", f.inner_size, f.image_size));
+        if f.inner_size == 0 || f.inner_size > f.image_size || !(f.image_size - f.inner_size).is_multiple_of(2) {
+            return err(
+                "foundation.inner_size",
+                format!(
+                    "{} must be in 1..={} and differ from image_size by an even number",
+                    f.inner_size, f.image_size
+                ),
+            );
         }
         if self.reprogram.prompt == PromptKind::Padding && 2 * self.reprogram.pad > f.image_size {
-            return err("reprogram.pad", format!("a {}-pixel padding prompt is wider than the {}×{} canvas allows (2·pad ≤ image_size)", self.reprogram.pad, f.image_size, f.image_size));
+            return err(
+                "reprogram.pad",
+                format!(
+                    "a {}-pixel padding prompt is wider than the {}×{} canvas allows (2·pad ≤ image_size)",
+                    self.reprogram.pad, f.image_size, f.image_size
+                ),
+            );
         }
         if self.reprogram.proxy_dim == 0 {
             return err("reprogram.proxy_dim", "must be at least 1".into());
         }
         if self.target.arch != "small-cnn" {
-            return err("target.arch", format!("`{}` is not supported yet (supported: small-cnn)", self.target.arch));
+            return err(
+                "target.arch",
+                format!("`{}` is not supported yet (supported: small-cnn)", self.target.arch),
+            );
         }
-        if self.target.image_size < 8 || self.target.image_size % 8 != 0 {
-            return err("target.image_size", format!("{} must be a positive multiple of 8 (three 2×2 poolings)", self.target.image_size));
+        if self.target.image_size < 8 || !self.target.image_size.is_multiple_of(8) {
+            return err(
+                "target.image_size",
+                format!("{} must be a positive multiple of 8 (three 2×2 poolings)", self.target.image_size),
+            );
         }
-        for (key, o) in [("stage1", &self.stage1)] {
-            if o.batch_size == 0 {
-                return err(&format!("{key}.batch_size"), "must be at least 1".into());
-            }
-            if !(o.lr > 0.0 && o.lr.is_finite()) {
-                return err(&format!("{key}.lr"), format!("{} must be a positive number", o.lr));
-            }
+        if self.stage1.batch_size == 0 {
+            return err("stage1.batch_size", "must be at least 1".into());
+        }
+        if !self.stage1.lr.is_finite() || self.stage1.lr <= 0.0 {
+            return err("stage1.lr", format!("{} must be a positive number", self.stage1.lr));
         }
         if self.distill.batch_size < 2 {
             return err("distill.batch_size", "must be at least 2 (batch norm in training mode)".into());
         }
-        if !(self.distill.temperature > 0.0) {
+        if !self.distill.temperature.is_finite() || self.distill.temperature <= 0.0 {
             return err("distill.temperature", "must be positive".into());
         }
         if self.distill.stages.is_empty() {
             return err("distill.stages", "needs at least one stage".into());
         }
         for (i, s) in self.distill.stages.iter().enumerate() {
-            if !(s.lr > 0.0 && s.lr.is_finite()) {
+            if !s.lr.is_finite() || s.lr <= 0.0 {
                 return err(&format!("distill.stages[{i}].lr"), format!("{} must be a positive number", s.lr));
             }
             if s.train.is_empty() {
-                return err(&format!("distill.stages[{i}].train"), "names no parameter group (backbone, projector, head)".into());
+                return err(
+                    &format!("distill.stages[{i}].train"),
+                    "names no parameter group (backbone, projector, head)".into(),
+                );
             }
             let w = s.weights;
             if [w.align, w.kd, w.ce].iter().any(|v| *v < 0.0 || !v.is_finite()) {

@@ -31,20 +31,33 @@ pub struct Split {
 impl Digits {
     /// Reads `digits.csv.gz` (or a plain `digits.csv`) from `dir`, or the file `dir` itself.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = if dir.is_dir() { dir.join("digits.csv.gz") } else { dir.to_path_buf() };
+        let path = if dir.is_dir() {
+            dir.join("digits.csv.gz")
+        } else {
+            dir.to_path_buf()
+        };
         let raw = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let mut text = String::new();
         if raw.starts_with(&[0x1f, 0x8b]) {
             flate2::read::GzDecoder::new(&raw[..])
                 .read_to_string(&mut text)
-                .map_err(|e| Error::File { path: path.clone(), msg: format!("corrupt gzip: {e}") })?;
+                .map_err(|e| Error::File {
+                    path: path.clone(),
+                    msg: format!("corrupt gzip: {e}"),
+                })?;
         } else {
-            text = String::from_utf8(raw).map_err(|_| Error::File { path: path.clone(), msg: "not UTF-8 text".into() })?;
+            text = String::from_utf8(raw).map_err(|_| Error::File {
+                path: path.clone(),
+                msg: "not UTF-8 text".into(),
+            })?;
         }
         let mut images = Vec::new();
         let mut labels = Vec::new();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let bad = |msg: String| Error::File { path: path.clone(), msg: format!("line {}: {msg}", i + 1) };
+            let bad = |msg: String| Error::File {
+                path: path.clone(),
+                msg: format!("line {}: {msg}", i + 1),
+            };
             let values: Vec<f32> = line
                 .split(',')
                 .map(|v| v.trim().parse::<f32>().map_err(|_| bad(format!("`{v}` is not a number"))))
@@ -64,7 +77,10 @@ impl Digits {
             labels.push(label as u32);
         }
         if images.is_empty() {
-            return Err(Error::File { path, msg: "no images".into() });
+            return Err(Error::File {
+                path,
+                msg: "no images".into(),
+            });
         }
         Ok(Digits { images, labels })
     }
@@ -73,7 +89,11 @@ impl Digits {
     /// every image not among the first [`TRAIN_POOL`] of its class is a test image.
     pub fn split(&self, k: usize) -> Result<Split> {
         let mut seen = [0usize; CLASSES];
-        let mut split = Split { train: Vec::new(), test: Vec::new(), validation: Vec::new() };
+        let mut split = Split {
+            train: Vec::new(),
+            test: Vec::new(),
+            validation: Vec::new(),
+        };
         for (i, &y) in self.labels.iter().enumerate() {
             let n = seen[y as usize];
             if n < k {
@@ -88,7 +108,13 @@ impl Digits {
         }
         let smallest = seen.iter().copied().min().unwrap_or(0);
         if k == 0 || k > TRAIN_POOL.min(smallest) {
-            return Err(Error::config("data.k", format!("k = {k} must be between 1 and {} (the training pool per class; the smallest class has {smallest} images)", TRAIN_POOL.min(smallest))));
+            return Err(Error::config(
+                "data.k",
+                format!(
+                    "k = {k} must be between 1 and {} (the training pool per class; the smallest class has {smallest} images)",
+                    TRAIN_POOL.min(smallest)
+                ),
+            ));
         }
         Ok(split)
     }

@@ -38,13 +38,21 @@ impl ViewSet {
         let mut labels = Vec::with_capacity(indices.len() * views);
         for &i in indices {
             for v in 0..views {
-                let (dy, dx) = if v == 0 { (0, 0) } else { (rng.random_range(-1i32..=1) as isize, rng.random_range(-1i32..=1) as isize) };
+                let (dy, dx) = if v == 0 {
+                    (0, 0)
+                } else {
+                    (rng.random_range(-1i32..=1) as isize, rng.random_range(-1i32..=1) as isize)
+                };
                 pixels.extend_from_slice(&shifted(&data.images[i], dy, dx));
                 labels.push(data.labels[i]);
             }
         }
         let n = labels.len();
-        Ok(ViewSet { images: Tensor::from_vec(pixels, (n, 1, SIDE, SIDE), device)?, labels, views })
+        Ok(ViewSet {
+            images: Tensor::from_vec(pixels, (n, 1, SIDE, SIDE), device)?,
+            labels,
+            views,
+        })
     }
 
     /// The un-augmented images only (views = 1), e.g. for the test set.

@@ -22,7 +22,10 @@ impl TeacherCache {
             zs.push(z.detach());
             ls.push(l.detach());
         }
-        Ok(TeacherCache { z: Tensor::cat(&zs, 0)?, logits: Tensor::cat(&ls, 0)? })
+        Ok(TeacherCache {
+            z: Tensor::cat(&zs, 0)?,
+            logits: Tensor::cat(&ls, 0)?,
+        })
     }
 
     pub fn select(&self, rows: &[usize]) -> Result<(Tensor, Tensor)> {

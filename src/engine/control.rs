@@ -27,7 +27,13 @@ pub struct Requests {
 
 impl Control {
     pub fn new(commands: Option<Receiver<Command>>, events: Option<SyncSender<Event>>) -> Self {
-        Control { commands, events, metrics: None, skip_requested: false, save_requested: false }
+        Control {
+            commands,
+            events,
+            metrics: None,
+            skip_requested: false,
+            save_requested: false,
+        }
     }
 
     pub fn record_to(&mut self, path: &Path) -> Result<()> {
@@ -102,7 +108,10 @@ impl Control {
         while let Some(cmd) = self.commands.as_ref().and_then(|rx| rx.try_recv().ok()) {
             self.handle(cmd)?;
         }
-        let r = Requests { skip_stage: self.skip_requested, save: self.save_requested };
+        let r = Requests {
+            skip_stage: self.skip_requested,
+            save: self.save_requested,
+        };
         self.skip_requested = false;
         self.save_requested = false;
         Ok(r)

@@ -10,12 +10,12 @@ use super::control::Control;
 use super::events::{Event, LossParts, MethodResult, Summary};
 use super::run_dir::RunDir;
 use super::trainer::{train_stage, StageOutcome, StageSpec, StepOut};
-use crate::config::{Experiment, Group, HeadMode, LossWeights, Method, PromptKind};
+use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method, PromptKind, Stage};
 use crate::data::{digits::CLASSES, ViewSet};
 use crate::distill::{loss, TeacherCache};
 use crate::models::efficientnet_lite::EfficientNetLite;
 use crate::models::small_cnn::SmallCnn;
-use crate::models::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::models::IMAGENET;
 use crate::params::Params;
 use crate::reprogram::{Head, Projector, Prompt};
 use crate::Result;
@@ -107,14 +107,31 @@ impl Lab<'_> {
     fn finish(&mut self, key: &str, started: Instant, forwards_before: usize, test_acc: f64, trainable_params: usize) {
         let wall_s = started.elapsed().as_secs_f64();
         let foundation_forwards = self.foundation.forward_calls() - forwards_before;
-        self.ctl.emit(Event::MethodDone { method: key.into(), test_acc, trainable_params, wall_s, foundation_forwards });
-        self.summary.insert(key.into(), MethodResult { test_acc, trainable_params, wall_s });
+        self.ctl.emit(Event::MethodDone {
+            method: key.into(),
+            test_acc,
+            trainable_params,
+            wall_s,
+            foundation_forwards,
+        });
+        self.summary.insert(
+            key.into(),
+            MethodResult {
+                test_acc,
+                trainable_params,
+                wall_s,
+            },
+        );
     }
 
     fn checkpoint(ctl: &mut Control, run: &RunDir, params: &Params, method: &str, stage: &str, file: &str) -> Result<()> {
         let path = run.checkpoint(file);
         params.save(&path)?;
-        ctl.emit(Event::Checkpoint { method: method.into(), stage: stage.into(), path: path.display().to_string() });
+        ctl.emit(Event::Checkpoint {
+            method: method.into(),
+            stage: stage.into(),
+            path: path.display().to_string(),
+        });
         Ok(())
     }
 
@@ -125,12 +142,40 @@ impl Lab<'_> {
         let (r, f) = (&exp.reprogram, &exp.foundation);
         let mut params = Params::new(&self.device, exp.seed.wrapping_add(if with_proxy { 11 } else { 12 }));
         let prefix = if with_proxy { "teacher." } else { "vp." };
-        let prompt = Prompt::new(&mut params, &format!("{prefix}prompt."), r.prompt, f.image_size, f.inner_size, r.pad, IMAGENET_MEAN, IMAGENET_STD)?;
+        let prompt = Prompt::new(
+            &mut params,
+            &format!("{prefix}prompt."),
+            r.prompt,
+            f.image_size,
+            f.inner_size,
+            r.pad,
+            IMAGENET,
+        )?;
         let d_f = self.foundation.feature_dim();
-        let projector = if with_proxy { Some(Projector::new(&mut params, &format!("{prefix}projector."), r.projector, d_f, r.proxy_dim, r.normalize)?) } else { None };
-        let (head_in, scale) = if with_proxy { (r.proxy_dim, if r.normalize { r.logit_scale } else { 1.0 }) } else { (d_f, 1.0) };
+        let projector = if with_proxy {
+            Some(Projector::new(
+                &mut params,
+                &format!("{prefix}projector."),
+                r.projector,
+                d_f,
+                r.proxy_dim,
+                r.normalize,
+            )?)
+        } else {
+            None
+        };
+        let (head_in, scale) = if with_proxy {
+            (r.proxy_dim, if r.normalize { r.logit_scale } else { 1.0 })
+        } else {
+            (d_f, 1.0)
+        };
         let head = Head::new(&mut params, &format!("{prefix}head."), head_in, CLASSES, scale)?;
-        let model = Reprogrammed { params, prompt, projector, head };
+        let model = Reprogrammed {
+            params,
+            prompt,
+            projector,
+            head,
+        };
         let spec = self.spec(key, "reprogram", if with_proxy { 1 } else { 2 });
         let vars = model.params.vars(&all_prefixes(prefix));
         let (foundation, train, test, inner, smoothing) = (self.foundation, &self.train, &self.test, f.inner_size, r.label_smoothing);
@@ -147,7 +192,15 @@ impl Lab<'_> {
                     let y = train.label_tensor(rows)?;
                     let ce = loss::cross_entropy(&logits, &y, smoothing)?;
                     let v = ce.to_scalar::<f32>()? as f64;
-                    Ok(StepOut { correct: loss::correct(&logits, &y)?, loss: ce, parts: LossParts { total: v, ce: v, ..Default::default() } })
+                    Ok(StepOut {
+                        correct: loss::correct(&logits, &y)?,
+                        loss: ce,
+                        parts: LossParts {
+                            total: v,
+                            ce: v,
+                            ..Default::default()
+                        },
+                    })
                 },
                 &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
                 &mut || {
@@ -174,8 +227,15 @@ impl Lab<'_> {
     pub fn cache_teacher(&mut self, key: &str, teacher: &Reprogrammed) -> Result<TeacherCache> {
         let started = Instant::now();
         let (foundation, train, inner) = (self.foundation, &self.train, self.exp.foundation.inner_size);
-        let cache = TeacherCache::build(train.len(), CACHE_BATCH, |rows| teacher.forward(foundation, &train.batch(rows, inner)?, false))?;
-        self.ctl.emit(Event::CacheBuilt { method: key.into(), rows: train.len(), bytes: cache.bytes(), wall_s: started.elapsed().as_secs_f64() });
+        let cache = TeacherCache::build(train.len(), CACHE_BATCH, |rows| {
+            teacher.forward(foundation, &train.batch(rows, inner)?, false)
+        })?;
+        self.ctl.emit(Event::CacheBuilt {
+            method: key.into(),
+            rows: train.len(),
+            bytes: cache.bytes(),
+            wall_s: started.elapsed().as_secs_f64(),
+        });
         Ok(cache)
     }
 
@@ -186,7 +246,7 @@ impl Lab<'_> {
         let exp = self.exp;
         let size = exp.foundation.image_size;
         let mut params = Params::new(&self.device, exp.seed.wrapping_add(13));
-        let plain = Prompt::new(&mut params, "probe.input.", PromptKind::None, size, size, 0, IMAGENET_MEAN, IMAGENET_STD)?;
+        let plain = Prompt::new(&mut params, "probe.input.", PromptKind::None, size, size, 0, IMAGENET)?;
         let foundation = self.foundation;
         let feats = |views: &ViewSet| -> Result<Tensor> {
             let rows: Vec<usize> = (0..views.len()).collect();
@@ -203,7 +263,9 @@ impl Lab<'_> {
         spec.lr = exp.baselines.linear_probe_lr;
         spec.optimizer = crate::config::OptimizerKind::Adamw;
         spec.weight_decay = 0.0;
-        let select = |t: &Tensor, rows: &[usize]| -> Result<Tensor> { Ok(t.index_select(&Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), t.device())?, 0)?) };
+        let select = |t: &Tensor, rows: &[usize]| -> Result<Tensor> {
+            Ok(t.index_select(&Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), t.device())?, 0)?)
+        };
         let (train, test) = (&self.train, &self.test);
         let outcome = train_stage(
             self.ctl,
@@ -214,7 +276,15 @@ impl Lab<'_> {
                 let y = train.label_tensor(rows)?;
                 let ce = loss::cross_entropy(&logits, &y, 0.0)?;
                 let v = ce.to_scalar::<f32>()? as f64;
-                Ok(StepOut { correct: loss::correct(&logits, &y)?, loss: ce, parts: LossParts { total: v, ce: v, ..Default::default() } })
+                Ok(StepOut {
+                    correct: loss::correct(&logits, &y)?,
+                    loss: ce,
+                    parts: LossParts {
+                        total: v,
+                        ce: v,
+                        ..Default::default()
+                    },
+                })
             },
             &mut || accuracy(test, |rows| head.forward(&select(&test_f, rows)?)),
             &mut || {
@@ -228,7 +298,10 @@ impl Lab<'_> {
         if record {
             self.finish("linear-probe", started, before, acc, outcome.trainable_params);
         }
-        Ok(TeacherCache { logits: head.forward(&train_f)?.detach(), z: train_f })
+        Ok(TeacherCache {
+            logits: head.forward(&train_f)?.detach(),
+            z: train_f,
+        })
     }
 
     /// A target network trained on the target budget: `scratch`, `kd` or stage 2 of
@@ -249,7 +322,13 @@ impl Lab<'_> {
                 let head = match d.head {
                     HeadMode::Copy => Head::copy(&mut params, "target.head.", teacher_head)?,
                     HeadMode::Frozen => Head::frozen(teacher_head)?,
-                    HeadMode::Own => Head::new(&mut params, "target.head.", r.proxy_dim, CLASSES, if r.normalize { r.logit_scale } else { 1.0 })?,
+                    HeadMode::Own => Head::new(
+                        &mut params,
+                        "target.head.",
+                        r.proxy_dim,
+                        CLASSES,
+                        if r.normalize { r.logit_scale } else { 1.0 },
+                    )?,
                 };
                 (Some(projector), head)
             }
@@ -264,20 +343,51 @@ impl Lab<'_> {
             let logits = head.forward(&z)?;
             Ok((z, logits))
         };
-        let stages: Vec<(String, usize, f64, crate::config::LrSchedule, usize, Vec<Group>, LossWeights, bool)> = match (key, proxy_teacher) {
-            (_, Some(_)) => d.stages.iter().map(|s| (s.name.clone(), s.epochs, s.lr, s.lr_schedule, s.warmup_epochs, s.train.clone(), s.weights, s.ramp)).collect(),
-            _ => {
-                let w = if teacher.is_some() { LossWeights { align: 0.0, kd: exp.baselines.kd_alpha, ce: 1.0 - exp.baselines.kd_alpha } } else { LossWeights { align: 0.0, kd: 0.0, ce: 1.0 } };
-                let lr = d.stages.iter().map(|s| s.lr).fold(0.0, f64::max);
-                vec![("train".into(), exp.target_epochs(), lr, crate::config::LrSchedule::Cosine, 0, vec![Group::Backbone, Group::Head], w, false)]
-            }
+        // Baselines train one stage on the same total budget, at the schedule's peak lr.
+        let stages: Vec<Stage> = match proxy_teacher {
+            Some(_) => d.stages.clone(),
+            None => vec![Stage {
+                name: "train".into(),
+                epochs: exp.target_epochs(),
+                lr: d.stages.iter().map(|s| s.lr).fold(0.0, f64::max),
+                lr_schedule: LrSchedule::Cosine,
+                warmup_epochs: 0,
+                train: vec![Group::Backbone, Group::Head],
+                weights: match teacher {
+                    Some(_) => LossWeights {
+                        align: 0.0,
+                        kd: exp.baselines.kd_alpha,
+                        ce: 1.0 - exp.baselines.kd_alpha,
+                    },
+                    None => LossWeights {
+                        align: 0.0,
+                        kd: 0.0,
+                        ce: 1.0,
+                    },
+                },
+                ramp: false,
+            }],
         };
         let (train, test) = (&self.train, &self.test);
         let eval_logits = |rows: &[usize]| -> Result<Tensor> { Ok(forward(&test.batch(rows, size)?, false)?.1) };
-        let mut prev = LossWeights { align: 0.0, kd: 0.0, ce: 0.0 };
+        let mut prev = LossWeights {
+            align: 0.0,
+            kd: 0.0,
+            ce: 0.0,
+        };
         let mut last: Option<StageOutcome> = None;
         let mut trainable = std::collections::BTreeSet::new();
-        for (i, (name, epochs, lr, sched, warmup, groups, weights, ramp)) in stages.into_iter().enumerate() {
+        for (i, stage) in stages.iter().enumerate() {
+            let Stage {
+                name,
+                epochs,
+                lr,
+                lr_schedule,
+                warmup_epochs,
+                train: groups,
+                weights,
+                ramp,
+            } = stage.clone();
             let spec = StageSpec {
                 method: key.into(),
                 stage: name.clone(),
@@ -289,8 +399,8 @@ impl Lab<'_> {
                 weight_decay: d.weight_decay,
                 momentum: d.momentum,
                 lr,
-                lr_schedule: sched,
-                warmup_epochs: warmup,
+                lr_schedule,
+                warmup_epochs,
                 eval_every: exp.data.eval_every,
                 seed: exp.seed.wrapping_add(100 + i as u64),
             };
@@ -307,7 +417,11 @@ impl Lab<'_> {
                 &mut |rows, progress| {
                     let w = if ramp {
                         let t = progress;
-                        LossWeights { align: from.align + (weights.align - from.align) * t, kd: from.kd + (weights.kd - from.kd) * t, ce: from.ce + (weights.ce - from.ce) * t }
+                        LossWeights {
+                            align: from.align + (weights.align - from.align) * t,
+                            kd: from.kd + (weights.kd - from.kd) * t,
+                            ce: from.ce + (weights.ce - from.ce) * t,
+                        }
                     } else {
                         weights
                     };
@@ -334,7 +448,11 @@ impl Lab<'_> {
                         total = (total + (c * w.ce)?)?;
                     }
                     parts.total = total.to_scalar::<f32>()? as f64;
-                    Ok(StepOut { correct: loss::correct(&logits, &y)?, loss: total, parts })
+                    Ok(StepOut {
+                        correct: loss::correct(&logits, &y)?,
+                        loss: total,
+                        parts,
+                    })
                 },
                 &mut || accuracy(test, eval_logits),
                 &mut || {
@@ -361,7 +479,11 @@ impl Lab<'_> {
     pub fn run_all(&mut self) -> Result<()> {
         let methods = self.exp.methods.clone();
         let wants = |m: Method| methods.contains(&m);
-        let probe = if wants(Method::LinearProbe) || wants(Method::Kd) { Some(self.linear_probe(wants(Method::LinearProbe))?) } else { None };
+        let probe = if wants(Method::LinearProbe) || wants(Method::Kd) {
+            Some(self.linear_probe(wants(Method::LinearProbe))?)
+        } else {
+            None
+        };
         if wants(Method::Vp) {
             self.reprogram_foundation("vp", false)?;
         }

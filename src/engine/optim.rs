@@ -24,7 +24,15 @@ const EPS: f64 = 1e-8;
 impl Optimizer {
     pub fn new(kind: OptimizerKind, vars: Vec<Var>, weight_decay: f64, momentum: f64) -> Self {
         let n = vars.len();
-        Optimizer { kind, vars, first: vec![None; n], second: vec![None; n], steps: 0, weight_decay, momentum }
+        Optimizer {
+            kind,
+            vars,
+            first: vec![None; n],
+            second: vec![None; n],
+            steps: 0,
+            weight_decay,
+            momentum,
+        }
     }
 
     pub fn param_count(&self) -> usize {
@@ -57,7 +65,11 @@ impl Optimizer {
                     (decayed - (upd * lr)?)?
                 }
                 OptimizerKind::Sgd => {
-                    let g = if self.weight_decay != 0.0 { (g + (theta * self.weight_decay)?)? } else { g.clone() };
+                    let g = if self.weight_decay != 0.0 {
+                        (g + (theta * self.weight_decay)?)?
+                    } else {
+                        g.clone()
+                    };
                     let buf = match &self.first[i] {
                         Some(b) if self.momentum != 0.0 => ((b * self.momentum)? + &g)?,
                         _ => g,

@@ -21,7 +21,12 @@ fn describe(method: &str) -> &'static str {
 
 fn ordered(summary: &Summary) -> Vec<(&str, &MethodResult)> {
     let mut rows: Vec<(&str, &MethodResult)> = ORDER.iter().filter_map(|m| summary.get(*m).map(|r| (*m, r))).collect();
-    rows.extend(summary.iter().filter(|(k, _)| !ORDER.contains(&k.as_str())).map(|(k, v)| (k.as_str(), v)));
+    rows.extend(
+        summary
+            .iter()
+            .filter(|(k, _)| !ORDER.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v)),
+    );
     rows
 }
 
@@ -29,7 +34,13 @@ pub fn single_seed(title: &str, seed: u64, summary: &Summary) -> String {
     let mut s = format!("# {title}\n\nSeed {seed}. Test accuracy on the fixed test split.\n\n");
     s += "| method | test accuracy | trainable params | wall time (s) | what it is |\n|---|---:|---:|---:|---|\n";
     for (m, r) in ordered(summary) {
-        s += &format!("| {m} | {:.2}% | {} | {:.1} | {} |\n", 100.0 * r.test_acc, r.trainable_params, r.wall_s, describe(m));
+        s += &format!(
+            "| {m} | {:.2}% | {} | {:.1} | {} |\n",
+            100.0 * r.test_acc,
+            r.trainable_params,
+            r.wall_s,
+            describe(m)
+        );
     }
     s
 }
@@ -38,7 +49,11 @@ pub fn single_seed(title: &str, seed: u64, summary: &Summary) -> String {
 pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (mean, var.sqrt())
 }
 
@@ -49,7 +64,10 @@ pub fn aggregate(per_seed: &[(u64, Summary)]) -> BTreeMap<String, serde_json::Va
     for m in methods {
         let accs: Vec<f64> = per_seed.iter().filter_map(|(_, s)| s.get(&m).map(|r| r.test_acc)).collect();
         let walls: Vec<f64> = per_seed.iter().filter_map(|(_, s)| s.get(&m).map(|r| r.wall_s)).collect();
-        let params = per_seed.iter().find_map(|(_, s)| s.get(&m).map(|r| r.trainable_params)).unwrap_or(0);
+        let params = per_seed
+            .iter()
+            .find_map(|(_, s)| s.get(&m).map(|r| r.trainable_params))
+            .unwrap_or(0);
         let (mean, std) = mean_std(&accs);
         out.insert(
             m,
@@ -65,7 +83,10 @@ pub fn aggregate(per_seed: &[(u64, Summary)]) -> BTreeMap<String, serde_json::Va
 
 pub fn multi_seed(title: &str, per_seed: &[(u64, Summary)]) -> String {
     let seeds: Vec<String> = per_seed.iter().map(|(s, _)| s.to_string()).collect();
-    let mut s = format!("# {title}\n\nSeeds {}: mean ± sample std of test accuracy on the fixed test split.\n\n", seeds.join(", "));
+    let mut s = format!(
+        "# {title}\n\nSeeds {}: mean ± sample std of test accuracy on the fixed test split.\n\n",
+        seeds.join(", ")
+    );
     s += "| method | test accuracy | per seed | trainable params | mean wall time (s) | what it is |\n|---|---:|---|---:|---:|---|\n";
     let Some((_, first)) = per_seed.first() else { return s };
     for (m, r) in ordered(first) {
@@ -73,7 +94,15 @@ pub fn multi_seed(title: &str, per_seed: &[(u64, Summary)]) -> String {
         let walls: Vec<f64> = per_seed.iter().filter_map(|(_, s)| s.get(m).map(|r| r.wall_s)).collect();
         let (mean, std) = mean_std(&accs);
         let each: Vec<String> = accs.iter().map(|a| format!("{:.1}", 100.0 * a)).collect();
-        s += &format!("| {m} | {:.2} ± {:.2}% | {} | {} | {:.1} | {} |\n", 100.0 * mean, 100.0 * std, each.join(" / "), r.trainable_params, mean_std(&walls).0, describe(m));
+        s += &format!(
+            "| {m} | {:.2} ± {:.2}% | {} | {} | {:.1} | {} |\n",
+            100.0 * mean,
+            100.0 * std,
+            each.join(" / "),
+            r.trainable_params,
+            mean_std(&walls).0,
+            describe(m)
+        );
     }
     s
 }

@@ -27,7 +27,11 @@ pub fn select_device(spec: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let n = s.strip_prefix("cuda:").map(|n| n.parse::<usize>()).transpose().map_err(|_| Error::config("device", format!("`{s}`: expected cuda:N")))?;
+            let n = s
+                .strip_prefix("cuda:")
+                .map(|n| n.parse::<usize>())
+                .transpose()
+                .map_err(|_| Error::config("device", format!("`{s}`: expected cuda:N")))?;
             Device::new_cuda(n.unwrap_or(0)).map_err(|e| Error::config("device", format!("`{s}` is not available: {e}")))
         }
         other => Err(Error::config("device", format!("`{other}` is not one of cpu, cuda, cuda:N, auto"))),
@@ -50,13 +54,21 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
     let eval_rows = match exp.data.eval_on {
         EvalOn::Test => &split.test,
         EvalOn::Validation if split.validation.is_empty() => {
-            return Err(Error::config("data.eval_on", format!("no validation images left at k = {} (the pool has 50 per class)", exp.data.k)))
+            return Err(Error::config(
+                "data.eval_on",
+                format!("no validation images left at k = {} (the pool has 50 per class)", exp.data.k),
+            ))
         }
         EvalOn::Validation => &split.validation,
     };
     let fpath = exp.foundation_path();
     let foundation = EfficientNetLite::load(&fpath, &device)?;
-    ctl.emit(Event::FoundationLoaded { path: fpath.display().to_string(), variant: foundation.variant().into(), params: foundation.param_count(), feature_dim: foundation.feature_dim() });
+    ctl.emit(Event::FoundationLoaded {
+        path: fpath.display().to_string(),
+        variant: foundation.variant().into(),
+        params: foundation.param_count(),
+        feature_dim: foundation.feature_dim(),
+    });
     let mut lab = Lab {
         exp,
         ctl,
@@ -70,14 +82,28 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
     };
     lab.run_all()?;
     let summary = std::mem::take(&mut lab.summary);
-    write_text_atomic(&run.file("summary.json"), &serde_json::to_string_pretty(&summary).unwrap_or_default())?;
-    write_text_atomic(&run.file("report.md"), &report::single_seed(&format!("{} (k = {})", exp.name, exp.data.k), exp.seed, &summary))?;
-    ctl.emit(Event::Done { summary: summary.clone(), wall_s: started.elapsed().as_secs_f64() });
+    write_text_atomic(
+        &run.file("summary.json"),
+        &serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    )?;
+    write_text_atomic(
+        &run.file("report.md"),
+        &report::single_seed(&format!("{} (k = {})", exp.name, exp.data.k), exp.seed, &summary),
+    )?;
+    ctl.emit(Event::Done {
+        summary: summary.clone(),
+        wall_s: started.elapsed().as_secs_f64(),
+    });
     Ok(summary)
 }
 
 /// Run on this thread; `events`, if given, receives every event.
-pub fn run_blocking(exp: &Experiment, run: &RunDir, events: Option<mpsc::SyncSender<Event>>, commands: Option<Receiver<Command>>) -> Result<Summary> {
+pub fn run_blocking(
+    exp: &Experiment,
+    run: &RunDir,
+    events: Option<mpsc::SyncSender<Event>>,
+    commands: Option<Receiver<Command>>,
+) -> Result<Summary> {
     let mut ctl = Control::new(commands, events);
     ctl.record_to(&run.file("metrics.jsonl"))?;
     let result = run_experiment(exp, run, &mut ctl);
@@ -102,6 +128,11 @@ impl Session {
         let (ctx, crx) = mpsc::channel();
         let run_dir = run.root.clone();
         let handle = std::thread::spawn(move || run_blocking(&exp, &run, Some(etx), Some(crx)));
-        Session { events: erx, commands: ctx, run_dir, handle }
+        Session {
+            events: erx,
+            commands: ctx,
+            run_dir,
+            handle,
+        }
     }
 }

@@ -50,12 +50,19 @@ pub struct StageOutcome {
 /// (so no batch of one reaches a batch-norm layer in training mode).
 pub fn batch_bounds(n: usize, batch: usize) -> Vec<(usize, usize)> {
     let count = n.div_ceil(batch.max(1)).max(1);
-    (0..count).map(|i| (i * n / count, (i + 1) * n / count)).filter(|(a, b)| b > a).collect()
+    (0..count)
+        .map(|i| (i * n / count, (i + 1) * n / count))
+        .filter(|(a, b)| b > a)
+        .collect()
 }
 
 fn stage_salt(method: &str, stage: &str) -> u64 {
     // FNV-1a: a stable salt so each stage draws its own reproducible order.
-    method.bytes().chain([0u8]).chain(stage.bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    method
+        .bytes()
+        .chain([0u8])
+        .chain(stage.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 /// Train one stage. `step(rows, progress)` computes the loss of a batch of view rows
@@ -79,7 +86,13 @@ pub fn train_stage(
         total_steps: spec.epochs * steps_per_epoch,
     };
     let trainable_params = opt.param_count();
-    ctl.emit(Event::StageStarted { method: spec.method.clone(), stage: spec.stage.clone(), epochs: spec.epochs, steps_per_epoch, trainable_params });
+    ctl.emit(Event::StageStarted {
+        method: spec.method.clone(),
+        stage: spec.stage.clone(),
+        epochs: spec.epochs,
+        steps_per_epoch,
+        trainable_params,
+    });
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ stage_salt(&spec.method, &spec.stage));
     let mut global = 0usize;
     let mut test_acc = None;
@@ -93,18 +106,35 @@ pub fn train_stage(
             let req = ctl.between_steps()?;
             if req.save {
                 let path = save()?;
-                ctl.emit(Event::Checkpoint { method: spec.method.clone(), stage: spec.stage.clone(), path });
+                ctl.emit(Event::Checkpoint {
+                    method: spec.method.clone(),
+                    stage: spec.stage.clone(),
+                    path,
+                });
             }
             if req.skip_stage {
-                ctl.emit(Event::StageSkipped { method: spec.method.clone(), stage: spec.stage.clone(), epoch });
-                return Ok(StageOutcome { test_acc, skipped: true, trainable_params });
+                ctl.emit(Event::StageSkipped {
+                    method: spec.method.clone(),
+                    stage: spec.stage.clone(),
+                    epoch,
+                });
+                return Ok(StageOutcome {
+                    test_acc,
+                    skipped: true,
+                    trainable_params,
+                });
             }
             lr = plan.at(global);
             let progress = global as f64 / plan.total_steps.max(1) as f64;
             let out = step(&rows[lo..hi], progress)?;
             let loss = out.loss.to_scalar::<f32>()? as f64;
             if !loss.is_finite() {
-                return Err(Error::Diverged(format!("{} / {}: loss is {loss} at epoch {epoch}, step {}; the last checkpoint is kept", spec.method, spec.stage, b + 1)));
+                return Err(Error::Diverged(format!(
+                    "{} / {}: loss is {loss} at epoch {epoch}, step {}; the last checkpoint is kept",
+                    spec.method,
+                    spec.stage,
+                    b + 1
+                )));
             }
             let grads = out.loss.backward()?;
             opt.step(&grads, lr)?;
@@ -114,12 +144,24 @@ pub fn train_stage(
             sums.kd += out.parts.kd * n;
             sums.ce += out.parts.ce * n;
             correct += out.correct;
-            ctl.emit(Event::Step { method: spec.method.clone(), stage: spec.stage.clone(), epoch, step: global, loss, lr });
+            ctl.emit(Event::Step {
+                method: spec.method.clone(),
+                stage: spec.stage.clone(),
+                epoch,
+                step: global,
+                loss,
+                lr,
+            });
             global += 1;
         }
         let elapsed = started.elapsed().as_secs_f64();
         let n = spec.items as f64;
-        let loss = LossParts { total: sums.total / n, align: sums.align / n, kd: sums.kd / n, ce: sums.ce / n };
+        let loss = LossParts {
+            total: sums.total / n,
+            align: sums.align / n,
+            kd: sums.kd / n,
+            ce: sums.ce / n,
+        };
         if epoch % spec.eval_every == 0 || epoch == spec.epochs {
             test_acc = Some(eval()?);
         }
@@ -131,9 +173,17 @@ pub fn train_stage(
             loss,
             lr,
             train_acc: correct as f64 / n,
-            test_acc: if epoch % spec.eval_every == 0 || epoch == spec.epochs { test_acc } else { None },
+            test_acc: if epoch % spec.eval_every == 0 || epoch == spec.epochs {
+                test_acc
+            } else {
+                None
+            },
             images_per_s: n / elapsed.max(1e-9),
         });
     }
-    Ok(StageOutcome { test_acc, skipped: false, trainable_params })
+    Ok(StageOutcome {
+        test_acc,
+        skipped: false,
+        trainable_params,
+    })
 }

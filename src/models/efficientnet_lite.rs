@@ -63,7 +63,11 @@ fn take_pointwise(w: &mut StrictWeights, conv: &str, bn: &str, cin: usize) -> Re
     let weight = w.take_any(&name)?;
     let dims = weight.dims().to_vec();
     if dims.len() != 4 || dims[1] != cin || dims[2] != 1 || dims[3] != 1 {
-        return Err(Error::Tensor { path: w.path().into(), tensor: name, msg: format!("expected shape [_, {cin}, 1, 1], found {dims:?}") });
+        return Err(Error::Tensor {
+            path: w.path().into(),
+            tensor: name,
+            msg: format!("expected shape [_, {cin}, 1, 1], found {dims:?}"),
+        });
     }
     let (scale, shift) = take_bn(w, bn, dims[0])?;
     let folded = weight.flatten_from(1)?.broadcast_mul(&scale.unsqueeze(1)?)?;
@@ -76,7 +80,11 @@ impl EfficientNetLite {
         let total = w.float_elements();
         let stem = w.take_any("_conv_stem.weight")?;
         if stem.rank() != 4 || stem.dims()[1..] != [3, 3, 3] {
-            return Err(Error::Tensor { path: path.into(), tensor: "_conv_stem.weight".into(), msg: format!("expected shape [_, 3, 3, 3], found {:?}", stem.dims()) });
+            return Err(Error::Tensor {
+                path: path.into(),
+                tensor: "_conv_stem.weight".into(),
+                msg: format!("expected shape [_, 3, 3, 3], found {:?}", stem.dims()),
+            });
         }
         let stem_ch = stem.dim(0)?;
         let (scale, stem_shift) = take_bn(&mut w, "_bn0", stem_ch)?;
@@ -102,7 +110,11 @@ impl EfficientNetLite {
             let dw = w.take_any(&dw_name)?;
             let d = dw.dims().to_vec();
             if d.len() != 4 || d[0] != mid || d[1] != 1 || d[2] != d[3] {
-                return Err(Error::Tensor { path: path.into(), tensor: dw_name, msg: format!("expected shape [{mid}, 1, K, K], found {d:?}") });
+                return Err(Error::Tensor {
+                    path: path.into(),
+                    tensor: dw_name,
+                    msg: format!("expected shape [{mid}, 1, K, K], found {d:?}"),
+                });
             }
             let (dw_scale, dw_shift) = take_bn(&mut w, &format!("{p}._bn1"), mid)?;
             let depthwise = dw.broadcast_mul(&dw_scale.reshape((mid, 1, 1, 1))?)?;
@@ -113,20 +125,40 @@ impl EfficientNetLite {
             if prev_out.is_some_and(|o| o != cout) {
                 stage += 1;
             }
-            let stride = if prev_out != Some(cout) && matches!(stage, 1 | 2 | 3 | 5) { 2 } else { 1 };
+            let stride = if prev_out != Some(cout) && matches!(stage, 1 | 2 | 3 | 5) {
+                2
+            } else {
+                1
+            };
             prev_out = Some(cout);
-            blocks.push(Block { expand, depthwise, dw_shift, kernel: d[2], stride, project, residual: stride == 1 && cin == cout });
+            blocks.push(Block {
+                expand,
+                depthwise,
+                dw_shift,
+                kernel: d[2],
+                stride,
+                project,
+                residual: stride == 1 && cin == cout,
+            });
             cin = cout;
             i += 1;
         }
         if blocks.is_empty() {
-            return Err(Error::Tensor { path: path.into(), tensor: "_blocks.0._depthwise_conv.weight".into(), msg: "missing from the file (not an EfficientNet-Lite checkpoint?)".into() });
+            return Err(Error::Tensor {
+                path: path.into(),
+                tensor: "_blocks.0._depthwise_conv.weight".into(),
+                msg: "missing from the file (not an EfficientNet-Lite checkpoint?)".into(),
+            });
         }
         let head = take_pointwise(&mut w, "_conv_head", "_bn1", cin)?;
         let feat = head.0.dim(0)?;
         let fc_w = w.take_any("_fc.weight")?;
         if fc_w.rank() != 2 || fc_w.dim(1)? != feat {
-            return Err(Error::Tensor { path: path.into(), tensor: "_fc.weight".into(), msg: format!("expected shape [_, {feat}], found {:?}", fc_w.dims()) });
+            return Err(Error::Tensor {
+                path: path.into(),
+                tensor: "_fc.weight".into(),
+                msg: format!("expected shape [_, {feat}], found {:?}", fc_w.dims()),
+            });
         }
         let fc_b = w.take("_fc.bias", &[fc_w.dim(0)?])?;
         w.finish()?;
@@ -138,7 +170,16 @@ impl EfficientNetLite {
             32 => "efficientnet-lite4",
             _ => "efficientnet-lite",
         };
-        Ok(EfficientNetLite { stem, stem_shift, blocks, head, classifier: (fc_w, fc_b), params: total, variant: variant.into(), forwards: AtomicUsize::new(0) })
+        Ok(EfficientNetLite {
+            stem,
+            stem_shift,
+            blocks,
+            head,
+            classifier: (fc_w, fc_b),
+            params: total,
+            variant: variant.into(),
+            forwards: AtomicUsize::new(0),
+        })
     }
 
     pub fn variant(&self) -> &str {

@@ -18,13 +18,20 @@ impl StrictWeights {
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
-            return Err(Error::File { path: path.into(), msg: "is a directory, expected a .safetensors file".into() });
+            return Err(Error::File {
+                path: path.into(),
+                msg: "is a directory, expected a .safetensors file".into(),
+            });
         }
         let tensors = candle_core::safetensors::load(path, device).map_err(|e| Error::File {
             path: path.into(),
             msg: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
         })?;
-        Ok(StrictWeights { path: path.into(), tensors, used: BTreeSet::new() })
+        Ok(StrictWeights {
+            path: path.into(),
+            tensors,
+            used: BTreeSet::new(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -45,7 +52,11 @@ impl StrictWeights {
     }
 
     fn err(&self, name: &str, msg: String) -> Error {
-        Error::Tensor { path: self.path.clone(), tensor: name.into(), msg }
+        Error::Tensor {
+            path: self.path.clone(),
+            tensor: name.into(),
+            msg,
+        }
     }
 
     /// Take `name` as f32 after checking its shape.
@@ -59,7 +70,10 @@ impl StrictWeights {
 
     /// Take `name` as f32, any shape (the caller checks it against other tensors).
     pub fn take_any(&mut self, name: &str) -> Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| self.err(name, "missing from the file".into()))?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| self.err(name, "missing from the file".into()))?;
         let t = match t.dtype() {
             DType::F32 => t.clone(),
             DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
@@ -71,7 +85,10 @@ impl StrictWeights {
 
     /// Mark a bookkeeping tensor (e.g. `num_batches_tracked`) as seen, checking it is a scalar.
     pub fn take_scalar_counter(&mut self, name: &str) -> Result<()> {
-        let t = self.tensors.get(name).ok_or_else(|| self.err(name, "missing from the file".into()))?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| self.err(name, "missing from the file".into()))?;
         if t.rank() != 0 {
             return Err(self.err(name, format!("expected a scalar, found shape {:?}", t.dims())));
         }
@@ -87,6 +104,9 @@ impl StrictWeights {
         }
         extra.sort();
         let shown: Vec<&str> = extra.iter().take(8).map(|s| s.as_str()).collect();
-        Err(self.err(shown[0], format!("{} unexpected tensor(s) in the file: {}", extra.len(), shown.join(", "))))
+        Err(self.err(
+            shown[0],
+            format!("{} unexpected tensor(s) in the file: {}", extra.len(), shown.join(", ")),
+        ))
     }
 }

@@ -20,7 +20,10 @@ macro_rules! dispatch {
         match $s1 {
             CpuStorage::F32(_) => $op.$f::<f32>($s1, $l1, $s2, $l2).map(|(v, s)| (CpuStorage::F32(v), s)),
             CpuStorage::F64(_) => $op.$f::<f64>($s1, $l1, $s2, $l2).map(|(v, s)| (CpuStorage::F64(v), s)),
-            other => candle_core::bail!("depthwise_conv2d: unsupported dtype {:?}", candle_core::backend::BackendStorage::dtype(other)),
+            other => candle_core::bail!(
+                "depthwise_conv2d: unsupported dtype {:?}",
+                candle_core::backend::BackendStorage::dtype(other)
+            ),
         }
     };
 }
@@ -44,7 +47,16 @@ fn geometry(xs: &[usize], ws: &[usize], s: usize) -> candle_core::Result<Geometr
     if wc != c || k != k2 || h < k || w < k || s == 0 {
         candle_core::bail!("depthwise_conv2d: incompatible x {xs:?}, w {ws:?}, stride {s}")
     }
-    Ok(Geometry { b, c, h, w, k, s, ho: (h - k) / s + 1, wo: (w - k) / s + 1 })
+    Ok(Geometry {
+        b,
+        c,
+        h,
+        w,
+        k,
+        s,
+        ho: (h - k) / s + 1,
+        wo: (w - k) / s + 1,
+    })
 }
 
 fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
@@ -71,13 +83,26 @@ impl CustomOp2 for DepthwiseFwd {
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let gx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(w, &DepthwiseGradInput { stride: self.stride, h: x.dim(2)?, w: x.dim(3)? })?)
+            Some(grad.apply_op2_no_bwd(
+                w,
+                &DepthwiseGradInput {
+                    stride: self.stride,
+                    h: x.dim(2)?,
+                    w: x.dim(3)?,
+                },
+            )?)
         } else {
             None
         };
         // Frozen foundation weights are plain tensors: skip their gradient entirely.
         let gw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { stride: self.stride, k: w.dim(2)? })?)
+            Some(x.apply_op2_no_bwd(
+                &grad,
+                &DepthwiseGradWeight {
+                    stride: self.stride,
+                    k: w.dim(2)?,
+                },
+            )?)
         } else {
             None
         };
@@ -136,7 +161,9 @@ impl CustomOp2 for DepthwiseGradInput {
 
 impl DepthwiseGradInput {
     fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
-        let &[b, c, ho, wo] = l1.dims() else { candle_core::bail!("depthwise grad: bad grad shape") };
+        let &[b, c, ho, wo] = l1.dims() else {
+            candle_core::bail!("depthwise grad: bad grad shape")
+        };
         let g = geometry(&[b, c, self.h, self.w], l2.dims(), self.stride)?;
         if (g.ho, g.wo) != (ho, wo) {
             candle_core::bail!("depthwise grad: output size mismatch")
@@ -187,7 +214,9 @@ impl CustomOp2 for DepthwiseGradWeight {
 
 impl DepthwiseGradWeight {
     fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
-        let &[b, c, h, w] = l1.dims() else { candle_core::bail!("depthwise grad: bad input shape") };
+        let &[b, c, h, w] = l1.dims() else {
+            candle_core::bail!("depthwise grad: bad input shape")
+        };
         let g = geometry(&[b, c, h, w], &[c, 1, self.k, self.k], self.stride)?;
         if l2.dims() != [b, c, g.ho, g.wo] {
             candle_core::bail!("depthwise grad: grad shape mismatch")

@@ -6,7 +6,12 @@ use candle_core::{DType, Tensor, Var};
 /// respect to `x` and central differences at `probes` coordinates spread over `x`.
 /// Perturbations happen in `x`'s own dtype: check in f64 with a small `eps` where
 /// f32 rounding or kinks (ReLU6) would swamp the difference quotient.
-pub fn max_relative_error(x: &Tensor, probes: usize, eps: f64, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) -> candle_core::Result<GradCheck> {
+pub fn max_relative_error(
+    x: &Tensor,
+    probes: usize,
+    eps: f64,
+    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<GradCheck> {
     let var = Var::from_tensor(x)?;
     let loss = f(var.as_tensor())?;
     let grads = loss.backward()?;
@@ -34,7 +39,12 @@ pub fn max_relative_error(x: &Tensor, probes: usize, eps: f64, f: impl Fn(&Tenso
     // gradient do not divide by ~0.
     let scale = numeric.iter().chain(picked.iter()).fold(0f64, |m, v| m.max(v.abs())).max(1e-8);
     let max_err = numeric.iter().zip(&picked).map(|(a, b)| (a - b).abs() / scale).fold(0f64, f64::max);
-    Ok(GradCheck { max_err, scale, numeric, analytic: picked })
+    Ok(GradCheck {
+        max_err,
+        scale,
+        numeric,
+        analytic: picked,
+    })
 }
 
 #[derive(Debug)]

@@ -68,7 +68,11 @@ impl Head {
 
     /// A frozen snapshot of `other` (plain tensors, never optimised).
     pub fn frozen(other: &Head) -> Result<Self> {
-        Ok(Head { weight: other.weight.copy()?.detach(), bias: other.bias.copy()?.detach(), scale: other.scale })
+        Ok(Head {
+            weight: other.weight.copy()?.detach(),
+            bias: other.bias.copy()?.detach(),
+            scale: other.scale,
+        })
     }
 
     pub fn forward(&self, z: &Tensor) -> Result<Tensor> {

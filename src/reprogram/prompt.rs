@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::PromptKind;
+use crate::models::Normalization;
 use crate::params::Params;
 use crate::{Error, Result};
 
@@ -17,18 +18,31 @@ pub struct Prompt {
     mask: Tensor,
     canvas: usize,
     inner: usize,
-    mean: Tensor,
-    std: Tensor,
+    norm: Normalization,
 }
 
 impl Prompt {
     /// `pad` is the border width of a `padding` prompt. Parameters go under `prefix`.
-    pub fn new(p: &mut Params, prefix: &str, kind: PromptKind, canvas: usize, inner: usize, pad: usize, mean: [f32; 3], std: [f32; 3]) -> Result<Self> {
-        if inner > canvas || (canvas - inner) % 2 != 0 {
-            return Err(Error::config("foundation.inner_size", format!("inner_size {inner} must be ≤ image_size {canvas} and differ from it by an even number")));
+    pub fn new(
+        p: &mut Params,
+        prefix: &str,
+        kind: PromptKind,
+        canvas: usize,
+        inner: usize,
+        pad: usize,
+        norm: Normalization,
+    ) -> Result<Self> {
+        if inner > canvas || !(canvas - inner).is_multiple_of(2) {
+            return Err(Error::config(
+                "foundation.inner_size",
+                format!("inner_size {inner} must be ≤ image_size {canvas} and differ from it by an even number"),
+            ));
         }
         if kind == PromptKind::Padding && 2 * pad > canvas {
-            return Err(Error::config("reprogram.pad", format!("a padding prompt {pad} pixels wide does not fit a {canvas}×{canvas} canvas (needs 2·pad ≤ image_size)")));
+            return Err(Error::config(
+                "reprogram.pad",
+                format!("a padding prompt {pad} pixels wide does not fit a {canvas}×{canvas} canvas (needs 2·pad ≤ image_size)"),
+            ));
         }
         let device = p.device().clone();
         let mask = match kind {
@@ -46,8 +60,7 @@ impl Prompt {
             mask,
             canvas,
             inner,
-            mean: Tensor::new(&mean, &device)?.reshape((1, 3, 1, 1))?,
-            std: Tensor::new(&std, &device)?.reshape((1, 3, 1, 1))?,
+            norm,
         })
     }
 
@@ -68,7 +81,7 @@ impl Prompt {
             };
             x = x.broadcast_add(&delta.broadcast_mul(&self.mask)?.unsqueeze(0)?)?;
         }
-        Ok(x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?)
+        Ok(self.norm.apply(&x)?)
     }
 }
 
