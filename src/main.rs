@@ -168,12 +168,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         per_seed.push((seed, run_one(e, Some(root.join(format!("seed-{seed}"))), args.json)?));
     }
     let title = format!("{} (k = {})", exp.name, exp.data.k);
-    write_text_atomic(&root.join("report.md"), &report::multi_seed(&title, &per_seed))?;
+    write_text_atomic(
+        &root.join("report.md"),
+        &report::multi_seed(&title, &per_seed, exp.data.eval_on.describe()),
+    )?;
     write_text_atomic(
         &root.join("summary.json"),
         &serde_json::to_string_pretty(&report::aggregate(&per_seed))?,
     )?;
-    println!("{}", report::multi_seed(&title, &per_seed));
+    println!("{}", report::multi_seed(&title, &per_seed, exp.data.eval_on.describe()));
     println!("report: {}", root.join("report.md").display());
     Ok(())
 }

@@ -121,6 +121,16 @@ pub enum EvalOn {
     Validation,
 }
 
+impl EvalOn {
+    /// How reports name the evaluation set.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EvalOn::Test => "the fixed test split",
+            EvalOn::Validation => "the validation split (training-pool images not used for training)",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Foundation {

@@ -30,8 +30,9 @@ fn ordered(summary: &Summary) -> Vec<(&str, &MethodResult)> {
     rows
 }
 
-pub fn single_seed(title: &str, seed: u64, summary: &Summary) -> String {
-    let mut s = format!("# {title}\n\nSeed {seed}. Test accuracy on the fixed test split.\n\n");
+/// `eval_set` names what `test_acc` was measured on (see `EvalOn::describe`).
+pub fn single_seed(title: &str, seed: u64, summary: &Summary, eval_set: &str) -> String {
+    let mut s = format!("# {title}\n\nSeed {seed}. Accuracy on {eval_set}.\n\n");
     s += "| method | test accuracy | trainable params | wall time (s) | what it is |\n|---|---:|---:|---:|---|\n";
     for (m, r) in ordered(summary) {
         s += &format!(
@@ -81,10 +82,10 @@ pub fn aggregate(per_seed: &[(u64, Summary)]) -> BTreeMap<String, serde_json::Va
     out
 }
 
-pub fn multi_seed(title: &str, per_seed: &[(u64, Summary)]) -> String {
+pub fn multi_seed(title: &str, per_seed: &[(u64, Summary)], eval_set: &str) -> String {
     let seeds: Vec<String> = per_seed.iter().map(|(s, _)| s.to_string()).collect();
     let mut s = format!(
-        "# {title}\n\nSeeds {}: mean ± sample std of test accuracy on the fixed test split.\n\n",
+        "# {title}\n\nSeeds {}: mean ± sample std of accuracy on {eval_set}.\n\n",
         seeds.join(", ")
     );
     s += "| method | test accuracy | per seed | trainable params | mean wall time (s) | what it is |\n|---|---:|---|---:|---:|---|\n";

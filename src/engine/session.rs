@@ -88,7 +88,12 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
     )?;
     write_text_atomic(
         &run.file("report.md"),
-        &report::single_seed(&format!("{} (k = {})", exp.name, exp.data.k), exp.seed, &summary),
+        &report::single_seed(
+            &format!("{} (k = {})", exp.name, exp.data.k),
+            exp.seed,
+            &summary,
+            exp.data.eval_on.describe(),
+        ),
     )?;
     ctl.emit(Event::Done {
         summary: summary.clone(),
