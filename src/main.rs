@@ -131,7 +131,8 @@ fn print_event(e: &Event, json: bool) {
         Event::Resumed => println!("resumed"),
         Event::Log { message } => println!("{message}"),
         // The error itself is printed once, by main, when the run returns it.
-        Event::Step { .. } | Event::Checkpoint { .. } | Event::Done { .. } | Event::Failed { .. } => {}
+        Event::Done { wall_s, .. } => println!("done in {:.1} min", wall_s / 60.0),
+        Event::Step { .. } | Event::Checkpoint { .. } | Event::Failed { .. } => {}
     }
 }
 
