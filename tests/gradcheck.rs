@@ -25,6 +25,10 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
 /// A scalar that weights every output element differently, so no gradient cancels.
 fn weighted_sum(y: &Tensor, seed: u64) -> candle_core::Result<Tensor> {
     let w = randn(y.dims(), seed);
@@ -50,14 +54,7 @@ fn depthwise_forward_matches_candle_grouped_conv() {
         let w = randn(&[5, 1, 3, 3], 2);
         let ours = ops::depthwise_conv2d(&x, &w, stride).unwrap();
         let reference = x.conv2d(&w, 0, stride, 1, 5).unwrap();
-        let diff = (ours - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&ours, &reference);
         assert!(diff < 1e-5, "stride {stride}: max abs diff {diff}");
     }
 }
@@ -87,14 +84,7 @@ fn pointwise_conv_matches_conv2d_and_gradients() {
         .unwrap()
         .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
         .unwrap();
-    let diff = (ours - reference)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&ours, &reference);
     assert!(diff < 1e-5, "max abs diff {diff}");
     check("pointwise input", &x, |x| weighted_sum(&ops::pointwise_conv(x, &w, Some(&b))?, 10));
     check("pointwise weight", &w, |w| weighted_sum(&ops::pointwise_conv(&x, w, Some(&b))?, 11));
@@ -106,14 +96,7 @@ fn im2col_conv_matches_conv2d_and_gradients() {
     let w = randn(&[5, 3, 3, 3], 13);
     let ours = conv::conv2d_im2col(&x, &w, None).unwrap();
     let reference = x.conv2d(&w, 1, 1, 1, 1).unwrap();
-    let diff = (ours - reference)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&ours, &reference);
     assert!(diff < 1e-5, "max abs diff {diff}");
     check("im2col input", &x, |x| weighted_sum(&conv::conv2d_im2col(x, &w, None)?, 14));
     check("im2col weight", &w, |w| weighted_sum(&conv::conv2d_im2col(&x, w, None)?, 15));

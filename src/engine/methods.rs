@@ -46,6 +46,21 @@ fn accuracy(test: &ViewSet, mut logits: impl FnMut(&[usize]) -> Result<Tensor>) 
     Ok(correct as f64 / test.len() as f64)
 }
 
+/// A plain cross-entropy step (stage 1, `vp`, the linear probe).
+fn ce_step(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result<StepOut> {
+    let ce = loss::cross_entropy(logits, labels, smoothing)?;
+    let v = ce.to_scalar::<f32>()? as f64;
+    Ok(StepOut {
+        correct: loss::correct(logits, labels)?,
+        loss: ce,
+        parts: LossParts {
+            total: v,
+            ce: v,
+            ..Default::default()
+        },
+    })
+}
+
 fn prefixes(groups: &[Group]) -> Vec<String> {
     groups
         .iter()
@@ -189,18 +204,7 @@ impl Lab<'_> {
                 vars,
                 &mut |rows, _| {
                     let (_, logits) = m.forward(foundation, &train.batch(rows, inner)?, true)?;
-                    let y = train.label_tensor(rows)?;
-                    let ce = loss::cross_entropy(&logits, &y, smoothing)?;
-                    let v = ce.to_scalar::<f32>()? as f64;
-                    Ok(StepOut {
-                        correct: loss::correct(&logits, &y)?,
-                        loss: ce,
-                        parts: LossParts {
-                            total: v,
-                            ce: v,
-                            ..Default::default()
-                        },
-                    })
+                    ce_step(&logits, &train.label_tensor(rows)?, smoothing)
                 },
                 &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
                 &mut || {
@@ -273,18 +277,7 @@ impl Lab<'_> {
             params.vars(&all_prefixes("probe.head.")),
             &mut |rows, _| {
                 let logits = head.forward(&select(&train_f, rows)?)?;
-                let y = train.label_tensor(rows)?;
-                let ce = loss::cross_entropy(&logits, &y, 0.0)?;
-                let v = ce.to_scalar::<f32>()? as f64;
-                Ok(StepOut {
-                    correct: loss::correct(&logits, &y)?,
-                    loss: ce,
-                    parts: LossParts {
-                        total: v,
-                        ce: v,
-                        ..Default::default()
-                    },
-                })
+                ce_step(&logits, &train.label_tensor(rows)?, 0.0)
             },
             &mut || accuracy(test, |rows| head.forward(&select(&test_f, rows)?)),
             &mut || {
