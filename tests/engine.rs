@@ -169,3 +169,32 @@ fn commands_pause_skip_save_and_abort_between_steps() {
     let err = session.handle.join().unwrap().expect_err("abort ends the run with an error");
     assert!(matches!(err, tdmr::Error::Aborted), "{err}");
 }
+
+#[test]
+fn checkpoints_load_strictly_and_name_the_misfit_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.safetensors");
+    let mut a = tdmr::params::Params::new(&Device::Cpu, 1);
+    a.uniform("head.weight", &[10, 16], 16).unwrap();
+    a.buffer("bn.running_mean", &[4], 0.5).unwrap();
+    a.save(&path).unwrap();
+    // The same layout loads and restores the values.
+    let mut b = tdmr::params::Params::new(&Device::Cpu, 2);
+    b.uniform("head.weight", &[10, 16], 16).unwrap();
+    b.buffer("bn.running_mean", &[4], 0.0).unwrap();
+    b.load(&path).unwrap();
+    assert_eq!(
+        a.tensors()["head.weight"].to_vec2::<f32>().unwrap(),
+        b.tensors()["head.weight"].to_vec2::<f32>().unwrap()
+    );
+    assert_eq!(b.tensors()["bn.running_mean"].to_vec1::<f32>().unwrap(), vec![0.5; 4]);
+    // A model whose head has another width is refused, naming the tensor and both shapes.
+    let mut c = tdmr::params::Params::new(&Device::Cpu, 3);
+    c.uniform("head.weight", &[10, 32], 32).unwrap();
+    c.buffer("bn.running_mean", &[4], 0.0).unwrap();
+    let e = c.load(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("ckpt.safetensors") && e.contains("head.weight") && e.contains("[10, 32]") && e.contains("[10, 16]"),
+        "{e}"
+    );
+}
