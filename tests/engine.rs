@@ -198,3 +198,16 @@ fn checkpoints_load_strictly_and_name_the_misfit_tensor() {
         "{e}"
     );
 }
+
+#[test]
+fn a_run_directory_is_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(Some(dir.path()), "x").unwrap();
+    std::fs::write(run.file("metrics.jsonl"), "{}\n").unwrap();
+    let e = RunDir::create(Some(dir.path()), "x")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("already holds a run"), "{e}");
+    assert_eq!(std::fs::read_to_string(run.file("metrics.jsonl")).unwrap(), "{}\n");
+}

@@ -49,6 +49,15 @@ impl RunDir {
             Some(p) => p.to_path_buf(),
             None => PathBuf::from("runs").join(format!("{name}-{}", timestamp())),
         };
+        // Never write over a finished or interrupted run.
+        for existing in ["metrics.jsonl", "summary.json"] {
+            if root.join(existing).exists() {
+                return Err(Error::File {
+                    path: root,
+                    msg: format!("already holds a run ({existing}); choose another --out"),
+                });
+            }
+        }
         let ckpt = root.join("checkpoints");
         std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
         Ok(RunDir { root })
