@@ -174,9 +174,11 @@ fn prompt_gradient_through_real_efficientnet_lite0() {
         r.numeric,
         r.analytic
     );
-    // The acceptance bar in f32: relative error < 1e-2 (eps 1e-3: smaller steps drown in
-    // f32 rounding, larger ones cross ReLU6 kinks inside the net).
-    let r = max_relative_error(&delta0, 16, 1e-3, |d| forward(&f32_net, d)).unwrap();
+    // In f32 the difference quotient itself is the limit, not the gradient: steps below
+    // ~5e-4 drown in rounding, larger ones cross ReLU6 kinks inside the net (2e-4: 2.1e-2,
+    // 5e-4: 2.1e-2, 1e-3: 3.1e-2, 1e-2: 1.6e-1 measured). The f64 check above is the
+    // exact one; this guards the f32 path against gross errors.
+    let r = max_relative_error(&delta0, 16, 5e-4, |d| forward(&f32_net, d)).unwrap();
     eprintln!(
         "f32 prompt gradient through EfficientNet-Lite0: max relative error {:.3e}",
         r.max_err

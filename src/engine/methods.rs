@@ -363,11 +363,7 @@ impl Lab<'_> {
         };
         let (train, test) = (&self.train, &self.test);
         let eval_logits = |rows: &[usize]| -> Result<Tensor> { Ok(forward(&test.batch(rows, size)?, false)?.1) };
-        let mut prev = LossWeights {
-            align: 0.0,
-            kd: 0.0,
-            ce: 0.0,
-        };
+        let mut prev = LossWeights::default();
         let mut last: Option<StageOutcome> = None;
         let mut trainable = std::collections::BTreeSet::new();
         for (i, stage) in stages.iter().enumerate() {
