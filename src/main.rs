@@ -130,8 +130,8 @@ fn print_event(e: &Event, json: bool) {
         Event::Paused => println!("paused"),
         Event::Resumed => println!("resumed"),
         Event::Log { message } => println!("{message}"),
-        // The error itself is printed once, by main, when the run returns it.
         Event::Done { wall_s, .. } => println!("done in {:.1} min", wall_s / 60.0),
+        // A failure is printed once, by main, when the run returns its error.
         Event::Step { .. } | Event::Checkpoint { .. } | Event::Failed { .. } => {}
     }
 }
@@ -168,16 +168,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         e.seed = seed;
         per_seed.push((seed, run_one(e, Some(root.join(format!("seed-{seed}"))), args.json)?));
     }
-    let title = format!("{} (k = {})", exp.name, exp.data.k);
-    write_text_atomic(
-        &root.join("report.md"),
-        &report::multi_seed(&title, &per_seed, exp.data.eval_on.describe()),
-    )?;
+    let table = report::multi_seed(
+        &format!("{} (k = {})", exp.name, exp.data.k),
+        &per_seed,
+        exp.data.eval_on.describe(),
+    );
+    write_text_atomic(&root.join("report.md"), &table)?;
     write_text_atomic(
         &root.join("summary.json"),
         &serde_json::to_string_pretty(&report::aggregate(&per_seed))?,
     )?;
-    println!("{}", report::multi_seed(&title, &per_seed, exp.data.eval_on.describe()));
+    println!("{table}");
     println!("report: {}", root.join("report.md").display());
     Ok(())
 }
