@@ -162,7 +162,8 @@ pub fn train_stage(
             kd: sums.kd / n,
             ce: sums.ce / n,
         };
-        if epoch % spec.eval_every == 0 || epoch == spec.epochs {
+        let evaluated = epoch % spec.eval_every == 0 || epoch == spec.epochs;
+        if evaluated {
             test_acc = Some(eval()?);
         }
         ctl.emit(Event::Epoch {
@@ -173,11 +174,7 @@ pub fn train_stage(
             loss,
             lr,
             train_acc: correct as f64 / n,
-            test_acc: if epoch % spec.eval_every == 0 || epoch == spec.epochs {
-                test_acc
-            } else {
-                None
-            },
+            test_acc: if evaluated { test_acc } else { None },
             images_per_s: n / elapsed.max(1e-9),
         });
     }
