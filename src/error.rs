@@ -3,12 +3,9 @@ use std::path::PathBuf;
 /// Every error names what the user has to look at: a file, a config key or a tensor.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The I/O error is part of the message, not a `source`: printed once, not twice.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
     #[error("config {origin}: {msg}")]
