@@ -26,7 +26,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            err: source,
+        }
     }
     pub fn config(origin: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Config {
