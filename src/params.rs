@@ -42,8 +42,7 @@ impl Params {
         Ok(out)
     }
 
-    /// PyTorch's default for conv/linear weights: U(-1/√fan_in, 1/√fan_in) scaled by √(6/ (1+5)) ⇒
-    /// kaiming-uniform with a=√5, i.e. bound = 1/√fan_in.
+    /// PyTorch's default for linear layers (kaiming-uniform with a = √5): U(±1/√fan_in).
     pub fn uniform(&mut self, name: &str, shape: &[usize], fan_in: usize) -> Result<Tensor> {
         let bound = 1.0 / (fan_in as f32).sqrt();
         let n: usize = shape.iter().product();

@@ -226,69 +226,51 @@ impl EfficientNetLite {
         Ok(ops::conv::linear(features, &self.classifier.0, Some(&self.classifier.1))?)
     }
 
-    /// The same network with every weight cast to `dtype` (f64 for gradient checks).
-    pub fn to_dtype(&self, dtype: candle_core::DType) -> Result<Self> {
-        let c = |t: &Tensor| t.to_dtype(dtype);
+    /// The same network with every tensor replaced by `f(tensor, is_weight, name)`;
+    /// `is_weight` is false for the folded batch-norm shifts and biases.
+    fn map_tensors(&self, variant: String, mut f: impl FnMut(&Tensor, bool, &str) -> Result<Tensor>) -> Result<Self> {
         let mut blocks = Vec::new();
-        for b in &self.blocks {
+        for (i, b) in self.blocks.iter().enumerate() {
             blocks.push(Block {
                 expand: match &b.expand {
-                    Some((w, bias)) => Some((c(w)?, c(bias)?)),
+                    Some((w, bias)) => Some((f(w, true, &format!("e{i}"))?, f(bias, false, "")?)),
                     None => None,
                 },
-                depthwise: c(&b.depthwise)?,
-                dw_shift: c(&b.dw_shift)?,
+                depthwise: f(&b.depthwise, true, &format!("d{i}"))?,
+                dw_shift: f(&b.dw_shift, false, "")?,
                 kernel: b.kernel,
                 stride: b.stride,
-                project: (c(&b.project.0)?, c(&b.project.1)?),
+                project: (f(&b.project.0, true, &format!("p{i}"))?, f(&b.project.1, false, "")?),
                 residual: b.residual,
             });
         }
         Ok(EfficientNetLite {
-            stem: c(&self.stem)?,
-            stem_shift: c(&self.stem_shift)?,
+            stem: f(&self.stem, true, "stem")?,
+            stem_shift: f(&self.stem_shift, false, "")?,
             blocks,
-            head: (c(&self.head.0)?, c(&self.head.1)?),
-            classifier: (c(&self.classifier.0)?, c(&self.classifier.1)?),
+            head: (f(&self.head.0, true, "head")?, f(&self.head.1, false, "")?),
+            classifier: (f(&self.classifier.0, true, "fc")?, f(&self.classifier.1, false, "")?),
             params: self.params,
-            variant: self.variant.clone(),
+            variant,
             forwards: AtomicUsize::new(0),
         })
+    }
+
+    /// The same network with every weight cast to `dtype` (f64 for gradient checks).
+    pub fn to_dtype(&self, dtype: candle_core::DType) -> Result<Self> {
+        self.map_tensors(self.variant.clone(), |t, _, _| Ok(t.to_dtype(dtype)?))
     }
 
     /// A copy with the same architecture but weights re-drawn at random (He-normal,
     /// batch norm reset): the "untrained" control for the pretrained-ness test.
     pub fn randomized(&self, seed: u64) -> Result<Self> {
         let mut p = crate::params::Params::new(self.stem.device(), seed);
-        let mut fresh = |t: &Tensor, name: &str| -> Result<Tensor> {
+        self.map_tensors(format!("{} (random init)", self.variant), |t, is_weight, name| {
+            if !is_weight {
+                return Ok(t.zeros_like()?);
+            }
             let fan_in: usize = t.dims()[1..].iter().product();
             Ok(p.kaiming_normal(name, t.dims(), fan_in.max(1))?.detach())
-        };
-        let zeros = |t: &Tensor| -> Result<Tensor> { Ok(t.zeros_like()?) };
-        let mut blocks = Vec::new();
-        for (i, b) in self.blocks.iter().enumerate() {
-            blocks.push(Block {
-                expand: match &b.expand {
-                    Some((w, bias)) => Some((fresh(w, &format!("e{i}"))?, zeros(bias)?)),
-                    None => None,
-                },
-                depthwise: fresh(&b.depthwise, &format!("d{i}"))?,
-                dw_shift: zeros(&b.dw_shift)?,
-                kernel: b.kernel,
-                stride: b.stride,
-                project: (fresh(&b.project.0, &format!("p{i}"))?, zeros(&b.project.1)?),
-                residual: b.residual,
-            });
-        }
-        Ok(EfficientNetLite {
-            stem: fresh(&self.stem, "stem")?,
-            stem_shift: zeros(&self.stem_shift)?,
-            blocks,
-            head: (fresh(&self.head.0, "head")?, zeros(&self.head.1)?),
-            classifier: (fresh(&self.classifier.0, "fc")?, zeros(&self.classifier.1)?),
-            params: self.params,
-            variant: format!("{} (random init)", self.variant),
-            forwards: AtomicUsize::new(0),
         })
     }
 }
