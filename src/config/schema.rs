@@ -368,6 +368,18 @@ impl Default for Baselines {
     }
 }
 
+impl Reprogram {
+    /// The factor a proxy-space head applies to its input (the logit scale only makes
+    /// sense for L2-normalised proxies).
+    pub fn head_scale(&self) -> f64 {
+        if self.normalize {
+            self.logit_scale
+        } else {
+            1.0
+        }
+    }
+}
+
 impl Experiment {
     /// Checks that serde cannot express; errors name the key.
     pub fn validate(&self, origin: &str) -> Result<()> {

@@ -75,8 +75,7 @@ impl ViewSet {
 
     /// Rows `rows` as RGB images of side `size` (bilinear resize, channel repeated).
     pub fn batch(&self, rows: &[usize], size: usize) -> Result<Tensor> {
-        let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), self.images.device())?;
-        let x = self.images.index_select(&idx, 0)?;
+        let x = super::select_rows(&self.images, rows)?;
         let x = resize_bilinear(&x, size, size)?;
         Ok(x.repeat((1, 3, 1, 1))?)
     }

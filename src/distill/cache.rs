@@ -3,6 +3,7 @@
 
 use candle_core::Tensor;
 
+use crate::data::select_rows;
 use crate::Result;
 
 pub struct TeacherCache {
@@ -29,8 +30,7 @@ impl TeacherCache {
     }
 
     pub fn select(&self, rows: &[usize]) -> Result<(Tensor, Tensor)> {
-        let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), self.z.device())?;
-        Ok((self.z.index_select(&idx, 0)?, self.logits.index_select(&idx, 0)?))
+        Ok((select_rows(&self.z, rows)?, select_rows(&self.logits, rows)?))
     }
 
     pub fn bytes(&self) -> usize {

@@ -11,7 +11,7 @@ use super::events::{Event, LossParts, MethodResult, Summary};
 use super::run_dir::RunDir;
 use super::trainer::{train_stage, StageOutcome, StageSpec, StepOut};
 use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method, PromptKind, Stage};
-use crate::data::{digits::CLASSES, ViewSet};
+use crate::data::{digits::CLASSES, select_rows, ViewSet};
 use crate::distill::{loss, TeacherCache};
 use crate::models::efficientnet_lite::EfficientNetLite;
 use crate::models::small_cnn::SmallCnn;
@@ -179,11 +179,7 @@ impl Lab<'_> {
         } else {
             None
         };
-        let (head_in, scale) = if with_proxy {
-            (r.proxy_dim, if r.normalize { r.logit_scale } else { 1.0 })
-        } else {
-            (d_f, 1.0)
-        };
+        let (head_in, scale) = if with_proxy { (r.proxy_dim, r.head_scale()) } else { (d_f, 1.0) };
         let head = Head::new(&mut params, &format!("{prefix}head."), head_in, CLASSES, scale)?;
         let model = Reprogrammed {
             params,
@@ -267,26 +263,23 @@ impl Lab<'_> {
         spec.lr = exp.baselines.linear_probe_lr;
         spec.optimizer = crate::config::OptimizerKind::Adamw;
         spec.weight_decay = 0.0;
-        let select = |t: &Tensor, rows: &[usize]| -> Result<Tensor> {
-            Ok(t.index_select(&Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), t.device())?, 0)?)
-        };
         let (train, test) = (&self.train, &self.test);
         let outcome = train_stage(
             self.ctl,
             &spec,
             params.vars(&all_prefixes("probe.head.")),
             &mut |rows, _| {
-                let logits = head.forward(&select(&train_f, rows)?)?;
+                let logits = head.forward(&select_rows(&train_f, rows)?)?;
                 ce_step(&logits, &train.label_tensor(rows)?, 0.0)
             },
-            &mut || accuracy(test, |rows| head.forward(&select(&test_f, rows)?)),
+            &mut || accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
             &mut || {
                 let p = self.run.checkpoint("linear-probe.safetensors");
                 params.save(&p)?;
                 Ok(p.display().to_string())
             },
         )?;
-        let acc = self.final_accuracy(&outcome, |rows| head.forward(&select(&test_f, rows)?))?;
+        let acc = self.final_accuracy(&outcome, |rows| head.forward(&select_rows(&test_f, rows)?))?;
         Self::checkpoint(self.ctl, self.run, &params, "linear-probe", "probe", "linear-probe.safetensors")?;
         if record {
             self.finish("linear-probe", started, before, acc, outcome.trainable_params);
@@ -315,13 +308,7 @@ impl Lab<'_> {
                 let head = match d.head {
                     HeadMode::Copy => Head::copy(&mut params, "target.head.", teacher_head)?,
                     HeadMode::Frozen => Head::frozen(teacher_head)?,
-                    HeadMode::Own => Head::new(
-                        &mut params,
-                        "target.head.",
-                        r.proxy_dim,
-                        CLASSES,
-                        if r.normalize { r.logit_scale } else { 1.0 },
-                    )?,
+                    HeadMode::Own => Head::new(&mut params, "target.head.", r.proxy_dim, CLASSES, r.head_scale())?,
                 };
                 (Some(projector), head)
             }
