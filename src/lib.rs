@@ -15,5 +15,6 @@ pub mod models;
 pub mod ops;
 pub mod params;
 pub mod reprogram;
+pub mod tui;
 
 pub use error::{Error, Result};

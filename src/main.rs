@@ -30,6 +30,58 @@ struct Cli {
 enum Cmd {
     /// Run an experiment headless: stage 1, stage 2 and the baselines.
     Run(RunArgs),
+    /// Open the terminal workbench on an experiment (the default with no subcommand).
+    Tui(TuiArgs),
+}
+
+#[derive(clap::Args)]
+struct TuiArgs {
+    /// Experiment file (TOML); edits to it are applied while the run goes.
+    #[arg(default_value = DEFAULT_EXPERIMENT)]
+    config: PathBuf,
+    /// Colour theme: dark, light, high-contrast, or a path to a theme file.
+    #[arg(long)]
+    theme: Option<String>,
+    /// The run directory itself (default: runs/<name>-<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override a config key by its dotted path (repeatable); kept across reloads.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Start training at once instead of waiting for `s`.
+    #[arg(long)]
+    start: bool,
+}
+
+/// `themes/` of the working directory, else the one next to the sources.
+fn themes_dir() -> PathBuf {
+    let here = PathBuf::from("themes");
+    if here.is_dir() {
+        here
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("themes")
+    }
+}
+
+fn tui(args: TuiArgs) -> anyhow::Result<()> {
+    if let Some(why) = tdmr::tui::not_a_terminal() {
+        eprintln!("tdmr: {why}, so no workbench: running the experiment headless (`tdmr run` does this directly)");
+        return run(RunArgs {
+            config: args.config,
+            seed: None,
+            seeds: Vec::new(),
+            out: args.out,
+            set: args.set,
+            json: false,
+        });
+    }
+    let options = tdmr::tui::Options {
+        out: args.out,
+        themes_dir: themes_dir(),
+        theme: args.theme,
+        no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    };
+    tdmr::tui::run(args.config, args.set, options, args.start)
 }
 
 #[derive(clap::Args)]
@@ -129,6 +181,7 @@ fn print_event(e: &Event, json: bool) {
         }
         Event::Paused => println!("paused"),
         Event::Resumed => println!("resumed"),
+        Event::ConfigApplied { changes } => println!("config applied: {}", changes.join("; ")),
         Event::Log { message } => println!("{message}"),
         Event::Done { wall_s, .. } => println!("done in {:.1} min", wall_s / 60.0),
         // A failure is printed once, by main, when the run returns its error.
@@ -194,13 +247,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Run(args)) => run(args),
-        None => run(RunArgs {
+        Some(Cmd::Tui(args)) => tui(args),
+        None => tui(TuiArgs {
             config: DEFAULT_EXPERIMENT.into(),
-            seed: None,
-            seeds: Vec::new(),
+            theme: None,
             out: None,
             set: Vec::new(),
-            json: false,
+            start: false,
         })
         .context("running the default experiment (sample-data/experiments/digits.toml) from the repository root"),
     };

@@ -3,7 +3,9 @@
 //! Every key has a default, unknown keys are errors, and errors name the file, the line
 //! and the key (or the `--set` override that introduced the value).
 
+pub mod live;
 mod schema;
+pub mod stage_edit;
 
 pub use schema::*;
 

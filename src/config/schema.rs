@@ -96,6 +96,9 @@ pub struct Experiment {
     pub target: Target,
     pub distill: Distill,
     pub baselines: Baselines,
+    /// The workbench's colour theme: a bundled name (`dark`, `light`, `high-contrast`)
+    /// or a path to a theme file.
+    pub theme: String,
     #[serde(skip)]
     pub source: Option<PathBuf>,
 }
@@ -232,6 +235,7 @@ impl Default for Experiment {
             target: Target::default(),
             distill: Distill::default(),
             baselines: Baselines::default(),
+            theme: "dark".into(),
             source: None,
         }
     }
@@ -465,6 +469,12 @@ impl Experiment {
                 return err(
                     &format!("distill.stages[{i}].train"),
                     "names no parameter group (backbone, projector, head)".into(),
+                );
+            }
+            if self.distill.stages[..i].iter().any(|o| o.name == s.name) {
+                return err(
+                    &format!("distill.stages[{i}].name"),
+                    format!("`{}` names an earlier stage too: stage names must be unique (checkpoints and live edits use them)", s.name),
                 );
             }
             let w = s.weights;

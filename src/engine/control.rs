@@ -16,6 +16,7 @@ pub struct Control {
     metrics: Option<BufWriter<File>>,
     skip_requested: bool,
     save_requested: bool,
+    live: Option<crate::config::Experiment>,
 }
 
 /// What the training loop should do after [`Control::between_steps`].
@@ -33,6 +34,7 @@ impl Control {
             metrics: None,
             skip_requested: false,
             save_requested: false,
+            live: None,
         }
     }
 
@@ -67,8 +69,19 @@ impl Control {
         }
     }
 
+    /// The experiment as last changed live, if it was.
+    pub fn live(&self) -> Option<&crate::config::Experiment> {
+        self.live.as_ref()
+    }
+
+    fn apply(&mut self, config: crate::config::Experiment, changes: Vec<String>) {
+        self.live = Some(config);
+        self.emit(Event::ConfigApplied { changes });
+    }
+
     fn handle(&mut self, cmd: Command) -> Result<()> {
         match cmd {
+            Command::Apply { config, changes } => self.apply(*config, changes),
             Command::Pause => {
                 self.emit(Event::Paused);
                 self.wait_while_paused()?;
@@ -93,6 +106,7 @@ impl Control {
                 Ok(Command::Abort) => return Err(Error::Aborted),
                 Ok(Command::SkipStage) => self.skip_requested = true,
                 Ok(Command::Save) => self.save_requested = true,
+                Ok(Command::Apply { config, changes }) => self.apply(*config, changes),
                 Err(RecvTimeoutError::Timeout) => {}
                 // Nobody can resume us any more: carry on rather than hang.
                 Err(RecvTimeoutError::Disconnected) => {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Commands are honoured between optimisation steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Command {
     Pause,
     Resume,
@@ -13,6 +13,14 @@ pub enum Command {
     Abort,
     /// Write a checkpoint of the current stage's parameters now.
     Save,
+    /// Take the live fields of this experiment (learning rates, loss weights,
+    /// temperature, stages not yet started) from the next step on. The view decides
+    /// what may change (see `config::live`); the engine applies what it is sent, with
+    /// `changes` describing it for the record.
+    Apply {
+        config: Box<crate::config::Experiment>,
+        changes: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -61,9 +69,15 @@ pub enum Event {
         method: String,
         stage: String,
         epoch: usize,
+        /// Steps of this epoch, so views can place the step on an epoch axis.
+        steps: usize,
         step: usize,
         loss: f64,
         lr: f64,
+        images: usize,
+        /// Seconds of this step, and how many of them went to assembling the batch.
+        wall_s: f64,
+        data_wait_s: f64,
     },
     Epoch {
         method: String,
@@ -89,6 +103,10 @@ pub enum Event {
     },
     Paused,
     Resumed,
+    /// Live configuration changes taken by the running engine.
+    ConfigApplied {
+        changes: Vec<String>,
+    },
     Checkpoint {
         method: String,
         stage: String,

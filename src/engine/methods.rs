@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use super::control::Control;
 use super::events::{Event, LossParts, MethodResult, Summary};
 use super::run_dir::RunDir;
-use super::trainer::{train_stage, StageOutcome, StageSpec, StepOut};
+use super::trainer::{timed, train_stage, Live, LiveSource, StageOutcome, StageSpec, StepOut};
 use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method, PromptKind, Stage};
 use crate::data::{digits::CLASSES, select_rows, ViewSet};
 use crate::distill::{loss, TeacherCache};
@@ -47,11 +47,12 @@ fn accuracy(test: &ViewSet, mut logits: impl FnMut(&[usize]) -> Result<Tensor>) 
 }
 
 /// A plain cross-entropy step (stage 1, `vp`, the linear probe).
-fn ce_step(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result<StepOut> {
+fn ce_step(logits: &Tensor, labels: &Tensor, smoothing: f64, data_wait_s: f64) -> Result<StepOut> {
     let ce = loss::cross_entropy(logits, labels, smoothing)?;
     let v = ce.to_scalar::<f32>()? as f64;
     Ok(StepOut {
         correct: loss::correct(logits, labels)?,
+        data_wait_s,
         loss: ce,
         parts: LossParts {
             total: v,
@@ -116,6 +117,9 @@ impl Lab<'_> {
             warmup_epochs: s1.warmup_epochs,
             eval_every: self.exp.data.eval_every,
             seed: self.exp.seed.wrapping_add(salt),
+            weights: LossWeights::default(),
+            temperature: self.exp.distill.temperature,
+            live: LiveSource::Stage1,
         }
     }
 
@@ -198,9 +202,10 @@ impl Lab<'_> {
                 ctl,
                 &spec,
                 vars,
-                &mut |rows, _| {
-                    let (_, logits) = m.forward(foundation, &train.batch(rows, inner)?, true)?;
-                    ce_step(&logits, &train.label_tensor(rows)?, smoothing)
+                &mut |rows, _, _| {
+                    let (x, wait) = timed(|| train.batch(rows, inner))?;
+                    let (_, logits) = m.forward(foundation, &x, true)?;
+                    ce_step(&logits, &train.label_tensor(rows)?, smoothing, wait)
                 },
                 &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
                 &mut || {
@@ -263,14 +268,15 @@ impl Lab<'_> {
         spec.lr = exp.baselines.linear_probe_lr;
         spec.optimizer = crate::config::OptimizerKind::Adamw;
         spec.weight_decay = 0.0;
+        spec.live = LiveSource::Probe;
         let (train, test) = (&self.train, &self.test);
         let outcome = train_stage(
             self.ctl,
             &spec,
             params.vars(&all_prefixes("probe.head.")),
-            &mut |rows, _| {
-                let logits = head.forward(&select_rows(&train_f, rows)?)?;
-                ce_step(&logits, &train.label_tensor(rows)?, 0.0)
+            &mut |rows, _, _| {
+                let (x, wait) = timed(|| select_rows(&train_f, rows))?;
+                ce_step(&head.forward(&x)?, &train.label_tensor(rows)?, 0.0, wait)
             },
             &mut || accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
             &mut || {
@@ -323,37 +329,25 @@ impl Lab<'_> {
             let logits = head.forward(&z)?;
             Ok((z, logits))
         };
-        // Baselines train one stage on the same total budget, at the schedule's peak lr.
-        let stages: Vec<Stage> = match proxy_teacher {
-            Some(_) => d.stages.clone(),
-            None => vec![Stage {
-                name: "train".into(),
-                epochs: exp.target_epochs(),
-                lr: d.stages.iter().map(|s| s.lr).fold(0.0, f64::max),
-                lr_schedule: LrSchedule::Cosine,
-                warmup_epochs: 0,
-                train: vec![Group::Backbone, Group::Head],
-                weights: match teacher {
-                    Some(_) => LossWeights {
-                        align: 0.0,
-                        kd: exp.baselines.kd_alpha,
-                        ce: 1.0 - exp.baselines.kd_alpha,
-                    },
-                    None => LossWeights {
-                        align: 0.0,
-                        kd: 0.0,
-                        ce: 1.0,
-                    },
-                },
-                ramp: false,
-            }],
-        };
         let (train, test) = (&self.train, &self.test);
         let eval_logits = |rows: &[usize]| -> Result<Tensor> { Ok(forward(&test.batch(rows, size)?, false)?.1) };
         let mut prev = LossWeights::default();
         let mut last: Option<StageOutcome> = None;
         let mut trainable = std::collections::BTreeSet::new();
-        for (i, stage) in stages.iter().enumerate() {
+        // Stages are read from the live experiment as each one starts, so stages the
+        // user edits, adds or reorders while earlier ones run take effect.
+        for i in 0.. {
+            let (stage, live) = {
+                let now = self.ctl.live().unwrap_or(exp);
+                match proxy_teacher {
+                    Some(_) => match now.distill.stages.get(i) {
+                        Some(s) => (s.clone(), LiveSource::Distill(s.name.clone())),
+                        None => break,
+                    },
+                    None if i > 0 => break,
+                    None => (Self::baseline_stage(now, teacher.is_some()), LiveSource::Temperature),
+                }
+            };
             let Stage {
                 name,
                 epochs,
@@ -363,7 +357,7 @@ impl Lab<'_> {
                 train: groups,
                 weights,
                 ramp,
-            } = stage.clone();
+            } = stage;
             let spec = StageSpec {
                 method: key.into(),
                 stage: name.clone(),
@@ -379,9 +373,11 @@ impl Lab<'_> {
                 warmup_epochs,
                 eval_every: exp.data.eval_every,
                 seed: exp.seed.wrapping_add(100 + i as u64),
+                weights,
+                temperature: d.temperature,
+                live,
             };
             let from = prev;
-            let temperature = d.temperature;
             let align_kind = d.align_loss;
             let vars = params.vars(&prefixes(&groups));
             trainable.extend(groups.iter().copied());
@@ -390,18 +386,20 @@ impl Lab<'_> {
                 self.ctl,
                 &spec,
                 vars,
-                &mut |rows, progress| {
+                &mut |rows, progress, live: &Live| {
+                    let to = live.weights;
                     let w = if ramp {
                         let t = progress;
                         LossWeights {
-                            align: from.align + (weights.align - from.align) * t,
-                            kd: from.kd + (weights.kd - from.kd) * t,
-                            ce: from.ce + (weights.ce - from.ce) * t,
+                            align: from.align + (to.align - from.align) * t,
+                            kd: from.kd + (to.kd - from.kd) * t,
+                            ce: from.ce + (to.ce - from.ce) * t,
                         }
                     } else {
-                        weights
+                        to
                     };
-                    let (z, logits) = forward(&train.batch(rows, size)?, true)?;
+                    let (x, data_wait_s) = timed(|| train.batch(rows, size))?;
+                    let (z, logits) = forward(&x, true)?;
                     let y = train.label_tensor(rows)?;
                     let mut parts = LossParts::default();
                     let mut total = Tensor::zeros((), candle_core::DType::F32, z.device())?;
@@ -413,7 +411,7 @@ impl Lab<'_> {
                             total = (total + (a * w.align)?)?;
                         }
                         if w.kd > 0.0 {
-                            let k = loss::kd(&logits, &logits_f, temperature)?;
+                            let k = loss::kd(&logits, &logits_f, live.temperature)?;
                             parts.kd = k.to_scalar::<f32>()? as f64;
                             total = (total + (k * w.kd)?)?;
                         }
@@ -428,6 +426,7 @@ impl Lab<'_> {
                         correct: loss::correct(&logits, &y)?,
                         loss: total,
                         parts,
+                        data_wait_s,
                     })
                 },
                 &mut || accuracy(test, eval_logits),
@@ -449,6 +448,33 @@ impl Lab<'_> {
         let count = params.count(&prefixes(&groups));
         self.finish(key, started, before, acc, count);
         Ok(acc)
+    }
+
+    /// Baselines train one stage on the same total budget as the distillation schedule,
+    /// at the schedule's peak lr.
+    fn baseline_stage(exp: &Experiment, kd: bool) -> Stage {
+        Stage {
+            name: "train".into(),
+            epochs: exp.target_epochs(),
+            lr: exp.distill.stages.iter().map(|s| s.lr).fold(0.0, f64::max),
+            lr_schedule: LrSchedule::Cosine,
+            warmup_epochs: 0,
+            train: vec![Group::Backbone, Group::Head],
+            weights: if kd {
+                LossWeights {
+                    align: 0.0,
+                    kd: exp.baselines.kd_alpha,
+                    ce: 1.0 - exp.baselines.kd_alpha,
+                }
+            } else {
+                LossWeights {
+                    align: 0.0,
+                    kd: 0.0,
+                    ce: 1.0,
+                }
+            },
+            ramp: false,
+        }
     }
 
     /// Run every method listed in the config, in dependency order.

@@ -80,8 +80,13 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
         foundation: &foundation,
         summary: Summary::new(),
     };
-    lab.run_all()?;
+    let outcome = lab.run_all();
     let summary = std::mem::take(&mut lab.summary);
+    // An aborted or failed run still leaves a report of the methods that finished.
+    let title = match &outcome {
+        Ok(()) => format!("{} (k = {})", exp.name, exp.data.k),
+        Err(e) => format!("{} (k = {}), stopped early: {e}", exp.name, exp.data.k),
+    };
     write_text_atomic(
         &run.file("summary.json"),
         &serde_json::to_string_pretty(&summary).unwrap_or_default(),
@@ -89,12 +94,13 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
     write_text_atomic(
         &run.file("report.md"),
         &report::single_seed(
-            &format!("{} (k = {})", exp.name, exp.data.k),
+            &title,
             exp.seed,
             &summary,
             exp.data.eval_on.describe(),
         ),
     )?;
+    outcome?;
     ctl.emit(Event::Done {
         summary: summary.clone(),
         wall_s: started.elapsed().as_secs_f64(),

@@ -13,8 +13,57 @@ use super::control::Control;
 use super::events::{Event, LossParts};
 use super::optim::Optimizer;
 use super::schedule::LrPlan;
-use crate::config::{LrSchedule, OptimizerKind};
+use crate::config::{Experiment, LossWeights, LrSchedule, OptimizerKind};
 use crate::{Error, Result};
+
+/// Where a stage's live settings come from when the view changes the experiment while
+/// it runs. Only learning rates, loss weights and the temperature change mid-stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveSource {
+    /// Nothing of this stage changes live (the baselines' fixed budget).
+    Fixed,
+    /// `stage1.lr` (stage 1 and `vp`).
+    Stage1,
+    /// `baselines.linear_probe_lr`.
+    Probe,
+    /// `distill.stages[name = …]` and `distill.temperature`.
+    Distill(String),
+    /// `distill.temperature` only (the `kd` baseline).
+    Temperature,
+}
+
+/// The settings a step runs with, re-read from the live experiment before every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Live {
+    pub lr: f64,
+    pub weights: LossWeights,
+    pub temperature: f64,
+}
+
+impl Live {
+    fn update(&mut self, source: &LiveSource, exp: &Experiment) {
+        match source {
+            LiveSource::Fixed => {}
+            LiveSource::Stage1 => self.lr = exp.stage1.lr,
+            LiveSource::Probe => self.lr = exp.baselines.linear_probe_lr,
+            LiveSource::Temperature => self.temperature = exp.distill.temperature,
+            LiveSource::Distill(name) => {
+                self.temperature = exp.distill.temperature;
+                if let Some(s) = exp.distill.stages.iter().find(|s| &s.name == name) {
+                    self.lr = s.lr;
+                    self.weights = s.weights;
+                }
+            }
+        }
+    }
+}
+
+/// Run `f` and time it: batch assembly is timed so views can show the data-wait share.
+pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let t = Instant::now();
+    let v = f()?;
+    Ok((v, t.elapsed().as_secs_f64()))
+}
 
 pub struct StageSpec {
     pub method: String,
@@ -32,12 +81,18 @@ pub struct StageSpec {
     pub warmup_epochs: usize,
     pub eval_every: usize,
     pub seed: u64,
+    /// Loss weights and temperature at the start (distillation stages; else unused).
+    pub weights: LossWeights,
+    pub temperature: f64,
+    pub live: LiveSource,
 }
 
 pub struct StepOut {
     pub loss: Tensor,
     pub parts: LossParts,
     pub correct: usize,
+    /// Seconds spent assembling the batch.
+    pub data_wait_s: f64,
 }
 
 pub struct StageOutcome {
@@ -65,21 +120,22 @@ fn stage_salt(method: &str, stage: &str) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
-/// Train one stage. `step(rows, progress)` computes the loss of a batch of view rows
-/// (`progress` ∈ [0, 1) through the stage, for ramped loss weights); `eval()` returns
-/// test accuracy; `save()` writes a checkpoint and returns its path.
+/// Train one stage. `step(rows, progress, live)` computes the loss of a batch of view
+/// rows (`progress` ∈ [0, 1) through the stage, for ramped loss weights; `live` the
+/// weights and temperature in force); `eval()` returns test accuracy; `save()` writes a
+/// checkpoint and returns its path.
 pub fn train_stage(
     ctl: &mut Control,
     spec: &StageSpec,
     vars: Vec<Var>,
-    step: &mut dyn FnMut(&[usize], f64) -> Result<StepOut>,
+    step: &mut dyn FnMut(&[usize], f64, &Live) -> Result<StepOut>,
     eval: &mut dyn FnMut() -> Result<f64>,
     save: &mut dyn FnMut() -> Result<String>,
 ) -> Result<StageOutcome> {
     let mut opt = Optimizer::new(spec.optimizer, vars, spec.weight_decay, spec.momentum);
     let bounds = batch_bounds(spec.items, spec.batch_size);
     let steps_per_epoch = bounds.len();
-    let plan = LrPlan {
+    let mut plan = LrPlan {
         kind: spec.lr_schedule,
         base: spec.lr,
         warmup_steps: spec.warmup_epochs * steps_per_epoch,
@@ -96,6 +152,11 @@ pub fn train_stage(
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ stage_salt(&spec.method, &spec.stage));
     let mut global = 0usize;
     let mut test_acc = None;
+    let mut live = Live {
+        lr: spec.lr,
+        weights: spec.weights,
+        temperature: spec.temperature,
+    };
     for epoch in 1..=spec.epochs {
         let started = Instant::now();
         let mut order: Vec<usize> = (0..spec.items).collect();
@@ -124,9 +185,14 @@ pub fn train_stage(
                     trainable_params,
                 });
             }
+            if let Some(exp) = ctl.live() {
+                live.update(&spec.live, exp);
+                plan.base = live.lr;
+            }
+            let step_started = Instant::now();
             lr = plan.at(global);
             let progress = global as f64 / plan.total_steps.max(1) as f64;
-            let out = step(&rows[lo..hi], progress)?;
+            let out = step(&rows[lo..hi], progress, &live)?;
             let loss = out.loss.to_scalar::<f32>()? as f64;
             if !loss.is_finite() {
                 return Err(Error::Diverged(format!(
@@ -148,9 +214,13 @@ pub fn train_stage(
                 method: spec.method.clone(),
                 stage: spec.stage.clone(),
                 epoch,
+                steps: steps_per_epoch,
                 step: global,
                 loss,
                 lr,
+                images: hi - lo,
+                wall_s: step_started.elapsed().as_secs_f64(),
+                data_wait_s: out.data_wait_s,
             });
             global += 1;
         }

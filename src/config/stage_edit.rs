@@ -1,0 +1,101 @@
+//! Editing the distillation schedule in the experiment file itself, keeping the user's
+//! comments and layout (toml_edit): the file stays the one source of truth, and the
+//! hot-reload path applies the edit like any other save.
+
+use toml_edit::{ArrayOfTables, DocumentMut, Item};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageOp {
+    /// Insert a copy of stage `i` after it (named `<name>-2`, `-3`, ...).
+    Duplicate(usize),
+    Remove(usize),
+    /// Swap stages `i` and `i + 1`.
+    SwapWithNext(usize),
+}
+
+fn stages<'a>(doc: &'a mut DocumentMut, origin: &str) -> Result<&'a mut ArrayOfTables> {
+    doc.get_mut("distill")
+        .and_then(|d| d.get_mut("stages"))
+        .and_then(Item::as_array_of_tables_mut)
+        .ok_or_else(|| Error::config(origin, "distill.stages: no [[distill.stages]] tables to edit in this file"))
+}
+
+/// Apply `op` to the `[[distill.stages]]` of a TOML document's text.
+pub fn edit(text: &str, origin: &str, op: StageOp) -> Result<String> {
+    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| Error::config(origin, e.to_string()))?;
+    let arr = stages(&mut doc, origin)?;
+    let n = arr.len();
+    let check = |i: usize| {
+        if i < n {
+            Ok(())
+        } else {
+            Err(Error::config(origin, format!("distill.stages: no stage {} (the file has {n})", i + 1)))
+        }
+    };
+    let mut tables: Vec<toml_edit::Table> = arr.iter().cloned().collect();
+    match op {
+        StageOp::Duplicate(i) => {
+            check(i)?;
+            let mut copy = tables[i].clone();
+            let base = copy.get("name").and_then(|v| v.as_str()).unwrap_or("stage").to_string();
+            let taken: Vec<String> = tables
+                .iter()
+                .filter_map(|t| t.get("name").and_then(|v| v.as_str()).map(String::from))
+                .collect();
+            let name = (2..).map(|k| format!("{base}-{k}")).find(|c| !taken.contains(c)).unwrap_or(base);
+            copy.insert("name", toml_edit::value(name));
+            copy.decor_mut().clear();
+            tables.insert(i + 1, copy);
+        }
+        StageOp::Remove(i) => {
+            check(i)?;
+            tables.remove(i);
+        }
+        StageOp::SwapWithNext(i) => {
+            check(i + 1)?;
+            tables.swap(i, i + 1);
+        }
+    }
+    arr.clear();
+    for t in tables {
+        arr.push(t);
+    }
+    Ok(doc.to_string())
+}
+
+/// 1-based line of the `i`-th `[[distill.stages]]` header, for `$EDITOR +LINE`.
+pub fn stage_line(text: &str, i: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("[[distill.stages]]"))
+        .nth(i)
+        .map(|(n, _)| n + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "# my run\n[distill]\ntemperature = 4.0\n\n# first\n[[distill.stages]]\nname = \"align\"\nepochs = 2\n\n[[distill.stages]]\nname = \"task\" # last\nepochs = 3\n";
+
+    fn names(text: &str) -> Vec<String> {
+        let e = crate::config::Experiment::parse(text, "t.toml", &[]).unwrap();
+        e.distill.stages.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn edits_keep_comments_and_parse() {
+        let dup = edit(FILE, "t.toml", StageOp::Duplicate(0)).unwrap();
+        assert_eq!(names(&dup), ["align", "align-2", "task"]);
+        assert!(dup.contains("# my run") && dup.contains("# first") && dup.contains("# last"), "{dup}");
+        let swapped = edit(FILE, "t.toml", StageOp::SwapWithNext(0)).unwrap();
+        assert_eq!(names(&swapped), ["task", "align"]);
+        let removed = edit(FILE, "t.toml", StageOp::Remove(1)).unwrap();
+        assert_eq!(names(&removed), ["align"]);
+        let e = edit(FILE, "t.toml", StageOp::SwapWithNext(1)).unwrap_err().to_string();
+        assert!(e.contains("t.toml") && e.contains("no stage 3"), "{e}");
+        assert_eq!(stage_line(FILE, 1), Some(10));
+    }
+}

@@ -1,0 +1,112 @@
+//! Every key the workbench answers to, in one table: the help overlay is drawn from it
+//! and the tests iterate over it, so a key cannot be bound without being documented.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    PauseResume,
+    SkipStage,
+    Abort,
+    SaveCheckpoint,
+    ReloadConfig,
+    Restart,
+    EditConfig,
+    ReloadFoundation,
+    NextPane,
+    PrevPane,
+    Zoom,
+    Up,
+    Down,
+    StageAdd,
+    StageRemove,
+    StageMoveUp,
+    StageMoveDown,
+    ToggleWindow,
+    ToggleMarker,
+    ToggleRaw,
+    NextTheme,
+    Help,
+    Quit,
+}
+
+pub struct Binding {
+    pub key: KeyCode,
+    pub mods: KeyModifiers,
+    pub label: &'static str,
+    pub action: Action,
+    pub help: &'static str,
+}
+
+const fn bind(key: KeyCode, label: &'static str, action: Action, help: &'static str) -> Binding {
+    Binding {
+        key,
+        mods: KeyModifiers::NONE,
+        label,
+        action,
+        help,
+    }
+}
+
+use Action::*;
+use KeyCode::Char;
+
+/// The key table. Upper-case letters are matched with or without the shift flag.
+pub const KEYMAP: &[Binding] = &[
+    bind(Char('s'), "s", Start, "start the run (or start again after it ended)"),
+    bind(Char(' '), "space", PauseResume, "pause / resume training"),
+    bind(Char('p'), "p", PauseResume, "pause / resume training"),
+    bind(Char('n'), "n", SkipStage, "skip to the next stage"),
+    bind(Char('x'), "x", Abort, "abort the run (asks first)"),
+    bind(Char('c'), "c", SaveCheckpoint, "save a checkpoint now"),
+    bind(Char('r'), "r", ReloadConfig, "reload the config file now (also on save and SIGUSR1)"),
+    bind(Char('R'), "R", Restart, "restart with pending changes that need a restart (asks first)"),
+    bind(Char('e'), "e", EditConfig, "edit the config in $EDITOR (at the selected stage)"),
+    bind(Char('f'), "f", ReloadFoundation, "(re)load the foundation model"),
+    bind(KeyCode::Tab, "tab", NextPane, "focus the next pane"),
+    bind(KeyCode::BackTab, "shift-tab", PrevPane, "focus the previous pane"),
+    bind(Char('z'), "z", Zoom, "zoom the focused pane / back"),
+    bind(KeyCode::Enter, "enter", Zoom, "zoom the focused pane / back"),
+    bind(KeyCode::Up, "↑", Up, "select the previous stage / scroll the log up"),
+    bind(Char('k'), "k", Up, "select the previous stage / scroll the log up"),
+    bind(KeyCode::Down, "↓", Down, "select the next stage / scroll the log down"),
+    bind(Char('j'), "j", Down, "select the next stage / scroll the log down"),
+    bind(Char('a'), "a", StageAdd, "schedule: add a stage after the selected one (a copy)"),
+    bind(Char('d'), "d", StageRemove, "schedule: remove the selected pending stage"),
+    bind(Char('K'), "K", StageMoveUp, "schedule: move the selected pending stage up"),
+    bind(Char('J'), "J", StageMoveDown, "schedule: move the selected pending stage down"),
+    bind(Char('h'), "h", ToggleWindow, "charts: whole run (decimated) / recent window"),
+    bind(Char('m'), "m", ToggleMarker, "charts: braille / block / dot markers"),
+    bind(Char('l'), "l", ToggleRaw, "charts: raw step loss on / off (EMA always shown)"),
+    bind(Char('t'), "t", NextTheme, "next bundled theme"),
+    bind(Char('?'), "?", Help, "this help"),
+    bind(Char('q'), "q", Quit, "quit (asks first while training)"),
+    bind(KeyCode::Esc, "esc", Quit, "close a popup, or quit"),
+];
+
+/// The action bound to a key press, if any.
+pub fn lookup(ev: &KeyEvent) -> Option<Action> {
+    if ev.modifiers.contains(KeyModifiers::CONTROL) {
+        // Ctrl-C behaves like q: raw mode swallows SIGINT.
+        return (ev.code == Char('c')).then_some(Quit);
+    }
+    KEYMAP.iter().find(|b| b.key == ev.code).map(|b| b.action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_bound_once_and_documented() {
+        let mut seen = std::collections::HashSet::new();
+        for b in KEYMAP {
+            assert!(seen.insert(format!("{:?}", b.key)), "{} is bound twice", b.label);
+            assert!(!b.help.is_empty());
+            assert_eq!(lookup(&KeyEvent::new(b.key, KeyModifiers::NONE)), Some(b.action));
+        }
+        assert_eq!(lookup(&KeyEvent::new(Char('c'), KeyModifiers::CONTROL)), Some(Quit));
+        assert_eq!(lookup(&KeyEvent::new(Char('J'), KeyModifiers::SHIFT)), Some(StageMoveDown));
+    }
+}

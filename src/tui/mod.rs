@@ -1,0 +1,182 @@
+//! The terminal workbench (ratatui + crossterm on tokio): the engine trains on its own
+//! thread; this loop only drains its events, redraws when something changed, and turns
+//! keys, file changes and signals into commands.
+
+pub mod app;
+pub mod keymap;
+pub mod plan;
+pub mod series;
+pub mod theme;
+pub mod view;
+pub mod watch;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
+use ratatui::DefaultTerminal;
+use tokio::sync::mpsc;
+
+pub use app::{App, Effect, Options};
+
+/// Why the workbench cannot open here, or `None` if it can.
+pub fn not_a_terminal() -> Option<&'static str> {
+    if !std::io::stdout().is_terminal() {
+        Some("stdout is not a terminal")
+    } else if !std::io::stdin().is_terminal() {
+        Some("stdin is not a terminal")
+    } else if std::env::var("TERM").is_ok_and(|t| t == "dumb") {
+        Some("TERM=dumb")
+    } else {
+        None
+    }
+}
+
+/// Reads terminal input on its own thread (crossterm's reads block); paused while an
+/// editor owns the terminal so it does not steal the editor's keys.
+fn spawn_input(tx: mpsc::UnboundedSender<TermEvent>, paused: Arc<AtomicBool>) {
+    std::thread::spawn(move || loop {
+        if tx.is_closed() {
+            return;
+        }
+        if paused.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match event::poll(Duration::from_millis(50)) {
+            Ok(true) if !paused.load(Ordering::Acquire) => match event::read() {
+                Ok(ev) => {
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            },
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    });
+}
+
+fn open_editor(terminal: &mut DefaultTerminal, path: &std::path::Path, line: Option<usize>, input_paused: &AtomicBool) -> anyhow::Result<String> {
+    let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
+    input_paused.store(true, Ordering::Release);
+    std::thread::sleep(Duration::from_millis(80));
+    ratatui::restore();
+    let mut parts = editor.split_whitespace();
+    let program = parts.next().unwrap_or("vi").to_string();
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(parts);
+    if let Some(l) = line {
+        cmd.arg(format!("+{l}"));
+    }
+    let status = cmd.arg(path).status();
+    *terminal = ratatui::try_init()?;
+    terminal.clear()?;
+    input_paused.store(false, Ordering::Release);
+    match status {
+        Ok(s) if s.success() => Ok(format!("{program} closed")),
+        Ok(s) => Ok(format!("{program} exited with {s}")),
+        Err(e) => anyhow::bail!("could not run the editor `{program}` (set $EDITOR): {e}"),
+    }
+}
+
+async fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Result<()> {
+    let (input_tx, mut input_rx) = mpsc::unbounded_channel();
+    let input_paused = Arc::new(AtomicBool::new(false));
+    spawn_input(input_tx, input_paused.clone());
+    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
+    let _watcher = match watch::watch(app.config_file(), app.theme_path.as_deref(), watch_tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            app.warn(format!("file watching unavailable ({e}); polling every 2 s instead"));
+            None
+        }
+    };
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticks: u64 = 0;
+    let mut dirty = true;
+    loop {
+        if dirty {
+            terminal.draw(|f| view::draw(f, app))?;
+            dirty = false;
+        }
+        if app.should_quit {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            Some(ev) = input_rx.recv() => {
+                dirty = true;
+                if let TermEvent::Key(k) = ev {
+                    if k.kind != KeyEventKind::Release {
+                        if let Effect::OpenEditor { path, line } = app.on_key(k) {
+                            match open_editor(terminal, &path, line, &input_paused) {
+                                Ok(msg) => app.info(msg),
+                                Err(e) => app.error(format!("{e:#}")),
+                            }
+                            app.reload_config(false);
+                        }
+                    }
+                }
+            }
+            _ = usr1.recv() => {
+                app.info("SIGUSR1: reloading the config");
+                app.reload_config(true);
+                dirty = true;
+            }
+            _ = term.recv() => {
+                app.warn("SIGTERM: stopping");
+                app.should_quit = true;
+                dirty = true;
+            }
+            Some(what) = watch_rx.recv() => {
+                dirty |= match what {
+                    watch::Changed::Config => app.reload_config(false),
+                    watch::Changed::Theme => app.check_theme(),
+                };
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                dirty |= app.poll();
+                if ticks % 20 == 0 {
+                    dirty |= app.reload_config(false);
+                    dirty |= app.check_theme();
+                }
+                // Clocks and the loading timer move once a second even without events.
+                if ticks % 10 == 0 && (app.run.is_active() || matches!(app.foundation, app::FoundationState::Loading { .. })) {
+                    dirty = true;
+                }
+            }
+        }
+    }
+}
+
+/// Open the workbench on `config` and run until the user quits.
+pub fn run(config: PathBuf, overrides: Vec<String>, options: Options, start: bool) -> anyhow::Result<()> {
+    let exp = crate::config::Experiment::load(&config, &overrides)?;
+    let mut app = App::new(config, overrides, exp, options);
+    app.load_foundation();
+    if start {
+        app.start();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut terminal = ratatui::try_init().context("opening the terminal")?;
+    let result = rt.block_on(event_loop(&mut terminal, &mut app));
+    ratatui::restore();
+    if app.run.is_active() {
+        eprintln!("stopping the engine at its next step…");
+    }
+    app.shutdown();
+    if let Some(dir) = &app.run_dir {
+        eprintln!("run directory: {}", dir.display());
+    }
+    result
+}

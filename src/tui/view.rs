@@ -1,0 +1,551 @@
+//! Drawing: a pure function of the app state, so tests render it into a `TestBackend`.
+
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Clear, Dataset, GraphType, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::app::{App, Confirm, FoundationState, Level, MarkerKind, Overlay, Pane, RunState, Window};
+use super::keymap::KEYMAP;
+use super::plan::RowState;
+use super::series::Series;
+use crate::config::live::Change;
+
+/// `1:02:03`, `4:05`.
+pub fn clock(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn block<'a>(app: &App, pane: Pane, title: impl Into<Line<'a>>) -> Block<'a> {
+    let focused = app.focus == pane;
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border(focused))
+        .title(title.into().style(app.theme.title()))
+}
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    let banner = banner_lines(app);
+    let [top, banner_area, body, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(banner.len() as u16),
+        Constraint::Min(6),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_title(f, app, top);
+    f.render_widget(Paragraph::new(banner).wrap(Wrap { trim: true }), banner_area);
+    if app.zoom {
+        draw_pane(f, app, app.focus, body);
+    } else {
+        let left_w = (area.width * 34 / 100).clamp(28, 52);
+        let [left, right] = Layout::horizontal([Constraint::Length(left_w), Constraint::Min(30)]).areas(body);
+        let [fa, ra, sa] = Layout::vertical([Constraint::Length(6), Constraint::Length(8), Constraint::Min(4)]).areas(left);
+        draw_pane(f, app, Pane::Foundation, fa);
+        draw_pane(f, app, Pane::Reprogrammer, ra);
+        draw_pane(f, app, Pane::Schedule, sa);
+        let [charts, lower] = Layout::vertical([Constraint::Percentage(62), Constraint::Min(5)]).areas(right);
+        draw_pane(f, app, Pane::Charts, charts);
+        if lower.width >= 100 {
+            let [l, r] = Layout::horizontal([Constraint::Percentage(58), Constraint::Min(30)]).areas(lower);
+            draw_pane(f, app, Pane::Log, l);
+            draw_pane(f, app, Pane::Runs, r);
+        } else {
+            draw_pane(f, app, app.lower, lower);
+        }
+    }
+    draw_status(f, app, status);
+    match app.overlay {
+        Overlay::None => {}
+        Overlay::Help => draw_help(f, app, area),
+        Overlay::Confirm(c) => draw_confirm(f, app, area, c),
+    }
+}
+
+fn draw_pane(f: &mut Frame, app: &App, pane: Pane, area: Rect) {
+    match pane {
+        Pane::Foundation => draw_foundation(f, app, area),
+        Pane::Reprogrammer => draw_reprogrammer(f, app, area),
+        Pane::Schedule => draw_schedule(f, app, area),
+        Pane::Charts => draw_charts(f, app, area),
+        Pane::Log => draw_log(f, app, area),
+        Pane::Runs => draw_runs(f, app, area),
+    }
+}
+
+fn state_span(app: &App) -> Span<'static> {
+    let t = &app.theme;
+    match &app.run {
+        RunState::Idle => Span::styled("idle", t.muted()),
+        RunState::Running => Span::styled("▶ running", t.good().add_modifier(Modifier::BOLD)),
+        RunState::Paused => Span::styled("⏸ paused", t.warn().add_modifier(Modifier::BOLD)),
+        RunState::Done => Span::styled("✓ done", t.good()),
+        RunState::Aborted => Span::styled("■ aborted", t.warn()),
+        RunState::Failed(_) => Span::styled("✗ failed", t.error()),
+    }
+}
+
+fn draw_title(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let file = app.config_file().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let line = Line::from(vec![
+        Span::styled(" tdmr ", t.accent().add_modifier(Modifier::REVERSED)),
+        Span::raw(" "),
+        Span::styled(app.exp.name.clone(), t.title()),
+        Span::styled(format!(" · {file} · seed {} · ", app.exp.seed), t.muted()),
+        state_span(app),
+        Span::styled(
+            app.run_dir.as_ref().map(|d| format!(" · {}", d.display())).unwrap_or_default(),
+            t.muted(),
+        ),
+    ]);
+    f.render_widget(Paragraph::new(line), area);
+}
+
+fn banner_lines(app: &App) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let mut v = Vec::new();
+    if let Some(e) = &app.config_error {
+        v.push(Line::from(vec![
+            Span::styled(" config error ", t.error().add_modifier(Modifier::REVERSED)),
+            Span::styled(format!(" {} ", e.lines().next().unwrap_or_default()), t.error()),
+            Span::styled("(the session keeps its configuration)", t.muted()),
+        ]));
+    }
+    if !app.pending.is_empty() {
+        let list: Vec<String> = app.pending.iter().map(Change::to_string).collect();
+        v.push(Line::from(vec![
+            Span::styled(" restart pending ", t.warn().add_modifier(Modifier::REVERSED)),
+            Span::styled(format!(" {} · R to restart", list.join("; ")), t.warn()),
+        ]));
+    }
+    v
+}
+
+fn kv(app: &App, key: &str, value: String) -> Line<'static> {
+    Line::from(vec![Span::styled(format!("{key:<8}"), app.theme.muted()), Span::styled(value, app.theme.text())])
+}
+
+fn draw_foundation(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let fd = &app.exp.foundation;
+    let path = app.exp.foundation_path();
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let state = match &app.foundation {
+        FoundationState::NotLoaded => Line::from(Span::styled("not loaded · f to load", t.muted())),
+        FoundationState::Loading { since } => Line::from(Span::styled(
+            format!("loading… {:.1}s", since.elapsed().as_secs_f64()),
+            t.warn(),
+        )),
+        FoundationState::Loaded(i) => Line::from(vec![
+            Span::styled("loaded ", t.good()),
+            Span::styled(format!("{} · {:.2}M · d={}", i.variant, i.params as f64 / 1e6, i.feature_dim), t.text()),
+        ]),
+        FoundationState::Failed(e) => Line::from(Span::styled(format!("error: {e}"), t.error())),
+    };
+    let lines = vec![
+        kv(app, "path", name),
+        kv(app, "family", format!("{} · {}² in · ImageNet norm", fd.family, fd.image_size)),
+        state,
+    ];
+    f.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: true }).block(block(app, Pane::Foundation, " Foundation ")),
+        area,
+    );
+}
+
+/// A field's value, with its pending (restart) or just-applied (live) change marked.
+fn field(app: &App, key: &str, label: &str, value: String) -> Line<'static> {
+    let t = &app.theme;
+    let mut spans = vec![Span::styled(format!("{label:<8}"), t.muted()), Span::styled(value, t.text())];
+    if let Some(c) = app.pending.iter().find(|c| c.key == key) {
+        spans.push(Span::styled(format!(" → {} ⟳", c.new), t.warn()));
+    } else if app.applied.iter().any(|c| c.key == key) {
+        spans.push(Span::styled(" ✓live", t.good()));
+    }
+    Line::from(spans)
+}
+
+fn draw_reprogrammer(f: &mut Frame, app: &App, area: Rect) {
+    let e = &app.exp;
+    let (r, s1, d) = (&e.reprogram, &e.stage1, &e.distill);
+    let lines = vec![
+        field(
+            app,
+            "reprogram.pad",
+            "prompt",
+            format!("{:?} {}px {}→{}", r.prompt, r.pad, e.foundation.inner_size, e.foundation.image_size).to_lowercase(),
+        ),
+        field(
+            app,
+            "reprogram.proxy_dim",
+            "proxy",
+            format!("{} · {:?}{}", r.proxy_dim, r.projector, if r.normalize { " · L2" } else { "" }).to_lowercase(),
+        ),
+        field(app, "reprogram.logit_scale", "head", format!("cosine ×{}", r.logit_scale)),
+        field(
+            app,
+            "stage1.lr",
+            "stage1",
+            format!("{:?} lr {:.0e} {:?} {}ep", s1.optimizer, s1.lr, s1.lr_schedule, s1.epochs).to_lowercase(),
+        ),
+        field(app, "distill.temperature", "distill", format!("T {} · {:?} · b{}", d.temperature, d.align_loss, d.batch_size).to_lowercase()),
+        Line::from(Span::styled("e edit · ✓live applied · ⟳ at restart", app.theme.muted())),
+    ];
+    f.render_widget(
+        Paragraph::new(lines).block(block(app, Pane::Reprogrammer, " Reprogrammer ")),
+        area,
+    );
+}
+
+fn bar(done: usize, total: usize, width: usize) -> String {
+    let filled = if total == 0 { 0 } else { (done * width / total).min(width) };
+    format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
+}
+
+fn draw_schedule(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let inner_w = area.width.saturating_sub(2) as usize;
+    let mut lines = Vec::new();
+    for (i, r) in app.plan.rows.iter().enumerate() {
+        let (mark, style, tail) = match &r.state {
+            RowState::Pending => ("·", t.muted(), format!("{}ep lr {:.0e}", r.epochs, r.lr)),
+            RowState::Running { epoch, step } => {
+                let done = epoch.saturating_sub(1) * r.steps_per_epoch + step;
+                let w = inner_w.saturating_sub(r.method.len() + r.stage.len() + 14).clamp(4, 20);
+                ("▶", t.accent(), format!("{epoch}/{} {}", r.epochs, bar(done, r.total_steps(), w)))
+            }
+            RowState::Done { test_acc } => ("✓", t.good(), test_acc.map(pct).unwrap_or_else(|| "done".into())),
+            RowState::Skipped { epoch } => ("»", t.warn(), format!("skipped @{epoch}")),
+        };
+        let mut spans = vec![
+            Span::styled(format!("{mark} "), style),
+            Span::styled(format!("{}/{}", r.method, r.stage), if r.state == RowState::Pending { t.text() } else { style }),
+            Span::styled(format!(" {tail}"), t.muted()),
+        ];
+        if r.distill_index.is_some() && inner_w >= 60 {
+            spans.push(Span::styled(format!(" [{} · {}]", r.groups, r.weights), t.muted()));
+        }
+        let mut line = Line::from(spans);
+        if i == app.selected && app.focus == Pane::Schedule {
+            line = line.style(t.selected());
+        }
+        lines.push(line);
+    }
+    // Keep the selection visible in short panes.
+    let height = area.height.saturating_sub(2) as usize;
+    let skip = (app.selected + 1).saturating_sub(height);
+    let title = Line::from(vec![
+        Span::raw(" Schedule "),
+        Span::styled("a add · d del · K/J move · e edit ", t.muted()),
+    ]);
+    f.render_widget(
+        Paragraph::new(lines.into_iter().skip(skip).collect::<Vec<_>>()).block(block(app, Pane::Schedule, title)),
+        area,
+    );
+}
+
+fn points(app: &App, s: &Series) -> Vec<(f64, f64)> {
+    match app.window {
+        Window::Full => s.full(),
+        Window::Recent => s.recent(),
+    }
+}
+
+fn bounds(sets: &[&[(f64, f64)]]) -> Option<([f64; 2], [f64; 2])> {
+    let mut it = sets.iter().flat_map(|s| s.iter());
+    let first = it.next()?;
+    let (mut x0, mut x1, mut y0, mut y1) = (first.0, first.0, first.1, first.1);
+    for p in it {
+        x0 = x0.min(p.0);
+        x1 = x1.max(p.0);
+        y0 = y0.min(p.1);
+        y1 = y1.max(p.1);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    if y1 - y0 < 1e-6 {
+        y1 = y0 + 1e-3;
+    }
+    Some(([x0, x1], [y0, y1]))
+}
+
+fn marker(app: &App) -> Marker {
+    match app.marker {
+        MarkerKind::Braille => Marker::Braille,
+        MarkerKind::Block => Marker::HalfBlock,
+        MarkerKind::Dot => Marker::Dot,
+    }
+}
+
+/// Vertical rules at stage starts and live LR changes inside `x`.
+fn rules(app: &App, x: [f64; 2], y: [f64; 2]) -> (Vec<Vec<(f64, f64)>>, Vec<Vec<(f64, f64)>>) {
+    let inside = |v: f64| v > x[0] && v <= x[1];
+    let stage = app
+        .charts
+        .boundaries
+        .iter()
+        .filter(|b| inside(b.0))
+        .map(|b| vec![(b.0, y[0]), (b.0, y[1])])
+        .collect();
+    let lr = app
+        .charts
+        .lr_marks
+        .iter()
+        .filter(|v| inside(**v))
+        .map(|v| vec![(*v, y[1] - (y[1] - y[0]) * 0.25), (*v, y[1])])
+        .collect();
+    (stage, lr)
+}
+
+fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let c = &app.charts;
+    let win = match app.window {
+        Window::Full => "whole run",
+        Window::Recent => "recent",
+    };
+    let mk = match app.marker {
+        MarkerKind::Braille => "braille",
+        MarkerKind::Block => "block",
+        MarkerKind::Dot => "dot",
+    };
+    let title = Line::from(vec![
+        Span::raw(" Charts "),
+        Span::styled(format!("{win} (h) · {mk} (m) · lr {:.1e} ", c.lr), t.muted()),
+    ]);
+    let outer = block(app, Pane::Charts, title);
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    if c.step_loss.is_empty() {
+        let msg = if app.run.is_active() { "waiting for the first step…" } else { "no training yet: s starts the run" };
+        f.render_widget(Paragraph::new(Span::styled(msg, t.muted())), inner);
+        return;
+    }
+    let [loss_area, acc_area] = Layout::vertical([Constraint::Percentage(60), Constraint::Min(3)]).areas(inner);
+
+    let raw = points(app, &c.step_loss);
+    let ema = points(app, &c.loss_ema);
+    let terms = [&c.align, &c.kd, &c.ce].map(|s| points(app, s));
+    let mut all: Vec<&[(f64, f64)]> = vec![&ema];
+    if app.show_raw {
+        all.push(&raw);
+    }
+    let Some((xb, yb)) = bounds(&all.iter().copied().chain(terms.iter().map(|v| v.as_slice())).collect::<Vec<_>>()) else {
+        return;
+    };
+    let (stage_rules, lr_rules) = rules(app, xb, yb);
+    let mut sets = Vec::new();
+    for r in &stage_rules {
+        sets.push(Dataset::default().data(r).graph_type(GraphType::Line).marker(Marker::Dot).style(t.muted()));
+    }
+    for r in &lr_rules {
+        sets.push(Dataset::default().data(r).graph_type(GraphType::Line).marker(Marker::Dot).style(t.warn()));
+    }
+    if app.show_raw {
+        sets.push(Dataset::default().name("loss").data(&raw).marker(marker(app)).style(t.series(0)));
+    }
+    sets.push(Dataset::default().name("ema").data(&ema).graph_type(GraphType::Line).marker(marker(app)).style(t.series(1)));
+    for (i, (name, pts)) in ["align", "kd", "ce"].iter().zip(&terms).enumerate() {
+        if pts.iter().any(|p| p.1 > 0.0) {
+            sets.push(Dataset::default().name(*name).data(pts).graph_type(GraphType::Line).marker(marker(app)).style(t.series(2 + i)));
+        }
+    }
+    let axis_label = |v: f64| Span::styled(format!("{v:.3}"), t.muted());
+    let chart = Chart::new(sets)
+        .x_axis(Axis::default().bounds(xb).style(t.muted()))
+        .y_axis(Axis::default().bounds(yb).labels([axis_label(yb[0]), axis_label(yb[1])]).style(t.muted()))
+        .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
+        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(80)));
+    f.render_widget(chart, loss_area);
+
+    let train = points(app, &c.train_acc);
+    let test = points(app, &c.test_acc);
+    let mut acc_sets = Vec::new();
+    let (acc_stage, _) = rules(app, xb, [0.0, 1.0]);
+    for r in &acc_stage {
+        acc_sets.push(Dataset::default().data(r).graph_type(GraphType::Line).marker(Marker::Dot).style(t.muted()));
+    }
+    acc_sets.push(Dataset::default().name("train").data(&train).graph_type(GraphType::Line).marker(marker(app)).style(t.series(5)));
+    acc_sets.push(Dataset::default().name("test").data(&test).graph_type(GraphType::Line).marker(marker(app)).style(t.series(6)));
+    let last = |s: &Series| s.last.map(|p| pct(p.1)).unwrap_or_else(|| "-".into());
+    let acc = Chart::new(acc_sets)
+        .x_axis(
+            Axis::default()
+                .bounds(xb)
+                .labels([
+                    Span::styled(format!("step {:.0}", xb[0]), t.muted()),
+                    Span::styled(format!("{:.0}", xb[1]), t.muted()),
+                ])
+                .style(t.muted()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, 1.0])
+                .labels([Span::styled("0%", t.muted()), Span::styled("100%", t.muted())])
+                .title(Span::styled(format!("train {} test {}", last(&c.train_acc), last(&c.test_acc)), t.text()))
+                .style(t.muted()),
+        )
+        .legend_position(Some(ratatui::widgets::LegendPosition::BottomRight))
+        .hidden_legend_constraints((Constraint::Percentage(50), Constraint::Percentage(90)));
+    f.render_widget(acc, acc_area);
+}
+
+fn draw_log(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let height = area.height.saturating_sub(2) as usize;
+    let end = app.log.len().saturating_sub(app.log_scroll);
+    let start = end.saturating_sub(height);
+    let lines: Vec<Line> = app.log[start..end]
+        .iter()
+        .map(|l| {
+            let style = match l.level {
+                Level::Info => t.text(),
+                Level::Warn => t.warn(),
+                Level::Error => t.error(),
+            };
+            Line::from(vec![Span::styled(format!("{} ", clock(l.at_s)), t.muted()), Span::styled(l.text.clone(), style)])
+        })
+        .collect();
+    let scrolled = if app.log_scroll > 0 { format!("↑{} ", app.log_scroll) } else { String::new() };
+    let title = Line::from(vec![Span::raw(" Log "), Span::styled(format!("{scrolled}tab: Runs "), t.muted())]);
+    f.render_widget(Paragraph::new(lines).block(block(app, Pane::Log, title)), area);
+}
+
+fn draw_runs(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let mut lines = Vec::new();
+    if app.results.is_empty() {
+        lines.push(Line::from(Span::styled("no method finished yet", t.muted())));
+    } else {
+        lines.push(Line::from(Span::styled(format!("{:<14}{:>8}{:>10}{:>8}", "method", "test", "params", "time"), t.muted())));
+        let best = app.results.iter().map(|r| r.1).fold(f64::MIN, f64::max);
+        for (m, acc, params, wall) in &app.results {
+            let style = if *acc == best { t.good().add_modifier(Modifier::BOLD) } else { t.text() };
+            lines.push(Line::from(Span::styled(
+                format!("{m:<14}{:>8}{:>10}{:>8}", pct(*acc), params, clock(*wall)),
+                style,
+            )));
+        }
+    }
+    lines.push(Line::from(Span::styled(format!("checkpoints ({})", app.checkpoints.len()), t.muted())));
+    for (m, s, p) in app.checkpoints.iter().rev() {
+        let file = std::path::Path::new(p).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        lines.push(Line::from(Span::styled(format!("  {m}/{s} {file}"), t.text())));
+    }
+    f.render_widget(Paragraph::new(lines).block(block(app, Pane::Runs, " Runs / checkpoints ")), area);
+}
+
+fn draw_status(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    let c = &app.charts;
+    let mut parts = vec![state_span(app)];
+    let sep = || Span::styled(" · ", t.muted());
+    if let Some(r) = app.plan.running() {
+        parts.push(sep());
+        parts.push(Span::styled(format!("{}/{}", r.method, r.stage), t.text()));
+    }
+    if app.run.is_active() {
+        if let Some(ips) = c.images_per_s.get() {
+            parts.push(sep());
+            parts.push(Span::styled(format!("{ips:.0} img/s"), t.text()));
+        }
+        if let Some(w) = c.wait_share.get() {
+            parts.push(sep());
+            parts.push(Span::styled(format!("wait {:.0}%", 100.0 * w), t.text()));
+        }
+        parts.push(sep());
+        parts.push(Span::styled(
+            format!(
+                "stage {}",
+                app.plan.stage_eta().map(clock).unwrap_or_else(|| "…".into())
+            ),
+            t.text(),
+        ));
+        if let Some((eta, partial)) = app.plan.run_eta() {
+            parts.push(sep());
+            parts.push(Span::styled(format!("run {}{}", if partial { "≥" } else { "" }, clock(eta)), t.text()));
+        }
+    }
+    if let Some(e) = app.elapsed_s() {
+        parts.push(sep());
+        parts.push(Span::styled(format!("{} elapsed", clock(e)), t.muted()));
+    }
+    parts.push(sep());
+    parts.push(Span::styled(app.exp.device.clone(), t.muted()));
+    parts.push(sep());
+    parts.push(Span::styled("? keys", t.accent()));
+    f.render_widget(Paragraph::new(Line::from(parts)), area);
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let [v] = Layout::vertical([Constraint::Length(h.min(area.height))]).flex(Flex::Center).areas(area);
+    let [r] = Layout::horizontal([Constraint::Length(w.min(area.width))]).flex(Flex::Center).areas(v);
+    r
+}
+
+fn draw_help(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    // One line per action: keys bound to the same action share it.
+    let mut rows: Vec<(String, &str)> = Vec::new();
+    for b in KEYMAP {
+        match rows.iter_mut().find(|(_, h)| *h == b.help) {
+            Some((keys, _)) => {
+                keys.push('/');
+                keys.push_str(b.label);
+            }
+            None => rows.push((b.label.to_string(), b.help)),
+        }
+    }
+    let key_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(4) + 2;
+    let lines: Vec<Line> = rows
+        .iter()
+        .map(|(k, h)| Line::from(vec![Span::styled(format!("{k:>key_w$}  "), t.accent()), Span::styled(*h, t.text())]))
+        .collect();
+    let rect = centered(area, 78, lines.len() as u16 + 2);
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(t.border(true))
+                .title(Span::styled(" Keys (any key closes) ", t.title())),
+        ),
+        rect,
+    );
+}
+
+fn draw_confirm(f: &mut Frame, app: &App, area: Rect, what: Confirm) {
+    let t = &app.theme;
+    let q = match what {
+        Confirm::Abort => "Abort the run? Checkpoints and the report so far are kept.".to_string(),
+        Confirm::Quit => "Training is running. Stop it and quit? The run directory stays complete.".to_string(),
+        Confirm::Restart if app.run.is_active() => format!("Stop this run and start again with {} pending change(s)?", app.pending.len()),
+        Confirm::Restart => "Start a new run with the file's configuration?".to_string(),
+    };
+    let rect = centered(area, 62, 5);
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::from(Span::styled(q, t.text())),
+            Line::from(vec![Span::styled("y", t.accent()), Span::raw(" yes   "), Span::styled("n", t.accent()), Span::raw(" no")]),
+        ])
+        .wrap(Wrap { trim: true })
+        .block(Block::default().borders(Borders::ALL).border_style(t.border(true)).title(Span::styled(" Confirm ", t.title())))
+        .style(Style::default()),
+        rect,
+    );
+}
