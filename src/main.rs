@@ -123,7 +123,8 @@ fn print_event(e: &Event, json: bool) {
             seed,
             run_dir,
             methods,
-        } => println!("run {name} seed {seed} → {run_dir}  (methods: {})", methods.join(", ")),
+            device,
+        } => println!("run {name} seed {seed} on {device} → {run_dir}  (methods: {})", methods.join(", ")),
         Event::FoundationLoaded {
             path,
             variant,
@@ -253,7 +254,7 @@ fn main() -> ExitCode {
             theme: None,
             out: None,
             set: Vec::new(),
-            start: false,
+            start: true,
         })
         .context("running the default experiment (sample-data/experiments/digits.toml) from the repository root"),
     };

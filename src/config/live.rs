@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Experiment;
+use super::{Experiment, Stage};
 
 /// Keys (dotted paths) that change live whatever the progress.
 const LIVE_KEYS: &[&str] = &["stage1.lr", "baselines.linear_probe_lr", "distill.temperature", "theme"];
@@ -66,39 +66,79 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
     }
 }
 
+/// Every key but the stages (compared by name, below).
 fn flat(exp: &Experiment) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if let Ok(v) = toml::Value::try_from(exp) {
+    if let Ok(mut v) = toml::Value::try_from(exp) {
+        if let Some(d) = v.get_mut("distill").and_then(|d| d.as_table_mut()) {
+            d.remove("stages");
+        }
         flatten("", &v, &mut out);
     }
     out
 }
 
-/// `distill.stages.N.field` → (N, field).
-fn stage_key(key: &str) -> Option<(usize, &str)> {
-    let rest = key.strip_prefix("distill.stages.")?;
-    let (n, field) = rest.split_once('.')?;
-    Some((n.parse().ok()?, field))
+fn flat_stage(s: &Stage) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(v) = toml::Value::try_from(s) {
+        flatten("", &v, &mut out);
+    }
+    out
+}
+
+fn names(stages: &[Stage]) -> Vec<&str> {
+    stages.iter().map(|s| s.name.as_str()).collect()
+}
+
+/// Stages are matched by name, so adding, removing or moving one reads as one change
+/// of the list plus the fields that changed within each stage.
+fn stage_changes(old: &[Stage], new: &[Stage], p: &Progress, out: &mut Vec<Change>) {
+    let started = if p.running { p.stages_started.min(old.len()) } else { 0 };
+    let running = (p.running && p.stage_running && started > 0).then(|| started - 1);
+    let (on, nn) = (names(old), names(new));
+    if on != nn {
+        let kept = nn.len() >= started && nn[..started] == on[..started];
+        out.push(Change {
+            key: "distill.stages".into(),
+            old: on.join(", "),
+            new: nn.join(", "),
+            verdict: if kept {
+                Verdict::Live
+            } else {
+                Verdict::Refused("stages that have started keep their place; only later ones can be added, removed or moved".into())
+            },
+        });
+    }
+    for (i, s) in old.iter().enumerate() {
+        let Some(n) = new.iter().find(|n| n.name == s.name) else { continue };
+        let (a, b) = (flat_stage(s), flat_stage(n));
+        for (field, va) in &a {
+            let vb = b.get(field).cloned().unwrap_or_else(|| "—".into());
+            if *va == vb {
+                continue;
+            }
+            let verdict = if i >= started || (Some(i) == running && (field == "lr" || field.starts_with("weights"))) {
+                Verdict::Live
+            } else if Some(i) == running {
+                Verdict::Refused(format!("stage `{}` is running: only its lr and loss weights change mid-stage", s.name))
+            } else {
+                Verdict::Refused(format!("stage `{}` has already run", s.name))
+            };
+            out.push(Change {
+                key: format!("distill.stages.{}.{field}", s.name),
+                old: va.clone(),
+                new: vb,
+                verdict,
+            });
+        }
+    }
 }
 
 fn verdict(key: &str, p: &Progress) -> Verdict {
     if !p.running || LIVE_KEYS.contains(&key) {
-        return Verdict::Live;
-    }
-    let Some((n, field)) = stage_key(key) else {
-        return Verdict::Restart;
-    };
-    let running = p.stage_running.then(|| p.stages_started.saturating_sub(1));
-    if n >= p.stages_started {
         Verdict::Live
-    } else if Some(n) == running {
-        if field == "lr" || field.starts_with("weights") {
-            Verdict::Live
-        } else {
-            Verdict::Refused(format!("stage {} is running: only its lr and loss weights change mid-stage", n + 1))
-        }
     } else {
-        Verdict::Refused(format!("stage {} has already run", n + 1))
+        Verdict::Restart
     }
 }
 
@@ -106,7 +146,8 @@ fn verdict(key: &str, p: &Progress) -> Verdict {
 pub fn diff(old: &Experiment, new: &Experiment, progress: &Progress) -> Vec<Change> {
     let (a, b) = (flat(old), flat(new));
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
+    let mut out: Vec<Change> = keys
+        .into_iter()
         .filter(|k| a.get(*k) != b.get(*k))
         .map(|k| Change {
             key: k.clone(),
@@ -114,7 +155,9 @@ pub fn diff(old: &Experiment, new: &Experiment, progress: &Progress) -> Vec<Chan
             new: b.get(k).cloned().unwrap_or_else(|| "—".into()),
             verdict: verdict(k, progress),
         })
-        .collect()
+        .collect();
+    stage_changes(&old.distill.stages, &new.distill.stages, progress, &mut out);
+    out
 }
 
 /// `old` with the changes of `new` that the session may take now.
@@ -131,13 +174,72 @@ pub fn merge(old: &Experiment, new: &Experiment, p: &Progress) -> Experiment {
     m.theme = new.theme.clone();
     let started = p.stages_started.min(old.distill.stages.len());
     let mut stages = old.distill.stages[..started].to_vec();
-    if p.stage_running && started > 0 {
-        if let (Some(cur), Some(upd)) = (stages.last_mut(), new.distill.stages.get(started - 1)) {
-            cur.lr = upd.lr;
-            cur.weights = upd.weights;
+    if p.stage_running {
+        if let Some(cur) = stages.last_mut() {
+            if let Some(upd) = new.distill.stages.iter().find(|s| s.name == cur.name) {
+                cur.lr = upd.lr;
+                cur.weights = upd.weights;
+            }
         }
     }
-    stages.extend(new.distill.stages.iter().skip(started).cloned());
+    let ran: Vec<String> = stages.iter().map(|s| s.name.clone()).collect();
+    stages.extend(new.distill.stages.iter().filter(|s| !ran.contains(&s.name)).cloned());
     m.distill.stages = stages;
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exp() -> Experiment {
+        Experiment::default()
+    }
+
+    #[test]
+    fn idle_sessions_take_everything() {
+        let mut new = exp();
+        new.reprogram.proxy_dim = 64;
+        let d = diff(&exp(), &new, &Progress::default());
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].key.as_str(), d[0].verdict.clone()), ("reprogram.proxy_dim", Verdict::Live));
+        assert_eq!(merge(&exp(), &new, &Progress::default()).reprogram.proxy_dim, 64);
+    }
+
+    #[test]
+    fn running_sessions_split_live_restart_and_refused() {
+        // Stage 1 of 3 ("align") is running.
+        let p = Progress {
+            running: true,
+            stages_started: 1,
+            stage_running: true,
+        };
+        let mut new = exp();
+        new.stage1.lr = 3e-3;
+        new.reprogram.proxy_dim = 64;
+        new.distill.stages[0].lr = 1e-4; // running: live
+        new.distill.stages[0].epochs = 5; // running: refused
+        new.distill.stages[2].weights.ce = 0.5; // pending: live
+        new.distill.stages.swap(1, 2); // pending order: live
+        let d = diff(&exp(), &new, &p);
+        let v = |k: &str| d.iter().find(|c| c.key == k).map(|c| c.verdict.clone()).unwrap_or_else(|| panic!("{k}: {d:?}"));
+        assert_eq!(v("stage1.lr"), Verdict::Live);
+        assert_eq!(v("reprogram.proxy_dim"), Verdict::Restart);
+        assert_eq!(v("distill.stages.align.lr"), Verdict::Live);
+        assert!(matches!(v("distill.stages.align.epochs"), Verdict::Refused(_)));
+        assert_eq!(v("distill.stages.task.weights.ce"), Verdict::Live);
+        assert_eq!(v("distill.stages"), Verdict::Live);
+        let m = merge(&exp(), &new, &p);
+        assert_eq!((m.stage1.lr, m.reprogram.proxy_dim), (3e-3, 128));
+        assert_eq!((m.distill.stages[0].lr, m.distill.stages[0].epochs), (1e-4, 20));
+        assert_eq!(names(&m.distill.stages), ["align", "task", "align+kd"]);
+        assert_eq!(m.distill.stages[1].weights.ce, 0.5);
+
+        // Moving a stage that already ran is refused, and merge keeps the prefix.
+        let mut moved = exp();
+        moved.distill.stages.swap(0, 1);
+        let d = diff(&exp(), &moved, &p);
+        assert!(matches!(d.iter().find(|c| c.key == "distill.stages").unwrap().verdict, Verdict::Refused(_)));
+        assert_eq!(names(&merge(&exp(), &moved, &p).distill.stages), ["align", "align+kd", "task"]);
+    }
 }

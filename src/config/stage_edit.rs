@@ -58,8 +58,13 @@ pub fn edit(text: &str, origin: &str, op: StageOp) -> Result<String> {
             tables.swap(i, i + 1);
         }
     }
+    // toml_edit renders tables by their recorded document position, not by array
+    // order: hand the old positions out again in the new order.
+    let mut positions: Vec<Option<isize>> = arr.iter().map(|t| t.position()).collect();
+    positions.sort();
     arr.clear();
-    for t in tables {
+    for (k, mut t) in tables.into_iter().enumerate() {
+        t.set_position(positions.get(k).or(positions.last()).copied().flatten());
         arr.push(t);
     }
     Ok(doc.to_string())
@@ -92,6 +97,11 @@ mod tests {
         assert!(dup.contains("# my run") && dup.contains("# first") && dup.contains("# last"), "{dup}");
         let swapped = edit(FILE, "t.toml", StageOp::SwapWithNext(0)).unwrap();
         assert_eq!(names(&swapped), ["task", "align"]);
+        // Edits compose: the copy moves like any other stage.
+        let moved = edit(&dup, "t.toml", StageOp::SwapWithNext(0)).unwrap();
+        assert_eq!(names(&moved), ["align-2", "align", "task"]);
+        let moved = edit(&moved, "t.toml", StageOp::SwapWithNext(1)).unwrap();
+        assert_eq!(names(&moved), ["align-2", "task", "align"]);
         let removed = edit(FILE, "t.toml", StageOp::Remove(1)).unwrap();
         assert_eq!(names(&removed), ["align"]);
         let e = edit(FILE, "t.toml", StageOp::SwapWithNext(1)).unwrap_err().to_string();

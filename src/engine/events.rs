@@ -51,6 +51,8 @@ pub enum Event {
         seed: u64,
         run_dir: String,
         methods: Vec<String>,
+        /// The device the run trains on (`cpu`, `cuda:0`).
+        device: String,
     },
     FoundationLoaded {
         path: String,

@@ -48,6 +48,11 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
         seed: exp.seed,
         run_dir: run.root.display().to_string(),
         methods: exp.methods.iter().map(|m| m.name().to_string()).collect(),
+        device: match &device {
+            Device::Cuda(_) => "cuda".into(),
+            Device::Metal(_) => "metal".into(),
+            Device::Cpu => "cpu".into(),
+        },
     });
     let data = Digits::load(&exp.data_path())?;
     let split = data.split(exp.data.k)?;

@@ -225,6 +225,8 @@ pub struct App {
     foundation_rx: Option<Receiver<Result<FoundationInfo, String>>>,
     pub run: RunState,
     pub run_dir: Option<PathBuf>,
+    /// The device the engine reported (the config's `device` until it does).
+    pub device: String,
     run_started: Option<Instant>,
     run_ended: Option<f64>,
     session: Option<Session>,
@@ -273,6 +275,7 @@ impl App {
             foundation_rx: None,
             run: RunState::Idle,
             run_dir: None,
+            device: String::new(),
             run_started: None,
             run_ended: None,
             session: None,
@@ -297,6 +300,7 @@ impl App {
             born: Instant::now(),
             should_quit: false,
         };
+        app.device = app.exp.device.clone();
         let spec = app.options.theme.clone().unwrap_or_else(|| app.exp.theme.clone());
         app.set_theme(&spec);
         app.info(format!(
@@ -429,6 +433,15 @@ impl App {
         }
     }
 
+    /// Drive the app from a session started elsewhere (tests attach a scripted engine).
+    pub fn attach(&mut self, session: Session) {
+        self.run_dir = Some(session.run_dir.clone());
+        self.session = Some(session);
+        self.run = RunState::Running;
+        self.run_started = Some(Instant::now());
+        self.run_ended = None;
+    }
+
     fn send(&mut self, cmd: Command) {
         if let Some(s) = &self.session {
             if s.commands.send(cmd).is_err() {
@@ -541,7 +554,10 @@ impl App {
         self.plan.on_event(&e);
         self.charts.on_event(&e);
         match &e {
-            Event::RunStarted { run_dir, seed, .. } => self.info(format!("seed {seed}, writing to {run_dir}")),
+            Event::RunStarted { run_dir, seed, device, .. } => {
+                self.device = device.clone();
+                self.info(format!("seed {seed} on {device}, writing to {run_dir}"));
+            }
             Event::FoundationLoaded {
                 variant,
                 params,

@@ -150,20 +150,33 @@ fn draw_foundation(f: &mut Frame, app: &App, area: Rect) {
             t.warn(),
         )),
         FoundationState::Loaded(i) => Line::from(vec![
-            Span::styled("loaded ", t.good()),
-            Span::styled(format!("{} · {:.2}M · d={}", i.variant, i.params as f64 / 1e6, i.feature_dim), t.text()),
+            Span::styled("✓ ", t.good()),
+            Span::styled(format!("{} {:.2}M d{}", i.variant, i.params as f64 / 1e6, i.feature_dim), t.text()),
         ]),
         FoundationState::Failed(e) => Line::from(Span::styled(format!("error: {e}"), t.error())),
     };
+    let width = area.width.saturating_sub(10) as usize;
     let lines = vec![
-        kv(app, "path", name),
-        kv(app, "family", format!("{} · {}² in · ImageNet norm", fd.family, fd.image_size)),
+        kv(app, "file", shorten(&name, width)),
+        kv(app, "input", format!("{}² · {} · imagenet", fd.image_size, fd.family)),
         state,
     ];
     f.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: true }).block(block(app, Pane::Foundation, " Foundation ")),
         area,
     );
+}
+
+/// `long-file-na…tensors`: keep both ends of a name that does not fit.
+fn shorten(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width || width < 5 {
+        return s.to_string();
+    }
+    let head = (width - 1) / 2;
+    let tail = width - 1 - head;
+    let chars: Vec<char> = s.chars().collect();
+    format!("{}…{}", chars[..head].iter().collect::<String>(), chars[n - tail..].iter().collect::<String>())
 }
 
 /// A field's value, with its pending (restart) or just-applied (live) change marked.
@@ -390,13 +403,13 @@ fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
                     Span::styled(format!("step {:.0}", xb[0]), t.muted()),
                     Span::styled(format!("{:.0}", xb[1]), t.muted()),
                 ])
+                .title(Span::styled(format!("train {} test {}", last(&c.train_acc), last(&c.test_acc)), t.text()))
                 .style(t.muted()),
         )
         .y_axis(
             Axis::default()
                 .bounds([0.0, 1.0])
                 .labels([Span::styled("0%", t.muted()), Span::styled("100%", t.muted())])
-                .title(Span::styled(format!("train {} test {}", last(&c.train_acc), last(&c.test_acc)), t.text()))
                 .style(t.muted()),
         )
         .legend_position(Some(ratatui::widgets::LegendPosition::BottomRight))
@@ -467,27 +480,23 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
             parts.push(sep());
             parts.push(Span::styled(format!("wait {:.0}%", 100.0 * w), t.text()));
         }
+        let stage = app.plan.stage_eta().map(clock).unwrap_or_else(|| "…".into());
+        let run = match app.plan.run_eta() {
+            Some((eta, false)) => clock(eta),
+            Some((eta, true)) if eta > 0.0 => format!("≥{}", clock(eta)),
+            _ => "…".into(),
+        };
         parts.push(sep());
-        parts.push(Span::styled(
-            format!(
-                "stage {}",
-                app.plan.stage_eta().map(clock).unwrap_or_else(|| "…".into())
-            ),
-            t.text(),
-        ));
-        if let Some((eta, partial)) = app.plan.run_eta() {
-            parts.push(sep());
-            parts.push(Span::styled(format!("run {}{}", if partial { "≥" } else { "" }, clock(eta)), t.text()));
-        }
+        parts.push(Span::styled(format!("eta {stage}/{run}"), t.text()));
     }
     if let Some(e) = app.elapsed_s() {
         parts.push(sep());
-        parts.push(Span::styled(format!("{} elapsed", clock(e)), t.muted()));
+        parts.push(Span::styled(format!("⏱ {}", clock(e)), t.muted()));
     }
     parts.push(sep());
-    parts.push(Span::styled(app.exp.device.clone(), t.muted()));
-    parts.push(sep());
     parts.push(Span::styled("? keys", t.accent()));
+    parts.push(sep());
+    parts.push(Span::styled(app.device.clone(), t.muted()));
     f.render_widget(Paragraph::new(Line::from(parts)), area);
 }
 
@@ -510,12 +519,24 @@ fn draw_help(f: &mut Frame, app: &App, area: Rect) {
             None => rows.push((b.label.to_string(), b.help)),
         }
     }
-    let key_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(4) + 2;
-    let lines: Vec<Line> = rows
-        .iter()
-        .map(|(k, h)| Line::from(vec![Span::styled(format!("{k:>key_w$}  "), t.accent()), Span::styled(*h, t.text())]))
+    let key_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(4);
+    let help_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(10);
+    let entry = |(k, h): &(String, &str)| vec![Span::styled(format!("{k:>key_w$}  "), t.accent()), Span::styled(format!("{h:<help_w$}"), t.text())];
+    // Two columns when one does not fit the height (80×24 included).
+    let columns = if rows.len() as u16 + 2 > area.height { 2 } else { 1 };
+    let per = rows.len().div_ceil(columns);
+    let lines: Vec<Line> = (0..per)
+        .map(|i| {
+            let mut spans = entry(&rows[i]);
+            if let Some(r) = rows.get(i + per).filter(|_| columns == 2) {
+                spans.push(Span::raw("  "));
+                spans.extend(entry(r));
+            }
+            Line::from(spans)
+        })
         .collect();
-    let rect = centered(area, 78, lines.len() as u16 + 2);
+    let width = (columns * (key_w + help_w + 2) + (columns - 1) * 2 + 2) as u16;
+    let rect = centered(area, width, lines.len() as u16 + 2);
     f.render_widget(Clear, rect);
     f.render_widget(
         Paragraph::new(lines).block(

@@ -12,15 +12,26 @@ pub fn root() -> PathBuf {
 
 /// A complete experiment shrunk to run in seconds: every method, every stage.
 pub fn tiny_experiment() -> tdmr::config::Experiment {
-    let text = r#"
+    tdmr::config::Experiment::parse(&tiny_text(), "tiny.toml", &[]).expect("tiny experiment parses")
+}
+
+/// The tiny experiment as a file's text, with absolute paths to the bundled data.
+pub fn tiny_text() -> String {
+    let quoted = |p: &str| format!("{:?}", root().join(p).display().to_string());
+    TINY.replace("\"@DIGITS@\"", &quoted(DIGITS)).replace("\"@WEIGHTS@\"", &quoted(WEIGHTS))
+}
+
+const TINY: &str = r#"
 name = "tiny"
 seed = 3
 device = "cpu"
 [data]
+path = "@DIGITS@"
 k = 2
 views = 2
 eval_every = 1
 [foundation]
+path = "@WEIGHTS@"
 image_size = 32
 inner_size = 24
 [reprogram]
@@ -52,11 +63,6 @@ epochs = 1
 lr = 1e-3
 weights = { kd = 0.2, ce = 1.0 }
 "#;
-    let mut exp = tdmr::config::Experiment::parse(text, "tiny.toml", &[]).expect("tiny experiment parses");
-    exp.data.path = root().join(DIGITS);
-    exp.foundation.path = root().join(WEIGHTS);
-    exp
-}
 
 /// Drop the timing fields (and paths) so two runs' metrics can be compared.
 pub fn without_timings(jsonl: &str) -> Vec<serde_json::Value> {

@@ -1,0 +1,384 @@
+//! The workbench rendered into ratatui's TestBackend, driven by key presses, by a
+//! scripted engine (for exact control of the event stream) and by the real engine on
+//! the tiny experiment.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use tdmr::config::Experiment;
+use tdmr::engine::{Command, Event, LossParts, Session, Summary};
+use tdmr::tui::app::{App, Options, RunState};
+use tdmr::tui::plan::RowState;
+use tdmr::tui::view;
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| view::draw(f, app)).unwrap();
+    let buf = t.backend().buffer();
+    let mut out = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn press(app: &mut App, c: char) {
+    app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+}
+
+/// Poll the app until `done` holds (or fail after `secs`).
+fn pump(app: &mut App, secs: u64, what: &str, done: impl Fn(&App) -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !done(app) {
+        assert!(Instant::now() < end, "timed out waiting for: {what}\nlog:\n{}", log_text(app));
+        app.poll();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn log_text(app: &App) -> String {
+    app.log.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("exp.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn new_app(dir: &Path, text: &str) -> App {
+    let cfg = write_config(dir, text);
+    let exp = Experiment::load(&cfg, &[]).unwrap();
+    App::new(
+        cfg,
+        Vec::new(),
+        exp,
+        Options {
+            out: Some(dir.join("run")),
+            themes_dir: root().join("themes"),
+            theme: None,
+            no_color: false,
+        },
+    )
+}
+
+/// A scripted engine: runs the stages of `plan` with `steps` steps per epoch, and
+/// honours pause, resume, skip and abort between steps like the real one.
+fn fake_engine(stages: Vec<(&'static str, &'static str, usize)>, steps: usize) -> Session {
+    let (etx, erx) = mpsc::sync_channel(64);
+    let (ctx, crx) = mpsc::channel::<Command>();
+    let handle = std::thread::spawn(move || -> tdmr::Result<Summary> {
+        let send = |e: Event| etx.send(e).is_ok();
+        let mut step = 0usize;
+        for (method, stage, epochs) in stages {
+            send(Event::StageStarted {
+                method: method.into(),
+                stage: stage.into(),
+                epochs,
+                steps_per_epoch: steps,
+                trainable_params: 1000,
+            });
+            'stage: for epoch in 1..=epochs {
+                for _ in 0..steps {
+                    let mut skip = false;
+                    while let Ok(cmd) = crx.try_recv() {
+                        match cmd {
+                            Command::Pause => {
+                                send(Event::Paused);
+                                loop {
+                                    match crx.recv() {
+                                        Ok(Command::Resume) => break,
+                                        Ok(Command::Abort) | Err(_) => return Err(tdmr::Error::Aborted),
+                                        _ => {}
+                                    }
+                                }
+                                send(Event::Resumed);
+                            }
+                            Command::SkipStage => skip = true,
+                            Command::Abort => {
+                                send(Event::Failed {
+                                    message: "run aborted by the user".into(),
+                                });
+                                return Err(tdmr::Error::Aborted);
+                            }
+                            _ => {}
+                        }
+                    }
+                    if skip {
+                        send(Event::StageSkipped {
+                            method: method.into(),
+                            stage: stage.into(),
+                            epoch,
+                        });
+                        break 'stage;
+                    }
+                    step += 1;
+                    let loss = 2.0 / (1.0 + step as f64 * 0.05);
+                    send(Event::Step {
+                        method: method.into(),
+                        stage: stage.into(),
+                        epoch,
+                        steps,
+                        step,
+                        loss,
+                        lr: 1e-3,
+                        images: 16,
+                        wall_s: 0.002,
+                        data_wait_s: 0.0002,
+                    });
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                let acc = 0.1 + 0.8 * epoch as f64 / epochs as f64;
+                send(Event::Epoch {
+                    method: method.into(),
+                    stage: stage.into(),
+                    epoch,
+                    epochs,
+                    loss: LossParts {
+                        total: 1.0 / epoch as f64,
+                        align: 0.5 / epoch as f64,
+                        kd: 0.2,
+                        ce: 0.3,
+                    },
+                    lr: 1e-3,
+                    train_acc: acc,
+                    test_acc: Some(acc - 0.05),
+                    images_per_s: 8000.0,
+                });
+            }
+        }
+        send(Event::Done {
+            summary: Summary::new(),
+            wall_s: 1.0,
+        });
+        Ok(Summary::new())
+    });
+    Session {
+        events: erx,
+        commands: ctx,
+        run_dir: PathBuf::from("fake-run"),
+        handle,
+    }
+}
+
+fn row_state(app: &App, method: &str, stage: &str) -> RowState {
+    app.plan
+        .rows
+        .iter()
+        .find(|r| r.method == method && r.stage == stage)
+        .unwrap_or_else(|| panic!("no row {method}/{stage}"))
+        .state
+        .clone()
+}
+
+#[test]
+fn scripted_engine_timeline_charts_pause_skip_and_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = new_app(dir.path(), &tiny_text());
+    let idle = screen(&app, 80, 24);
+    assert!(idle.contains("no training yet"), "{idle}");
+    assert!(idle.contains("· tdmr/align"), "the pending stages are listed:\n{idle}");
+
+    // Long stages so pause and skip land while they run.
+    app.attach(fake_engine(
+        vec![("tdmr-teacher", "reprogram", 2), ("tdmr", "align", 400), ("tdmr", "align+kd", 400), ("tdmr", "task", 2)],
+        5,
+    ));
+    pump(&mut app, 10, "the teacher stage to finish", |a| {
+        matches!(row_state(a, "tdmr", "align"), RowState::Running { .. })
+    });
+    assert!(matches!(row_state(&app, "tdmr-teacher", "reprogram"), RowState::Done { .. }));
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        assert!(s.contains("✓ tdmr-teacher/reprogram"), "{w}×{h}: the timeline shows the finished stage:\n{s}");
+        assert!(s.contains("▶ tdmr/align"), "{w}×{h}: and the running one:\n{s}");
+        let braille = s.chars().filter(|c| ('\u{2801}'..='\u{28ff}').contains(c)).count();
+        assert!(braille > 20, "{w}×{h}: the charts have points ({braille} braille cells):\n{s}");
+        assert!(s.contains("img/s"), "{w}×{h}: throughput in the status line:\n{s}");
+    }
+
+    // Pause: the state says so and no step arrives any more.
+    press(&mut app, ' ');
+    pump(&mut app, 5, "paused", |a| a.run == RunState::Paused);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("paused"), "{s}");
+    std::thread::sleep(Duration::from_millis(50));
+    app.poll();
+    let x = app.charts.x;
+    std::thread::sleep(Duration::from_millis(300));
+    app.poll();
+    assert_eq!(app.charts.x, x, "no step while paused");
+    press(&mut app, 'p');
+    pump(&mut app, 5, "resumed", |a| a.run == RunState::Running && a.charts.x > x);
+
+    // Skip: the running stage is marked skipped and the next one runs.
+    press(&mut app, 'n');
+    pump(&mut app, 5, "the skip", |a| matches!(row_state(a, "tdmr", "align"), RowState::Skipped { .. }));
+    pump(&mut app, 5, "the next stage", |a| matches!(row_state(a, "tdmr", "align+kd"), RowState::Running { .. }));
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("» tdmr/align") && s.contains("▶ tdmr/align+kd"), "{s}");
+
+    // A broken edit: the error (with its line) is shown, the run goes on untouched.
+    let cfg = app.config_path.clone();
+    std::fs::write(&cfg, tiny_text().replace("lr = 1e-3", "lr = \"fast\"")).unwrap();
+    assert!(app.reload_config(false));
+    let before = app.charts.x;
+    pump(&mut app, 5, "steps after the bad edit", |a| a.charts.x > before + 3.0);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("config error") && s.contains("line"), "{s}");
+    assert_eq!(app.run, RunState::Running);
+    assert_eq!(app.exp.distill.stages[2].lr, 1e-3, "the session kept its configuration");
+
+    // Abort asks first, then stops the engine.
+    press(&mut app, 'x');
+    assert!(screen(&app, 80, 24).contains("Abort the run?"));
+    press(&mut app, 'y');
+    pump(&mut app, 5, "the abort", |a| a.run == RunState::Aborted);
+}
+
+#[test]
+fn keys_overlays_zoom_and_focus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = new_app(dir.path(), &tiny_text());
+    press(&mut app, '?');
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        // Every binding is listed, also at 80×24.
+        for b in tdmr::tui::keymap::KEYMAP {
+            assert!(s.contains(b.help), "{w}×{h}: help lacks `{}`:\n{s}", b.help);
+        }
+    }
+    press(&mut app, 'j'); // any key closes the help
+    assert!(!screen(&app, 80, 24).contains("any key closes"));
+    app.on_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
+    press(&mut app, 'z');
+    let zoomed = screen(&app, 80, 24);
+    assert!(zoomed.contains("Charts") && !zoomed.contains("Schedule"), "{zoomed}");
+    press(&mut app, 'z');
+    press(&mut app, 'h');
+    assert!(screen(&app, 80, 24).contains("recent (h)"));
+    press(&mut app, 'm');
+    assert!(screen(&app, 80, 24).contains("block (m)"));
+    // Quitting an idle app needs no confirmation.
+    press(&mut app, 'q');
+    assert!(app.should_quit);
+}
+
+#[test]
+fn schedule_edits_rewrite_the_file_and_keep_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("# keep me\n{}", tiny_text());
+    let mut app = new_app(dir.path(), &text);
+    let first = app.plan.rows.iter().position(|r| r.distill_index == Some(0)).unwrap();
+    app.selected = first;
+    press(&mut app, 'a');
+    let names = |a: &App| a.exp.distill.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&app), ["align", "align-2", "align+kd", "task"]);
+    press(&mut app, 'J');
+    assert_eq!(names(&app), ["align-2", "align", "align+kd", "task"], "{}", log_text(&app));
+    press(&mut app, 'd');
+    assert_eq!(names(&app), ["align-2", "align+kd", "task"]);
+    let on_disk = std::fs::read_to_string(&app.config_path).unwrap();
+    assert!(on_disk.starts_with("# keep me"), "{on_disk}");
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("tdmr/align-2") && !s.contains("tdmr/align "), "{s}");
+}
+
+#[test]
+fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough stage 1 that the edits land while it runs.
+    let text = tiny_text().replace("[stage1]\nepochs = 2", "[stage1]\nepochs = 40");
+    let mut app = new_app(dir.path(), &text);
+    press(&mut app, 's');
+    pump(&mut app, 120, "stage 1 steps", |a| {
+        a.plan.running().is_some_and(|r| r.method == "vp") && a.charts.x > 3.0
+    });
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("▶ vp/reprogram"), "{s}");
+
+    press(&mut app, 'p');
+    pump(&mut app, 30, "paused", |a| a.run == RunState::Paused);
+    let x = app.charts.x;
+    std::thread::sleep(Duration::from_millis(600));
+    app.poll();
+    assert_eq!(app.charts.x, x, "the real engine takes no step while paused");
+    assert!(screen(&app, 80, 24).contains("paused"));
+    press(&mut app, 'p');
+    pump(&mut app, 30, "resumed", |a| a.run == RunState::Running);
+
+    // A live edit: stage 1's learning rate.
+    let cfg = app.config_path.clone();
+    let edited = text.replace("[stage1]\nepochs = 40", "[stage1]\nepochs = 40\nlr = 0.002");
+    std::fs::write(&cfg, &edited).unwrap();
+    app.reload_config(false);
+    pump(&mut app, 30, "the lr change applied", |a| log_text(a).contains("config applied: stage1.lr"));
+    pump(&mut app, 30, "a step at the new lr", |a| (a.charts.lr - 0.002).abs() / 0.002 < 0.5);
+    assert!(app.pending.is_empty());
+
+    // A restart-only edit is pending, not applied.
+    std::fs::write(&cfg, edited.replace("proxy_dim = 16", "proxy_dim = 32")).unwrap();
+    app.reload_config(false);
+    assert_eq!(app.pending.len(), 1, "{:?}", app.pending);
+    assert_eq!(app.exp.reprogram.proxy_dim, 16);
+    assert!(screen(&app, 80, 24).contains("restart pending"));
+
+    // A broken edit never reaches the engine.
+    std::fs::write(&cfg, "[stage1\nlr = 1").unwrap();
+    app.reload_config(false);
+    let x = app.charts.x;
+    pump(&mut app, 30, "training to go on", |a| a.charts.x > x + 2.0);
+    assert!(screen(&app, 80, 24).contains("config error"));
+    assert_eq!(app.run, RunState::Running);
+
+    press(&mut app, 'n');
+    pump(&mut app, 30, "the skip", |a| matches!(row_state(a, "vp", "reprogram"), RowState::Skipped { .. }));
+
+    // Quit while running: confirm, and the run directory is complete.
+    press(&mut app, 'q');
+    assert!(screen(&app, 80, 24).contains("Stop it and quit?"));
+    press(&mut app, 'y');
+    assert!(app.should_quit);
+    app.shutdown();
+    let run = app.run_dir.clone().unwrap();
+    for f in ["config.toml", "metrics.jsonl", "report.md", "summary.json"] {
+        assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"config-applied\"") && metrics.contains("stage1.lr"), "the live change is on record");
+    assert!(metrics.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert!(summary.get("linear-probe").is_some(), "finished methods are in the summary: {summary}");
+}
+
+#[test]
+fn hot_reload_sees_atomic_rename_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &tiny_text());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _w = tdmr::tui::watch::watch(&cfg, None, tx).expect("inotify works here");
+    // What editors do: write a temp file beside it, rename it over the original.
+    let tmp = dir.path().join(".exp.toml.swp");
+    std::fs::write(&tmp, tiny_text().replace("temperature", "# t\ntemperature")).unwrap();
+    std::fs::write(dir.path().join("unrelated.txt"), "x").unwrap();
+    std::fs::rename(&tmp, &cfg).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.try_recv() {
+            Ok(tdmr::tui::watch::Changed::Config) => break,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("no event for the renamed config: {e}"),
+        }
+    }
+}
