@@ -1,0 +1,153 @@
+//! End to end: the real release binary in a real terminal (tmux), driven by keys and
+//! by edits to its config file on disk, read back through `capture-pane`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().expect("tmux runs")
+    }
+    fn keys(&self, keys: &str) {
+        assert!(self.cmd(&["send-keys", "-t", "w", keys]).status.success());
+    }
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "w"]).stdout).to_string()
+    }
+    fn alive(&self) -> bool {
+        self.cmd(&["has-session", "-t", "w"]).status.success()
+    }
+    /// Wait until the screen satisfies `ok`; returns it and the time it took.
+    fn wait(&self, secs: u64, what: &str, ok: impl Fn(&str) -> bool) -> (String, Duration) {
+        let t0 = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return (s, t0.elapsed());
+            }
+            assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn chart_steps(screen: &str) -> Option<u64> {
+    // The accuracy chart's x axis ends with the last step: "step 0 … N".
+    screen.lines().find(|l| l.contains("│step ")).and_then(|l| {
+        l.split_whitespace().filter_map(|w| w.trim_end_matches('│').parse::<u64>().ok()).last()
+    })
+}
+
+#[test]
+fn workbench_in_tmux_keys_live_edit_bad_edit_and_quit() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI (.ci/run installs it)");
+        eprintln!("tmux is not installed: skipping the end-to-end test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("exp.toml");
+    let text = tiny_text().replace("[stage1]\nepochs = 2", "[stage1]\nepochs = 60");
+    std::fs::write(&cfg, &text).unwrap();
+    let run = dir.path().join("run");
+    let tmux = Tmux {
+        socket: format!("tdmr-test-{}", std::process::id()),
+    };
+    let shell = format!(
+        "cd {:?} && exec {:?} tui {:?} --out {:?}",
+        root(),
+        env!("CARGO_BIN_EXE_tdmr"),
+        cfg,
+        run
+    );
+    let out = tmux.cmd(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "36", &shell]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tmux.wait(60, "the foundation to load", |s| s.contains("✓ efficientnet-lite0"));
+
+    // Idle: the UI should sleep. Measured, reported, not asserted (shared machines).
+    let pid = String::from_utf8_lossy(&tmux.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).stdout).trim().to_string();
+    let (c0, t0) = (cpu_ticks(&pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = (cpu_ticks(&pid) - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
+    eprintln!("idle UI CPU: {:.2}% of a core", 100.0 * idle);
+
+    tmux.keys("s");
+    let (s, _) = tmux.wait(90, "steps in the charts", |s| chart_steps(s).is_some_and(|n| n > 3) && s.contains("▶ vp/reprogram"));
+    let first = chart_steps(&s).unwrap();
+    tmux.wait(60, "the loss pane to update", |s| chart_steps(s).is_some_and(|n| n > first));
+
+    // Key latency while training: '?' until the help is on screen.
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        tmux.keys("?");
+        latencies.push(tmux.wait(5, "the help overlay", |s| s.contains("any key closes")).1);
+        tmux.keys("?");
+        tmux.wait(5, "the help to close", |s| !s.contains("any key closes"));
+    }
+    latencies.sort();
+    eprintln!("key → screen while training (incl. tmux capture): median {:?}, max {:?}", latencies[2], latencies[4]);
+
+    tmux.keys("p");
+    tmux.wait(30, "paused", |s| s.contains("⏸ paused"));
+    tmux.keys("p");
+    tmux.wait(30, "running again", |s| s.contains("▶ running"));
+
+    // A live edit of the learning rate, saved the way editors do (temp file + rename).
+    let tmp = dir.path().join(".exp.toml.tmp");
+    std::fs::write(&tmp, text.replace("[stage1]\nepochs = 60", "[stage1]\nepochs = 60\nlr = 0.002")).unwrap();
+    std::fs::rename(&tmp, &cfg).unwrap();
+    tmux.wait(30, "the change applied", |s| s.contains("config applied: stage1.lr"));
+
+    // A broken file: the error shows, training goes on.
+    std::fs::write(&cfg, "[stage1\nlr = 0.1\n").unwrap();
+    let (s, _) = tmux.wait(30, "the config error", |s| s.contains("config error"));
+    let at = chart_steps(&s).unwrap();
+    let (s, _) = tmux.wait(60, "training to continue", |s| chart_steps(s).is_some_and(|n| n > at));
+    assert!(s.contains("▶ running") && s.contains("line"), "{s}");
+
+    tmux.keys("q");
+    tmux.wait(10, "the quit question", |s| s.contains("Stop it and quit?"));
+    tmux.keys("y");
+    let t = Instant::now();
+    while tmux.alive() {
+        assert!(t.elapsed() < Duration::from_secs(60), "tdmr did not exit: {}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_complete(&run);
+}
+
+fn assert_complete(run: &Path) {
+    for f in ["config.toml", "metrics.jsonl", "report.md", "summary.json"] {
+        assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    for l in metrics.lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("torn metrics line {l:?}: {e}"));
+    }
+    assert!(metrics.contains("\"config-applied\""));
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("stopped early") && report.contains("linear-probe"), "{report}");
+}
