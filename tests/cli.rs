@@ -40,3 +40,17 @@ fn bad_inputs_are_clear_errors() {
     let (ok, text) = tdmr(&["run", "/nonexistent/exp.toml"]);
     assert!(!ok && text.contains("/nonexistent/exp.toml"), "{text}");
 }
+
+#[test]
+fn without_a_terminal_the_workbench_runs_headless() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, tiny_text()).unwrap();
+    let out = dir.path().join("run");
+    // `output()` pipes stdout: exactly `tdmr tui … | cat`.
+    let (ok, text) = tdmr(&["tui", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(text.contains("not a terminal") && text.contains("headless"), "{text}");
+    assert!(text.contains("== tdmr: test"), "readable progress lines, not a dump:\n{text}");
+    assert!(out.join("report.md").is_file() && out.join("summary.json").is_file());
+}

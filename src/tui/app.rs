@@ -185,9 +185,12 @@ impl Charts {
                 ..
             } => {
                 self.total.push(self.x, loss.total);
-                self.align.push(self.x, loss.align);
-                self.kd.push(self.x, loss.kd);
-                self.ce.push(self.x, loss.ce);
+                // A term is charted only where it is part of the loss.
+                for (s, v) in [(&mut self.align, loss.align), (&mut self.kd, loss.kd), (&mut self.ce, loss.ce)] {
+                    if v > 0.0 {
+                        s.push(self.x, v);
+                    }
+                }
                 self.train_acc.push(self.x, *train_acc);
                 if let Some(t) = test_acc {
                     self.test_acc.push(self.x, *t);

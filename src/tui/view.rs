@@ -143,23 +143,24 @@ fn draw_foundation(f: &mut Frame, app: &App, area: Rect) {
     let fd = &app.exp.foundation;
     let path = app.exp.foundation_path();
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let state = match &app.foundation {
-        FoundationState::NotLoaded => Line::from(Span::styled("not loaded · f to load", t.muted())),
-        FoundationState::Loading { since } => Line::from(Span::styled(
-            format!("loading… {:.1}s", since.elapsed().as_secs_f64()),
-            t.warn(),
-        )),
-        FoundationState::Loaded(i) => Line::from(vec![
-            Span::styled("✓ ", t.good()),
-            Span::styled(format!("{} {:.2}M d{}", i.variant, i.params as f64 / 1e6, i.feature_dim), t.text()),
-        ]),
-        FoundationState::Failed(e) => Line::from(Span::styled(format!("error: {e}"), t.error())),
-    };
     let width = area.width.saturating_sub(10) as usize;
+    let (family, sizes) = match &app.foundation {
+        FoundationState::NotLoaded => (Span::styled(format!("{} · f loads", fd.family), t.muted()), String::new()),
+        FoundationState::Loading { since } => (
+            Span::styled(format!("{} · loading… {:.1}s", fd.family, since.elapsed().as_secs_f64()), t.warn()),
+            String::new(),
+        ),
+        FoundationState::Loaded(i) => (
+            Span::styled(format!("✓ {}", i.variant), t.good()),
+            format!(" · {:.2}M · d {}", i.params as f64 / 1e6, i.feature_dim),
+        ),
+        FoundationState::Failed(e) => (Span::styled(format!("✗ {e}"), t.error()), String::new()),
+    };
     let lines = vec![
         kv(app, "file", shorten(&name, width)),
-        kv(app, "input", format!("{}² · {} · imagenet", fd.image_size, fd.family)),
-        state,
+        Line::from(vec![Span::styled(format!("{:<8}", "family"), t.muted()), family]),
+        kv(app, "input", format!("{}²{sizes}", fd.image_size)),
+        kv(app, "norm", "imagenet mean/std".into()),
     ];
     f.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: true }).block(block(app, Pane::Foundation, " Foundation ")),
@@ -212,7 +213,7 @@ fn draw_reprogrammer(f: &mut Frame, app: &App, area: Rect) {
             app,
             "stage1.lr",
             "stage1",
-            format!("{:?} lr {:.0e} {:?} {}ep", s1.optimizer, s1.lr, s1.lr_schedule, s1.epochs).to_lowercase(),
+            format!("lr {:.0e} · {}ep · {:?} · {:?}", s1.lr, s1.epochs, s1.lr_schedule, s1.optimizer).to_lowercase(),
         ),
         field(app, "distill.temperature", "distill", format!("T {} · {:?} · b{}", d.temperature, d.align_loss, d.batch_size).to_lowercase()),
         Line::from(Span::styled("e edit · ✓live applied · ⟳ at restart", app.theme.muted())),
@@ -465,10 +466,10 @@ fn draw_runs(f: &mut Frame, app: &App, area: Rect) {
 fn draw_status(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let c = &app.charts;
-    let mut parts = vec![state_span(app)];
+    // The run state is in the title bar; this line is for figures.
+    let mut parts = Vec::new();
     let sep = || Span::styled(" · ", t.muted());
     if let Some(r) = app.plan.running() {
-        parts.push(sep());
         parts.push(Span::styled(format!("{}/{}", r.method, r.stage), t.text()));
     }
     if app.run.is_active() {
@@ -487,16 +488,20 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
             _ => "…".into(),
         };
         parts.push(sep());
-        parts.push(Span::styled(format!("eta {stage}/{run}"), t.text()));
+        parts.push(Span::styled(format!("eta stage {stage} run {run}"), t.text()));
     }
     if let Some(e) = app.elapsed_s() {
-        parts.push(sep());
+        if !parts.is_empty() {
+            parts.push(sep());
+        }
         parts.push(Span::styled(format!("⏱ {}", clock(e)), t.muted()));
     }
+    if !parts.is_empty() {
+        parts.push(sep());
+    }
+    parts.push(Span::styled(app.device.clone(), t.muted()));
     parts.push(sep());
     parts.push(Span::styled("? keys", t.accent()));
-    parts.push(sep());
-    parts.push(Span::styled(app.device.clone(), t.muted()));
     f.render_widget(Paragraph::new(Line::from(parts)), area);
 }
 
