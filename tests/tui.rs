@@ -191,7 +191,12 @@ fn scripted_engine_timeline_charts_pause_skip_and_bad_config() {
 
     // Long stages so pause and skip land while they run.
     app.attach(fake_engine(
-        vec![("tdmr-teacher", "reprogram", 2), ("tdmr", "align", 400), ("tdmr", "align+kd", 400), ("tdmr", "task", 2)],
+        vec![
+            ("tdmr-teacher", "reprogram", 2),
+            ("tdmr", "align", 400),
+            ("tdmr", "align+kd", 400),
+            ("tdmr", "task", 2),
+        ],
         5,
     ));
     pump(&mut app, 10, "the teacher stage to finish", |a| {
@@ -200,7 +205,10 @@ fn scripted_engine_timeline_charts_pause_skip_and_bad_config() {
     assert!(matches!(row_state(&app, "tdmr-teacher", "reprogram"), RowState::Done { .. }));
     for (w, h) in [(80, 24), (160, 48)] {
         let s = screen(&app, w, h);
-        assert!(s.contains("✓ tdmr-teacher/reprogram"), "{w}×{h}: the timeline shows the finished stage:\n{s}");
+        assert!(
+            s.contains("✓ tdmr-teacher/reprogram"),
+            "{w}×{h}: the timeline shows the finished stage:\n{s}"
+        );
         assert!(s.contains("▶ tdmr/align"), "{w}×{h}: and the running one:\n{s}");
         let braille = s.chars().filter(|c| ('\u{2801}'..='\u{28ff}').contains(c)).count();
         assert!(braille > 20, "{w}×{h}: the charts have points ({braille} braille cells):\n{s}");
@@ -223,8 +231,12 @@ fn scripted_engine_timeline_charts_pause_skip_and_bad_config() {
 
     // Skip: the running stage is marked skipped and the next one runs.
     press(&mut app, 'n');
-    pump(&mut app, 5, "the skip", |a| matches!(row_state(a, "tdmr", "align"), RowState::Skipped { .. }));
-    pump(&mut app, 5, "the next stage", |a| matches!(row_state(a, "tdmr", "align+kd"), RowState::Running { .. }));
+    pump(&mut app, 5, "the skip", |a| {
+        matches!(row_state(a, "tdmr", "align"), RowState::Skipped { .. })
+    });
+    pump(&mut app, 5, "the next stage", |a| {
+        matches!(row_state(a, "tdmr", "align+kd"), RowState::Running { .. })
+    });
     let s = screen(&app, 160, 48);
     assert!(s.contains("» tdmr/align") && s.contains("▶ tdmr/align+kd"), "{s}");
 
@@ -322,7 +334,9 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     let edited = text.replace("[stage1]\nepochs = 40", "[stage1]\nepochs = 40\nlr = 0.002");
     std::fs::write(&cfg, &edited).unwrap();
     app.reload_config(false);
-    pump(&mut app, 30, "the lr change applied", |a| log_text(a).contains("config applied: stage1.lr"));
+    pump(&mut app, 30, "the lr change applied", |a| {
+        log_text(a).contains("config applied: stage1.lr")
+    });
     pump(&mut app, 30, "a step at the new lr", |a| (a.charts.lr - 0.002).abs() / 0.002 < 0.5);
     assert!(app.pending.is_empty());
 
@@ -341,8 +355,28 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     assert!(screen(&app, 80, 24).contains("config error"));
     assert_eq!(app.run, RunState::Running);
 
+    press(&mut app, 'c');
+    pump(&mut app, 30, "the checkpoint on demand", |a| {
+        a.checkpoints.iter().any(|c| c.0 == "vp")
+    });
+    assert!(screen(&app, 160, 48).contains("vp/reprogram vp.safetensors"));
+
     press(&mut app, 'n');
-    pump(&mut app, 30, "the skip", |a| matches!(row_state(a, "vp", "reprogram"), RowState::Skipped { .. }));
+    pump(&mut app, 30, "the skip", |a| {
+        matches!(row_state(a, "vp", "reprogram"), RowState::Skipped { .. })
+    });
+
+    // The pending change takes effect with a restart (a new run directory).
+    std::fs::write(&cfg, edited.replace("proxy_dim = 16", "proxy_dim = 32")).unwrap();
+    app.reload_config(false);
+    let first_run = app.run_dir.clone().unwrap();
+    press(&mut app, 'R');
+    assert!(screen(&app, 80, 24).contains("pending change"));
+    press(&mut app, 'y');
+    assert_eq!(app.exp.reprogram.proxy_dim, 32);
+    assert_ne!(app.run_dir.as_ref(), Some(&first_run));
+    assert!(app.pending.is_empty());
+    pump(&mut app, 60, "the restarted run's first stage", |a| a.plan.running().is_some());
 
     // Quit while running: confirm, and the run directory is complete.
     press(&mut app, 'q');
@@ -350,15 +384,22 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     press(&mut app, 'y');
     assert!(app.should_quit);
     app.shutdown();
-    let run = app.run_dir.clone().unwrap();
-    for f in ["config.toml", "metrics.jsonl", "report.md", "summary.json"] {
-        assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
+    for run in [first_run.clone(), app.run_dir.clone().unwrap()] {
+        for f in ["config.toml", "metrics.jsonl", "report.md", "summary.json"] {
+            assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
+        }
     }
-    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    assert!(metrics.contains("\"config-applied\"") && metrics.contains("stage1.lr"), "the live change is on record");
+    let metrics = std::fs::read_to_string(first_run.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.contains("\"config-applied\"") && metrics.contains("stage1.lr"),
+        "the live change is on record"
+    );
     assert!(metrics.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
-    assert!(summary.get("linear-probe").is_some(), "finished methods are in the summary: {summary}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(first_run.join("summary.json")).unwrap()).unwrap();
+    assert!(
+        summary.get("linear-probe").is_some(),
+        "finished methods are in the summary: {summary}"
+    );
 }
 
 #[test]
@@ -381,4 +422,50 @@ fn hot_reload_sees_atomic_rename_saves() {
             Err(e) => panic!("no event for the renamed config: {e}"),
         }
     }
+}
+
+#[test]
+fn themes_hot_reload_and_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let theme = dir.path().join("mine.toml");
+    std::fs::write(&theme, "[colors]\naccent = \"red\"\n").unwrap();
+    let text = format!("theme = {:?}\n{}", theme.display().to_string(), tiny_text());
+    let mut app = new_app(dir.path(), &text);
+    assert_eq!(app.theme.accent, ratatui::style::Color::Red);
+    std::fs::write(&theme, "[colors]\naccent = \"#00ff00\"\n").unwrap();
+    assert!(app.check_theme());
+    assert_eq!(app.theme.accent, ratatui::style::Color::Rgb(0, 255, 0));
+    // A broken theme keeps the colours and says why.
+    std::fs::write(&theme, "[colors]\naccent = \"nope\"\n").unwrap();
+    assert!(app.check_theme());
+    assert_eq!(app.theme.accent, ratatui::style::Color::Rgb(0, 255, 0));
+    assert!(log_text(&app).contains("colors.accent"));
+    // The config's `theme` key is live: switching it repaints at once.
+    std::fs::write(
+        &app.config_path,
+        text.replace(&format!("{:?}", theme.display().to_string()), "\"light\""),
+    )
+    .unwrap();
+    app.reload_config(false);
+    assert_eq!(app.theme.name, "light");
+
+    // NO_COLOR: not one cell carries a colour.
+    let cfg = write_config(dir.path(), &tiny_text());
+    let exp = Experiment::load(&cfg, &[]).unwrap();
+    let mut mono = App::new(
+        cfg,
+        Vec::new(),
+        exp,
+        Options {
+            out: None,
+            themes_dir: root().join("themes"),
+            theme: Some("high-contrast".into()),
+            no_color: true,
+        },
+    );
+    press(&mut mono, '?');
+    let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    t.draw(|f| view::draw(f, &mono)).unwrap();
+    let reset = ratatui::style::Color::Reset;
+    assert!(t.backend().buffer().content().iter().all(|c| c.fg == reset && c.bg == reset));
 }

@@ -120,7 +120,10 @@ fn stage_changes(old: &[Stage], new: &[Stage], p: &Progress, out: &mut Vec<Chang
             let verdict = if i >= started || (Some(i) == running && (field == "lr" || field.starts_with("weights"))) {
                 Verdict::Live
             } else if Some(i) == running {
-                Verdict::Refused(format!("stage `{}` is running: only its lr and loss weights change mid-stage", s.name))
+                Verdict::Refused(format!(
+                    "stage `{}` is running: only its lr and loss weights change mid-stage",
+                    s.name
+                ))
             } else {
                 Verdict::Refused(format!("stage `{}` has already run", s.name))
             };
@@ -222,7 +225,12 @@ mod tests {
         new.distill.stages[2].weights.ce = 0.5; // pending: live
         new.distill.stages.swap(1, 2); // pending order: live
         let d = diff(&exp(), &new, &p);
-        let v = |k: &str| d.iter().find(|c| c.key == k).map(|c| c.verdict.clone()).unwrap_or_else(|| panic!("{k}: {d:?}"));
+        let v = |k: &str| {
+            d.iter()
+                .find(|c| c.key == k)
+                .map(|c| c.verdict.clone())
+                .unwrap_or_else(|| panic!("{k}: {d:?}"))
+        };
         assert_eq!(v("stage1.lr"), Verdict::Live);
         assert_eq!(v("reprogram.proxy_dim"), Verdict::Restart);
         assert_eq!(v("distill.stages.align.lr"), Verdict::Live);
@@ -239,7 +247,10 @@ mod tests {
         let mut moved = exp();
         moved.distill.stages.swap(0, 1);
         let d = diff(&exp(), &moved, &p);
-        assert!(matches!(d.iter().find(|c| c.key == "distill.stages").unwrap().verdict, Verdict::Refused(_)));
+        assert!(matches!(
+            d.iter().find(|c| c.key == "distill.stages").unwrap().verdict,
+            Verdict::Refused(_)
+        ));
         assert_eq!(names(&merge(&exp(), &moved, &p).distill.stages), ["align", "align+kd", "task"]);
     }
 }

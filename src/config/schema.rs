@@ -474,7 +474,10 @@ impl Experiment {
             if self.distill.stages[..i].iter().any(|o| o.name == s.name) {
                 return err(
                     &format!("distill.stages[{i}].name"),
-                    format!("`{}` names an earlier stage too: stage names must be unique (checkpoints and live edits use them)", s.name),
+                    format!(
+                        "`{}` names an earlier stage too: stage names must be unique (checkpoints and live edits use them)",
+                        s.name
+                    ),
                 );
             }
             let w = s.weights;

@@ -24,14 +24,19 @@ fn stages<'a>(doc: &'a mut DocumentMut, origin: &str) -> Result<&'a mut ArrayOfT
 
 /// Apply `op` to the `[[distill.stages]]` of a TOML document's text.
 pub fn edit(text: &str, origin: &str, op: StageOp) -> Result<String> {
-    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| Error::config(origin, e.to_string()))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| Error::config(origin, e.to_string()))?;
     let arr = stages(&mut doc, origin)?;
     let n = arr.len();
     let check = |i: usize| {
         if i < n {
             Ok(())
         } else {
-            Err(Error::config(origin, format!("distill.stages: no stage {} (the file has {n})", i + 1)))
+            Err(Error::config(
+                origin,
+                format!("distill.stages: no stage {} (the file has {n})", i + 1),
+            ))
         }
     };
     let mut tables: Vec<toml_edit::Table> = arr.iter().cloned().collect();
@@ -94,7 +99,10 @@ mod tests {
     fn edits_keep_comments_and_parse() {
         let dup = edit(FILE, "t.toml", StageOp::Duplicate(0)).unwrap();
         assert_eq!(names(&dup), ["align", "align-2", "task"]);
-        assert!(dup.contains("# my run") && dup.contains("# first") && dup.contains("# last"), "{dup}");
+        assert!(
+            dup.contains("# my run") && dup.contains("# first") && dup.contains("# last"),
+            "{dup}"
+        );
         let swapped = edit(FILE, "t.toml", StageOp::SwapWithNext(0)).unwrap();
         assert_eq!(names(&swapped), ["task", "align"]);
         // Edits compose: the copy moves like any other stage.

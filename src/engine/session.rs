@@ -98,12 +98,7 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
     )?;
     write_text_atomic(
         &run.file("report.md"),
-        &report::single_seed(
-            &title,
-            exp.seed,
-            &summary,
-            exp.data.eval_on.describe(),
-        ),
+        &report::single_seed(&title, exp.seed, &summary, exp.data.eval_on.describe()),
     )?;
     outcome?;
     ctl.emit(Event::Done {

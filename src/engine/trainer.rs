@@ -58,6 +58,9 @@ impl Live {
     }
 }
 
+/// A stage's loss for a batch of view rows: `(rows, progress, live)`.
+pub type StepFn<'a> = dyn FnMut(&[usize], f64, &Live) -> Result<StepOut> + 'a;
+
 /// Run `f` and time it: batch assembly is timed so views can show the data-wait share.
 pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     let t = Instant::now();
@@ -128,7 +131,7 @@ pub fn train_stage(
     ctl: &mut Control,
     spec: &StageSpec,
     vars: Vec<Var>,
-    step: &mut dyn FnMut(&[usize], f64, &Live) -> Result<StepOut>,
+    step: &mut StepFn,
     eval: &mut dyn FnMut() -> Result<f64>,
     save: &mut dyn FnMut() -> Result<String>,
 ) -> Result<StageOutcome> {

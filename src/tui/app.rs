@@ -29,7 +29,14 @@ pub enum Pane {
     Runs,
 }
 
-pub const PANES: [Pane; 6] = [Pane::Foundation, Pane::Reprogrammer, Pane::Schedule, Pane::Charts, Pane::Log, Pane::Runs];
+pub const PANES: [Pane; 6] = [
+    Pane::Foundation,
+    Pane::Reprogrammer,
+    Pane::Schedule,
+    Pane::Charts,
+    Pane::Log,
+    Pane::Runs,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Confirm {
@@ -179,10 +186,7 @@ impl Charts {
                 }
             }
             Event::Epoch {
-                loss,
-                train_acc,
-                test_acc,
-                ..
+                loss, train_acc, test_acc, ..
             } => {
                 self.total.push(self.x, loss.total);
                 // A term is charted only where it is part of the loss.
@@ -306,10 +310,7 @@ impl App {
         app.device = app.exp.device.clone();
         let spec = app.options.theme.clone().unwrap_or_else(|| app.exp.theme.clone());
         app.set_theme(&spec);
-        app.info(format!(
-            "config {} · press s to start, ? for keys",
-            app.config_path.display()
-        ));
+        app.info(format!("config {} · press s to start, ? for keys", app.config_path.display()));
         app
     }
 
@@ -537,7 +538,9 @@ impl App {
                 }
             }
         }
-        let ended = events.iter().any(|e| matches!(e, Event::Log { message } if message == "engine thread finished"));
+        let ended = events
+            .iter()
+            .any(|e| matches!(e, Event::Log { message } if message == "engine thread finished"));
         changed |= !events.is_empty();
         for e in events {
             self.on_engine(e);
@@ -874,7 +877,10 @@ impl App {
             }
             Action::ToggleRaw => self.show_raw = !self.show_raw,
             Action::NextTheme => {
-                let i = BUNDLED.iter().position(|n| *n == self.theme.name).map_or(0, |i| (i + 1) % BUNDLED.len());
+                let i = BUNDLED
+                    .iter()
+                    .position(|n| *n == self.theme.name)
+                    .map_or(0, |i| (i + 1) % BUNDLED.len());
                 self.set_theme(BUNDLED[i]);
                 self.info(format!("theme {}", self.theme.name));
             }

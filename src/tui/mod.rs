@@ -62,8 +62,15 @@ fn spawn_input(tx: mpsc::UnboundedSender<TermEvent>, paused: Arc<AtomicBool>) {
     });
 }
 
-fn open_editor(terminal: &mut DefaultTerminal, path: &std::path::Path, line: Option<usize>, input_paused: &AtomicBool) -> anyhow::Result<String> {
-    let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
+fn open_editor(
+    terminal: &mut DefaultTerminal,
+    path: &std::path::Path,
+    line: Option<usize>,
+    input_paused: &AtomicBool,
+) -> anyhow::Result<String> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
     input_paused.store(true, Ordering::Release);
     std::thread::sleep(Duration::from_millis(80));
     ratatui::restore();
@@ -146,12 +153,12 @@ async fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Re
             _ = tick.tick() => {
                 ticks += 1;
                 dirty |= app.poll();
-                if ticks % 20 == 0 {
+                if ticks.is_multiple_of(20) {
                     dirty |= app.reload_config(false);
                     dirty |= app.check_theme();
                 }
                 // Clocks and the loading timer move once a second even without events.
-                if ticks % 10 == 0 && (app.run.is_active() || matches!(app.foundation, app::FoundationState::Loading { .. })) {
+                if ticks.is_multiple_of(10) && (app.run.is_active() || matches!(app.foundation, app::FoundationState::Loading { .. })) {
                     dirty = true;
                 }
             }

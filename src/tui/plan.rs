@@ -91,18 +91,37 @@ impl Plan {
         let wants = |m: Method| exp.methods.contains(&m);
         let mut rows = Vec::new();
         if wants(Method::LinearProbe) || wants(Method::Kd) {
-            rows.push(row("linear-probe", "probe", exp.baselines.linear_probe_epochs, s1, Kind::Probe, exp.baselines.linear_probe_lr));
+            rows.push(row(
+                "linear-probe",
+                "probe",
+                exp.baselines.linear_probe_epochs,
+                s1,
+                Kind::Probe,
+                exp.baselines.linear_probe_lr,
+            ));
         }
         if wants(Method::Vp) {
             rows.push(row("vp", "reprogram", exp.stage1.epochs, s1, Kind::Foundation, exp.stage1.lr));
         }
         let peak = exp.distill.stages.iter().map(|s| s.lr).fold(0.0, f64::max);
         if wants(Method::Tdmr) {
-            rows.push(row("tdmr-teacher", "reprogram", exp.stage1.epochs, s1, Kind::Foundation, exp.stage1.lr));
+            rows.push(row(
+                "tdmr-teacher",
+                "reprogram",
+                exp.stage1.epochs,
+                s1,
+                Kind::Foundation,
+                exp.stage1.lr,
+            ));
             for (i, s) in exp.distill.stages.iter().enumerate() {
                 let mut r = row("tdmr", &s.name, s.epochs, s2, Kind::Target, s.lr);
                 r.distill_index = Some(i);
-                r.groups = s.train.iter().map(|g| format!("{g:?}").to_lowercase()).collect::<Vec<_>>().join("+");
+                r.groups = s
+                    .train
+                    .iter()
+                    .map(|g| format!("{g:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join("+");
                 r.weights = format!("a{} k{} c{}", s.weights.align, s.weights.kd, s.weights.ce);
                 rows.push(r);
             }
@@ -177,7 +196,14 @@ impl Plan {
                 ..
             } => {
                 let within = step % steps.max(&1);
-                self.set(method, stage, RowState::Running { epoch: *epoch, step: within + 1 });
+                self.set(
+                    method,
+                    stage,
+                    RowState::Running {
+                        epoch: *epoch,
+                        step: within + 1,
+                    },
+                );
                 if let Some(kind) = self.rows.iter().find(|r| &r.method == method && &r.stage == stage).map(|r| r.kind) {
                     let (n, rate) = self.rate.entry(kind).or_insert((0, 0.0));
                     *n += 1;

@@ -74,7 +74,15 @@ impl Theme {
             warn: Color::Yellow,
             error: Color::Red,
             selection: Color::DarkGray,
-            series: [Color::DarkGray, Color::White, Color::Magenta, Color::LightRed, Color::Blue, Color::Green, Color::Yellow],
+            series: [
+                Color::DarkGray,
+                Color::White,
+                Color::Magenta,
+                Color::LightRed,
+                Color::Blue,
+                Color::Green,
+                Color::Yellow,
+            ],
             monochrome: false,
         };
         // The bundled file is tested to parse; fall back to the table above regardless.

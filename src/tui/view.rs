@@ -99,7 +99,11 @@ fn state_span(app: &App) -> Span<'static> {
 
 fn draw_title(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
-    let file = app.config_file().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let file = app
+        .config_file()
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let line = Line::from(vec![
         Span::styled(" tdmr ", t.accent().add_modifier(Modifier::REVERSED)),
         Span::raw(" "),
@@ -135,7 +139,10 @@ fn banner_lines(app: &App) -> Vec<Line<'static>> {
 }
 
 fn kv(app: &App, key: &str, value: String) -> Line<'static> {
-    Line::from(vec![Span::styled(format!("{key:<8}"), app.theme.muted()), Span::styled(value, app.theme.text())])
+    Line::from(vec![
+        Span::styled(format!("{key:<8}"), app.theme.muted()),
+        Span::styled(value, app.theme.text()),
+    ])
 }
 
 fn draw_foundation(f: &mut Frame, app: &App, area: Rect) {
@@ -163,7 +170,9 @@ fn draw_foundation(f: &mut Frame, app: &App, area: Rect) {
         kv(app, "norm", "imagenet mean/std".into()),
     ];
     f.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: true }).block(block(app, Pane::Foundation, " Foundation ")),
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(block(app, Pane::Foundation, " Foundation ")),
         area,
     );
 }
@@ -177,7 +186,11 @@ fn shorten(s: &str, width: usize) -> String {
     let head = (width - 1) / 2;
     let tail = width - 1 - head;
     let chars: Vec<char> = s.chars().collect();
-    format!("{}…{}", chars[..head].iter().collect::<String>(), chars[n - tail..].iter().collect::<String>())
+    format!(
+        "{}…{}",
+        chars[..head].iter().collect::<String>(),
+        chars[n - tail..].iter().collect::<String>()
+    )
 }
 
 /// A field's value, with its pending (restart) or just-applied (live) change marked.
@@ -215,17 +228,19 @@ fn draw_reprogrammer(f: &mut Frame, app: &App, area: Rect) {
             "stage1",
             format!("lr {:.0e} · {}ep · {:?} · {:?}", s1.lr, s1.epochs, s1.lr_schedule, s1.optimizer).to_lowercase(),
         ),
-        field(app, "distill.temperature", "distill", format!("T {} · {:?} · b{}", d.temperature, d.align_loss, d.batch_size).to_lowercase()),
+        field(
+            app,
+            "distill.temperature",
+            "distill",
+            format!("T {} · {:?} · b{}", d.temperature, d.align_loss, d.batch_size).to_lowercase(),
+        ),
         Line::from(Span::styled("e edit · ✓live applied · ⟳ at restart", app.theme.muted())),
     ];
-    f.render_widget(
-        Paragraph::new(lines).block(block(app, Pane::Reprogrammer, " Reprogrammer ")),
-        area,
-    );
+    f.render_widget(Paragraph::new(lines).block(block(app, Pane::Reprogrammer, " Reprogrammer ")), area);
 }
 
 fn bar(done: usize, total: usize, width: usize) -> String {
-    let filled = if total == 0 { 0 } else { (done * width / total).min(width) };
+    let filled = (done * width).checked_div(total).unwrap_or(0).min(width);
     format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
 }
 
@@ -246,7 +261,10 @@ fn draw_schedule(f: &mut Frame, app: &App, area: Rect) {
         };
         let mut spans = vec![
             Span::styled(format!("{mark} "), style),
-            Span::styled(format!("{}/{}", r.method, r.stage), if r.state == RowState::Pending { t.text() } else { style }),
+            Span::styled(
+                format!("{}/{}", r.method, r.stage),
+                if r.state == RowState::Pending { t.text() } else { style },
+            ),
             Span::styled(format!(" {tail}"), t.muted()),
         ];
         if r.distill_index.is_some() && inner_w >= 60 {
@@ -306,7 +324,9 @@ fn marker(app: &App) -> Marker {
 }
 
 /// Vertical rules at stage starts and live LR changes inside `x`.
-fn rules(app: &App, x: [f64; 2], y: [f64; 2]) -> (Vec<Vec<(f64, f64)>>, Vec<Vec<(f64, f64)>>) {
+type Segments = Vec<Vec<(f64, f64)>>;
+
+fn rules(app: &App, x: [f64; 2], y: [f64; 2]) -> (Segments, Segments) {
     let inside = |v: f64| v > x[0] && v <= x[1];
     let stage = app
         .charts
@@ -345,7 +365,11 @@ fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
     let inner = outer.inner(area);
     f.render_widget(outer, area);
     if c.step_loss.is_empty() {
-        let msg = if app.run.is_active() { "waiting for the first step…" } else { "no training yet: s starts the run" };
+        let msg = if app.run.is_active() {
+            "waiting for the first step…"
+        } else {
+            "no training yet: s starts the run"
+        };
         f.render_widget(Paragraph::new(Span::styled(msg, t.muted())), inner);
         return;
     }
@@ -364,24 +388,55 @@ fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
     let (stage_rules, lr_rules) = rules(app, xb, yb);
     let mut sets = Vec::new();
     for r in &stage_rules {
-        sets.push(Dataset::default().data(r).graph_type(GraphType::Line).marker(Marker::Dot).style(t.muted()));
+        sets.push(
+            Dataset::default()
+                .data(r)
+                .graph_type(GraphType::Line)
+                .marker(Marker::Dot)
+                .style(t.muted()),
+        );
     }
     for r in &lr_rules {
-        sets.push(Dataset::default().data(r).graph_type(GraphType::Line).marker(Marker::Dot).style(t.warn()));
+        sets.push(
+            Dataset::default()
+                .data(r)
+                .graph_type(GraphType::Line)
+                .marker(Marker::Dot)
+                .style(t.warn()),
+        );
     }
     if app.show_raw {
         sets.push(Dataset::default().name("loss").data(&raw).marker(marker(app)).style(t.series(0)));
     }
-    sets.push(Dataset::default().name("ema").data(&ema).graph_type(GraphType::Line).marker(marker(app)).style(t.series(1)));
+    sets.push(
+        Dataset::default()
+            .name("ema")
+            .data(&ema)
+            .graph_type(GraphType::Line)
+            .marker(marker(app))
+            .style(t.series(1)),
+    );
     for (i, (name, pts)) in ["align", "kd", "ce"].iter().zip(&terms).enumerate() {
         if pts.iter().any(|p| p.1 > 0.0) {
-            sets.push(Dataset::default().name(*name).data(pts).graph_type(GraphType::Line).marker(marker(app)).style(t.series(2 + i)));
+            sets.push(
+                Dataset::default()
+                    .name(*name)
+                    .data(pts)
+                    .graph_type(GraphType::Line)
+                    .marker(marker(app))
+                    .style(t.series(2 + i)),
+            );
         }
     }
     let axis_label = |v: f64| Span::styled(format!("{v:.3}"), t.muted());
     let chart = Chart::new(sets)
         .x_axis(Axis::default().bounds(xb).style(t.muted()))
-        .y_axis(Axis::default().bounds(yb).labels([axis_label(yb[0]), axis_label(yb[1])]).style(t.muted()))
+        .y_axis(
+            Axis::default()
+                .bounds(yb)
+                .labels([axis_label(yb[0]), axis_label(yb[1])])
+                .style(t.muted()),
+        )
         .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
         .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(80)));
     f.render_widget(chart, loss_area);
@@ -391,10 +446,30 @@ fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
     let mut acc_sets = Vec::new();
     let (acc_stage, _) = rules(app, xb, [0.0, 1.0]);
     for r in &acc_stage {
-        acc_sets.push(Dataset::default().data(r).graph_type(GraphType::Line).marker(Marker::Dot).style(t.muted()));
+        acc_sets.push(
+            Dataset::default()
+                .data(r)
+                .graph_type(GraphType::Line)
+                .marker(Marker::Dot)
+                .style(t.muted()),
+        );
     }
-    acc_sets.push(Dataset::default().name("train").data(&train).graph_type(GraphType::Line).marker(marker(app)).style(t.series(5)));
-    acc_sets.push(Dataset::default().name("test").data(&test).graph_type(GraphType::Line).marker(marker(app)).style(t.series(6)));
+    acc_sets.push(
+        Dataset::default()
+            .name("train")
+            .data(&train)
+            .graph_type(GraphType::Line)
+            .marker(marker(app))
+            .style(t.series(5)),
+    );
+    acc_sets.push(
+        Dataset::default()
+            .name("test")
+            .data(&test)
+            .graph_type(GraphType::Line)
+            .marker(marker(app))
+            .style(t.series(6)),
+    );
     let last = |s: &Series| s.last.map(|p| pct(p.1)).unwrap_or_else(|| "-".into());
     let acc = Chart::new(acc_sets)
         .x_axis(
@@ -404,7 +479,10 @@ fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
                     Span::styled(format!("step {:.0}", xb[0]), t.muted()),
                     Span::styled(format!("{:.0}", xb[1]), t.muted()),
                 ])
-                .title(Span::styled(format!("train {} test {}", last(&c.train_acc), last(&c.test_acc)), t.text()))
+                .title(Span::styled(
+                    format!("train {} test {}", last(&c.train_acc), last(&c.test_acc)),
+                    t.text(),
+                ))
                 .style(t.muted()),
         )
         .y_axis(
@@ -431,10 +509,17 @@ fn draw_log(f: &mut Frame, app: &App, area: Rect) {
                 Level::Warn => t.warn(),
                 Level::Error => t.error(),
             };
-            Line::from(vec![Span::styled(format!("{} ", clock(l.at_s)), t.muted()), Span::styled(l.text.clone(), style)])
+            Line::from(vec![
+                Span::styled(format!("{} ", clock(l.at_s)), t.muted()),
+                Span::styled(l.text.clone(), style),
+            ])
         })
         .collect();
-    let scrolled = if app.log_scroll > 0 { format!("↑{} ", app.log_scroll) } else { String::new() };
+    let scrolled = if app.log_scroll > 0 {
+        format!("↑{} ", app.log_scroll)
+    } else {
+        String::new()
+    };
     let title = Line::from(vec![Span::raw(" Log "), Span::styled(format!("{scrolled}tab: Runs "), t.muted())]);
     f.render_widget(Paragraph::new(lines).block(block(app, Pane::Log, title)), area);
 }
@@ -445,19 +530,32 @@ fn draw_runs(f: &mut Frame, app: &App, area: Rect) {
     if app.results.is_empty() {
         lines.push(Line::from(Span::styled("no method finished yet", t.muted())));
     } else {
-        lines.push(Line::from(Span::styled(format!("{:<14}{:>8}{:>10}{:>8}", "method", "test", "params", "time"), t.muted())));
+        lines.push(Line::from(Span::styled(
+            format!("{:<14}{:>8}{:>10}{:>8}", "method", "test", "params", "time"),
+            t.muted(),
+        )));
         let best = app.results.iter().map(|r| r.1).fold(f64::MIN, f64::max);
         for (m, acc, params, wall) in &app.results {
-            let style = if *acc == best { t.good().add_modifier(Modifier::BOLD) } else { t.text() };
+            let style = if *acc == best {
+                t.good().add_modifier(Modifier::BOLD)
+            } else {
+                t.text()
+            };
             lines.push(Line::from(Span::styled(
                 format!("{m:<14}{:>8}{:>10}{:>8}", pct(*acc), params, clock(*wall)),
                 style,
             )));
         }
     }
-    lines.push(Line::from(Span::styled(format!("checkpoints ({})", app.checkpoints.len()), t.muted())));
+    lines.push(Line::from(Span::styled(
+        format!("checkpoints ({})", app.checkpoints.len()),
+        t.muted(),
+    )));
     for (m, s, p) in app.checkpoints.iter().rev() {
-        let file = std::path::Path::new(p).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let file = std::path::Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         lines.push(Line::from(Span::styled(format!("  {m}/{s} {file}"), t.text())));
     }
     f.render_widget(Paragraph::new(lines).block(block(app, Pane::Runs, " Runs / checkpoints ")), area);
@@ -506,8 +604,12 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
 }
 
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
-    let [v] = Layout::vertical([Constraint::Length(h.min(area.height))]).flex(Flex::Center).areas(area);
-    let [r] = Layout::horizontal([Constraint::Length(w.min(area.width))]).flex(Flex::Center).areas(v);
+    let [v] = Layout::vertical([Constraint::Length(h.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [r] = Layout::horizontal([Constraint::Length(w.min(area.width))])
+        .flex(Flex::Center)
+        .areas(v);
     r
 }
 
@@ -526,7 +628,12 @@ fn draw_help(f: &mut Frame, app: &App, area: Rect) {
     }
     let key_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(4);
     let help_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(10);
-    let entry = |(k, h): &(String, &str)| vec![Span::styled(format!("{k:>key_w$}  "), t.accent()), Span::styled(format!("{h:<help_w$}"), t.text())];
+    let entry = |(k, h): &(String, &str)| {
+        vec![
+            Span::styled(format!("{k:>key_w$}  "), t.accent()),
+            Span::styled(format!("{h:<help_w$}"), t.text()),
+        ]
+    };
     // Two columns when one does not fit the height (80×24 included).
     let columns = if rows.len() as u16 + 2 > area.height { 2 } else { 1 };
     let per = rows.len().div_ceil(columns);
@@ -567,10 +674,20 @@ fn draw_confirm(f: &mut Frame, app: &App, area: Rect, what: Confirm) {
     f.render_widget(
         Paragraph::new(vec![
             Line::from(Span::styled(q, t.text())),
-            Line::from(vec![Span::styled("y", t.accent()), Span::raw(" yes   "), Span::styled("n", t.accent()), Span::raw(" no")]),
+            Line::from(vec![
+                Span::styled("y", t.accent()),
+                Span::raw(" yes   "),
+                Span::styled("n", t.accent()),
+                Span::raw(" no"),
+            ]),
         ])
         .wrap(Wrap { trim: true })
-        .block(Block::default().borders(Borders::ALL).border_style(t.border(true)).title(Span::styled(" Confirm ", t.title())))
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(t.border(true))
+                .title(Span::styled(" Confirm ", t.title())),
+        )
         .style(Style::default()),
         rect,
     );

@@ -40,7 +40,10 @@ pub fn watch(config: &Path, theme: Option<&Path>, tx: UnboundedSender<Changed>) 
                 // may not exist at this instant (mid-rename).
                 let here = p.parent().map(canonical).zip(p.file_name());
                 for (f, what) in &names {
-                    if here.as_ref().is_some_and(|(dir, name)| Some(dir.as_path()) == f.parent() && Some(*name) == f.file_name()) {
+                    if here
+                        .as_ref()
+                        .is_some_and(|(dir, name)| Some(dir.as_path()) == f.parent() && Some(*name) == f.file_name())
+                    {
                         let _ = tx.send(*what);
                     }
                 }
@@ -51,7 +54,9 @@ pub fn watch(config: &Path, theme: Option<&Path>, tx: UnboundedSender<Changed>) 
     let mut dirs: Vec<PathBuf> = files.iter().filter_map(|(f, _)| f.parent().map(Path::to_path_buf)).collect();
     dirs.dedup();
     for d in dirs {
-        debouncer.watch(&d, RecursiveMode::NonRecursive).map_err(|e| format!("{}: {e}", d.display()))?;
+        debouncer
+            .watch(&d, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("{}: {e}", d.display()))?;
     }
     Ok(Watcher { _debouncer: debouncer })
 }

@@ -18,7 +18,8 @@ pub fn tiny_experiment() -> tdmr::config::Experiment {
 /// The tiny experiment as a file's text, with absolute paths to the bundled data.
 pub fn tiny_text() -> String {
     let quoted = |p: &str| format!("{:?}", root().join(p).display().to_string());
-    TINY.replace("\"@DIGITS@\"", &quoted(DIGITS)).replace("\"@WEIGHTS@\"", &quoted(WEIGHTS))
+    TINY.replace("\"@DIGITS@\"", &quoted(DIGITS))
+        .replace("\"@WEIGHTS@\"", &quoted(WEIGHTS))
 }
 
 const TINY: &str = r#"
