@@ -20,3 +20,11 @@ tmux -L "$sock" resize-window -t cap -x 80 -y 24
 sleep 1
 tmux -L "$sock" capture-pane -p -t cap > docs/screen-80x24.txt
 echo "wrote docs/screen-160x48.txt and docs/screen-80x24.txt"
+# Refresh the copy embedded in README.md.
+python3 - <<'PY'
+import re
+readme = open("README.md").read()
+screen = open("docs/screen-80x24.txt").read().rstrip("\n")
+block = "<!-- screen-80x24 -->\n```text\n" + screen + "\n```\n<!-- /screen-80x24 -->"
+open("README.md", "w").write(re.sub(r"<!-- screen-80x24 -->.*?<!-- /screen-80x24 -->", lambda _: block, readme, flags=re.S))
+PY

@@ -85,9 +85,19 @@ fn workbench_in_tmux_keys_live_edit_bad_edit_and_quit() {
     let tmux = Tmux {
         socket: format!("tdmr-test-{}", std::process::id()),
     };
+    // An "editor" that changes the temperature and exits: `e` must hand it the terminal
+    // and the file, take the terminal back, and apply the change.
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nfor f; do :; done\nsed -i 's/^\\[distill\\]$/[distill]\\ntemperature = 2.0/' \"$f\"\n",
+    )
+    .unwrap();
+    assert!(Command::new("chmod").arg("+x").arg(&editor).status().unwrap().success());
     let shell = format!(
-        "cd {:?} && exec {:?} tui {:?} --out {:?}",
+        "cd {:?} && EDITOR={:?} exec {:?} tui {:?} --out {:?}",
         root(),
+        editor,
         env!("CARGO_BIN_EXE_tdmr"),
         cfg,
         run
@@ -136,6 +146,11 @@ fn workbench_in_tmux_keys_live_edit_bad_edit_and_quit() {
     std::fs::write(&tmp, text.replace("[stage1]\nepochs = 60", "[stage1]\nepochs = 60\nlr = 0.002")).unwrap();
     std::fs::rename(&tmp, &cfg).unwrap();
     tmux.wait(30, "the change applied", |s| s.contains("config applied: stage1.lr"));
+
+    tmux.keys("e");
+    tmux.wait(30, "the editor's change applied", |s| {
+        s.contains("config applied: distill.temperature")
+    });
 
     // SIGUSR1 reloads too.
     assert!(Command::new("kill").args(["-USR1", &pid]).status().unwrap().success());

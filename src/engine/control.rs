@@ -17,6 +17,8 @@ pub struct Control {
     skip_requested: bool,
     save_requested: bool,
     live: Option<crate::config::Experiment>,
+    /// Events a lagging view has not had room for yet (never step events).
+    backlog: std::collections::VecDeque<Event>,
 }
 
 /// What the training loop should do after [`Control::between_steps`].
@@ -35,6 +37,7 @@ impl Control {
             skip_requested: false,
             save_requested: false,
             live: None,
+            backlog: std::collections::VecDeque::new(),
         }
     }
 
@@ -44,8 +47,7 @@ impl Control {
         Ok(())
     }
 
-    /// Record and forward an event. Step events are dropped when the view lags (the
-    /// epoch events carry the same figures); others wait for room, so none is lost.
+    /// Record and forward an event.
     pub fn emit(&mut self, event: Event) {
         if let Some(m) = &mut self.metrics {
             if let Ok(line) = serde_json::to_string(&event) {
@@ -55,15 +57,49 @@ impl Control {
                 }
             }
         }
-        if let Some(tx) = &self.events {
-            let gone = match tx.try_send(event) {
-                Ok(()) => false,
-                Err(TrySendError::Full(e)) if !matches!(e, Event::Step { .. }) => tx.send(e).is_err(),
-                Err(TrySendError::Full(_)) => false,
-                Err(TrySendError::Disconnected(_)) => true,
-            };
-            if gone {
-                // The view went away: keep training and recording, stop sending.
+        let Some(tx) = &self.events else { return };
+        // Never wait for the view: step events are dropped when it lags (the epoch
+        // events carry the same figures); every other event queues here, in order.
+        let mut gone = false;
+        while let Some(e) = self.backlog.pop_front() {
+            match tx.try_send(e) {
+                Ok(()) => {}
+                Err(TrySendError::Full(e)) => {
+                    self.backlog.push_front(e);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if !gone {
+            let step = matches!(event, Event::Step { .. });
+            if !self.backlog.is_empty() {
+                if !step {
+                    self.backlog.push_back(event);
+                }
+            } else {
+                match tx.try_send(event) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(e)) if !step => self.backlog.push_back(e),
+                    Err(TrySendError::Full(_)) => {}
+                    Err(TrySendError::Disconnected(_)) => gone = true,
+                }
+            }
+        }
+        if gone {
+            // The view went away: keep training and recording, stop sending.
+            self.events = None;
+            self.backlog.clear();
+        }
+    }
+
+    /// Hand the view what it had no room for (called when the run ends).
+    pub fn flush(&mut self) {
+        while let (Some(tx), Some(e)) = (&self.events, self.backlog.pop_front()) {
+            if tx.send(e).is_err() {
                 self.events = None;
             }
         }
@@ -129,5 +165,49 @@ impl Control {
         self.skip_requested = false;
         self.save_requested = false;
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(i: usize) -> Event {
+        Event::Step {
+            method: "m".into(),
+            stage: "s".into(),
+            epoch: 1,
+            steps: 1,
+            step: i,
+            loss: 1.0,
+            lr: 0.1,
+            images: 1,
+            wall_s: 0.0,
+            data_wait_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_view_that_does_not_read_never_blocks_the_engine_and_loses_no_event_but_steps() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let mut ctl = Control::new(None, Some(tx));
+        for i in 0..50 {
+            ctl.emit(step(i));
+            ctl.emit(Event::Log { message: format!("{i}") });
+        }
+        // Every emit returned without a reader; now the view catches up.
+        let reader = std::thread::spawn(move || rx.iter().collect::<Vec<Event>>());
+        ctl.flush();
+        drop(ctl);
+        let got = reader.join().unwrap();
+        let logs: Vec<String> = got
+            .iter()
+            .filter_map(|e| match e {
+                Event::Log { message } => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(logs, (0..50).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert!(got.iter().filter(|e| matches!(e, Event::Step { .. })).count() < 50);
     }
 }

@@ -42,7 +42,7 @@ pub struct MethodResult {
 pub type Summary = std::collections::BTreeMap<String, MethodResult>;
 
 /// Everything the engine reports. Serialised one per line into `metrics.jsonl`; fields
-/// named `wall_s` and `images_per_s` are timings, everything else is deterministic.
+/// named `wall_s`, `images_per_s` and `data_wait_s` are timings, everything else is deterministic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {

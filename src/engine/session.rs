@@ -121,6 +121,8 @@ pub fn run_blocking(
     if let Err(e) = &result {
         ctl.emit(Event::Failed { message: e.to_string() });
     }
+    // The final events must reach the view: here, and only here, wait for room.
+    ctl.flush();
     result
 }
 

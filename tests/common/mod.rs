@@ -80,7 +80,7 @@ pub fn without_timings(jsonl: &str) -> Vec<serde_json::Value> {
 fn strip(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
-            for k in ["wall_s", "images_per_s", "run_dir", "path"] {
+            for k in ["wall_s", "images_per_s", "data_wait_s", "run_dir", "path"] {
                 m.remove(k);
             }
             m.values_mut().for_each(strip);
