@@ -138,13 +138,6 @@ fn banner_lines(app: &App) -> Vec<Line<'static>> {
     v
 }
 
-fn kv(app: &App, key: &str, value: String) -> Line<'static> {
-    Line::from(vec![
-        Span::styled(format!("{key:<8}"), app.theme.muted()),
-        Span::styled(value, app.theme.text()),
-    ])
-}
-
 fn draw_foundation(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let fd = &app.exp.foundation;
@@ -159,22 +152,35 @@ fn draw_foundation(f: &mut Frame, app: &App, area: Rect) {
         ),
         FoundationState::Loaded(i) => (
             Span::styled(format!("✓ {}", i.variant), t.good()),
-            format!(" · {:.2}M · d {}", i.params as f64 / 1e6, i.feature_dim),
+            format!(" · {:.2}M · d{}", i.params as f64 / 1e6, i.feature_dim),
         ),
         FoundationState::Failed(e) => (Span::styled(format!("✗ {e}"), t.error()), String::new()),
     };
+    // Labels only where they fit beside the values (not at 80 columns).
+    let labelled = area.width >= 40;
+    let label = |k: &str| {
+        if labelled {
+            Span::styled(format!("{k:<8}"), t.muted())
+        } else {
+            Span::raw("")
+        }
+    };
+    let width = if labelled { width } else { area.width.saturating_sub(2) as usize };
     let lines = vec![
-        kv(app, "file", shorten(&name, width)),
-        Line::from(vec![Span::styled(format!("{:<8}", "family"), t.muted()), family]),
-        kv(app, "input", format!("{}²{sizes}", fd.image_size)),
-        kv(app, "norm", "imagenet mean/std".into()),
+        Line::from(vec![label("file"), Span::styled(shorten(&name, width), t.text())]),
+        Line::from(vec![label("family"), family]),
+        Line::from(vec![
+            label("input"),
+            Span::styled(format!("{}² in{sizes}", fd.image_size), t.text()),
+        ]),
+        Line::from(vec![label("norm"), Span::styled("imagenet mean/std", t.text())]),
     ];
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: true })
-            .block(block(app, Pane::Foundation, " Foundation ")),
-        area,
-    );
+    let mut p = Paragraph::new(lines).block(block(app, Pane::Foundation, " Foundation "));
+    // An error message is worth its wrapped lines.
+    if matches!(app.foundation, FoundationState::Failed(_)) {
+        p = p.wrap(Wrap { trim: true });
+    }
+    f.render_widget(p, area);
 }
 
 /// `long-file-na…tensors`: keep both ends of a name that does not fit.
@@ -565,9 +571,10 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let c = &app.charts;
     // The run state is in the title bar; this line is for figures.
-    let mut parts = Vec::new();
     let sep = || Span::styled(" · ", t.muted());
+    let mut parts = vec![Span::styled("? keys", t.accent())];
     if let Some(r) = app.plan.running() {
+        parts.push(sep());
         parts.push(Span::styled(format!("{}/{}", r.method, r.stage), t.text()));
     }
     if app.run.is_active() {
@@ -589,17 +596,11 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
         parts.push(Span::styled(format!("eta stage {stage} run {run}"), t.text()));
     }
     if let Some(e) = app.elapsed_s() {
-        if !parts.is_empty() {
-            parts.push(sep());
-        }
+        parts.push(sep());
         parts.push(Span::styled(format!("⏱ {}", clock(e)), t.muted()));
     }
-    if !parts.is_empty() {
-        parts.push(sep());
-    }
-    parts.push(Span::styled(app.device.clone(), t.muted()));
     parts.push(sep());
-    parts.push(Span::styled("? keys", t.accent()));
+    parts.push(Span::styled(app.device.clone(), t.muted()));
     f.render_widget(Paragraph::new(Line::from(parts)), area);
 }
 
