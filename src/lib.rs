@@ -6,6 +6,7 @@
 //! README for the method; the engine is headless and talks through [`engine::Event`]
 //! and [`engine::Command`].
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod distill;

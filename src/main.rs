@@ -32,6 +32,51 @@ enum Cmd {
     Run(RunArgs),
     /// Open the terminal workbench on an experiment (the default with no subcommand).
     Tui(TuiArgs),
+    /// Images/s of the workloads that dominate a run, on the chosen device.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Foundation precision for its workloads: f32, or bf16 (CUDA).
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    /// The foundation checkpoint to time.
+    #[arg(long, default_value = "sample-data/foundation/efficientnet-lite0.safetensors")]
+    weights: PathBuf,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let (device, why) = tdmr::engine::session::select_device(&args.device)?;
+    if let Some(why) = why {
+        eprintln!("{why}");
+    }
+    let dtype = match args.precision.as_str() {
+        "f32" => candle_core::DType::F32,
+        "bf16" if !device.is_cpu() => candle_core::DType::BF16,
+        "bf16" => anyhow::bail!("--precision bf16 is for CUDA; the CPU computes in f32"),
+        other => anyhow::bail!("--precision {other}: expected f32 or bf16"),
+    };
+    let name = if device.is_cpu() { "cpu" } else { "cuda" };
+    let figures = tdmr::bench::run(&device, &args.weights, dtype)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "device": name, "figures": figures, "peak_rss_mib": tdmr::bench::peak_rss_mib() })
+        );
+    } else {
+        print!("{}", tdmr::bench::table(name, &figures));
+        if let Some(m) = tdmr::bench::peak_rss_mib() {
+            println!("peak resident memory: {m:.0} MiB");
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -51,6 +96,17 @@ struct TuiArgs {
     /// Start training at once instead of waiting for `s`.
     #[arg(long)]
     start: bool,
+    /// cpu, cuda, cuda:N or auto (overrides `device` in the file).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// `--device D` is `--set device=D`, so it survives the workbench's reloads too.
+fn with_device(mut set: Vec<String>, device: Option<String>) -> Vec<String> {
+    if let Some(d) = device {
+        set.push(format!("device=\"{d}\""));
+    }
+    set
 }
 
 /// `themes/` of the working directory, else the one next to the sources.
@@ -73,6 +129,7 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
             out: args.out,
             set: args.set,
             json: false,
+            device: args.device,
         });
     }
     let options = tdmr::tui::Options {
@@ -81,7 +138,7 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
         theme: args.theme,
         no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
     };
-    tdmr::tui::run(args.config, args.set, options, args.start)
+    tdmr::tui::run(args.config, with_device(args.set, args.device), options, args.start)
 }
 
 #[derive(clap::Args)]
@@ -104,6 +161,9 @@ struct RunArgs {
     /// Print every event as a JSON line instead of the readable progress lines.
     #[arg(long)]
     json: bool,
+    /// cpu, cuda, cuda:N or auto (overrides `device` in the file).
+    #[arg(long)]
+    device: Option<String>,
 }
 
 fn pct(x: f64) -> String {
@@ -151,10 +211,12 @@ fn print_event(e: &Event, json: bool) {
             train_acc,
             test_acc,
             images_per_s,
+            gpu_memory_mib,
         } => {
             let test = test_acc.map(pct).unwrap_or_else(|| "   -  ".into());
+            let gpu = gpu_memory_mib.map(|m| format!(" GPU {:.1} GiB", m / 1024.0)).unwrap_or_default();
             println!(
-                "[{method}/{stage}] epoch {epoch:>3}/{epochs:<3} loss {:.4} (align {:.4} kd {:.4} ce {:.4}) lr {lr:.2e} train {} test {test} {images_per_s:7.1} img/s",
+                "[{method}/{stage}] epoch {epoch:>3}/{epochs:<3} loss {:.4} (align {:.4} kd {:.4} ce {:.4}) lr {lr:.2e} train {} test {test} {images_per_s:7.1} img/s{gpu}",
                 loss.total, loss.align, loss.kd, loss.ce, pct(*train_acc)
             );
         }
@@ -204,7 +266,8 @@ fn run_one(exp: Experiment, out: Option<PathBuf>, json: bool) -> anyhow::Result<
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut exp = Experiment::load(&args.config, &args.set)?;
+    let set = with_device(args.set, args.device);
+    let mut exp = Experiment::load(&args.config, &set)?;
     if let Some(seed) = args.seed {
         exp.seed = seed;
     }
@@ -249,12 +312,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Cmd::Run(args)) => run(args),
         Some(Cmd::Tui(args)) => tui(args),
+        Some(Cmd::Bench(args)) => bench(args),
         None => tui(TuiArgs {
             config: DEFAULT_EXPERIMENT.into(),
             theme: None,
             out: None,
             set: Vec::new(),
             start: true,
+            device: None,
         })
         .context("running the default experiment (sample-data/experiments/digits.toml) from the repository root"),
     };

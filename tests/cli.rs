@@ -39,6 +39,20 @@ fn bad_inputs_are_clear_errors() {
 
     let (ok, text) = tdmr(&["run", "/nonexistent/exp.toml"]);
     assert!(!ok && text.contains("/nonexistent/exp.toml"), "{text}");
+
+    let (ok, text) = tdmr(&["run", "--set", "precision=\"fp8\""]);
+    assert!(!ok && text.contains("precision") && text.contains("fp8"), "{text}");
+
+    let (ok, text) = tdmr(&["run", "--device", "gpu"]);
+    assert!(!ok && text.contains("device") && text.contains("cpu, cuda, cuda:N, auto"), "{text}");
+
+    // A CPU-only build asked for CUDA says how to get a CUDA build.
+    if !cfg!(feature = "cuda") {
+        for cmd in [&["run", "--device", "cuda"][..], &["bench", "--device", "cuda:1"][..]] {
+            let (ok, text) = tdmr(cmd);
+            assert!(!ok && text.contains("built without CUDA") && text.contains("scripts/build-cuda.sh"), "{text}");
+        }
+    }
 }
 
 #[test]

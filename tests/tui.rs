@@ -154,6 +154,7 @@ fn fake_engine(stages: Vec<(&'static str, &'static str, usize)>, steps: usize) -
                     train_acc: acc,
                     test_acc: Some(acc - 0.05),
                     images_per_s: 8000.0,
+                    gpu_memory_mib: None,
                 });
             }
         }

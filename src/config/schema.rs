@@ -82,12 +82,22 @@ pub enum Group {
     Head,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    Bf16,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Experiment {
     pub name: String,
     pub seed: u64,
     pub device: String,
+    /// `f32`, or `bf16` for the frozen foundation model's forward and backward on CUDA
+    /// (trained parameters stay f32). On CPU the foundation always computes in f32.
+    pub precision: Precision,
     pub methods: Vec<Method>,
     pub data: Data,
     pub foundation: Foundation,
@@ -227,6 +237,7 @@ impl Default for Experiment {
             name: "digits-tdmr".into(),
             seed: 0,
             device: "auto".into(),
+            precision: Precision::F32,
             methods: vec![Method::Scratch, Method::LinearProbe, Method::Vp, Method::Kd, Method::Tdmr],
             data: Data::default(),
             foundation: Foundation::default(),
@@ -487,6 +498,9 @@ impl Experiment {
         }
         if self.methods.is_empty() {
             return err("methods", "names no method".into());
+        }
+        if let Err(msg) = crate::engine::session::check_device_spec(&self.device) {
+            return err("device", msg);
         }
         Ok(())
     }

@@ -91,6 +91,9 @@ pub enum Event {
         train_acc: f64,
         test_acc: Option<f64>,
         images_per_s: f64,
+        /// Device memory in use on CUDA (MiB); absent on the CPU.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gpu_memory_mib: Option<f64>,
     },
     StageSkipped {
         method: String,

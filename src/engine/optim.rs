@@ -35,6 +35,11 @@ impl Optimizer {
         }
     }
 
+    /// Where the parameters live (`None` for an empty optimiser).
+    pub fn device(&self) -> Option<&candle_core::Device> {
+        self.vars.first().map(|v| v.device())
+    }
+
     pub fn param_count(&self) -> usize {
         self.vars.iter().map(|v| v.elem_count()).sum()
     }

@@ -47,7 +47,14 @@ impl RunDir {
     pub fn create(out: Option<&Path>, name: &str) -> Result<Self> {
         let root = match out {
             Some(p) => p.to_path_buf(),
-            None => PathBuf::from("runs").join(format!("{name}-{}", timestamp())),
+            None => {
+                // Two runs started within the same second get `-2`, `-3`...
+                let base = PathBuf::from("runs").join(format!("{name}-{}", timestamp()));
+                (1..)
+                    .map(|k| if k == 1 { base.clone() } else { PathBuf::from(format!("{}-{k}", base.display())) })
+                    .find(|p| !p.exists())
+                    .unwrap_or(base)
+            }
         };
         // Never write over a finished or interrupted run.
         for existing in ["metrics.jsonl", "summary.json"] {

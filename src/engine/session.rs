@@ -6,14 +6,14 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use super::control::Control;
 use super::events::{Command, Event, Summary};
 use super::methods::Lab;
 use super::report;
 use super::run_dir::{write_text_atomic, RunDir};
-use crate::config::{EvalOn, Experiment};
+use crate::config::{EvalOn, Experiment, Precision};
 use crate::data::{Digits, ViewSet};
 use crate::models::efficientnet_lite::EfficientNetLite;
 use crate::{Error, Result};
@@ -21,27 +21,76 @@ use crate::{Error, Result};
 /// Events the view has not read yet; step events beyond this are dropped.
 const EVENT_BUFFER: usize = 1024;
 
-/// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when built with it and present, else CPU).
-pub fn select_device(spec: &str) -> Result<Device> {
+/// Whether `spec` names a device this build can use (checked before a run starts, so a
+/// bad device never leaves a half-made run directory behind).
+pub fn check_device_spec(spec: &str) -> std::result::Result<(), String> {
+    let cuda = spec == "cuda" || spec.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+    if spec != "cpu" && spec != "auto" && !cuda {
+        return Err(format!("`{spec}` is not one of cpu, cuda, cuda:N, auto"));
+    }
+    if cuda && !cfg!(feature = "cuda") {
+        return Err(format!(
+            "`{spec}`: this tdmr was built without CUDA. Build one with scripts/build-cuda.sh \
+             (or `cargo build --release --features cuda` where CUDA is installed), or use device = \"cpu\""
+        ));
+    }
+    Ok(())
+}
+
+/// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when built with it and a GPU answers, else
+/// CPU). The second value says why `auto` chose what it chose.
+pub fn select_device(spec: &str) -> Result<(Device, Option<String>)> {
+    let built = cfg!(feature = "cuda");
+    let cuda = |n: usize| -> Result<Device> {
+        if !built {
+            return Err(Error::config(
+                "device",
+                format!(
+                    "`{spec}`: this tdmr was built without CUDA. Build one with scripts/build-cuda.sh \
+                     (or `cargo build --release --features cuda` where CUDA is installed), or use device = \"cpu\""
+                ),
+            ));
+        }
+        Device::new_cuda(n).map_err(|e| Error::config("device", format!("`{spec}`: CUDA device {n} is not available: {e}")))
+    };
     match spec {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let n = s
-                .strip_prefix("cuda:")
-                .map(|n| n.parse::<usize>())
-                .transpose()
-                .map_err(|_| Error::config("device", format!("`{s}`: expected cuda:N")))?;
-            Device::new_cuda(n.unwrap_or(0)).map_err(|e| Error::config("device", format!("`{s}` is not available: {e}")))
+        "cpu" => Ok((Device::Cpu, None)),
+        "auto" if !built => Ok((Device::Cpu, Some("auto: this build has no CUDA support; using the CPU".into()))),
+        "auto" => match Device::new_cuda(0) {
+            Ok(d) => Ok((d, Some("auto: using CUDA device 0".into()))),
+            Err(e) => Ok((Device::Cpu, Some(format!("auto: no CUDA device answered ({e}); using the CPU")))),
+        },
+        "cuda" => Ok((cuda(0)?, None)),
+        s if s.starts_with("cuda:") => {
+            let n = s[5..]
+                .parse::<usize>()
+                .map_err(|_| Error::config("device", format!("`{s}`: expected cuda:N, e.g. cuda:0")))?;
+            Ok((cuda(n)?, None))
         }
         other => Err(Error::config("device", format!("`{other}` is not one of cpu, cuda, cuda:N, auto"))),
     }
 }
 
+/// Device memory in use (MiB) on a CUDA device; `None` on the CPU.
+#[cfg(feature = "cuda")]
+pub fn gpu_memory_mib(device: &Device) -> Option<f64> {
+    use candle_core::cuda_backend::cudarc::driver::result;
+    let Device::Cuda(d) = device else { return None };
+    d.cuda_stream().context().bind_to_thread().ok()?;
+    let (free, total) = result::mem_get_info().ok()?;
+    Some(total.saturating_sub(free) as f64 / (1024.0 * 1024.0))
+}
+
+/// Device memory in use (MiB) on a CUDA device; `None` on the CPU.
+#[cfg(not(feature = "cuda"))]
+pub fn gpu_memory_mib(_device: &Device) -> Option<f64> {
+    None
+}
+
 /// Run the whole experiment into `run`, reporting through `ctl`.
 pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Result<Summary> {
     let started = Instant::now();
-    let device = select_device(&exp.device)?;
+    let (device, why) = select_device(&exp.device)?;
     write_text_atomic(&run.file("config.toml"), &exp.to_toml())?;
     ctl.emit(Event::RunStarted {
         name: exp.name.clone(),
@@ -54,6 +103,9 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
             Device::Cpu => "cpu".into(),
         },
     });
+    if let Some(why) = why {
+        ctl.emit(Event::Log { message: why });
+    }
     let data = Digits::load(&exp.data_path())?;
     let split = data.split(exp.data.k)?;
     let eval_rows = match exp.data.eval_on {
@@ -67,7 +119,19 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
         EvalOn::Validation => &split.validation,
     };
     let fpath = exp.foundation_path();
-    let foundation = EfficientNetLite::load(&fpath, &device)?;
+    let mut foundation = EfficientNetLite::load(&fpath, &device)?;
+    if exp.precision == Precision::Bf16 {
+        if device.is_cpu() {
+            ctl.emit(Event::Log {
+                message: "precision = \"bf16\" applies on CUDA; the CPU computes the foundation in f32".into(),
+            });
+        } else {
+            foundation = foundation.to_dtype(DType::BF16)?;
+            ctl.emit(Event::Log {
+                message: "foundation in bf16 (trained parameters stay f32)".into(),
+            });
+        }
+    }
     ctl.emit(Event::FoundationLoaded {
         path: fpath.display().to_string(),
         variant: foundation.variant().into(),

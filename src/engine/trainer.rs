@@ -249,6 +249,7 @@ pub fn train_stage(
             train_acc: correct as f64 / n,
             test_acc: if evaluated { test_acc } else { None },
             images_per_s: n / elapsed.max(1e-9),
+            gpu_memory_mib: opt.device().and_then(super::session::gpu_memory_mib),
         });
     }
     Ok(StageOutcome {

@@ -200,10 +200,14 @@ impl EfficientNetLite {
         self.forwards.load(Ordering::Relaxed)
     }
 
-    /// Pooled features `[B, d_F]` of a normalised `[B, 3, H, W]` input.
+    /// Pooled features `[B, d_F]` of a normalised `[B, 3, H, W]` input, in the input's
+    /// dtype: a bf16 network takes f32 in and gives f32 back (gradients flow through the
+    /// casts), so only the frozen network's arithmetic is in bf16.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
         self.forwards.fetch_add(1, Ordering::Relaxed);
-        let mut x = ops::conv2d_same_tf(x, &self.stem, 2)?;
+        let io = x.dtype();
+        let x = x.to_dtype(self.stem.dtype())?;
+        let mut x = ops::conv2d_same_tf(&x, &self.stem, 2)?;
         x = relu6(&x.broadcast_add(&self.stem_shift.reshape((1, (), 1, 1))?)?)?;
         for b in &self.blocks {
             let input = x.clone();
@@ -218,7 +222,7 @@ impl EfficientNetLite {
             }
         }
         x = relu6(&ops::pointwise_conv(&x, &self.head.0, Some(&self.head.1))?)?;
-        Ok(x.mean((2, 3))?)
+        Ok(x.to_dtype(io)?.mean((2, 3))?)
     }
 
     /// ImageNet logits from pooled features (the checkpoint's own classifier).

@@ -8,10 +8,56 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
+/// The direct kernel on CPU (f32, f64); elsewhere (CUDA, bf16) [`depthwise_conv2d_taps`].
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() || !matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
+        return depthwise_conv2d_taps(x, w, stride);
+    }
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     x.apply_op2(&w, DepthwiseFwd { stride })
+}
+
+/// Rows `start, start + s, …` (`n` of them) of `x` along `dim`, from plain narrows and
+/// reshapes (so autograd differentiates it on any device).
+fn strided(x: &Tensor, dim: usize, start: usize, n: usize, s: usize) -> candle_core::Result<Tensor> {
+    if s == 1 {
+        return x.narrow(dim, start, n);
+    }
+    let avail = x.dim(dim)? - start;
+    let x = if avail < n * s { x.pad_with_zeros(dim, 0, n * s - avail)? } else { x.clone() };
+    let v = x.narrow(dim, start, n * s)?;
+    let mut shape = v.dims().to_vec();
+    shape[dim] = n;
+    shape.insert(dim + 1, s);
+    v.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+}
+
+/// The same convolution as a sum of K² shifted, per-channel-scaled views: no custom
+/// kernel, so it runs on every device and dtype candle has (CUDA, bf16) and its
+/// gradients come from candle's verified elementwise ops. Why not candle's grouped
+/// conv2d: its backward is O(C²·H·W) in time and memory.
+pub fn depthwise_conv2d_taps(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    let (_, c, h, wd) = x.dims4()?;
+    let (cw, one, k, k2) = w.dims4()?;
+    if cw != c || one != 1 || k != k2 || h < k || wd < k {
+        candle_core::bail!("depthwise_conv2d: x {:?} vs w {:?}", x.dims(), w.dims())
+    }
+    let (ho, wo) = ((h - k) / stride + 1, (wd - k) / stride + 1);
+    let mut acc: Option<Tensor> = None;
+    for ky in 0..k {
+        let rows = strided(x, 2, ky, ho, stride)?;
+        for kx in 0..k {
+            let tap = strided(&rows, 3, kx, wo, stride)?;
+            let wk = w.narrow(2, ky, 1)?.narrow(3, kx, 1)?.reshape((1, c, 1, 1))?;
+            let t = tap.broadcast_mul(&wk)?;
+            acc = Some(match acc {
+                Some(a) => (a + t)?,
+                None => t,
+            });
+        }
+    }
+    acc.ok_or_else(|| candle_core::Error::Msg("depthwise_conv2d: empty kernel".into()))
 }
 
 /// f32 for training, f64 for gradient checks.

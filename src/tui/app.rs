@@ -139,6 +139,8 @@ pub struct Charts {
     pub lr: f64,
     pub images_per_s: Ema,
     pub wait_share: Ema,
+    /// Device memory in use on CUDA, from the last epoch.
+    pub gpu_memory_mib: Option<f64>,
 }
 
 impl Default for Charts {
@@ -159,6 +161,7 @@ impl Default for Charts {
             lr: 0.0,
             images_per_s: Ema::new(0.8),
             wait_share: Ema::new(0.8),
+            gpu_memory_mib: None,
         }
     }
 }

@@ -601,6 +601,9 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
     }
     parts.push(sep());
     parts.push(Span::styled(app.device.clone(), t.muted()));
+    if let Some(m) = c.gpu_memory_mib {
+        parts.push(Span::styled(format!(" {:.1} GiB", m / 1024.0), t.muted()));
+    }
     f.render_widget(Paragraph::new(Line::from(parts)), area);
 }
 
