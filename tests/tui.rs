@@ -216,6 +216,11 @@ fn scripted_engine_timeline_charts_pause_skip_and_bad_config() {
         assert!(s.contains("img/s"), "{w}×{h}: throughput in the status line:\n{s}");
     }
 
+    // Tiny or odd terminals never panic (SSH windows get resized to anything).
+    for (w, h) in [(20, 5), (40, 12), (79, 23), (300, 90), (1, 1)] {
+        screen(&app, w, h);
+    }
+
     // Pause: the state says so and no step arrives any more.
     press(&mut app, ' ');
     pump(&mut app, 5, "paused", |a| a.run == RunState::Paused);
@@ -271,6 +276,7 @@ fn keys_overlays_zoom_and_focus() {
             assert!(s.contains(b.help), "{w}×{h}: help lacks `{}`:\n{s}", b.help);
         }
     }
+    screen(&app, 20, 5);
     press(&mut app, 'j'); // any key closes the help
     assert!(!screen(&app, 80, 24).contains("any key closes"));
     app.on_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
