@@ -11,6 +11,12 @@ out=${1:?usage: scripts/gpu-check.sh OUT_DIR}
 mkdir -p "$out"
 bin=${TDMR_BIN:-target-cuda/release/tdmr}
 exec > >(tee "$out/gpu-check.log") 2>&1
+# What travels is target-cuda/tdmr-cuda.xz (the tree's size limit); unpack it once.
+if [ ! -x "$bin" ] && [ -f target-cuda/tdmr-cuda.xz ]; then
+    mkdir -p "$(dirname "$bin")"
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+        target-cuda/tdmr-cuda.xz "$bin" && chmod +x "$bin"
+fi
 
 # The binary links CUDA 13's cuBLAS, cuRAND and NVRTC: take them from the machine's
 # PyTorch wheels (nvidia-*), unless LD_LIBRARY_PATH already provides them.

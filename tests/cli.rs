@@ -50,7 +50,10 @@ fn bad_inputs_are_clear_errors() {
     if !cfg!(feature = "cuda") {
         for cmd in [&["run", "--device", "cuda"][..], &["bench", "--device", "cuda:1"][..]] {
             let (ok, text) = tdmr(cmd);
-            assert!(!ok && text.contains("built without CUDA") && text.contains("scripts/build-cuda.sh"), "{text}");
+            assert!(
+                !ok && text.contains("built without CUDA") && text.contains("scripts/build-cuda.sh"),
+                "{text}"
+            );
         }
     }
 }

@@ -51,7 +51,13 @@ impl RunDir {
                 // Two runs started within the same second get `-2`, `-3`...
                 let base = PathBuf::from("runs").join(format!("{name}-{}", timestamp()));
                 (1..)
-                    .map(|k| if k == 1 { base.clone() } else { PathBuf::from(format!("{}-{k}", base.display())) })
+                    .map(|k| {
+                        if k == 1 {
+                            base.clone()
+                        } else {
+                            PathBuf::from(format!("{}-{k}", base.display()))
+                        }
+                    })
                     .find(|p| !p.exists())
                     .unwrap_or(base)
             }

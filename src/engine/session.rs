@@ -21,6 +21,11 @@ use crate::{Error, Result};
 /// Events the view has not read yet; step events beyond this are dropped.
 const EVENT_BUFFER: usize = 1024;
 
+/// candle's CUDA errors carry a backtrace after the message: keep the message.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().trim().to_string()
+}
+
 /// Whether `spec` names a device this build can use (checked before a run starts, so a
 /// bad device never leaves a half-made run directory behind).
 pub fn check_device_spec(spec: &str) -> std::result::Result<(), String> {
@@ -51,14 +56,17 @@ pub fn select_device(spec: &str) -> Result<(Device, Option<String>)> {
                 ),
             ));
         }
-        Device::new_cuda(n).map_err(|e| Error::config("device", format!("`{spec}`: CUDA device {n} is not available: {e}")))
+        Device::new_cuda(n).map_err(|e| Error::config("device", format!("`{spec}`: CUDA device {n} is not available: {}", first_line(&e))))
     };
     match spec {
         "cpu" => Ok((Device::Cpu, None)),
         "auto" if !built => Ok((Device::Cpu, Some("auto: this build has no CUDA support; using the CPU".into()))),
         "auto" => match Device::new_cuda(0) {
             Ok(d) => Ok((d, Some("auto: using CUDA device 0".into()))),
-            Err(e) => Ok((Device::Cpu, Some(format!("auto: no CUDA device answered ({e}); using the CPU")))),
+            Err(e) => Ok((
+                Device::Cpu,
+                Some(format!("auto: no CUDA device answered ({}); using the CPU", first_line(&e))),
+            )),
         },
         "cuda" => Ok((cuda(0)?, None)),
         s if s.starts_with("cuda:") => {

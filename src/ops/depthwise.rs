@@ -25,7 +25,11 @@ fn strided(x: &Tensor, dim: usize, start: usize, n: usize, s: usize) -> candle_c
         return x.narrow(dim, start, n);
     }
     let avail = x.dim(dim)? - start;
-    let x = if avail < n * s { x.pad_with_zeros(dim, 0, n * s - avail)? } else { x.clone() };
+    let x = if avail < n * s {
+        x.pad_with_zeros(dim, 0, n * s - avail)?
+    } else {
+        x.clone()
+    };
     let v = x.narrow(dim, start, n * s)?;
     let mut shape = v.dims().to_vec();
     shape[dim] = n;
