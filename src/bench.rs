@@ -50,7 +50,7 @@ fn time(device: &Device, batch: usize, mut step: impl FnMut() -> Result<()>) -> 
 
 fn input(device: &Device, batch: usize, size: usize, seed: u64) -> Result<Tensor> {
     let mut p = Params::new(device, seed);
-    Ok(p.uniform("x", &[batch, 3, size, size], 3)?)
+    p.uniform("x", &[batch, 3, size, size], 3)
 }
 
 /// Every workload; `foundation` is the checkpoint to time, `dtype` its precision.
