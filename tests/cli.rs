@@ -71,3 +71,19 @@ fn without_a_terminal_the_workbench_runs_headless() {
     assert!(text.contains("== tdmr: test"), "readable progress lines, not a dump:\n{text}");
     assert!(out.join("report.md").is_file() && out.join("summary.json").is_file());
 }
+
+#[test]
+fn bench_reports_every_workload() {
+    let (ok, text) = tdmr(&["bench", "--device", "cpu", "--json"]);
+    assert!(ok, "{text}");
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(v["device"], "cpu");
+    let figures = v["figures"].as_array().unwrap();
+    assert_eq!(figures.len(), 3, "{v}");
+    for f in figures {
+        assert!(f["images_per_s"].as_f64().unwrap() > 0.0 && f["iterations"].as_u64().unwrap() >= 2, "{f}");
+    }
+    assert!(figures[2]["workload"].as_str().unwrap().contains("backward to the input"));
+    let (ok, text) = tdmr(&["bench", "--device", "cpu", "--precision", "bf16"]);
+    assert!(!ok && text.contains("bf16") && text.contains("CUDA"), "{text}");
+}
