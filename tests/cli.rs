@@ -81,7 +81,10 @@ fn bench_reports_every_workload() {
     let figures = v["figures"].as_array().unwrap();
     assert_eq!(figures.len(), 3, "{v}");
     for f in figures {
-        assert!(f["images_per_s"].as_f64().unwrap() > 0.0 && f["iterations"].as_u64().unwrap() >= 2, "{f}");
+        assert!(
+            f["images_per_s"].as_f64().unwrap() > 0.0 && f["iterations"].as_u64().unwrap() >= 2,
+            "{f}"
+        );
     }
     assert!(figures[2]["workload"].as_str().unwrap().contains("backward to the input"));
     let (ok, text) = tdmr(&["bench", "--device", "cpu", "--precision", "bf16"]);

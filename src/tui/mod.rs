@@ -3,6 +3,7 @@
 //! keys, file changes and signals into commands.
 
 pub mod app;
+pub mod charts;
 pub mod keymap;
 pub mod plan;
 pub mod series;
