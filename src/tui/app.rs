@@ -378,8 +378,8 @@ impl App {
     fn stop_session(&mut self) {
         if let Some(s) = self.session.take() {
             let _ = s.commands.send(Command::Abort);
-            // Keep draining its events on the engine's side: dropping the receiver
-            // makes the engine stop sending, never block.
+            // Dropping the event receiver makes the engine stop sending (it never
+            // blocks on a view); Abort stops it at its next step.
             self.stopping.push(s.handle);
         }
     }
@@ -433,36 +433,31 @@ impl App {
             }
         }
         let mut events = Vec::new();
+        let mut finished = false;
         if let Some(s) = &self.session {
-            loop {
+            // Bounded per poll so a flood of events cannot starve the keyboard.
+            while events.len() < 4096 {
                 match s.events.try_recv() {
                     Ok(e) => events.push(e),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
-                        events.push(Event::Log {
-                            message: "engine thread finished".into(),
-                        });
+                        finished = true;
                         break;
                     }
                 }
-                if events.len() > 4096 {
-                    break;
-                }
             }
         }
-        let ended = events
-            .iter()
-            .any(|e| matches!(e, Event::Log { message } if message == "engine thread finished"));
-        changed |= !events.is_empty();
+        changed |= !events.is_empty() || finished;
         for e in events {
             self.on_engine(e);
         }
-        if ended {
+        if finished {
             if let Some(s) = self.session.take() {
                 self.stopping.push(s.handle);
             }
             if self.run.is_active() {
                 self.run = RunState::Failed("the engine stopped without a final event".into());
+                self.error("the engine thread stopped without a final event");
             }
         }
         changed
