@@ -50,6 +50,11 @@ fn default_experiment_parses() {
     assert_eq!(e.distill.stages.len(), 3);
     assert_eq!(e.distill.stages[0].weights.ce, 0.0);
     assert!(e.foundation_path().exists());
+    // The quick look stays a complete experiment: every method, the same three stages.
+    let q = Experiment::load(&root().join("sample-data/experiments/quick.toml"), &[]).unwrap();
+    assert_eq!(q.methods.len(), 5);
+    assert_eq!(q.distill.stages.len(), 3);
+    assert!(q.data_path().exists() && q.foundation_path().exists());
 }
 
 fn parse_err(text: &str, sets: &[&str]) -> String {
@@ -71,6 +76,30 @@ fn config_errors_name_key_and_line() {
     assert!(e.contains("kk") && e.contains("--set data.kk=3"), "{e}");
     let e = parse_err("", &["data.k"]);
     assert!(e.contains("KEY=VALUE"), "{e}");
+}
+
+#[test]
+fn absurd_values_are_refused_by_key() {
+    for (set, key) in [
+        ("stage1.epochs=1000000000000", "stage1.epochs"),
+        ("foundation.image_size=100000", "foundation.image_size"),
+        ("data.views=0", "data.views"),
+        ("stage1.batch_size=1000000", "stage1.batch_size"),
+        ("stage1.warmup_epochs=50", "stage1.warmup_epochs"),
+        ("reprogram.proxy_dim=100000000", "reprogram.proxy_dim"),
+        ("reprogram.label_smoothing=1.5", "reprogram.label_smoothing"),
+        ("stage1.momentum=-1", "stage1.momentum"),
+        ("baselines.kd_alpha=nan", "baselines.kd_alpha"),
+        ("distill.temperature=inf", "distill.temperature"),
+    ] {
+        let e = parse_err("", &[set]);
+        assert!(e.contains(key) && e.contains("range"), "--set {set}: {e}");
+    }
+    // Negative sizes never reach the checks: they are not unsigned integers.
+    let e = parse_err("[foundation]\nimage_size = -96\n", &[]);
+    assert!(e.contains("image_size") && e.contains("line 2"), "{e}");
+    let e = parse_err("[stage1]\nepochs = 1e12\n", &[]);
+    assert!(e.contains("epochs") && e.contains("line 2"), "{e}");
 }
 
 #[test]

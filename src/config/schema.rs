@@ -82,6 +82,11 @@ pub enum Group {
     Head,
 }
 
+/// Upper bounds for [`Experiment::validate`]: far above any sensible run, far below
+/// what would exhaust memory or never finish.
+const MAX_EPOCHS: usize = 100_000;
+const MAX_BATCH: usize = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -466,9 +471,6 @@ impl Experiment {
         if self.distill.batch_size < 2 {
             return err("distill.batch_size", "must be at least 2 (batch norm in training mode)".into());
         }
-        if !self.distill.temperature.is_finite() || self.distill.temperature <= 0.0 {
-            return err("distill.temperature", "must be positive".into());
-        }
         if self.distill.stages.is_empty() {
             return err("distill.stages", "needs at least one stage".into());
         }
@@ -501,6 +503,55 @@ impl Experiment {
         }
         if let Err(msg) = crate::engine::session::check_device_spec(&self.device) {
             return err("device", msg);
+        }
+        self.validate_ranges(origin)
+    }
+
+    /// Bounds on every size and count: a typo like `epochs = 1000000000` or
+    /// `image_size = 100000` must be an error, not a run that never ends or an
+    /// allocation without limit.
+    fn validate_ranges(&self, origin: &str) -> Result<()> {
+        let err = |key: &str, msg: String| Err(Error::config(format!("{origin}: `{key}`"), msg));
+        let (s1, d) = (&self.stage1, &self.distill);
+        let mut counts = vec![
+            ("data.views", self.data.views, 1, 256),
+            ("foundation.image_size", self.foundation.image_size, 32, 1024),
+            ("target.image_size", self.target.image_size, 8, 512),
+            ("reprogram.proxy_dim", self.reprogram.proxy_dim, 1, 8192),
+            ("stage1.epochs", s1.epochs, 0, MAX_EPOCHS),
+            ("stage1.warmup_epochs", s1.warmup_epochs, 0, s1.epochs),
+            ("stage1.batch_size", s1.batch_size, 1, MAX_BATCH),
+            ("distill.batch_size", d.batch_size, 2, MAX_BATCH),
+            ("baselines.linear_probe_epochs", self.baselines.linear_probe_epochs, 0, MAX_EPOCHS),
+            ("distill.stages", d.stages.len(), 1, 64),
+        ];
+        let stage_keys: Vec<(String, String)> = (0..d.stages.len())
+            .map(|i| (format!("distill.stages[{i}].epochs"), format!("distill.stages[{i}].warmup_epochs")))
+            .collect();
+        for (s, (e, w)) in d.stages.iter().zip(&stage_keys) {
+            counts.push((e.as_str(), s.epochs, 0, MAX_EPOCHS));
+            counts.push((w.as_str(), s.warmup_epochs, 0, s.epochs));
+        }
+        for (key, v, lo, hi) in counts {
+            if v < lo || v > hi {
+                return err(key, format!("{v} is out of range: expected {lo}..={hi}"));
+            }
+        }
+        let reals = [
+            ("stage1.weight_decay", s1.weight_decay, 0.0, 1.0),
+            ("stage1.momentum", s1.momentum, 0.0, 0.999),
+            ("distill.weight_decay", d.weight_decay, 0.0, 1.0),
+            ("distill.momentum", d.momentum, 0.0, 0.999),
+            ("reprogram.label_smoothing", self.reprogram.label_smoothing, 0.0, 0.999),
+            ("reprogram.logit_scale", self.reprogram.logit_scale, 1e-3, 1e4),
+            ("distill.temperature", d.temperature, 1e-3, 1e3),
+            ("baselines.kd_alpha", self.baselines.kd_alpha, 0.0, 1.0),
+            ("baselines.linear_probe_lr", self.baselines.linear_probe_lr, 1e-12, f64::MAX),
+        ];
+        for (key, v, lo, hi) in reals {
+            if !v.is_finite() || v < lo || v > hi {
+                return err(key, format!("{v} is out of range: expected a number in [{lo}, {hi}]"));
+            }
         }
         Ok(())
     }
