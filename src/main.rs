@@ -34,6 +34,36 @@ enum Cmd {
     Tui(TuiArgs),
     /// Images/s of the workloads that dominate a run, on the chosen device.
     Bench(BenchArgs),
+    /// What a weight file holds: detected family and variant, parameters, input size and
+    /// normalisation, feature dim, dtypes, keys (reads only the header).
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// A .safetensors checkpoint.
+    weights: PathBuf,
+    /// List every tensor: name, dtype, shape.
+    #[arg(long)]
+    keys: bool,
+    /// Print the inspection as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+    let i = tdmr::models::inspect::inspect(&args.weights)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+        return Ok(());
+    }
+    print!("{}", i.report());
+    if args.keys {
+        for t in &i.tensors {
+            println!("{:<60} {:<5} {:?}", t.name, t.dtype, t.shape);
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -313,6 +343,7 @@ fn main() -> ExitCode {
         Some(Cmd::Run(args)) => run(args),
         Some(Cmd::Tui(args)) => tui(args),
         Some(Cmd::Bench(args)) => bench(args),
+        Some(Cmd::Inspect(args)) => inspect(args),
         None => tui(TuiArgs {
             config: DEFAULT_EXPERIMENT.into(),
             theme: None,

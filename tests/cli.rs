@@ -90,3 +90,49 @@ fn bench_reports_every_workload() {
     let (ok, text) = tdmr(&["bench", "--device", "cpu", "--precision", "bf16"]);
     assert!(!ok && text.contains("bf16") && text.contains("CUDA"), "{text}");
 }
+
+#[test]
+fn inspect_detects_the_family_and_explains_misfits() {
+    let (ok, text) = tdmr(&["inspect", WEIGHTS]);
+    assert!(ok, "{text}");
+    for want in [
+        "efficientnet-lite0",
+        "296 tensors",
+        "features    1280",
+        "224² native",
+        "0.485",
+        "_blocks.0-15.*",
+    ] {
+        assert!(text.contains(want), "missing `{want}`:\n{text}");
+    }
+    let (ok, text) = tdmr(&["inspect", WEIGHTS, "--keys"]);
+    assert!(
+        ok && text.lines().filter(|l| l.contains("F32") || l.contains("I64")).count() >= 296,
+        "{text}"
+    );
+    let (ok, text) = tdmr(&["inspect", WEIGHTS, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(ok && v["detected"]["feature_dim"] == 1280 && v["tensors"].as_array().unwrap().len() == 296);
+
+    // Another layout: the families tried, what they missed, and the file's first keys.
+    let dir = tempfile::tempdir().unwrap();
+    let vit = dir.path().join("vit.safetensors");
+    let t = candle_core::Tensor::zeros((2, 2), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("encoder.layer.0.attention.weight".to_string(), t)]),
+        &vit,
+    )
+    .unwrap();
+    let (ok, text) = tdmr(&["inspect", vit.to_str().unwrap()]);
+    assert!(
+        !ok && text.contains("efficientnet-lite (missing") && text.contains("encoder.layer.0.attention.weight"),
+        "{text}"
+    );
+
+    // A truncated file is named, not a crash.
+    let cut = dir.path().join("cut.safetensors");
+    let bytes = std::fs::read(root().join(WEIGHTS)).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, text) = tdmr(&["inspect", cut.to_str().unwrap()]);
+    assert!(!ok && text.contains("cut.safetensors") && text.contains("truncated"), "{text}");
+}
