@@ -159,7 +159,9 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
 /// `_blocks.0-15.* (240)`: tensors grouped by their first name component, numbered
 /// second components collapsed into a range.
 pub fn key_summary(tensors: &[TensorEntry]) -> Vec<String> {
-    let mut groups: BTreeMap<&str, (usize, Option<(usize, usize)>)> = BTreeMap::new();
+    // Per group: tensor count and the range of numbered second components.
+    type Group = (usize, Option<(usize, usize)>);
+    let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
     for t in tensors {
         let mut parts = t.name.splitn(3, '.');
         let head = parts.next().unwrap_or("");
