@@ -186,3 +186,55 @@ fn assert_complete(run: &Path) {
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(report.contains("stopped early") && report.contains("linear-probe"), "{report}");
 }
+
+/// An SSH drop: the terminal disappears (tmux kills the pane and sends SIGHUP) while
+/// training is paused; the run goes on to the end and its directory is complete.
+#[test]
+fn a_hang_up_lets_the_run_finish() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("exp.toml");
+    std::fs::write(&cfg, tiny_text()).unwrap();
+    let run = dir.path().join("run");
+    let tmux = Tmux {
+        socket: format!("tdmr-hup-{}", std::process::id()),
+    };
+    let shell = format!(
+        "cd {:?} && exec {:?} tui {:?} --out {:?} --start",
+        root(),
+        env!("CARGO_BIN_EXE_tdmr"),
+        cfg,
+        run
+    );
+    assert!(tmux
+        .cmd(&["new-session", "-d", "-s", "w", "-x", "100", "-y", "30", &shell])
+        .status
+        .success());
+    tmux.wait(90, "training", |s| chart_steps(s).is_some_and(|n| n > 2));
+    let pid = String::from_utf8_lossy(&tmux.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).stdout)
+        .trim()
+        .to_string();
+    // Paused when the link drops: nobody can resume it, so it must carry on by itself.
+    tmux.keys("p");
+    tmux.wait(30, "paused", |s| s.contains("⏸ paused"));
+    assert!(tmux.cmd(&["kill-server"]).status.success());
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(t.elapsed() < Duration::from_secs(180), "tdmr still running 180 s after the hang-up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for m in ["scratch", "linear-probe", "vp", "kd", "tdmr-teacher", "tdmr"] {
+        assert!(
+            summary.get(m).is_some(),
+            "{m} missing: the run did not finish after the hang-up: {summary}"
+        );
+    }
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(!report.contains("stopped early"), "{report}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().last().unwrap().contains("\"done\""), "the last event is `done`");
+}

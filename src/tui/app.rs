@@ -395,6 +395,25 @@ impl App {
         self.start();
     }
 
+    /// The terminal is gone: let the running session train to the end (its events are
+    /// no longer read; the engine records everything in the run directory and never
+    /// waits for a view), then wait for every engine thread.
+    pub fn finish_detached(&mut self) {
+        if let Some(Session {
+            events, commands, handle, ..
+        }) = self.session.take()
+        {
+            // Without a command sender a paused engine resumes by itself (nobody is left
+            // to resume it); without an event receiver it stops sending.
+            drop(commands);
+            drop(events);
+            let _ = handle.join();
+        }
+        for h in self.stopping.drain(..) {
+            let _ = h.join();
+        }
+    }
+
     /// Wait for every engine thread (on quit): each stops at its next step.
     pub fn shutdown(&mut self) {
         self.stop_session();

@@ -93,7 +93,15 @@ fn open_editor(
     }
 }
 
-async fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Result<()> {
+/// How the event loop ended.
+enum Exit {
+    /// The user quit (or SIGTERM): stop the engine.
+    Quit,
+    /// The terminal went away (SIGHUP, an SSH drop, a failed draw): let training finish.
+    HungUp,
+}
+
+async fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Result<Exit> {
     let (input_tx, mut input_rx) = mpsc::unbounded_channel();
     let input_paused = Arc::new(AtomicBool::new(false));
     spawn_input(input_tx, input_paused.clone());
@@ -107,17 +115,22 @@ async fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Re
     };
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Handling SIGHUP at all replaces the default action (exit), so a dropped SSH link
+    // no longer kills the training it started.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ticks: u64 = 0;
     let mut dirty = true;
     loop {
         if dirty {
-            terminal.draw(|f| view::draw(f, app))?;
+            if terminal.draw(|f| view::draw(f, app)).is_err() {
+                return Ok(Exit::HungUp);
+            }
             dirty = false;
         }
         if app.should_quit {
-            return Ok(());
+            return Ok(Exit::Quit);
         }
         tokio::select! {
             biased;
@@ -140,6 +153,7 @@ async fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Re
                 app.reload_config(true);
                 dirty = true;
             }
+            _ = hup.recv() => return Ok(Exit::HungUp),
             _ = term.recv() => {
                 app.warn("SIGTERM: stopping");
                 app.should_quit = true;
@@ -177,14 +191,23 @@ pub fn run(config: PathBuf, overrides: Vec<String>, options: Options, start: boo
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut terminal = ratatui::try_init().context("opening the terminal")?;
-    let result = rt.block_on(event_loop(&mut terminal, &mut app));
-    ratatui::restore();
-    if app.run.is_active() {
-        eprintln!("stopping the engine at its next step…");
+    match rt.block_on(event_loop(&mut terminal, &mut app)) {
+        Ok(Exit::HungUp) => {
+            // No terminal to restore or print to (writing to it could fail or block):
+            // finish the run exactly as the headless runner would, then leave.
+            app.finish_detached();
+            Ok(())
+        }
+        result => {
+            ratatui::restore();
+            if app.run.is_active() {
+                eprintln!("stopping the engine at its next step…");
+            }
+            app.shutdown();
+            if let Some(dir) = &app.run_dir {
+                eprintln!("run directory: {}", dir.display());
+            }
+            result.map(|_| ())
+        }
     }
-    app.shutdown();
-    if let Some(dir) = &app.run_dir {
-        eprintln!("run directory: {}", dir.display());
-    }
-    result
 }
