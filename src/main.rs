@@ -34,9 +34,37 @@ enum Cmd {
     Tui(TuiArgs),
     /// Images/s of the workloads that dominate a run, on the chosen device.
     Bench(BenchArgs),
+    /// Show a run from its directory, live and read-only (one started elsewhere, or
+    /// one whose workbench lost its terminal).
+    Attach(AttachArgs),
     /// What a weight file holds: detected family and variant, parameters, input size and
     /// normalisation, feature dim, dtypes, keys (reads only the header).
     Inspect(InspectArgs),
+}
+
+#[derive(clap::Args)]
+struct AttachArgs {
+    /// The run directory (holds config.toml and metrics.jsonl).
+    run_dir: PathBuf,
+    /// Colour theme: dark, light, high-contrast, or a path to a theme file.
+    #[arg(long)]
+    theme: Option<String>,
+}
+
+fn attach(args: AttachArgs) -> anyhow::Result<()> {
+    if let Some(why) = tdmr::tui::not_a_terminal() {
+        anyhow::bail!(
+            "{why}: `tdmr attach` needs a terminal (read {}/metrics.jsonl instead)",
+            args.run_dir.display()
+        );
+    }
+    let options = tdmr::tui::Options {
+        out: None,
+        themes_dir: themes_dir(),
+        theme: args.theme,
+        no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    };
+    tdmr::tui::attach(args.run_dir, options)
 }
 
 #[derive(clap::Args)]
@@ -344,6 +372,7 @@ fn main() -> ExitCode {
         Some(Cmd::Tui(args)) => tui(args),
         Some(Cmd::Bench(args)) => bench(args),
         Some(Cmd::Inspect(args)) => inspect(args),
+        Some(Cmd::Attach(args)) => attach(args),
         None => tui(TuiArgs {
             config: DEFAULT_EXPERIMENT.into(),
             theme: None,

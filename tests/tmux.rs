@@ -221,6 +221,27 @@ fn a_hang_up_lets_the_run_finish() {
     tmux.keys("p");
     tmux.wait(30, "paused", |s| s.contains("⏸ paused"));
     assert!(tmux.cmd(&["kill-server"]).status.success());
+
+    // `tdmr attach` shows the orphaned run again, live, from its directory.
+    let viewer = Tmux {
+        socket: format!("tdmr-attach-{}", std::process::id()),
+    };
+    let shell = format!("cd {:?} && exec {:?} attach {:?}", root(), env!("CARGO_BIN_EXE_tdmr"), run);
+    assert!(viewer
+        .cmd(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "36", &shell])
+        .status
+        .success());
+    viewer.wait(30, "the attached timeline", |s| {
+        s.contains("read-only") && s.contains("✓ linear-probe/probe")
+    });
+    viewer.wait(180, "the run to finish, seen through attach", |s| s.contains("✓ done"));
+    viewer.keys("q");
+    let t = Instant::now();
+    while viewer.alive() {
+        assert!(t.elapsed() < Duration::from_secs(10), "attach did not quit: {}", viewer.screen());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let t = Instant::now();
     while Path::new(&format!("/proc/{pid}")).exists() {
         assert!(t.elapsed() < Duration::from_secs(180), "tdmr still running 180 s after the hang-up");

@@ -476,3 +476,44 @@ fn themes_hot_reload_and_no_color() {
     let reset = ratatui::style::Color::Reset;
     assert!(t.backend().buffer().content().iter().all(|c| c.fg == reset && c.bg == reset));
 }
+
+#[test]
+fn attach_replays_a_run_directory_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let run = tdmr::engine::run_dir::RunDir::create(Some(&run_dir), "tiny").unwrap();
+    tdmr::engine::run_blocking(&tiny_experiment(), &run, None, None).unwrap();
+
+    let config = run_dir.join("config.toml");
+    let exp = Experiment::load(&config, &[]).unwrap();
+    let mut app = App::new(
+        config,
+        Vec::new(),
+        exp,
+        Options {
+            out: None,
+            themes_dir: root().join("themes"),
+            theme: None,
+            no_color: false,
+        },
+    );
+    let (session, stop) = tdmr::tui::follow::attach(&run_dir).unwrap();
+    app.attach_read_only(session, stop);
+    pump(&mut app, 30, "the replay to reach the end", |a| a.run == RunState::Done);
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("✓ done") && s.contains("✓ tdmr/task") && s.contains("✓ kd/train"), "{s}");
+    assert_eq!(app.results.len(), 6, "every method's result is in the Runs pane");
+    assert!(app.charts.x > 10.0, "the charts replayed the steps");
+    // Controls do not pretend to reach another process; quitting needs no confirmation.
+    press(&mut app, 'p');
+    assert!(log_text(&app).contains("read-only"));
+    press(&mut app, 'q');
+    assert!(app.should_quit);
+    app.shutdown();
+
+    let e = tdmr::tui::follow::attach(dir.path())
+        .err()
+        .expect("not a run directory")
+        .to_string();
+    assert!(e.contains("metrics.jsonl"), "{e}");
+}

@@ -173,6 +173,9 @@ pub struct App {
     options: Options,
     born: Instant,
     pub should_quit: bool,
+    /// Attached to a run in another process (`tdmr attach`): nothing here controls it.
+    pub read_only: bool,
+    follow_stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 const LOG_MAX: usize = 5000;
@@ -218,6 +221,8 @@ impl App {
             options,
             born: Instant::now(),
             should_quit: false,
+            read_only: false,
+            follow_stop: None,
         };
         app.device = app.exp.device.clone();
         let spec = app.options.theme.clone().unwrap_or_else(|| app.exp.theme.clone());
@@ -358,6 +363,23 @@ impl App {
         self.run_ended = None;
     }
 
+    /// Show a run that trains in another process, from its run directory (read-only).
+    pub fn attach_read_only(&mut self, session: Session, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.info(format!(
+            "attached to {} (read-only: control the run where it runs)",
+            session.run_dir.display()
+        ));
+        self.attach(session);
+        self.read_only = true;
+        self.follow_stop = Some(stop);
+    }
+
+    fn stop_following(&mut self) {
+        if let Some(stop) = self.follow_stop.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn send(&mut self, cmd: Command) {
         if let Some(s) = &self.session {
             if s.commands.send(cmd).is_err() {
@@ -399,6 +421,7 @@ impl App {
     /// no longer read; the engine records everything in the run directory and never
     /// waits for a view), then wait for every engine thread.
     pub fn finish_detached(&mut self) {
+        self.stop_following();
         if let Some(Session {
             events, commands, handle, ..
         }) = self.session.take()
@@ -416,6 +439,7 @@ impl App {
 
     /// Wait for every engine thread (on quit): each stops at its next step.
     pub fn shutdown(&mut self) {
+        self.stop_following();
         self.stop_session();
         for h in self.stopping.drain(..) {
             let _ = h.join();
@@ -575,6 +599,9 @@ impl App {
     /// Re-read the config file. Unchanged text is ignored unless `forced` (the reload key
     /// and SIGUSR1 re-report). An invalid file never changes the session.
     pub fn reload_config(&mut self, forced: bool) -> bool {
+        if self.read_only {
+            return false;
+        }
         let text = match std::fs::read_to_string(&self.config_path) {
             Ok(t) => t,
             // Mid-rename, or deleted: keep everything, say so only when asked.
@@ -734,6 +761,21 @@ impl App {
             return Effect::None;
         }
         let Some(action) = keymap::lookup(&key) else { return Effect::None };
+        if self.read_only {
+            use Action::*;
+            match action {
+                Quit if !self.zoom => {
+                    self.should_quit = true;
+                    return Effect::Quit;
+                }
+                Start | PauseResume | SkipStage | Abort | SaveCheckpoint | ReloadConfig | Restart | EditConfig | StageAdd | StageRemove
+                | StageMoveUp | StageMoveDown => {
+                    self.warn("attached read-only: control the run where it runs");
+                    return Effect::None;
+                }
+                _ => {}
+            }
+        }
         match action {
             Action::Start => self.start(),
             Action::PauseResume => self.toggle_pause(),

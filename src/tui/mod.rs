@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod charts;
+pub mod follow;
 pub mod keymap;
 pub mod plan;
 pub mod series;
@@ -189,6 +190,21 @@ pub fn run(config: PathBuf, overrides: Vec<String>, options: Options, start: boo
     if start {
         app.start();
     }
+    drive(app)
+}
+
+/// Show a run directory's run live, read-only, until the user quits.
+pub fn attach(run_dir: PathBuf, options: Options) -> anyhow::Result<()> {
+    let config = run_dir.join("config.toml");
+    let exp =
+        crate::config::Experiment::load(&config, &[]).with_context(|| format!("{} is not a tdmr run directory", run_dir.display()))?;
+    let mut app = App::new(config, Vec::new(), exp, options);
+    let (session, stop) = follow::attach(&run_dir)?;
+    app.attach_read_only(session, stop);
+    drive(app)
+}
+
+fn drive(mut app: App) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut terminal = ratatui::try_init().context("opening the terminal")?;
     match rt.block_on(event_loop(&mut terminal, &mut app)) {
