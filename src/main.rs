@@ -58,13 +58,7 @@ fn attach(args: AttachArgs) -> anyhow::Result<()> {
             args.run_dir.display()
         );
     }
-    let options = tdmr::tui::Options {
-        out: None,
-        themes_dir: themes_dir(),
-        theme: args.theme,
-        no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
-    };
-    tdmr::tui::attach(args.run_dir, options)
+    tdmr::tui::attach(args.run_dir, workbench_options(None, args.theme))
 }
 
 #[derive(clap::Args)]
@@ -167,6 +161,16 @@ fn with_device(mut set: Vec<String>, device: Option<String>) -> Vec<String> {
     set
 }
 
+/// The workbench's options shared by `tui` and `attach`.
+fn workbench_options(out: Option<PathBuf>, theme: Option<String>) -> tdmr::tui::Options {
+    tdmr::tui::Options {
+        out,
+        themes_dir: themes_dir(),
+        theme,
+        no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    }
+}
+
 /// `themes/` of the working directory, else the one next to the sources.
 fn themes_dir() -> PathBuf {
     let here = PathBuf::from("themes");
@@ -190,13 +194,12 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
             device: args.device,
         });
     }
-    let options = tdmr::tui::Options {
-        out: args.out,
-        themes_dir: themes_dir(),
-        theme: args.theme,
-        no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
-    };
-    tdmr::tui::run(args.config, with_device(args.set, args.device), options, args.start)
+    tdmr::tui::run(
+        args.config,
+        with_device(args.set, args.device),
+        workbench_options(args.out, args.theme),
+        args.start,
+    )
 }
 
 #[derive(clap::Args)]

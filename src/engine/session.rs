@@ -26,56 +26,53 @@ fn first_line(e: &candle_core::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().trim().to_string()
 }
 
-/// Whether `spec` names a device this build can use (checked before a run starts, so a
-/// bad device never leaves a half-made run directory behind).
-pub fn check_device_spec(spec: &str) -> std::result::Result<(), String> {
-    let cuda = spec == "cuda" || spec.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
-    if spec != "cpu" && spec != "auto" && !cuda {
-        return Err(format!("`{spec}` is not one of cpu, cuda, cuda:N, auto"));
-    }
-    if cuda && !cfg!(feature = "cuda") {
+/// A parsed `device` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Auto,
+    Cuda(usize),
+}
+
+/// Parse `spec` and check this build can use it (called when the config is validated,
+/// so a bad device never leaves a half-made run directory behind).
+pub fn check_device_spec(spec: &str) -> std::result::Result<DeviceSpec, String> {
+    let parsed = match spec {
+        "cpu" => DeviceSpec::Cpu,
+        "auto" => DeviceSpec::Auto,
+        "cuda" => DeviceSpec::Cuda(0),
+        s => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => DeviceSpec::Cuda(n),
+            None => return Err(format!("`{spec}` is not one of cpu, cuda, cuda:N, auto")),
+        },
+    };
+    if matches!(parsed, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
         return Err(format!(
             "`{spec}`: this tdmr was built without CUDA. Build one with scripts/build-cuda.sh \
              (or `cargo build --release --features cuda` where CUDA is installed), or use device = \"cpu\""
         ));
     }
-    Ok(())
+    Ok(parsed)
 }
 
 /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when built with it and a GPU answers, else
 /// CPU). The second value says why `auto` chose what it chose.
 pub fn select_device(spec: &str) -> Result<(Device, Option<String>)> {
-    let built = cfg!(feature = "cuda");
-    let cuda = |n: usize| -> Result<Device> {
-        if !built {
-            return Err(Error::config(
-                "device",
-                format!(
-                    "`{spec}`: this tdmr was built without CUDA. Build one with scripts/build-cuda.sh \
-                     (or `cargo build --release --features cuda` where CUDA is installed), or use device = \"cpu\""
-                ),
-            ));
+    match check_device_spec(spec).map_err(|msg| Error::config("device", msg))? {
+        DeviceSpec::Cpu => Ok((Device::Cpu, None)),
+        DeviceSpec::Auto if !cfg!(feature = "cuda") => {
+            Ok((Device::Cpu, Some("auto: this build has no CUDA support; using the CPU".into())))
         }
-        Device::new_cuda(n).map_err(|e| Error::config("device", format!("`{spec}`: CUDA device {n} is not available: {}", first_line(&e))))
-    };
-    match spec {
-        "cpu" => Ok((Device::Cpu, None)),
-        "auto" if !built => Ok((Device::Cpu, Some("auto: this build has no CUDA support; using the CPU".into()))),
-        "auto" => match Device::new_cuda(0) {
+        DeviceSpec::Auto => match Device::new_cuda(0) {
             Ok(d) => Ok((d, Some("auto: using CUDA device 0".into()))),
             Err(e) => Ok((
                 Device::Cpu,
                 Some(format!("auto: no CUDA device answered ({}); using the CPU", first_line(&e))),
             )),
         },
-        "cuda" => Ok((cuda(0)?, None)),
-        s if s.starts_with("cuda:") => {
-            let n = s[5..]
-                .parse::<usize>()
-                .map_err(|_| Error::config("device", format!("`{s}`: expected cuda:N, e.g. cuda:0")))?;
-            Ok((cuda(n)?, None))
-        }
-        other => Err(Error::config("device", format!("`{other}` is not one of cpu, cuda, cuda:N, auto"))),
+        DeviceSpec::Cuda(n) => Device::new_cuda(n)
+            .map(|d| (d, None))
+            .map_err(|e| Error::config("device", format!("`{spec}`: CUDA device {n} is not available: {}", first_line(&e)))),
     }
 }
 
