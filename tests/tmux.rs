@@ -14,6 +14,36 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A detached session `w` on its own server, `width`×`height`, running `shell`;
+    /// `None` where tmux is missing (allowed outside CI only).
+    fn start(tag: &str, width: u16, height: u16, shell: &str) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(std::env::var_os("CI").is_none(), "tmux is required in CI (.ci/run installs it)");
+            eprintln!("tmux is not installed: skipping the end-to-end test");
+            return None;
+        }
+        let tmux = Tmux {
+            socket: format!("tdmr-{tag}-{}", std::process::id()),
+        };
+        let (w, h) = (width.to_string(), height.to_string());
+        let out = tmux.cmd(&["new-session", "-d", "-s", "w", "-x", &w, "-y", &h, shell]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Some(tmux)
+    }
+    /// The process running in the pane (the shell `exec`s tdmr, so tdmr itself).
+    fn pane_pid(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).stdout)
+            .trim()
+            .to_string()
+    }
+    /// Wait for the session to end (the program in it exited).
+    fn wait_exit(&self, secs: u64, what: &str) {
+        let t = Instant::now();
+        while self.alive() {
+            assert!(t.elapsed() < Duration::from_secs(secs), "{what}: {}", self.screen());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
             .arg("-L")
@@ -72,19 +102,11 @@ fn chart_steps(screen: &str) -> Option<u64> {
 
 #[test]
 fn workbench_in_tmux_keys_live_edit_bad_edit_and_quit() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI (.ci/run installs it)");
-        eprintln!("tmux is not installed: skipping the end-to-end test");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("exp.toml");
     let text = tiny_text().replace("[stage1]\nepochs = 2", "[stage1]\nepochs = 60");
     std::fs::write(&cfg, &text).unwrap();
     let run = dir.path().join("run");
-    let tmux = Tmux {
-        socket: format!("tdmr-test-{}", std::process::id()),
-    };
     // An "editor" that changes the temperature and exits: `e` must hand it the terminal
     // and the file, take the terminal back, and apply the change.
     let editor = dir.path().join("editor.sh");
@@ -102,14 +124,11 @@ fn workbench_in_tmux_keys_live_edit_bad_edit_and_quit() {
         cfg,
         run
     );
-    let out = tmux.cmd(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "36", &shell]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let Some(tmux) = Tmux::start("test", 120, 36, &shell) else { return };
     tmux.wait(60, "the foundation to load", |s| s.contains("✓ efficientnet-lite0"));
 
     // Idle: the UI should sleep. Measured, reported, not asserted (shared machines).
-    let pid = String::from_utf8_lossy(&tmux.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).stdout)
-        .trim()
-        .to_string();
+    let pid = tmux.pane_pid();
     let (c0, t0) = (cpu_ticks(&pid), Instant::now());
     std::thread::sleep(Duration::from_secs(3));
     let idle = (cpu_ticks(&pid) - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64();
@@ -166,11 +185,7 @@ fn workbench_in_tmux_keys_live_edit_bad_edit_and_quit() {
     tmux.keys("q");
     tmux.wait(10, "the quit question", |s| s.contains("Stop it and quit?"));
     tmux.keys("y");
-    let t = Instant::now();
-    while tmux.alive() {
-        assert!(t.elapsed() < Duration::from_secs(60), "tdmr did not exit: {}", tmux.screen());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.wait_exit(60, "tdmr did not exit");
     assert_complete(&run);
 }
 
@@ -191,17 +206,10 @@ fn assert_complete(run: &Path) {
 /// training is paused; the run goes on to the end and its directory is complete.
 #[test]
 fn a_hang_up_lets_the_run_finish() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI (.ci/run installs it)");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("exp.toml");
     std::fs::write(&cfg, tiny_text()).unwrap();
     let run = dir.path().join("run");
-    let tmux = Tmux {
-        socket: format!("tdmr-hup-{}", std::process::id()),
-    };
     let shell = format!(
         "cd {:?} && exec {:?} tui {:?} --out {:?} --start",
         root(),
@@ -209,38 +217,23 @@ fn a_hang_up_lets_the_run_finish() {
         cfg,
         run
     );
-    assert!(tmux
-        .cmd(&["new-session", "-d", "-s", "w", "-x", "100", "-y", "30", &shell])
-        .status
-        .success());
+    let Some(tmux) = Tmux::start("hup", 100, 30, &shell) else { return };
     tmux.wait(90, "training", |s| chart_steps(s).is_some_and(|n| n > 2));
-    let pid = String::from_utf8_lossy(&tmux.cmd(&["display", "-p", "-t", "w", "#{pane_pid}"]).stdout)
-        .trim()
-        .to_string();
+    let pid = tmux.pane_pid();
     // Paused when the link drops: nobody can resume it, so it must carry on by itself.
     tmux.keys("p");
     tmux.wait(30, "paused", |s| s.contains("⏸ paused"));
     assert!(tmux.cmd(&["kill-server"]).status.success());
 
     // `tdmr attach` shows the orphaned run again, live, from its directory.
-    let viewer = Tmux {
-        socket: format!("tdmr-attach-{}", std::process::id()),
-    };
     let shell = format!("cd {:?} && exec {:?} attach {:?}", root(), env!("CARGO_BIN_EXE_tdmr"), run);
-    assert!(viewer
-        .cmd(&["new-session", "-d", "-s", "w", "-x", "120", "-y", "36", &shell])
-        .status
-        .success());
+    let viewer = Tmux::start("attach", 120, 36, &shell).expect("tmux ran a moment ago");
     viewer.wait(30, "the attached timeline", |s| {
         s.contains("read-only") && s.contains("✓ linear-probe/probe")
     });
     viewer.wait(180, "the run to finish, seen through attach", |s| s.contains("✓ done"));
     viewer.keys("q");
-    let t = Instant::now();
-    while viewer.alive() {
-        assert!(t.elapsed() < Duration::from_secs(10), "attach did not quit: {}", viewer.screen());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    viewer.wait_exit(10, "attach did not quit");
 
     let t = Instant::now();
     while Path::new(&format!("/proc/{pid}")).exists() {

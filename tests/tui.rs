@@ -57,17 +57,21 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 }
 
 fn new_app(dir: &Path, text: &str) -> App {
-    let cfg = write_config(dir, text);
+    open_app(write_config(dir, text), Some(dir.join("run")), None, false)
+}
+
+/// The workbench on an existing config file, with the bundled themes.
+fn open_app(cfg: PathBuf, out: Option<PathBuf>, theme: Option<&str>, no_color: bool) -> App {
     let exp = Experiment::load(&cfg, &[]).unwrap();
     App::new(
         cfg,
         Vec::new(),
         exp,
         Options {
-            out: Some(dir.join("run")),
+            out,
             themes_dir: root().join("themes"),
-            theme: None,
-            no_color: false,
+            theme: theme.map(String::from),
+            no_color,
         },
     )
 }
@@ -457,19 +461,7 @@ fn themes_hot_reload_and_no_color() {
     assert_eq!(app.theme.name, "light");
 
     // NO_COLOR: not one cell carries a colour.
-    let cfg = write_config(dir.path(), &tiny_text());
-    let exp = Experiment::load(&cfg, &[]).unwrap();
-    let mut mono = App::new(
-        cfg,
-        Vec::new(),
-        exp,
-        Options {
-            out: None,
-            themes_dir: root().join("themes"),
-            theme: Some("high-contrast".into()),
-            no_color: true,
-        },
-    );
+    let mut mono = open_app(write_config(dir.path(), &tiny_text()), None, Some("high-contrast"), true);
     press(&mut mono, '?');
     let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
     t.draw(|f| view::draw(f, &mono)).unwrap();
@@ -484,19 +476,7 @@ fn attach_replays_a_run_directory_read_only() {
     let run = tdmr::engine::run_dir::RunDir::create(Some(&run_dir), "tiny").unwrap();
     tdmr::engine::run_blocking(&tiny_experiment(), &run, None, None).unwrap();
 
-    let config = run_dir.join("config.toml");
-    let exp = Experiment::load(&config, &[]).unwrap();
-    let mut app = App::new(
-        config,
-        Vec::new(),
-        exp,
-        Options {
-            out: None,
-            themes_dir: root().join("themes"),
-            theme: None,
-            no_color: false,
-        },
-    );
+    let mut app = open_app(run_dir.join("config.toml"), None, None, false);
     let (session, stop) = tdmr::tui::follow::attach(&run_dir).unwrap();
     app.attach_read_only(session, stop);
     pump(&mut app, 30, "the replay to reach the end", |a| a.run == RunState::Done);

@@ -330,25 +330,18 @@ fn marker(app: &App) -> Marker {
 }
 
 /// Vertical rules at stage starts and live LR changes inside `x`.
-type Segments = Vec<Vec<(f64, f64)>>;
+/// Vertical segments at each of `xs` inside the x range `x`, spanning `y`.
+fn rules(xs: impl Iterator<Item = f64>, x: [f64; 2], y: [f64; 2]) -> Vec<Vec<(f64, f64)>> {
+    xs.filter(|v| *v > x[0] && *v <= x[1]).map(|v| vec![(v, y[0]), (v, y[1])]).collect()
+}
 
-fn rules(app: &App, x: [f64; 2], y: [f64; 2]) -> (Segments, Segments) {
-    let inside = |v: f64| v > x[0] && v <= x[1];
-    let stage = app
-        .charts
-        .boundaries
-        .iter()
-        .filter(|b| inside(b.0))
-        .map(|b| vec![(b.0, y[0]), (b.0, y[1])])
-        .collect();
-    let lr = app
-        .charts
-        .lr_marks
-        .iter()
-        .filter(|v| inside(**v))
-        .map(|v| vec![(*v, y[1] - (y[1] - y[0]) * 0.25), (*v, y[1])])
-        .collect();
-    (stage, lr)
+/// A polyline through `data`; `.name(...)` on the result puts it in the legend.
+fn line<'a>(data: &'a [(f64, f64)], marker: Marker, style: Style) -> Dataset<'a> {
+    Dataset::default()
+        .data(data)
+        .graph_type(GraphType::Line)
+        .marker(marker)
+        .style(style)
 }
 
 fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
@@ -391,47 +384,18 @@ fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
     let Some((xb, yb)) = bounds(&all.iter().copied().chain(terms.iter().map(|v| v.as_slice())).collect::<Vec<_>>()) else {
         return;
     };
-    let (stage_rules, lr_rules) = rules(app, xb, yb);
-    let mut sets = Vec::new();
-    for r in &stage_rules {
-        sets.push(
-            Dataset::default()
-                .data(r)
-                .graph_type(GraphType::Line)
-                .marker(Marker::Dot)
-                .style(t.muted()),
-        );
-    }
-    for r in &lr_rules {
-        sets.push(
-            Dataset::default()
-                .data(r)
-                .graph_type(GraphType::Line)
-                .marker(Marker::Dot)
-                .style(t.warn()),
-        );
-    }
+    let stage_rules = rules(c.boundaries.iter().map(|b| b.0), xb, yb);
+    // LR changes are short ticks from the top, so they read apart from stage starts.
+    let lr_rules = rules(c.lr_marks.iter().copied(), xb, [yb[1] - (yb[1] - yb[0]) * 0.25, yb[1]]);
+    let mut sets: Vec<Dataset> = stage_rules.iter().map(|r| line(r, Marker::Dot, t.muted())).collect();
+    sets.extend(lr_rules.iter().map(|r| line(r, Marker::Dot, t.warn())));
     if app.show_raw {
         sets.push(Dataset::default().name("loss").data(&raw).marker(marker(app)).style(t.series(0)));
     }
-    sets.push(
-        Dataset::default()
-            .name("ema")
-            .data(&ema)
-            .graph_type(GraphType::Line)
-            .marker(marker(app))
-            .style(t.series(1)),
-    );
+    sets.push(line(&ema, marker(app), t.series(1)).name("ema"));
     for (i, (name, pts)) in ["align", "kd", "ce"].iter().zip(&terms).enumerate() {
         if pts.iter().any(|p| p.1 > 0.0) {
-            sets.push(
-                Dataset::default()
-                    .name(*name)
-                    .data(pts)
-                    .graph_type(GraphType::Line)
-                    .marker(marker(app))
-                    .style(t.series(2 + i)),
-            );
+            sets.push(line(pts, marker(app), t.series(2 + i)).name(*name));
         }
     }
     let axis_label = |v: f64| Span::styled(format!("{v:.3}"), t.muted());
@@ -449,33 +413,10 @@ fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
 
     let train = points(app, &c.train_acc);
     let test = points(app, &c.test_acc);
-    let mut acc_sets = Vec::new();
-    let (acc_stage, _) = rules(app, xb, [0.0, 1.0]);
-    for r in &acc_stage {
-        acc_sets.push(
-            Dataset::default()
-                .data(r)
-                .graph_type(GraphType::Line)
-                .marker(Marker::Dot)
-                .style(t.muted()),
-        );
-    }
-    acc_sets.push(
-        Dataset::default()
-            .name("train")
-            .data(&train)
-            .graph_type(GraphType::Line)
-            .marker(marker(app))
-            .style(t.series(5)),
-    );
-    acc_sets.push(
-        Dataset::default()
-            .name("test")
-            .data(&test)
-            .graph_type(GraphType::Line)
-            .marker(marker(app))
-            .style(t.series(6)),
-    );
+    let acc_rules = rules(c.boundaries.iter().map(|b| b.0), xb, [0.0, 1.0]);
+    let mut acc_sets: Vec<Dataset> = acc_rules.iter().map(|r| line(r, Marker::Dot, t.muted())).collect();
+    acc_sets.push(line(&train, marker(app), t.series(5)).name("train"));
+    acc_sets.push(line(&test, marker(app), t.series(6)).name("test"));
     let last = |s: &Series| s.last.map(|p| pct(p.1)).unwrap_or_else(|| "-".into());
     let acc = Chart::new(acc_sets)
         .x_axis(
