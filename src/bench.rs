@@ -63,7 +63,7 @@ pub fn run(device: &Device, foundation: &std::path::Path, dtype: DType) -> Resul
     let mut p = Params::new(device, 1);
     let net = SmallCnn::new(&mut p, "t.backbone.", 3)?;
     let head = Head::new(&mut p, "t.head.", net.feature_dim(), 10, 1.0)?;
-    let mut opt = Optimizer::new(OptimizerKind::Adamw, p.vars(&["t.".to_string()]), 0.0, 0.9);
+    let mut opt = Optimizer::new(OptimizerKind::Adamw, p.named_vars(&["t.".to_string()]), 0.0, 0.9);
     let x = input(device, batch, size, 2)?;
     let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<u32>>(), batch, device)?;
     let (ips, n) = time(device, batch, || {

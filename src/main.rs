@@ -185,7 +185,8 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
     if let Some(why) = tdmr::tui::not_a_terminal() {
         eprintln!("tdmr: {why}, so no workbench: running the experiment headless (`tdmr run` does this directly)");
         return run(RunArgs {
-            config: args.config,
+            config: Some(args.config),
+            resume: None,
             seed: None,
             seeds: Vec::new(),
             out: args.out,
@@ -204,9 +205,15 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Experiment file (TOML).
-    #[arg(default_value = DEFAULT_EXPERIMENT)]
-    config: PathBuf,
+    /// Experiment file (TOML) [default: sample-data/experiments/digits.toml; with
+    /// --resume, the run directory's config.toml].
+    config: Option<PathBuf>,
+    /// Continue the run in this directory from its last good checkpoint. A config given
+    /// beside it (or an edited config.toml in it) may change what a running session
+    /// could: learning rates, loss weights, the temperature, stages not yet started,
+    /// checkpointing, the device.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["seed", "seeds", "out"])]
+    resume: Option<PathBuf>,
     /// Seed (overrides `seed` in the file).
     #[arg(long)]
     seed: Option<u64>,
@@ -309,13 +316,39 @@ fn print_event(e: &Event, json: bool) {
         Event::Log { message } => println!("{message}"),
         Event::Done { wall_s, .. } => println!("done in {:.1} min", wall_s / 60.0),
         // A failure is printed once, by main, when the run returns its error.
+        Event::RunResumed {
+            checkpoint,
+            position,
+            changes,
+        } => {
+            match checkpoint {
+                Some(c) => println!("resumed from {c} at {position}"),
+                None => println!("no checkpoint to resume from: starting over in the same directory"),
+            }
+            if !changes.is_empty() {
+                println!("taken on resuming: {}", changes.join("; "));
+            }
+        }
+        Event::Diverged { message, checkpoint } => {
+            eprintln!(
+                "diverged: {message} (last good checkpoint: {})",
+                checkpoint.as_deref().unwrap_or("none yet")
+            )
+        }
+        Event::CheckpointFailed { message, last_good, .. } => eprintln!(
+            "warning: checkpoint not written: {message}; the last good one is {}; training goes on",
+            last_good.as_deref().unwrap_or("none yet")
+        ),
         Event::Step { .. } | Event::Checkpoint { .. } | Event::Failed { .. } => {}
     }
 }
 
 fn run_one(exp: Experiment, out: Option<PathBuf>, json: bool) -> anyhow::Result<Summary> {
     let run = RunDir::create(out.as_deref(), &exp.name)?;
-    let session = Session::spawn(exp, run);
+    follow_session(Session::spawn(exp, run), json)
+}
+
+fn follow_session(session: Session, json: bool) -> anyhow::Result<Summary> {
     for event in session.events.iter() {
         print_event(&event, json);
     }
@@ -328,7 +361,19 @@ fn run_one(exp: Experiment, out: Option<PathBuf>, json: bool) -> anyhow::Result<
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let set = with_device(args.set, args.device);
-    let mut exp = Experiment::load(&args.config, &set)?;
+    if let Some(dir) = args.resume {
+        let path = args.config.unwrap_or_else(|| dir.join("config.toml"));
+        let new = Experiment::load(&path, &set)?;
+        let (exp, run, resume) = tdmr::engine::prepare_resume(&dir, Some(new))?;
+        let launch = tdmr::engine::Launch {
+            resume: Some(resume),
+            attended: false,
+        };
+        follow_session(Session::launch(exp, run, launch), args.json)?;
+        return Ok(());
+    }
+    let config = args.config.unwrap_or_else(|| DEFAULT_EXPERIMENT.into());
+    let mut exp = Experiment::load(&config, &set)?;
     if let Some(seed) = args.seed {
         exp.seed = seed;
     }

@@ -87,6 +87,33 @@ impl Params {
             .collect()
     }
 
+    /// [`Params::vars`] with their names.
+    pub fn named_vars(&self, prefixes: &[String]) -> Vec<(String, Var)> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p.as_str())))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Set every variable and buffer from `tensors` (a resumable checkpoint, which may
+    /// hold more, such as optimiser moments); each must be there with its shape.
+    pub fn restore(&self, tensors: &std::collections::HashMap<String, Tensor>, origin: &Path) -> Result<()> {
+        for (name, var) in self.vars.iter().chain(self.buffers.iter()) {
+            let err = |msg: String| Error::Tensor {
+                path: origin.into(),
+                tensor: name.clone(),
+                msg,
+            };
+            let t = tensors.get(name).ok_or_else(|| err("missing from the checkpoint".into()))?;
+            if t.dims() != var.dims() {
+                return Err(err(format!("expected shape {:?}, found {:?}", var.dims(), t.dims())));
+            }
+            var.set(&t.to_device(&self.device)?)?;
+        }
+        Ok(())
+    }
+
     pub fn count(&self, prefixes: &[String]) -> usize {
         self.vars(prefixes).iter().map(|v| v.elem_count()).sum()
     }

@@ -10,7 +10,17 @@ use std::collections::BTreeMap;
 use super::{Experiment, Stage};
 
 /// Keys (dotted paths) that change live whatever the progress.
-const LIVE_KEYS: &[&str] = &["stage1.lr", "baselines.linear_probe_lr", "distill.temperature", "theme"];
+const LIVE_KEYS: &[&str] = &[
+    "stage1.lr",
+    "baselines.linear_probe_lr",
+    "distill.temperature",
+    "theme",
+    "checkpoint.every_epochs",
+    "checkpoint.every_steps",
+    "checkpoint.keep",
+    "checkpoint.lr_backoff",
+    "checkpoint.max_backoffs",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -175,6 +185,7 @@ pub fn merge(old: &Experiment, new: &Experiment, p: &Progress) -> Experiment {
     m.baselines.linear_probe_lr = new.baselines.linear_probe_lr;
     m.distill.temperature = new.distill.temperature;
     m.theme = new.theme.clone();
+    m.checkpoint = new.checkpoint.clone();
     let started = p.stages_started.min(old.distill.stages.len());
     let mut stages = old.distill.stages[..started].to_vec();
     if p.stage_running {

@@ -111,6 +111,7 @@ pub struct Experiment {
     pub target: Target,
     pub distill: Distill,
     pub baselines: Baselines,
+    pub checkpoint: Checkpointing,
     /// The workbench's colour theme: a bundled name (`dark`, `light`, `high-contrast`)
     /// or a path to a theme file.
     pub theme: String,
@@ -226,6 +227,35 @@ pub struct LossWeights {
     pub ce: f64,
 }
 
+/// Resumable checkpoints (`checkpoints/resume-NNNNNN.{safetensors,json}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checkpointing {
+    /// Write one at the end of every `every_epochs`-th epoch (and a stage's last).
+    pub every_epochs: usize,
+    /// Also write one every `every_steps` optimisation steps (0: off).
+    pub every_steps: usize,
+    /// How many resumable checkpoints to keep (the newest).
+    pub keep: usize,
+    /// On a NaN/Inf loss or gradient, go back to the last good checkpoint with every
+    /// learning rate multiplied by this factor (0: off, the run stops instead).
+    pub lr_backoff: f64,
+    /// Give up after this many back-offs in one run.
+    pub max_backoffs: usize,
+}
+
+impl Default for Checkpointing {
+    fn default() -> Self {
+        Checkpointing {
+            every_epochs: 1,
+            every_steps: 0,
+            keep: 3,
+            lr_backoff: 0.0,
+            max_backoffs: 3,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Baselines {
@@ -251,6 +281,7 @@ impl Default for Experiment {
             target: Target::default(),
             distill: Distill::default(),
             baselines: Baselines::default(),
+            checkpoint: Checkpointing::default(),
             theme: "dark".into(),
             source: None,
         }
@@ -524,6 +555,10 @@ impl Experiment {
             ("distill.batch_size", d.batch_size, 2, MAX_BATCH),
             ("baselines.linear_probe_epochs", self.baselines.linear_probe_epochs, 0, MAX_EPOCHS),
             ("distill.stages", d.stages.len(), 1, 64),
+            ("checkpoint.every_epochs", self.checkpoint.every_epochs, 1, MAX_EPOCHS),
+            ("checkpoint.every_steps", self.checkpoint.every_steps, 0, 1 << 40),
+            ("checkpoint.keep", self.checkpoint.keep, 1, 1000),
+            ("checkpoint.max_backoffs", self.checkpoint.max_backoffs, 0, 100),
         ];
         let stage_keys: Vec<(String, String)> = (0..d.stages.len())
             .map(|i| (format!("distill.stages[{i}].epochs"), format!("distill.stages[{i}].warmup_epochs")))
@@ -547,6 +582,7 @@ impl Experiment {
             ("distill.temperature", d.temperature, 1e-3, 1e3),
             ("baselines.kd_alpha", self.baselines.kd_alpha, 0.0, 1.0),
             ("baselines.linear_probe_lr", self.baselines.linear_probe_lr, 1e-12, f64::MAX),
+            ("checkpoint.lr_backoff", self.checkpoint.lr_backoff, 0.0, 0.999),
         ];
         for (key, v, lo, hi) in reals {
             if !v.is_finite() || v < lo || v > hi {
@@ -554,6 +590,15 @@ impl Experiment {
             }
         }
         Ok(())
+    }
+
+    /// Multiply every learning rate (stage 1, the probe, each distillation stage).
+    pub fn scale_learning_rates(&mut self, factor: f64) {
+        self.stage1.lr *= factor;
+        self.baselines.linear_probe_lr *= factor;
+        for s in &mut self.distill.stages {
+            s.lr *= factor;
+        }
     }
 
     /// Total stage-2 epochs: the baselines that train the target use the same budget.

@@ -2,7 +2,7 @@
 //! `metrics.jsonl`), and honour commands between steps.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
@@ -17,6 +17,10 @@ pub struct Control {
     skip_requested: bool,
     save_requested: bool,
     live: Option<crate::config::Experiment>,
+    /// A person watches (the workbench): trouble pauses the run for them instead of
+    /// stopping it or pressing on.
+    attended: bool,
+    metrics_failed: bool,
     /// Events a lagging view has not had room for yet (never step events).
     backlog: std::collections::VecDeque<Event>,
 }
@@ -37,6 +41,8 @@ impl Control {
             skip_requested: false,
             save_requested: false,
             live: None,
+            attended: false,
+            metrics_failed: false,
             backlog: std::collections::VecDeque::new(),
         }
     }
@@ -47,16 +53,79 @@ impl Control {
         Ok(())
     }
 
+    /// Continue `path` from byte `offset` (a checkpoint's): what was written after it,
+    /// a torn last line included, is dropped and will be written again.
+    pub fn record_from(&mut self, path: &Path, offset: u64) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        if offset > len {
+            return Err(Error::File {
+                path: path.into(),
+                msg: format!("is {len} bytes, shorter than the checkpoint's offset {offset}: it was cut after the checkpoint"),
+            });
+        }
+        f.set_len(offset).map_err(|e| Error::io(path, e))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
+        self.metrics = Some(BufWriter::new(f));
+        Ok(())
+    }
+
+    /// Bytes recorded so far (flushed to the file first).
+    pub fn metrics_offset(&mut self) -> Result<u64> {
+        match &mut self.metrics {
+            Some(m) => {
+                let err = |e| Error::io("metrics.jsonl", e);
+                m.flush().map_err(err)?;
+                m.get_mut().sync_data().map_err(err)?;
+                m.get_mut().stream_position().map_err(err)
+            }
+            None => Ok(0),
+        }
+    }
+
+    pub fn set_attended(&mut self, attended: bool) {
+        self.attended = attended;
+    }
+
+    pub fn attended(&self) -> bool {
+        self.attended && self.commands.is_some()
+    }
+
+    /// Pause until the view resumes (when someone watches); returns at once otherwise.
+    pub fn pause_for_attention(&mut self) -> Result<()> {
+        if self.attended() {
+            self.emit(Event::Paused);
+            self.wait_while_paused()?;
+        }
+        Ok(())
+    }
+
     /// Record and forward an event.
     pub fn emit(&mut self, event: Event) {
         if let Some(m) = &mut self.metrics {
             if let Ok(line) = serde_json::to_string(&event) {
-                let _ = writeln!(m, "{line}");
-                if !matches!(event, Event::Step { .. }) {
-                    let _ = m.flush();
+                let mut written = writeln!(m, "{line}");
+                if written.is_ok() && !matches!(event, Event::Step { .. }) {
+                    written = m.flush();
+                }
+                if let (Err(e), false) = (written, self.metrics_failed) {
+                    // Said once: the run goes on, and views still get every event.
+                    self.metrics_failed = true;
+                    self.send(Event::Log {
+                        message: format!("warning: metrics.jsonl: {e}; events are no longer recorded"),
+                    });
                 }
             }
         }
+        self.send(event);
+    }
+
+    fn send(&mut self, event: Event) {
         let Some(tx) = &self.events else { return };
         // Never wait for the view: step events are dropped when it lags (the epoch
         // events carry the same figures); every other event queues here, in order.
@@ -108,6 +177,11 @@ impl Control {
     /// The experiment as last changed live, if it was.
     pub fn live(&self) -> Option<&crate::config::Experiment> {
         self.live.as_ref()
+    }
+
+    /// Make `config` the live experiment (after a divergence back-off).
+    pub fn set_live(&mut self, config: crate::config::Experiment) {
+        self.live = Some(config);
     }
 
     fn apply(&mut self, config: crate::config::Experiment, changes: Vec<String>) {

@@ -134,4 +134,24 @@ pub enum Event {
     Failed {
         message: String,
     },
+    /// The run continues from a checkpoint (`None`: none was written, so from the start).
+    RunResumed {
+        checkpoint: Option<String>,
+        /// `method/stage epoch E, batch B` or `the start`.
+        position: String,
+        /// Config changes taken on resuming.
+        changes: Vec<String>,
+    },
+    /// A NaN or Inf loss, gradient or weight: where, and the last good checkpoint.
+    Diverged {
+        message: String,
+        checkpoint: Option<String>,
+    },
+    /// A checkpoint could not be written (disk full, directory gone read-only...): the
+    /// previous one is intact.
+    CheckpointFailed {
+        path: String,
+        message: String,
+        last_good: Option<String>,
+    },
 }

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
+use super::checkpoint::Checkpointer;
 use super::control::Control;
-use super::events::{Event, LossParts, MethodResult, Summary};
+use super::events::{Event, LossParts, MethodResult};
 use super::run_dir::RunDir;
 use super::trainer::{timed, train_stage, Live, LiveSource, StageOutcome, StageSpec, StepOut};
 use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method, PromptKind, Stage};
@@ -33,7 +34,8 @@ pub struct Lab<'a> {
     pub test: ViewSet,
     /// Number of training images (rows of `train` are images × views).
     pub items: usize,
-    pub summary: Summary,
+    /// Resumable checkpoints, and the methods finished so far (with their results).
+    pub ckpt: Checkpointer,
 }
 
 /// Test accuracy of `logits(rows)` over the whole test set.
@@ -105,6 +107,8 @@ impl Lab<'_> {
         StageSpec {
             method: method.into(),
             stage: stage.into(),
+            stage_index: 0,
+            checkpoint: self.exp.checkpoint.clone(),
             epochs: s1.epochs,
             batch_size: s1.batch_size,
             items: self.items,
@@ -133,13 +137,13 @@ impl Lab<'_> {
             wall_s,
             foundation_forwards,
         });
-        self.summary.insert(
-            key.into(),
-            MethodResult {
+        self.ckpt.complete(
+            key,
+            Some(MethodResult {
                 test_acc,
                 trainable_params,
                 wall_s,
-            },
+            }),
         );
     }
 
@@ -155,7 +159,8 @@ impl Lab<'_> {
     }
 
     /// Stage 1 (`with_proxy`) or the `vp` baseline (prompt + label head, no proxy).
-    pub fn reprogram_foundation(&mut self, key: &str, with_proxy: bool) -> Result<(Reprogrammed, f64)> {
+    /// `restore`: the method finished before a resume; load its final checkpoint.
+    pub fn reprogram_foundation(&mut self, key: &str, with_proxy: bool, restore: bool) -> Result<Reprogrammed> {
         let (started, before) = (Instant::now(), self.foundation.forward_calls());
         let exp = self.exp;
         let (r, f) = (&exp.reprogram, &exp.foundation);
@@ -191,34 +196,33 @@ impl Lab<'_> {
             projector,
             head,
         };
-        let spec = self.spec(key, "reprogram", if with_proxy { 1 } else { 2 });
-        let vars = model.params.vars(&all_prefixes(prefix));
-        let (foundation, train, test, inner, smoothing) = (self.foundation, &self.train, &self.test, f.inner_size, r.label_smoothing);
         let ckpt = format!("{key}.safetensors");
+        if restore {
+            model.params.load(&self.run.checkpoint(&ckpt))?;
+            return Ok(model);
+        }
+        let spec = self.spec(key, "reprogram", if with_proxy { 1 } else { 2 });
+        let (foundation, train, test, inner, smoothing) = (self.foundation, &self.train, &self.test, f.inner_size, r.label_smoothing);
         let outcome = {
-            let (ctl, run) = (&mut *self.ctl, self.run);
             let m = &model;
             train_stage(
-                ctl,
+                self.ctl,
+                &mut self.ckpt,
                 &spec,
-                vars,
+                &model.params,
+                &all_prefixes(prefix),
                 &mut |rows, _, _| {
                     let (x, wait) = timed(|| train.batch(rows, inner))?;
                     let (_, logits) = m.forward(foundation, &x, true)?;
                     ce_step(&logits, &train.label_tensor(rows)?, smoothing, wait)
                 },
                 &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
-                &mut || {
-                    let p = run.checkpoint(&ckpt);
-                    m.params.save(&p)?;
-                    Ok(p.display().to_string())
-                },
             )?
         };
         let acc = self.final_accuracy(&outcome, |rows| Ok(model.forward(foundation, &test.batch(rows, inner)?, false)?.1))?;
         Self::checkpoint(self.ctl, self.run, &model.params, key, "reprogram", &ckpt)?;
         self.finish(key, started, before, acc, outcome.trainable_params);
-        Ok((model, acc))
+        Ok(model)
     }
 
     fn final_accuracy(&self, outcome: &StageOutcome, logits: impl FnMut(&[usize]) -> Result<Tensor>) -> Result<f64> {
@@ -229,12 +233,16 @@ impl Lab<'_> {
     }
 
     /// Cache the teacher's proxy embeddings and logits for every training view.
-    pub fn cache_teacher(&mut self, key: &str, teacher: &Reprogrammed) -> Result<TeacherCache> {
+    /// `quiet`: rebuilt on a resume, after its event was recorded.
+    pub fn cache_teacher(&mut self, key: &str, teacher: &Reprogrammed, quiet: bool) -> Result<TeacherCache> {
         let started = Instant::now();
         let (foundation, train, inner) = (self.foundation, &self.train, self.exp.foundation.inner_size);
         let cache = TeacherCache::build(train.len(), CACHE_BATCH, |rows| {
             teacher.forward(foundation, &train.batch(rows, inner)?, false)
         })?;
+        if quiet {
+            return Ok(cache);
+        }
         self.ctl.emit(Event::CacheBuilt {
             method: key.into(),
             rows: train.len(),
@@ -246,7 +254,8 @@ impl Lab<'_> {
 
     /// Linear probe on frozen features (image resized to the full canvas, no prompt).
     /// Returns the probe's logits for every training view: the `kd` baseline's teacher.
-    pub fn linear_probe(&mut self, record: bool) -> Result<TeacherCache> {
+    /// `restore`: it finished before a resume; load its final checkpoint.
+    pub fn linear_probe(&mut self, record: bool, restore: bool) -> Result<TeacherCache> {
         let (started, before) = (Instant::now(), self.foundation.forward_calls());
         let exp = self.exp;
         let size = exp.foundation.image_size;
@@ -263,32 +272,36 @@ impl Lab<'_> {
         };
         let (train_f, test_f) = (feats(&self.train)?, feats(&self.test)?);
         let head = Head::new(&mut params, "probe.head.", foundation.feature_dim(), CLASSES, 1.0)?;
-        let mut spec = self.spec("linear-probe", "probe", 3);
-        spec.epochs = exp.baselines.linear_probe_epochs;
-        spec.lr = exp.baselines.linear_probe_lr;
-        spec.optimizer = crate::config::OptimizerKind::Adamw;
-        spec.weight_decay = 0.0;
-        spec.live = LiveSource::Probe;
-        let (train, test) = (&self.train, &self.test);
-        let outcome = train_stage(
-            self.ctl,
-            &spec,
-            params.vars(&all_prefixes("probe.head.")),
-            &mut |rows, _, _| {
-                let (x, wait) = timed(|| select_rows(&train_f, rows))?;
-                ce_step(&head.forward(&x)?, &train.label_tensor(rows)?, 0.0, wait)
-            },
-            &mut || accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
-            &mut || {
-                let p = self.run.checkpoint("linear-probe.safetensors");
-                params.save(&p)?;
-                Ok(p.display().to_string())
-            },
-        )?;
-        let acc = self.final_accuracy(&outcome, |rows| head.forward(&select_rows(&test_f, rows)?))?;
-        Self::checkpoint(self.ctl, self.run, &params, "linear-probe", "probe", "linear-probe.safetensors")?;
-        if record {
-            self.finish("linear-probe", started, before, acc, outcome.trainable_params);
+        let file = "linear-probe.safetensors";
+        if restore {
+            params.load(&self.run.checkpoint(file))?;
+        } else {
+            let mut spec = self.spec("linear-probe", "probe", 3);
+            spec.epochs = exp.baselines.linear_probe_epochs;
+            spec.lr = exp.baselines.linear_probe_lr;
+            spec.optimizer = crate::config::OptimizerKind::Adamw;
+            spec.weight_decay = 0.0;
+            spec.live = LiveSource::Probe;
+            let (train, test) = (&self.train, &self.test);
+            let outcome = train_stage(
+                self.ctl,
+                &mut self.ckpt,
+                &spec,
+                &params,
+                &all_prefixes("probe.head."),
+                &mut |rows, _, _| {
+                    let (x, wait) = timed(|| select_rows(&train_f, rows))?;
+                    ce_step(&head.forward(&x)?, &train.label_tensor(rows)?, 0.0, wait)
+                },
+                &mut || accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
+            )?;
+            let acc = self.final_accuracy(&outcome, |rows| head.forward(&select_rows(&test_f, rows)?))?;
+            Self::checkpoint(self.ctl, self.run, &params, "linear-probe", "probe", file)?;
+            if record {
+                self.finish("linear-probe", started, before, acc, outcome.trainable_params);
+            } else {
+                self.ckpt.complete("linear-probe", None);
+            }
         }
         Ok(TeacherCache {
             logits: head.forward(&train_f)?.detach(),
@@ -334,6 +347,7 @@ impl Lab<'_> {
         let mut prev = LossWeights::default();
         let mut last: Option<StageOutcome> = None;
         let mut trainable = std::collections::BTreeSet::new();
+        let resume_at = self.ckpt.resume_stage_index(key);
         // Stages are read from the live experiment as each one starts, so stages the
         // user edits, adds or reorders while earlier ones run take effect.
         for i in 0.. {
@@ -358,9 +372,18 @@ impl Lab<'_> {
                 weights,
                 ramp,
             } = stage;
+            trainable.extend(groups.iter().copied());
+            if i < resume_at {
+                // Finished before the checkpoint the run resumes from, which holds
+                // every parameter of this target.
+                prev = weights;
+                continue;
+            }
             let spec = StageSpec {
                 method: key.into(),
                 stage: name.clone(),
+                stage_index: i,
+                checkpoint: exp.checkpoint.clone(),
                 epochs,
                 batch_size: d.batch_size,
                 items: self.items,
@@ -379,13 +402,13 @@ impl Lab<'_> {
             };
             let from = prev;
             let align_kind = d.align_loss;
-            let vars = params.vars(&prefixes(&groups));
-            trainable.extend(groups.iter().copied());
             let ckpt = format!("{key}-{name}.safetensors");
             let outcome = train_stage(
                 self.ctl,
+                &mut self.ckpt,
                 &spec,
-                vars,
+                &params,
+                &prefixes(&groups),
                 &mut |rows, progress, live: &Live| {
                     let to = live.weights;
                     let w = if ramp {
@@ -430,11 +453,6 @@ impl Lab<'_> {
                     })
                 },
                 &mut || accuracy(test, eval_logits),
-                &mut || {
-                    let p = self.run.checkpoint(&ckpt);
-                    params.save(&p)?;
-                    Ok(p.display().to_string())
-                },
             )?;
             Self::checkpoint(self.ctl, self.run, &params, key, &name, &ckpt)?;
             prev = weights;
@@ -481,23 +499,27 @@ impl Lab<'_> {
     pub fn run_all(&mut self) -> Result<()> {
         let methods = self.exp.methods.clone();
         let wants = |m: Method| methods.contains(&m);
-        let probe = if wants(Method::LinearProbe) || wants(Method::Kd) {
-            Some(self.linear_probe(wants(Method::LinearProbe))?)
+        // After a resume, methods that finished are skipped, or rebuilt from their final
+        // checkpoints where a later method needs them.
+        let done = |lab: &Self, key: &str| lab.ckpt.is_completed(key);
+        let probe = if (wants(Method::LinearProbe) && !done(self, "linear-probe")) || (wants(Method::Kd) && !done(self, "kd")) {
+            Some(self.linear_probe(wants(Method::LinearProbe), done(self, "linear-probe"))?)
         } else {
             None
         };
-        if wants(Method::Vp) {
-            self.reprogram_foundation("vp", false)?;
+        if wants(Method::Vp) && !done(self, "vp") {
+            self.reprogram_foundation("vp", false, false)?;
         }
-        if wants(Method::Tdmr) {
-            let (teacher, _) = self.reprogram_foundation("tdmr-teacher", true)?;
-            let cache = self.cache_teacher("tdmr", &teacher)?;
+        if wants(Method::Tdmr) && !done(self, "tdmr") {
+            let restored = done(self, "tdmr-teacher");
+            let teacher = self.reprogram_foundation("tdmr-teacher", true, restored)?;
+            let cache = self.cache_teacher("tdmr", &teacher, restored)?;
             self.train_target("tdmr", Some((&cache, Some(&teacher.head))))?;
         }
-        if wants(Method::Scratch) {
+        if wants(Method::Scratch) && !done(self, "scratch") {
             self.train_target("scratch", None)?;
         }
-        if let (true, Some(cache)) = (wants(Method::Kd), &probe) {
+        if let (true, false, Some(cache)) = (wants(Method::Kd), done(self, "kd"), &probe) {
             self.train_target("kd", Some((cache, None)))?;
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! The headless engine: optimisers, schedules, the training loop, the methods, the run
 //! directory, and the `Event`/`Command` API that the runner (and later the TUI) use.
 
+pub mod checkpoint;
 pub mod control;
 pub mod events;
 pub mod methods;
@@ -13,4 +14,4 @@ pub mod trainer;
 
 pub use control::Control;
 pub use events::{Command, Event, LossParts, MethodResult, Summary};
-pub use session::{run_blocking, Session};
+pub use session::{prepare_resume, run_blocking, run_launched, Launch, Resume, Session};

@@ -9,6 +9,7 @@ use crate::Result;
 
 pub struct Optimizer {
     kind: OptimizerKind,
+    names: Vec<String>,
     vars: Vec<Var>,
     first: Vec<Option<Tensor>>,
     second: Vec<Option<Tensor>>,
@@ -22,10 +23,13 @@ const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 
 impl Optimizer {
-    pub fn new(kind: OptimizerKind, vars: Vec<Var>, weight_decay: f64, momentum: f64) -> Self {
+    /// `vars` by name: the names key the moments in checkpoints.
+    pub fn new(kind: OptimizerKind, vars: Vec<(String, Var)>, weight_decay: f64, momentum: f64) -> Self {
         let n = vars.len();
+        let (names, vars) = vars.into_iter().unzip();
         Optimizer {
             kind,
+            names,
             vars,
             first: vec![None; n],
             second: vec![None; n],
@@ -38,6 +42,50 @@ impl Optimizer {
     /// Where the parameters live (`None` for an empty optimiser).
     pub fn device(&self) -> Option<&candle_core::Device> {
         self.vars.first().map(|v| v.device())
+    }
+
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// The moments, as `optim.m.<var>` and `optim.v.<var>` (for checkpoints).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let named = |tag: &str, ts: &[Option<Tensor>]| -> Vec<(String, Tensor)> {
+            self.names
+                .iter()
+                .zip(ts)
+                .filter_map(|(n, t)| t.as_ref().map(|t| (format!("optim.{tag}.{n}"), t.clone())))
+                .collect()
+        };
+        let mut out = named("m", &self.first);
+        out.extend(named("v", &self.second));
+        out
+    }
+
+    /// Take back the moments written by [`Optimizer::state`] and the step count.
+    pub fn restore(&mut self, tensors: &std::collections::HashMap<String, Tensor>, steps: usize, origin: &std::path::Path) -> Result<()> {
+        for (i, (name, var)) in self.names.iter().zip(&self.vars).enumerate() {
+            for (tag, slot) in [("m", &mut self.first[i]), ("v", &mut self.second[i])] {
+                let key = format!("optim.{tag}.{name}");
+                *slot = match tensors.get(&key) {
+                    Some(t) if t.dims() == var.dims() => Some(t.to_device(var.device())?),
+                    Some(t) => {
+                        return Err(crate::Error::Tensor {
+                            path: origin.into(),
+                            tensor: key,
+                            msg: format!("expected shape {:?}, found {:?}", var.dims(), t.dims()),
+                        })
+                    }
+                    None => None,
+                };
+            }
+        }
+        self.steps = steps;
+        Ok(())
     }
 
     pub fn param_count(&self) -> usize {

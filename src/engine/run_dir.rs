@@ -8,13 +8,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{Error, Result};
 
-/// Write through `f` into a temp file beside `path`, fsync it, then rename over `path`.
+/// Write through `f` into a temp file beside `path`, fsync it, rename it over `path`,
+/// then fsync the directory so the rename itself survives a power cut. On failure the
+/// temp file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    f(&tmp)?;
-    File::open(&tmp).and_then(|h| h.sync_all()).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = f(&tmp)
+        .and_then(|()| File::open(&tmp).and_then(|h| h.sync_all()).map_err(|e| Error::io(&tmp, e)))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return written;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|h| h.sync_all()).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
 }
 
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
@@ -74,6 +84,23 @@ impl RunDir {
         let ckpt = root.join("checkpoints");
         std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
         Ok(RunDir { root })
+    }
+
+    /// An existing run directory, to resume: it must hold the run's `config.toml`.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.join("config.toml").is_file() {
+            return Err(Error::File {
+                path: root.into(),
+                msg: "is not a tdmr run directory (no config.toml)".into(),
+            });
+        }
+        let ckpt = root.join("checkpoints");
+        std::fs::create_dir_all(&ckpt).map_err(|e| Error::io(&ckpt, e))?;
+        Ok(RunDir { root: root.into() })
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
     }
 
     pub fn checkpoint(&self, file: &str) -> PathBuf {

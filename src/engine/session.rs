@@ -1,19 +1,20 @@
 //! Running an experiment: on the caller's thread ([`run_blocking`]) or on a worker
 //! thread with event and command channels ([`Session::spawn`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
 
+use super::checkpoint::{self, Checkpointer, Restore};
 use super::control::Control;
 use super::events::{Command, Event, Summary};
 use super::methods::Lab;
 use super::report;
 use super::run_dir::{write_text_atomic, RunDir};
-use crate::config::{EvalOn, Experiment, Precision};
+use crate::config::{live, EvalOn, Experiment, Precision};
 use crate::data::{Digits, ViewSet};
 use crate::models::efficientnet_lite::EfficientNetLite;
 use crate::{Error, Result};
@@ -92,22 +93,25 @@ pub fn gpu_memory_mib(_device: &Device) -> Option<f64> {
     None
 }
 
-/// Run the whole experiment into `run`, reporting through `ctl`.
-pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Result<Summary> {
+/// Run the whole experiment into `run`, reporting through `ctl`. `ckpt` says which
+/// methods a resume skips and where it picks up; a fresh run announces itself first.
+pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: Checkpointer, fresh: bool) -> Result<Summary> {
     let started = Instant::now();
     let (device, why) = select_device(&exp.device)?;
     write_text_atomic(&run.file("config.toml"), &exp.to_toml())?;
-    ctl.emit(Event::RunStarted {
-        name: exp.name.clone(),
-        seed: exp.seed,
-        run_dir: run.root.display().to_string(),
-        methods: exp.methods.iter().map(|m| m.name().to_string()).collect(),
-        device: match &device {
-            Device::Cuda(_) => "cuda".into(),
-            Device::Metal(_) => "metal".into(),
-            Device::Cpu => "cpu".into(),
-        },
-    });
+    if fresh {
+        ctl.emit(Event::RunStarted {
+            name: exp.name.clone(),
+            seed: exp.seed,
+            run_dir: run.root.display().to_string(),
+            methods: exp.methods.iter().map(|m| m.name().to_string()).collect(),
+            device: match &device {
+                Device::Cuda(_) => "cuda".into(),
+                Device::Metal(_) => "metal".into(),
+                Device::Cpu => "cpu".into(),
+            },
+        });
+    }
     if let Some(why) = why {
         ctl.emit(Event::Log { message: why });
     }
@@ -137,12 +141,14 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
             });
         }
     }
-    ctl.emit(Event::FoundationLoaded {
-        path: fpath.display().to_string(),
-        variant: foundation.variant().into(),
-        params: foundation.param_count(),
-        feature_dim: foundation.feature_dim(),
-    });
+    if fresh {
+        ctl.emit(Event::FoundationLoaded {
+            path: fpath.display().to_string(),
+            variant: foundation.variant().into(),
+            params: foundation.param_count(),
+            feature_dim: foundation.feature_dim(),
+        });
+    }
     let mut lab = Lab {
         exp,
         ctl,
@@ -152,10 +158,10 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
         items: split.train.len(),
         device,
         foundation: &foundation,
-        summary: Summary::new(),
+        ckpt,
     };
     let outcome = lab.run_all();
-    let summary = std::mem::take(&mut lab.summary);
+    let summary = lab.ckpt.summary().clone();
     // An aborted or failed run still leaves a report of the methods that finished.
     let title = match &outcome {
         Ok(()) => format!("{} (k = {})", exp.name, exp.data.k),
@@ -177,6 +183,136 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control) -> Resu
     Ok(summary)
 }
 
+/// How a session starts.
+#[derive(Default)]
+pub struct Launch {
+    /// Continue an existing run directory (see [`prepare_resume`]).
+    pub resume: Option<Resume>,
+    /// A person watches: divergence and failed checkpoint writes pause the run.
+    pub attended: bool,
+}
+
+/// A run directory made ready to continue.
+pub struct Resume {
+    /// The newest checkpoint that reads back whole (`None`: start over in place).
+    pub restore: Option<Restore>,
+    /// Config changes taken on resuming, and checkpoints skipped as unreadable.
+    pub changes: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Keys a resume may change beyond the live ones: where and how fast it computes.
+const RESUME_KEYS: &[&str] = &["device", "precision"];
+
+/// Where the distillation schedule of `tdmr` stood at a checkpoint.
+fn progress_at(r: &Restore, stages: usize) -> live::Progress {
+    let m = &r.manifest;
+    let (stages_started, stage_running) = if m.completed.iter().any(|c| c == "tdmr") {
+        (stages, false)
+    } else if m.method == "tdmr" {
+        (m.position.stage_index + 1, true)
+    } else {
+        (0, false)
+    };
+    live::Progress {
+        running: true,
+        stages_started,
+        stage_running,
+    }
+}
+
+/// Open `run_dir` to continue it: the newest good checkpoint, the experiment it ran
+/// (with the live edits it had taken) and, if `new` is given (else the directory's
+/// `config.toml`), the changes a run in progress may take. Any other change is refused.
+pub fn prepare_resume(run_dir: &Path, new: Option<Experiment>) -> Result<(Experiment, RunDir, Resume)> {
+    let run = RunDir::open(run_dir)?;
+    let dir = run.checkpoints();
+    // Temp files of writes a kill interrupted.
+    for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let (restore, notes) = checkpoint::latest(&dir, &Device::Cpu);
+    let notes = notes
+        .into_iter()
+        .map(|n| format!("skipped an unreadable checkpoint: {n}"))
+        .collect();
+    let cfg = run.file("config.toml");
+    let new = match new {
+        Some(e) => e,
+        None => Experiment::load(&cfg, &[])?,
+    };
+    let Some(r) = restore else {
+        // Nothing trained was saved: start over in the same directory.
+        return Ok((
+            new,
+            run,
+            Resume {
+                restore: None,
+                changes: Vec::new(),
+                notes,
+            },
+        ));
+    };
+    let mut base = r.experiment()?;
+    base.source = new.source.clone().or(Some(cfg));
+    let p = progress_at(&r, base.distill.stages.len());
+    let diff = live::diff(&base, &new, &p);
+    let refused: Vec<String> = diff
+        .iter()
+        .filter(|c| c.verdict != live::Verdict::Live && !RESUME_KEYS.contains(&c.key.as_str()))
+        .map(|c| match &c.verdict {
+            live::Verdict::Refused(why) => format!("{c} ({why})"),
+            _ => format!("{c} (needs a new run)"),
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(Error::config(
+            format!("resume of {}", run_dir.display()),
+            format!(
+                "the run in progress cannot take these changes: {}. Undo them, or start a new run",
+                refused.join("; ")
+            ),
+        ));
+    }
+    let mut exp = live::merge(&base, &new, &p);
+    exp.device = new.device.clone();
+    exp.precision = new.precision;
+    let changes = diff.iter().map(|c| c.to_string()).collect();
+    Ok((
+        exp,
+        run,
+        Resume {
+            restore: Some(r),
+            changes,
+            notes,
+        },
+    ))
+}
+
+fn describe(r: &Option<Restore>) -> String {
+    match r {
+        Some(r) => {
+            let (m, p) = (&r.manifest, &r.manifest.position);
+            format!("{}/{} epoch {}, batch {}", m.method, m.stage, p.epoch, p.batch)
+        }
+        None => "the start".into(),
+    }
+}
+
+/// Continue the record from `restore` (or from nothing) and say so.
+fn continue_record(ctl: &mut Control, run: &RunDir, restore: &Option<Restore>, changes: Vec<String>) -> Result<()> {
+    let offset = restore.as_ref().map_or(0, |r| r.manifest.metrics_offset);
+    ctl.record_from(&run.file("metrics.jsonl"), offset)?;
+    ctl.emit(Event::RunResumed {
+        checkpoint: restore.as_ref().map(|r| r.path.display().to_string()),
+        position: describe(restore),
+        changes,
+    });
+    Ok(())
+}
+
 /// Run on this thread; `events`, if given, receives every event.
 pub fn run_blocking(
     exp: &Experiment,
@@ -184,9 +320,85 @@ pub fn run_blocking(
     events: Option<mpsc::SyncSender<Event>>,
     commands: Option<Receiver<Command>>,
 ) -> Result<Summary> {
+    run_launched(exp, run, events, commands, Launch::default())
+}
+
+/// [`run_blocking`], fresh or resumed as `launch` says. A divergence goes back to the
+/// last good checkpoint when `checkpoint.lr_backoff` allows (every learning rate
+/// scaled by it) or when the person watching resumes the paused run (with whatever
+/// learning rates they have set meanwhile); otherwise the run stops.
+pub fn run_launched(
+    exp: &Experiment,
+    run: &RunDir,
+    events: Option<mpsc::SyncSender<Event>>,
+    commands: Option<Receiver<Command>>,
+    launch: Launch,
+) -> Result<Summary> {
     let mut ctl = Control::new(commands, events);
-    ctl.record_to(&run.file("metrics.jsonl"))?;
-    let result = run_experiment(exp, run, &mut ctl);
+    ctl.set_attended(launch.attended);
+    let mut exp = exp.clone();
+    let mut restore = None;
+    let started = match launch.resume {
+        None => ctl.record_to(&run.file("metrics.jsonl")),
+        Some(r) => {
+            restore = r.restore;
+            continue_record(&mut ctl, run, &restore, r.changes).map(|()| {
+                for n in r.notes {
+                    ctl.emit(Event::Log { message: n });
+                }
+            })
+        }
+    };
+    let result = started.and_then(|()| {
+        let mut backoffs = restore.as_ref().map_or(0, |r| r.manifest.backoffs);
+        let mut fresh = restore.is_none();
+        loop {
+            let mut ckpt = Checkpointer::new(&run.checkpoints(), &exp);
+            if let Some(r) = restore.take() {
+                ckpt.resume_from(r);
+            }
+            ckpt.set_backoffs(backoffs);
+            let msg = match run_experiment(&exp, run, &mut ctl, ckpt, fresh) {
+                Err(Error::Diverged(msg)) => msg,
+                other => return other,
+            };
+            let (last, _) = checkpoint::latest(&run.checkpoints(), &Device::Cpu);
+            let last_path = last.as_ref().map(|r| r.path.display().to_string());
+            ctl.emit(Event::Diverged {
+                message: msg.clone(),
+                checkpoint: last_path.clone(),
+            });
+            let policy = ctl.live().unwrap_or(&exp).checkpoint.clone();
+            let back_off = policy.lr_backoff > 0.0 && backoffs < policy.max_backoffs;
+            if !back_off {
+                if !ctl.attended() {
+                    return Err(Error::Diverged(format!(
+                        "{msg}. Last good checkpoint: {}. Continue from it with a lower learning rate: \
+                         tdmr run --resume {} --set stage1.lr=… (or the stage's lr)",
+                        last_path.as_deref().unwrap_or("none (the run starts over)"),
+                        run.root.display()
+                    )));
+                }
+                ctl.pause_for_attention()?;
+            }
+            let mut next = ctl.live().cloned().unwrap_or_else(|| exp.clone());
+            if back_off {
+                backoffs += 1;
+                next.scale_learning_rates(policy.lr_backoff);
+                ctl.emit(Event::Log {
+                    message: format!(
+                        "learning rates × {} (back-off {backoffs} of {}), from the last good checkpoint",
+                        policy.lr_backoff, policy.max_backoffs
+                    ),
+                });
+            }
+            ctl.set_live(next.clone());
+            exp = next;
+            fresh = last.is_none();
+            restore = last;
+            continue_record(&mut ctl, run, &restore, Vec::new())?;
+        }
+    });
     if let Err(e) = &result {
         ctl.emit(Event::Failed { message: e.to_string() });
     }
@@ -206,10 +418,14 @@ pub struct Session {
 
 impl Session {
     pub fn spawn(exp: Experiment, run: RunDir) -> Session {
+        Self::launch(exp, run, Launch::default())
+    }
+
+    pub fn launch(exp: Experiment, run: RunDir, launch: Launch) -> Session {
         let (etx, erx) = mpsc::sync_channel(EVENT_BUFFER);
         let (ctx, crx) = mpsc::channel();
         let run_dir = run.root.clone();
-        let handle = std::thread::spawn(move || run_blocking(&exp, &run, Some(etx), Some(crx)));
+        let handle = std::thread::spawn(move || run_launched(&exp, &run, Some(etx), Some(crx), launch));
         Session {
             events: erx,
             commands: ctx,

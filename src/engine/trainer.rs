@@ -4,16 +4,19 @@
 
 use std::time::Instant;
 
-use candle_core::{Tensor, Var};
+use candle_core::backprop::GradStore;
+use candle_core::Tensor;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::checkpoint::{first_non_finite, fnv1a, Checkpointer, Position};
 use super::control::Control;
 use super::events::{Event, LossParts};
 use super::optim::Optimizer;
 use super::schedule::LrPlan;
-use crate::config::{Experiment, LossWeights, LrSchedule, OptimizerKind};
+use crate::config::{Checkpointing, Experiment, LossWeights, LrSchedule, OptimizerKind};
+use crate::params::Params;
 use crate::{Error, Result};
 
 /// Where a stage's live settings come from when the view changes the experiment while
@@ -71,6 +74,9 @@ pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 pub struct StageSpec {
     pub method: String,
     pub stage: String,
+    /// Position of the stage within its method (checkpoints record it).
+    pub stage_index: usize,
+    pub checkpoint: Checkpointing,
     pub epochs: usize,
     pub batch_size: usize,
     /// Training images; each epoch sees every image once, in one of its `views`.
@@ -114,28 +120,23 @@ pub fn batch_bounds(n: usize, batch: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-fn stage_salt(method: &str, stage: &str) -> u64 {
-    // FNV-1a: a stable salt so each stage draws its own reproducible order.
-    method
-        .bytes()
-        .chain([0u8])
-        .chain(stage.bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
-}
-
 /// Train one stage. `step(rows, progress, live)` computes the loss of a batch of view
 /// rows (`progress` ∈ [0, 1) through the stage, for ramped loss weights; `live` the
-/// weights and temperature in force); `eval()` returns test accuracy; `save()` writes a
-/// checkpoint and returns its path.
+/// weights and temperature in force); `eval()` returns test accuracy. The variables of
+/// `params` under `prefixes` are trained; all of `params` goes into the checkpoints, and
+/// a resume that stopped in this stage restores them, the optimiser and the RNG.
 pub fn train_stage(
     ctl: &mut Control,
+    ckpt: &mut Checkpointer,
     spec: &StageSpec,
-    vars: Vec<Var>,
+    params: &Params,
+    prefixes: &[String],
     step: &mut StepFn,
     eval: &mut dyn FnMut() -> Result<f64>,
-    save: &mut dyn FnMut() -> Result<String>,
 ) -> Result<StageOutcome> {
-    let mut opt = Optimizer::new(spec.optimizer, vars, spec.weight_decay, spec.momentum);
+    let named = params.named_vars(prefixes);
+    let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
+    let mut opt = Optimizer::new(spec.optimizer, named, spec.weight_decay, spec.momentum);
     let bounds = batch_bounds(spec.items, spec.batch_size);
     let steps_per_epoch = bounds.len();
     let mut plan = LrPlan {
@@ -145,36 +146,59 @@ pub fn train_stage(
         total_steps: spec.epochs * steps_per_epoch,
     };
     let trainable_params = opt.param_count();
-    ctl.emit(Event::StageStarted {
-        method: spec.method.clone(),
-        stage: spec.stage.clone(),
-        epochs: spec.epochs,
-        steps_per_epoch,
-        trainable_params,
-    });
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ stage_salt(&spec.method, &spec.stage));
-    let mut global = 0usize;
-    let mut test_acc = None;
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ fnv1a(spec.method.bytes().chain([0u8]).chain(spec.stage.bytes())));
+    let mut pos = Position {
+        stage_index: spec.stage_index,
+        epoch: 1,
+        ..Position::default()
+    };
+    // The restored tensors are dropped once copied into the variables.
+    let resumed = match ckpt.take_restore(&spec.method, &spec.stage) {
+        Some(r) => {
+            params.restore(&r.tensors, &r.path)?;
+            opt.restore(&r.tensors, r.manifest.optimizer_steps, &r.path)?;
+            pos = r.manifest.position;
+            rng.set_word_pos(pos.rng_word_pos);
+            true
+        }
+        None => {
+            ctl.emit(Event::StageStarted {
+                method: spec.method.clone(),
+                stage: spec.stage.clone(),
+                epochs: spec.epochs,
+                steps_per_epoch,
+                trainable_params,
+            });
+            false
+        }
+    };
+    let (start_epoch, start_batch) = (pos.epoch, pos.batch);
     let mut live = Live {
         lr: spec.lr,
         weights: spec.weights,
         temperature: spec.temperature,
     };
-    for epoch in 1..=spec.epochs {
+    let policy = |ctl: &Control| ctl.live().map(|e| e.checkpoint.clone()).unwrap_or_else(|| spec.checkpoint.clone());
+    for epoch in start_epoch..=spec.epochs {
         let started = Instant::now();
+        let epoch_rng = rng.get_word_pos();
         let mut order: Vec<usize> = (0..spec.items).collect();
         order.shuffle(&mut rng);
         let rows: Vec<usize> = order.iter().map(|&i| i * spec.views + rng.random_range(0..spec.views)).collect();
-        let (mut sums, mut correct, mut lr) = (LossParts::default(), 0usize, spec.lr);
-        for (b, &(lo, hi)) in bounds.iter().enumerate() {
+        let first = if epoch == start_epoch { start_batch } else { 0 };
+        if epoch != start_epoch || !resumed {
+            (pos.partial, pos.correct) = (LossParts::default(), 0);
+        }
+        pos.epoch = epoch;
+        pos.rng_word_pos = epoch_rng;
+        let mut lr = spec.lr;
+        for (b, &(lo, hi)) in bounds.iter().enumerate().skip(first) {
             let req = ctl.between_steps()?;
-            if req.save {
-                let path = save()?;
-                ctl.emit(Event::Checkpoint {
-                    method: spec.method.clone(),
-                    stage: spec.stage.clone(),
-                    path,
-                });
+            let every = policy(ctl).every_steps;
+            let periodic = every > 0 && pos.step > 0 && pos.step.is_multiple_of(every) && !(resumed && epoch == start_epoch && b == first);
+            if req.save || periodic {
+                pos.batch = b;
+                save(ctl, ckpt, spec, &pos, params, &opt, req.save)?;
             }
             if req.skip_stage {
                 ctl.emit(Event::StageSkipped {
@@ -183,7 +207,7 @@ pub fn train_stage(
                     epoch,
                 });
                 return Ok(StageOutcome {
-                    test_acc,
+                    test_acc: pos.test_acc,
                     skipped: true,
                     trainable_params,
                 });
@@ -193,42 +217,53 @@ pub fn train_stage(
                 plan.base = live.lr;
             }
             let step_started = Instant::now();
-            lr = plan.at(global);
-            let progress = global as f64 / plan.total_steps.max(1) as f64;
+            lr = plan.at(pos.step);
+            let progress = pos.step as f64 / plan.total_steps.max(1) as f64;
             let out = step(&rows[lo..hi], progress, &live)?;
             let loss = out.loss.to_scalar::<f32>()? as f64;
-            if !loss.is_finite() {
-                return Err(Error::Diverged(format!(
-                    "{} / {}: loss is {loss} at epoch {epoch}, step {}; the last checkpoint is kept",
+            let diverged = |what: String| {
+                Error::Diverged(format!(
+                    "{} / {}: {what} at epoch {epoch}, step {} (loss terms: align {:.4}, kd {:.4}, ce {:.4}; lr {lr:.3e})",
                     spec.method,
                     spec.stage,
-                    b + 1
-                )));
+                    pos.step + 1,
+                    out.parts.align,
+                    out.parts.kd,
+                    out.parts.ce
+                ))
+            };
+            if !loss.is_finite() {
+                return Err(diverged(format!("the loss is {loss}")));
             }
             let grads = out.loss.backward()?;
+            if let Some(bad) = non_finite_gradient(&grads, &names, &opt)? {
+                return Err(diverged(format!("the gradient of `{bad}` holds NaN or Inf (loss {loss:.4})")));
+            }
             opt.step(&grads, lr)?;
             let n = (hi - lo) as f64;
+            let sums = &mut pos.partial;
             sums.total += out.parts.total * n;
             sums.align += out.parts.align * n;
             sums.kd += out.parts.kd * n;
             sums.ce += out.parts.ce * n;
-            correct += out.correct;
+            pos.correct += out.correct;
             ctl.emit(Event::Step {
                 method: spec.method.clone(),
                 stage: spec.stage.clone(),
                 epoch,
                 steps: steps_per_epoch,
-                step: global,
+                step: pos.step,
                 loss,
                 lr,
                 images: hi - lo,
                 wall_s: step_started.elapsed().as_secs_f64(),
                 data_wait_s: out.data_wait_s,
             });
-            global += 1;
+            pos.step += 1;
         }
         let elapsed = started.elapsed().as_secs_f64();
         let n = spec.items as f64;
+        let sums = pos.partial;
         let loss = LossParts {
             total: sums.total / n,
             align: sums.align / n,
@@ -237,7 +272,7 @@ pub fn train_stage(
         };
         let evaluated = epoch % spec.eval_every == 0 || epoch == spec.epochs;
         if evaluated {
-            test_acc = Some(eval()?);
+            pos.test_acc = Some(eval()?);
         }
         ctl.emit(Event::Epoch {
             method: spec.method.clone(),
@@ -246,15 +281,67 @@ pub fn train_stage(
             epochs: spec.epochs,
             loss,
             lr,
-            train_acc: correct as f64 / n,
-            test_acc: if evaluated { test_acc } else { None },
+            train_acc: pos.correct as f64 / n,
+            test_acc: if evaluated { pos.test_acc } else { None },
             images_per_s: n / elapsed.max(1e-9),
             gpu_memory_mib: opt.device().and_then(super::session::gpu_memory_mib),
         });
+        if epoch.is_multiple_of(policy(ctl).every_epochs) || epoch == spec.epochs {
+            let next = Position {
+                epoch: epoch + 1,
+                batch: 0,
+                rng_word_pos: rng.get_word_pos(),
+                partial: LossParts::default(),
+                correct: 0,
+                ..pos
+            };
+            save(ctl, ckpt, spec, &next, params, &opt, false)?;
+        }
     }
     Ok(StageOutcome {
-        test_acc,
+        test_acc: pos.test_acc,
         skipped: false,
         trainable_params,
     })
+}
+
+/// Write a resumable checkpoint. A failed write (disk full, read-only directory) is
+/// reported and, with someone watching, pauses the run; the previous checkpoint stays.
+fn save(
+    ctl: &mut Control,
+    ckpt: &mut Checkpointer,
+    spec: &StageSpec,
+    pos: &Position,
+    params: &Params,
+    opt: &Optimizer,
+    announce: bool,
+) -> Result<()> {
+    match ckpt.save(ctl, &spec.method, &spec.stage, pos, params, opt) {
+        Ok(path) if announce => ctl.emit(Event::Checkpoint {
+            method: spec.method.clone(),
+            stage: spec.stage.clone(),
+            path: path.display().to_string(),
+        }),
+        Ok(_) => {}
+        Err(e @ Error::Diverged(_)) => return Err(e),
+        Err(e) => {
+            ctl.emit(Event::CheckpointFailed {
+                path: ckpt.dir().display().to_string(),
+                message: e.to_string(),
+                last_good: ckpt.last_good().map(|p| p.display().to_string()),
+            });
+            ctl.pause_for_attention()?;
+        }
+    }
+    Ok(())
+}
+
+/// The first trained variable whose gradient holds NaN or Inf.
+fn non_finite_gradient(grads: &GradStore, names: &[String], opt: &Optimizer) -> Result<Option<String>> {
+    let named: Vec<(&String, &Tensor)> = names
+        .iter()
+        .zip(opt.vars())
+        .filter_map(|(n, v)| grads.get(v.as_tensor()).map(|g| (n, g)))
+        .collect();
+    first_non_finite(named.into_iter())
 }

@@ -590,6 +590,30 @@ impl App {
                     self.error(format!("run failed: {message}"));
                 }
             }
+            Event::RunResumed {
+                checkpoint,
+                position,
+                changes,
+            } => {
+                self.run = RunState::Running;
+                let from = checkpoint.as_deref().unwrap_or("no checkpoint");
+                self.info(format!("resumed at {position} ({from})"));
+                if !changes.is_empty() {
+                    self.info(format!("taken on resuming: {}", changes.join("; ")));
+                }
+            }
+            Event::Diverged { message, checkpoint } => {
+                let last = checkpoint.as_deref().unwrap_or("none yet");
+                self.error(format!(
+                    "diverged: {message}. Last good checkpoint: {last}. Lower the lr in the config, then resume (space) to continue from it"
+                ));
+            }
+            Event::CheckpointFailed { message, last_good, .. } => {
+                let last = last_good.as_deref().unwrap_or("none yet");
+                self.error(format!(
+                    "checkpoint not written: {message}. The last good one is {last}. Free space or fix the directory, then resume (space)"
+                ));
+            }
             Event::Step { .. } => {}
         }
     }
