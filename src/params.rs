@@ -130,12 +130,7 @@ impl Params {
     /// Atomic safetensors checkpoint: a killed run never leaves a half-written file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tensors: std::collections::HashMap<String, Tensor> = self.tensors().into_iter().collect();
-        crate::engine::run_dir::write_atomic(path, |tmp| {
-            candle_core::safetensors::save(&tensors, tmp).map_err(|e| Error::File {
-                path: tmp.to_path_buf(),
-                msg: e.to_string(),
-            })
-        })
+        crate::engine::run_dir::write_safetensors_atomic(path, &tensors)
     }
 
     /// Load a checkpoint written by [`Params::save`] into the existing variables; every

@@ -107,16 +107,16 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
         train: tdmr::data::ViewSet::new(&digits, &split.train, 2, 0, &Device::Cpu).unwrap(),
         test: tdmr::data::ViewSet::plain(&digits, &split.test[..50], &Device::Cpu).unwrap(),
         items: split.train.len(),
-        summary: Default::default(),
+        ckpt: tdmr::engine::checkpoint::Checkpointer::new(&run.checkpoints(), &exp),
     };
-    let (teacher, _) = lab.reprogram_foundation("tdmr-teacher", true).unwrap();
+    let teacher = lab.reprogram_foundation("tdmr-teacher", true, false).unwrap();
     let after: Vec<f32> = f.features(&probe).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(before, after, "a foundation weight changed during stage 1");
     let delta = teacher.params.tensors()["teacher.prompt.delta"].clone();
     let moved = delta.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(moved > 0.0, "the prompt did not train");
     let calls = f.forward_calls();
-    let cache = lab.cache_teacher("tdmr", &teacher).unwrap();
+    let cache = lab.cache_teacher("tdmr", &teacher, false).unwrap();
     assert_eq!(f.forward_calls() - calls, 1, "4 training views fit one cache batch");
     assert_eq!(cache.z.dims(), &[split.train.len() * 2, exp.reprogram.proxy_dim]);
 }

@@ -107,7 +107,7 @@ fn probe_accuracy(f: &EfficientNetLite, train: &ViewSet, test: &ViewSet) -> f64 
     let (xtr, xte) = (norm(&xtr), norm(&xte));
     let mut p = Params::new(&Device::Cpu, 0);
     let head = Head::new(&mut p, "h.", 1280, 10, 1.0).unwrap();
-    let mut opt = tdmr::engine::optim::Optimizer::new(tdmr::config::OptimizerKind::Adamw, p.vars(&["h.".into()]), 1e-3, 0.9);
+    let mut opt = tdmr::engine::optim::Optimizer::new(tdmr::config::OptimizerKind::Adamw, p.named_vars(&["h.".into()]), 1e-3, 0.9);
     let ytr = train.label_tensor(&(0..train.len()).collect::<Vec<_>>()).unwrap();
     for _ in 0..300 {
         let l = tdmr::distill::loss::cross_entropy(&head.forward(&xtr).unwrap(), &ytr, 0.0).unwrap();

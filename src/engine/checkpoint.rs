@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::control::Control;
 use super::events::{LossParts, MethodResult, Summary};
 use super::optim::Optimizer;
-use super::run_dir::{write_atomic, write_text_atomic};
+use super::run_dir::{write_safetensors_atomic, write_text_atomic};
 use crate::config::Experiment;
 use crate::params::Params;
 use crate::{Error, Result};
@@ -106,7 +106,7 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 pub fn first_non_finite<'a>(tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>) -> Result<Option<String>> {
     for (name, t) in tensors {
         // x − x is 0 for every finite x and NaN otherwise, so one sum tells.
-        let s = (t - t)?.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        let s = t.sub(t)?.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
         if s != 0.0 {
             return Ok(Some(name.clone()));
         }
@@ -128,7 +128,7 @@ fn manifests(dir: &Path) -> Vec<(u64, PathBuf)> {
         .map(|e| e.path())
         .filter_map(|p| seq_of(&p).map(|s| (s, p)))
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
     out
 }
 
@@ -296,12 +296,7 @@ impl Checkpointer {
             backoffs: self.backoffs,
         };
         let map: HashMap<String, Tensor> = tensors.into_iter().collect();
-        write_atomic(&tpath, |tmp| {
-            candle_core::safetensors::save(&map, tmp).map_err(|e| Error::File {
-                path: tmp.to_path_buf(),
-                msg: e.to_string(),
-            })
-        })?;
+        write_safetensors_atomic(&tpath, &map)?;
         let json = serde_json::to_string_pretty(&manifest).map_err(|e| Error::File {
             path: mpath.clone(),
             msg: e.to_string(),

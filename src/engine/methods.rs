@@ -270,7 +270,7 @@ impl Lab<'_> {
             }
             Ok(Tensor::cat(&out, 0)?)
         };
-        let (train_f, test_f) = (feats(&self.train)?, feats(&self.test)?);
+        let train_f = feats(&self.train)?;
         let head = Head::new(&mut params, "probe.head.", foundation.feature_dim(), CLASSES, 1.0)?;
         let file = "linear-probe.safetensors";
         if restore {
@@ -282,6 +282,8 @@ impl Lab<'_> {
             spec.optimizer = crate::config::OptimizerKind::Adamw;
             spec.weight_decay = 0.0;
             spec.live = LiveSource::Probe;
+            // Only training needs the test features; a restore skips them.
+            let test_f = feats(&self.test)?;
             let (train, test) = (&self.train, &self.test);
             let outcome = train_stage(
                 self.ctl,

@@ -15,6 +15,7 @@ pub fn write_atomic(path: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let written = f(&tmp)
+        .map(|()| fault_injection_pause())
         .and_then(|()| File::open(&tmp).and_then(|h| h.sync_all()).map_err(|e| Error::io(&tmp, e)))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if written.is_err() {
@@ -25,6 +26,31 @@ pub fn write_atomic(path: &Path, f: impl FnOnce(&Path) -> Result<()>) -> Result<
         File::open(dir).and_then(|h| h.sync_all()).map_err(|e| Error::io(dir, e))?;
     }
     Ok(())
+}
+
+/// `TDMR_FAULT_WRITE_DELAY_MS`: hold every atomic write between writing its temp
+/// file and renaming it, so crash tests can kill the process inside a write.
+fn fault_injection_pause() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("TDMR_FAULT_WRITE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(d) = delay {
+        std::thread::sleep(*d);
+    }
+}
+
+/// Tensors as an atomic safetensors file. Serialised here, not by candle, whose writer
+/// renames its own temp file into place and would hide where a write failed.
+pub fn write_safetensors_atomic(path: &Path, tensors: &std::collections::HashMap<String, candle_core::Tensor>) -> Result<()> {
+    let bytes = safetensors::serialize(tensors, None).map_err(|e| Error::File {
+        path: path.into(),
+        msg: format!("cannot serialise the tensors: {e}"),
+    })?;
+    write_atomic(path, |tmp| std::fs::write(tmp, &bytes).map_err(|e| Error::io(tmp, e)))
 }
 
 pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {

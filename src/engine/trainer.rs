@@ -343,5 +343,5 @@ fn non_finite_gradient(grads: &GradStore, names: &[String], opt: &Optimizer) -> 
         .zip(opt.vars())
         .filter_map(|(n, v)| grads.get(v.as_tensor()).map(|g| (n, g)))
         .collect();
-    first_non_finite(named.into_iter())
+    first_non_finite(named)
 }
