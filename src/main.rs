@@ -133,9 +133,13 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 struct TuiArgs {
-    /// Experiment file (TOML); edits to it are applied while the run goes.
-    #[arg(default_value = DEFAULT_EXPERIMENT)]
-    config: PathBuf,
+    /// Experiment file (TOML); edits to it are applied while the run goes [default:
+    /// sample-data/experiments/digits.toml; with --resume, the run directory's config.toml].
+    config: Option<PathBuf>,
+    /// Continue the run in this directory from its last good checkpoint (the `u` key
+    /// does the same for the workbench's last run).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["start", "out"])]
+    resume: Option<PathBuf>,
     /// Colour theme: dark, light, high-contrast, or a path to a theme file.
     #[arg(long)]
     theme: Option<String>,
@@ -185,8 +189,8 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
     if let Some(why) = tdmr::tui::not_a_terminal() {
         eprintln!("tdmr: {why}, so no workbench: running the experiment headless (`tdmr run` does this directly)");
         return run(RunArgs {
-            config: Some(args.config),
-            resume: None,
+            config: args.config,
+            resume: args.resume,
             seed: None,
             seeds: Vec::new(),
             out: args.out,
@@ -195,11 +199,21 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
             device: args.device,
         });
     }
+    let config = match (&args.config, &args.resume) {
+        (Some(c), _) => c.clone(),
+        (None, Some(dir)) => dir.join("config.toml"),
+        (None, None) => DEFAULT_EXPERIMENT.into(),
+    };
+    let begin = match (args.resume, args.start) {
+        (Some(dir), _) => tdmr::tui::Begin::Resume(dir),
+        (None, true) => tdmr::tui::Begin::Start,
+        (None, false) => tdmr::tui::Begin::Idle,
+    };
     tdmr::tui::run(
-        args.config,
+        config,
         with_device(args.set, args.device),
         workbench_options(args.out, args.theme),
-        args.start,
+        begin,
     )
 }
 
@@ -422,7 +436,8 @@ fn main() -> ExitCode {
         Some(Cmd::Inspect(args)) => inspect(args),
         Some(Cmd::Attach(args)) => attach(args),
         None => tui(TuiArgs {
-            config: DEFAULT_EXPERIMENT.into(),
+            config: Some(DEFAULT_EXPERIMENT.into()),
+            resume: None,
             theme: None,
             out: None,
             set: Vec::new(),

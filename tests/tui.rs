@@ -497,3 +497,54 @@ fn attach_replays_a_run_directory_read_only() {
         .to_string();
     assert!(e.contains("metrics.jsonl"), "{e}");
 }
+
+#[test]
+fn resume_key_replays_the_history_and_continues_from_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = new_app(dir.path(), &tiny_text());
+    press(&mut app, 'u');
+    assert!(log_text(&app).contains("no run to resume yet"));
+
+    // A finished run, then its newest checkpoints removed: as if it had been killed
+    // in the middle of its last method.
+    let run_dir = dir.path().join("killed");
+    let run = tdmr::engine::run_dir::RunDir::create(Some(&run_dir), "tiny").unwrap();
+    tdmr::engine::run_blocking(&tiny_experiment(), &run, None, None).unwrap();
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(run.checkpoints())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("resume-") && p.extension().unwrap() == "json")
+        .collect();
+    manifests.sort();
+    std::fs::remove_file(manifests.pop().unwrap()).unwrap();
+
+    app.resume(Some(run_dir.clone()));
+    assert_eq!(app.run, RunState::Running);
+    assert!(app.results.len() >= 5, "finished methods come back from the history");
+    pump(&mut app, 120, "the resumed run to finish", |a| a.run == RunState::Done);
+    assert!(log_text(&app).contains("resumed at kd/train"), "{}", log_text(&app));
+    assert_eq!(app.results.len(), 6);
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("✓ done") && s.contains("✓ kd/train"), "{s}");
+    app.shutdown();
+}
+
+#[test]
+fn divergence_pauses_the_workbench_and_space_continues_with_the_edited_lr() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = tiny_text()
+        .replace("name = \"tiny\"", "name = \"tiny\"\nmethods = [\"vp\"]")
+        .replace("[stage1]\n", "[stage1]\nlr = 1e38\n");
+    let mut app = new_app(dir.path(), &text);
+    press(&mut app, 's');
+    pump(&mut app, 60, "the divergence to pause the run", |a| a.run == RunState::Paused);
+    assert!(log_text(&app).contains("diverged: vp / reprogram"), "{}", log_text(&app));
+    // The user lowers the lr in the file; the reload takes it while paused.
+    std::fs::write(dir.path().join("exp.toml"), text.replace("lr = 1e38", "lr = 1e-2")).unwrap();
+    app.reload_config(true);
+    press(&mut app, ' ');
+    pump(&mut app, 120, "the run to finish after the divergence", |a| a.run == RunState::Done);
+    assert_eq!(app.results.len(), 1, "{}", log_text(&app));
+    app.shutdown();
+}

@@ -16,7 +16,7 @@ use crate::config::live::{self, Change, Progress, Verdict};
 use crate::config::stage_edit::{self, StageOp};
 use crate::config::Experiment;
 use crate::engine::run_dir::RunDir;
-use crate::engine::{Command, Event, Session, Summary};
+use crate::engine::{Command, Event, Launch, Session, Summary};
 use crate::models::efficientnet_lite::EfficientNetLite;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,7 +341,11 @@ impl App {
             Ok(dir) => {
                 self.run_dir = Some(dir.root.clone());
                 self.info(format!("run started → {}", dir.root.display()));
-                self.session = Some(Session::spawn(self.exp.clone(), dir));
+                let launch = Launch {
+                    resume: None,
+                    attended: true,
+                };
+                self.session = Some(Session::launch(self.exp.clone(), dir, launch));
                 self.run = RunState::Running;
                 self.run_started = Some(Instant::now());
                 self.run_ended = None;
@@ -352,6 +356,47 @@ impl App {
             }
             Err(e) => self.error(format!("cannot start: {e}")),
         }
+    }
+
+    /// Continue `dir` (the last run, by default) from its last good checkpoint: the
+    /// history up to that checkpoint is replayed from its `metrics.jsonl` into the panes,
+    /// then the engine picks up there. The open config's changes apply as on `tdmr run
+    /// --resume`: what a running session could take, nothing else.
+    pub fn resume(&mut self, dir: Option<PathBuf>) {
+        if self.run.is_active() {
+            self.warn("a run is going: abort it (x) before resuming another");
+            return;
+        }
+        let Some(dir) = dir.or_else(|| self.run_dir.clone()) else {
+            self.warn("no run to resume yet: start one (s), or open one with `tdmr tui --resume RUN_DIR`");
+            return;
+        };
+        let (exp, run, resume) = match crate::engine::prepare_resume(&dir, Some(self.exp.clone())) {
+            Ok(r) => r,
+            Err(e) => return self.error(format!("cannot resume: {e}")),
+        };
+        self.stop_session();
+        self.charts = Charts::default();
+        self.plan = Plan::new(&exp);
+        self.checkpoints.clear();
+        self.results.clear();
+        let offset = resume.restore.as_ref().map_or(0, |r| r.manifest.metrics_offset) as usize;
+        let history = std::fs::read(run.file("metrics.jsonl")).unwrap_or_default();
+        for line in String::from_utf8_lossy(&history[..offset.min(history.len())]).lines() {
+            if let Ok(e) = serde_json::from_str::<Event>(line) {
+                self.on_engine(e);
+            }
+        }
+        self.run_dir = Some(run.root.clone());
+        let launch = Launch {
+            resume: Some(resume),
+            attended: true,
+        };
+        self.session = Some(Session::launch(exp, run, launch));
+        self.read_only = false;
+        self.run = RunState::Running;
+        self.run_started = Some(Instant::now());
+        self.run_ended = None;
     }
 
     /// Drive the app from a session started elsewhere (tests attach a scripted engine).
@@ -802,6 +847,7 @@ impl App {
         }
         match action {
             Action::Start => self.start(),
+            Action::ResumeRun => self.resume(None),
             Action::PauseResume => self.toggle_pause(),
             Action::SkipStage if self.run.is_active() => {
                 self.send(Command::SkipStage);

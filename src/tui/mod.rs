@@ -182,13 +182,25 @@ async fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Re
     }
 }
 
+/// How the workbench begins.
+pub enum Begin {
+    /// Wait for `s`.
+    Idle,
+    /// Start a new run at once.
+    Start,
+    /// Continue this run directory from its last good checkpoint.
+    Resume(PathBuf),
+}
+
 /// Open the workbench on `config` and run until the user quits.
-pub fn run(config: PathBuf, overrides: Vec<String>, options: Options, start: bool) -> anyhow::Result<()> {
+pub fn run(config: PathBuf, overrides: Vec<String>, options: Options, begin: Begin) -> anyhow::Result<()> {
     let exp = crate::config::Experiment::load(&config, &overrides)?;
     let mut app = App::new(config, overrides, exp, options);
     app.load_foundation();
-    if start {
-        app.start();
+    match begin {
+        Begin::Idle => {}
+        Begin::Start => app.start(),
+        Begin::Resume(dir) => app.resume(Some(dir)),
     }
     drive(app)
 }
