@@ -1,6 +1,7 @@
 //! Datasets, the fixed k-shot split, augmentation views and model inputs.
 
 pub mod digits;
+pub mod image_file;
 pub mod views;
 
 pub use digits::{Digits, Split};

@@ -109,39 +109,59 @@ pub fn detect(path: &Path, keys: &BTreeMap<String, Vec<usize>>) -> Result<Detect
     })
 }
 
-/// Read a `.safetensors` file's header and detect its family.
-pub fn inspect(path: &Path) -> Result<Inspection> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let file_bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if path.extension().is_some_and(|e| e == "pth" || e == "bin" || e == "pt") {
-        return Err(Error::File {
-            path: path.into(),
-            msg: "PyTorch pickle checkpoints are not read yet; convert with scripts/convert_legacy_pth.py or use .safetensors".into(),
-        });
-    }
-    // SAFETY: read-only mapping of a file we do not write; a file changed underneath
-    // would give wrong numbers in a report, not memory unsafety in safe code we call.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::File {
-        path: path.into(),
-        msg: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
-    })?;
-    let mut tensors: Vec<TensorEntry> = meta
+/// The tensors a safetensors header declares (name, dtype, shape), checked against
+/// the bytes that follow it.
+pub fn safetensors_entries(bytes: &[u8]) -> std::result::Result<Vec<TensorEntry>, String> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    Ok(meta
         .tensors()
         .into_iter()
         .map(|(name, info)| TensorEntry {
             name,
-            dtype: format!("{:?}", info.dtype),
+            dtype: format!("{:?}", info.dtype).to_uppercase(),
             shape: info.shape.clone(),
         })
-        .collect();
+        .collect())
+}
+
+/// The tensors a PyTorch checkpoint's pickle declares (the data is not read).
+pub fn pickle_entries(path: &Path) -> Result<Vec<TensorEntry>> {
+    let infos = super::weights::guarded(path, || candle_core::pickle::read_pth_tensor_info(path, false, None))?;
+    Ok(infos
+        .into_iter()
+        .map(|i| TensorEntry {
+            name: i.name,
+            dtype: format!("{:?}", i.dtype).to_uppercase(),
+            shape: i.layout.dims().to_vec(),
+        })
+        .collect())
+}
+
+/// Read a checkpoint's header (`.safetensors` memory-mapped, or a PyTorch pickle) and
+/// detect its family.
+pub fn inspect(path: &Path) -> Result<Inspection> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut tensors = if super::weights::is_pickle(path) {
+        pickle_entries(path)?
+    } else {
+        // SAFETY: read-only mapping of a file we do not write; a file changed underneath
+        // would give wrong numbers in a report, not memory unsafety in safe code we call.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        safetensors_entries(&map).map_err(|e| Error::File {
+            path: path.into(),
+            msg: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+        })?
+    };
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let mut dtypes = BTreeMap::new();
-    let mut parameters = 0;
+    let mut parameters = 0usize;
     for t in &tensors {
         *dtypes.entry(t.dtype.clone()).or_insert(0) += 1;
         if matches!(t.dtype.as_str(), "F32" | "F16" | "BF16" | "F64") {
-            parameters += t.shape.iter().product::<usize>();
+            // A pickle's shapes are not checked against its data: never overflow.
+            let n = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX);
+            parameters = parameters.saturating_add(n);
         }
     }
     let keys: BTreeMap<String, Vec<usize>> = tensors.iter().map(|t| (t.name.clone(), t.shape.clone())).collect();
@@ -187,7 +207,7 @@ impl Inspection {
         let dtypes: Vec<String> = self.dtypes.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
         let f3 = |v: [f32; 3]| format!("[{:.3}, {:.3}, {:.3}]", v[0], v[1], v[2]);
         format!(
-            "file        {} ({:.1} MiB, safetensors)\n\
+            "file        {} ({:.1} MiB, {})\n\
              family      {} (detected from key names) · variant {}\n\
              parameters  {:.2}M floating-point values in {} tensors\n\
              input       {}² native (tdmr reprograms at any size ≥ 32) · normalisation mean {} std {}\n\
@@ -196,6 +216,11 @@ impl Inspection {
              keys        {}\n",
             self.path.display(),
             self.file_bytes as f64 / (1024.0 * 1024.0),
+            if super::weights::is_pickle(&self.path) {
+                "PyTorch pickle"
+            } else {
+                "safetensors"
+            },
             d.family,
             d.variant,
             self.parameters as f64 / 1e6,

@@ -8,6 +8,55 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::{Error, Result};
 
+/// `.pth`, `.pt` and `.bin` are PyTorch pickles (read by candle's pickle reader, which
+/// interprets a fixed set of opcodes and executes no code).
+pub fn is_pickle(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "pth" || e == "pt" || e == "bin")
+}
+
+thread_local! {
+    static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A panic caught by [`guarded`] becomes an error message; it must not also print a
+/// backtrace to the user's terminal. Other panics print as before.
+fn quiet_panics_in_guard() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_GUARD.with(|g| g.get()) {
+                previous(info)
+            }
+        }));
+    });
+}
+
+/// Run candle's pickle reader on `path`, turning its errors, and any panic on malformed
+/// input, into one error that names the file.
+pub fn guarded<T>(path: &Path, f: impl FnOnce() -> candle_core::Result<T>) -> Result<T> {
+    let err = |msg: String| Error::File {
+        path: path.into(),
+        msg: format!("not a readable PyTorch checkpoint (zip + pickle): {msg}"),
+    };
+    quiet_panics_in_guard();
+    IN_GUARD.with(|g| g.set(true));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_GUARD.with(|g| g.set(false));
+    match caught {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(err(e.to_string().lines().next().unwrap_or_default().to_string())),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the reader failed".into());
+            Err(err(what))
+        }
+    }
+}
+
 pub struct StrictWeights {
     path: PathBuf,
     tensors: HashMap<String, Tensor>,
@@ -23,10 +72,19 @@ impl StrictWeights {
                 msg: "is a directory, expected a .safetensors file".into(),
             });
         }
-        let tensors = candle_core::safetensors::load(path, device).map_err(|e| Error::File {
-            path: path.into(),
-            msg: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
-        })?;
+        let tensors = if is_pickle(path) {
+            let list = guarded(path, || candle_core::pickle::read_all(path))?;
+            let mut map = HashMap::new();
+            for (name, t) in list {
+                map.insert(name, t.to_device(device)?);
+            }
+            map
+        } else {
+            candle_core::safetensors::load(path, device).map_err(|e| Error::File {
+                path: path.into(),
+                msg: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+            })?
+        };
         Ok(StrictWeights {
             path: path.into(),
             tensors,
