@@ -41,39 +41,21 @@ fn safetensors_file(dir: &Path, name: &str, header_len: Option<u64>, header: &st
 fn lying_safetensors_headers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ok = r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+    // One F32 tensor `w` of `shape` whose data ends at byte `end`.
+    let w = |shape: &str, end: u64| format!(r#"{{"w":{{"dtype":"F32","shape":{shape},"data_offsets":[0,{end}]}}}}"#);
+    let ok = w("[2,2]", 16);
     let cases = [
-        ("huge-header-length.safetensors", Some(1u64 << 60), ok, 16usize),
-        ("header-past-the-end.safetensors", Some(4096), ok, 16),
-        (
-            "offsets-out-of-range.safetensors",
-            None,
-            r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,1600000]}}"#,
-            16,
-        ),
-        (
-            "huge-shape.safetensors",
-            None,
-            r#"{"w":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,16]}}"#,
-            16,
-        ),
-        (
-            "overflowing-shape.safetensors",
-            None,
-            r#"{"w":{"dtype":"F32","shape":[18446744073709551615,2],"data_offsets":[0,16]}}"#,
-            16,
-        ),
-        (
-            "shape-disagrees-with-offsets.safetensors",
-            None,
-            r#"{"w":{"dtype":"F32","shape":[3,3],"data_offsets":[0,16]}}"#,
-            16,
-        ),
-        ("not-json.safetensors", None, "{\"w\": [nonsense", 16),
-        ("empty.safetensors", Some(0), "", 0),
+        ("huge-header-length.safetensors", Some(1u64 << 60), ok.clone(), 16usize),
+        ("header-past-the-end.safetensors", Some(4096), ok.clone(), 16),
+        ("offsets-out-of-range.safetensors", None, w("[2,2]", 1_600_000), 16),
+        ("huge-shape.safetensors", None, w("[1099511627776,1099511627776]", 16), 16),
+        ("overflowing-shape.safetensors", None, w("[18446744073709551615,2]", 16), 16),
+        ("shape-disagrees-with-offsets.safetensors", None, w("[3,3]", 16), 16),
+        ("not-json.safetensors", None, "{\"w\": [nonsense".into(), 16),
+        ("empty.safetensors", Some(0), String::new(), 0),
     ];
     for (name, len, header, data) in cases {
-        let p = safetensors_file(d, name, len, header, &vec![0u8; data]);
+        let p = safetensors_file(d, name, len, &header, &vec![0u8; data]);
         let err = assert_one_line_error(&p, name);
         assert!(err.contains("not a readable safetensors file"), "{name}: {err}");
         // The training path refuses it the same way.
@@ -84,7 +66,7 @@ fn lying_safetensors_headers_are_refused() {
         assert!(e.contains(name), "{e}");
     }
     // The well-formed header really is readable: the cases above fail for their lie.
-    let p = safetensors_file(d, "fine.safetensors", None, ok, &[0u8; 16]);
+    let p = safetensors_file(d, "fine.safetensors", None, &ok, &[0u8; 16]);
     assert!(inspect(&p).1.contains("no known foundation layout"));
 }
 

@@ -56,7 +56,7 @@ use KeyCode::Char;
 /// The key table. Upper-case letters are matched with or without the shift flag.
 pub const KEYMAP: &[Binding] = &[
     bind(Char('s'), "s", Start, "start a run"),
-    bind(Char('u'), "u", ResumeRun, "resume the last run from its checkpoint"),
+    bind(Char('u'), "u", ResumeRun, "resume the last run"),
     bind(Char(' '), "space", PauseResume, "pause / resume"),
     bind(Char('p'), "p", PauseResume, "pause / resume"),
     bind(Char('n'), "n", SkipStage, "skip to the next stage"),
