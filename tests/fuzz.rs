@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use common::{pth_fixture, pth_with_program};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use tdmr::data::image_file::decode_rgb;
@@ -91,33 +91,13 @@ fn safetensors_seed() -> Vec<u8> {
     safetensors::serialize(&map, None).unwrap()
 }
 
-fn pth_seed() -> Vec<u8> {
-    std::fs::read(common::root().join("tests/fixtures/tiny.pth")).unwrap()
-}
-
 /// The pickle program inside the seed checkpoint.
 fn pickle_program() -> Vec<u8> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pth_seed())).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pth_fixture())).unwrap();
     let mut f = zip.by_name("archive/data.pkl").unwrap();
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut f, &mut out).unwrap();
     out
-}
-
-/// A checkpoint zip holding `program` as its pickle, with the seed's storages.
-fn pth_with_program(program: &[u8]) -> Vec<u8> {
-    let mut seed = zip::ZipArchive::new(std::io::Cursor::new(pth_seed())).unwrap();
-    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for i in 0..seed.len() {
-        let mut f = seed.by_index(i).unwrap();
-        let name = f.name().unwrap().to_string();
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut f, &mut data).unwrap();
-        out.start_file(&name, opts).unwrap();
-        out.write_all(if name.ends_with("data.pkl") { program } else { &data }).unwrap();
-    }
-    out.finish().unwrap().into_inner()
 }
 
 fn image_seeds() -> Vec<Vec<u8>> {
@@ -181,7 +161,7 @@ proptest! {
     }
 
     #[test]
-    fn pth_file_reader_never_panics(bytes in input(pth_seed())) {
+    fn pth_file_reader_never_panics(bytes in input(pth_fixture())) {
         let dir = tempfile::tempdir().unwrap();
         let p = write_case(dir.path(), "case.pth", &bytes);
         let _ = pickle_entries(&p);

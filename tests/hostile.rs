@@ -70,22 +70,11 @@ fn lying_safetensors_headers_are_refused() {
     assert!(inspect(&p).1.contains("no known foundation layout"));
 }
 
-/// The seed checkpoint's zip with its pickle program replaced.
-fn pth_with_program(dir: &Path, name: &str, program: &[u8]) -> PathBuf {
-    use std::io::{Read, Write};
-    let seed = std::fs::read(root().join("tests/fixtures/tiny.pth")).unwrap();
-    let mut zin = zip::ZipArchive::new(std::io::Cursor::new(seed)).unwrap();
-    let mut out = zip::ZipWriter::new(std::fs::File::create(dir.join(name)).unwrap());
-    for i in 0..zin.len() {
-        let mut f = zin.by_index(i).unwrap();
-        let fname = f.name().unwrap().to_string();
-        let mut data = Vec::new();
-        f.read_to_end(&mut data).unwrap();
-        out.start_file(&fname, zip::write::SimpleFileOptions::default()).unwrap();
-        out.write_all(if fname.ends_with("data.pkl") { program } else { &data }).unwrap();
-    }
-    out.finish().unwrap();
-    dir.join(name)
+/// `tests/fixtures/tiny.pth` with its pickle program replaced, written to `dir/name`.
+fn pth_file_with_program(dir: &Path, name: &str, program: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, pth_with_program(program)).unwrap();
+    p
 }
 
 #[test]
@@ -111,7 +100,7 @@ fn pickles_with_unexpected_opcodes_or_code_are_refused_and_never_run() {
         ("inst-opcode.pth", b"\x80\x02(iposix\nsystem\n.".to_vec()),
         ("empty-program.pth", Vec::new()),
     ] {
-        let p = pth_with_program(d, name, &program);
+        let p = pth_file_with_program(d, name, &program);
         let err = assert_one_line_error(&p, name);
         assert!(err.contains("not a readable PyTorch checkpoint"), "{name}: {err}");
     }
@@ -125,7 +114,7 @@ fn pickles_with_unexpected_opcodes_or_code_are_refused_and_never_run() {
             &b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storageK\x00K\x00tQK\x00(K\x01t(K\x01t\x89NtRs."[..],
         ),
     ] {
-        let p = pth_with_program(d, name, program);
+        let p = pth_file_with_program(d, name, program);
         let err = assert_one_line_error(&p, name);
         assert!(err.contains("not a readable PyTorch checkpoint"), "{name}: {err}");
     }
@@ -136,7 +125,7 @@ fn pickles_with_unexpected_opcodes_or_code_are_refused_and_never_run() {
     program.extend_from_slice(&(cmd.len() as u32).to_le_bytes());
     program.extend_from_slice(cmd.as_bytes());
     program.extend_from_slice(b"\x85R.");
-    let p = pth_with_program(d, "runs-code.pth", &program);
+    let p = pth_file_with_program(d, "runs-code.pth", &program);
     let (ok, err) = inspect(&p);
     assert!(!ok && !err.contains("panicked"), "{err}");
     assert!(!marker.exists(), "the pickle ran code");

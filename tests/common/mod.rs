@@ -65,6 +65,29 @@ lr = 1e-3
 weights = { kd = 0.2, ce = 1.0 }
 "#;
 
+/// The bytes of `tests/fixtures/tiny.pth` (made by `scripts/make-test-pth.py`).
+pub fn pth_fixture() -> Vec<u8> {
+    std::fs::read(root().join("tests/fixtures/tiny.pth")).unwrap()
+}
+
+/// The fixture checkpoint's zip with its pickle program (`archive/data.pkl`) replaced
+/// and its storages kept.
+pub fn pth_with_program(program: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut seed = zip::ZipArchive::new(std::io::Cursor::new(pth_fixture())).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..seed.len() {
+        let mut f = seed.by_index(i).unwrap();
+        let name = f.name().unwrap().to_string();
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).unwrap();
+        out.start_file(&name, opts).unwrap();
+        out.write_all(if name.ends_with("data.pkl") { program } else { &data }).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
 /// Drop the timing fields (and paths) so two runs' metrics can be compared.
 pub fn without_timings(jsonl: &str) -> Vec<serde_json::Value> {
     jsonl
