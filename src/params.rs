@@ -4,7 +4,7 @@
 //! cannot be seeded on CPU (`Device::Cpu.set_seed` errors), and runs must be
 //! reproducible from the config seed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -13,6 +13,20 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use crate::{Error, Result};
+
+/// `tensors[name]`, checked to have `like`'s shape and moved to its device; `None` if
+/// the checkpoint `origin` does not hold it.
+pub fn saved_like(tensors: &HashMap<String, Tensor>, name: &str, like: &Var, origin: &Path) -> Result<Option<Tensor>> {
+    let Some(t) = tensors.get(name) else { return Ok(None) };
+    if t.dims() != like.dims() {
+        return Err(Error::Tensor {
+            path: origin.into(),
+            tensor: name.into(),
+            msg: format!("expected shape {:?}, found {:?}", like.dims(), t.dims()),
+        });
+    }
+    Ok(Some(t.to_device(like.device())?))
+}
 
 pub struct Params {
     device: Device,
@@ -98,18 +112,14 @@ impl Params {
 
     /// Set every variable and buffer from `tensors` (a resumable checkpoint, which may
     /// hold more, such as optimiser moments); each must be there with its shape.
-    pub fn restore(&self, tensors: &std::collections::HashMap<String, Tensor>, origin: &Path) -> Result<()> {
+    pub fn restore(&self, tensors: &HashMap<String, Tensor>, origin: &Path) -> Result<()> {
         for (name, var) in self.vars.iter().chain(self.buffers.iter()) {
-            let err = |msg: String| Error::Tensor {
+            let t = saved_like(tensors, name, var, origin)?.ok_or_else(|| Error::Tensor {
                 path: origin.into(),
                 tensor: name.clone(),
-                msg,
-            };
-            let t = tensors.get(name).ok_or_else(|| err("missing from the checkpoint".into()))?;
-            if t.dims() != var.dims() {
-                return Err(err(format!("expected shape {:?}, found {:?}", var.dims(), t.dims())));
-            }
-            var.set(&t.to_device(&self.device)?)?;
+                msg: "missing from the checkpoint".into(),
+            })?;
+            var.set(&t)?;
         }
         Ok(())
     }

@@ -70,18 +70,7 @@ impl Optimizer {
     pub fn restore(&mut self, tensors: &std::collections::HashMap<String, Tensor>, steps: usize, origin: &std::path::Path) -> Result<()> {
         for (i, (name, var)) in self.names.iter().zip(&self.vars).enumerate() {
             for (tag, slot) in [("m", &mut self.first[i]), ("v", &mut self.second[i])] {
-                let key = format!("optim.{tag}.{name}");
-                *slot = match tensors.get(&key) {
-                    Some(t) if t.dims() == var.dims() => Some(t.to_device(var.device())?),
-                    Some(t) => {
-                        return Err(crate::Error::Tensor {
-                            path: origin.into(),
-                            tensor: key,
-                            msg: format!("expected shape {:?}, found {:?}", var.dims(), t.dims()),
-                        })
-                    }
-                    None => None,
-                };
+                *slot = crate::params::saved_like(tensors, &format!("optim.{tag}.{name}"), var, origin)?;
             }
         }
         self.steps = steps;
