@@ -303,15 +303,9 @@ fn print_event(e: &Event, json: bool) {
             );
         }
         Event::StageSkipped { method, stage, epoch } => println!("[{method}/{stage}] skipped at epoch {epoch}"),
-        Event::CacheBuilt {
-            method,
-            rows,
-            bytes,
-            wall_s,
-        } => println!(
-            "[{method}] teacher cache: {rows} views, {:.1} KiB, {wall_s:.1}s",
-            *bytes as f64 / 1024.0
-        ),
+        Event::CacheBuilt { .. } | Event::DataLoaded { .. } | Event::TargetBuilt { .. } => {
+            println!("{}", e.describe().unwrap_or_default())
+        }
         Event::MethodDone {
             method,
             test_acc,

@@ -74,6 +74,15 @@ impl Params {
         self.insert(name, t)
     }
 
+    /// Normal with standard deviation `std` (ViT class token and position embeddings).
+    pub fn normal(&mut self, name: &str, shape: &[usize], std: f32) -> Result<Tensor> {
+        let normal = Normal::new(0.0f32, std).map_err(|e| Error::Data(e.to_string()))?;
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| normal.sample(&mut self.rng)).collect();
+        let t = Tensor::from_vec(v, shape, &self.device)?;
+        self.insert(name, t)
+    }
+
     pub fn constant(&mut self, name: &str, shape: &[usize], value: f32) -> Result<Tensor> {
         let t = (Tensor::ones(shape, DType::F32, &self.device)? * value as f64)?;
         self.insert(name, t)

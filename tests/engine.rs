@@ -107,6 +107,8 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
         train: tdmr::data::ViewSet::new(&digits, &split.train, 2, 0, &Device::Cpu).unwrap(),
         test: tdmr::data::ViewSet::plain(&digits, &split.test[..50], &Device::Cpu).unwrap(),
         items: split.train.len(),
+        classes: 10,
+        cache_budget: 1 << 30,
         ckpt: tdmr::engine::checkpoint::Checkpointer::new(&run.checkpoints(), &exp),
     };
     let teacher = lab.reprogram_foundation("tdmr-teacher", true, false).unwrap();
@@ -118,7 +120,7 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
     let calls = f.forward_calls();
     let cache = lab.cache_teacher("tdmr", &teacher, false).unwrap();
     assert_eq!(f.forward_calls() - calls, 1, "4 training views fit one cache batch");
-    assert_eq!(cache.z.dims(), &[split.train.len() * 2, exp.reprogram.proxy_dim]);
+    assert_eq!((cache.rows(), cache.z_dim()), (split.train.len() * 2, exp.reprogram.proxy_dim));
 }
 
 fn next_matching(session: &Session, pred: impl Fn(&Event) -> bool) -> Event {

@@ -131,6 +131,21 @@ pub struct Data {
     /// `test` (the fixed test split) or `validation` (the unused part of the training
     /// pool): tune hyperparameters on `validation`, report on `test`.
     pub eval_on: EvalOn,
+    /// ImageFolder: fraction of each class held out as the fixed test set.
+    pub test_fraction: f64,
+    /// ImageFolder: shorter side images are stored at (0: the largest model input).
+    pub stored_side: usize,
+    /// ImageFolder: decoded images stay in memory up to this many MiB; the rest are
+    /// decoded again from disk when used.
+    pub memory_budget_mb: u64,
+    /// ImageFolder decoding threads (0: all cores).
+    pub workers: usize,
+    /// ImageFolder views: random-resized-crop area range.
+    pub crop_scale: [f64; 2],
+    /// ImageFolder views: random-resized-crop aspect-ratio range.
+    pub crop_ratio: [f64; 2],
+    /// ImageFolder views: flip half of them horizontally (off: digits and text).
+    pub flip: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +205,8 @@ pub struct Optim {
 pub struct Target {
     pub arch: String,
     pub image_size: usize,
+    /// Channel-width multiplier for resnet8, resnet18 and mobilenetv2.
+    pub width: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,6 +314,13 @@ impl Default for Data {
             eval_every: 5,
             views: 8,
             eval_on: EvalOn::Test,
+            test_fraction: 0.2,
+            stored_side: 0,
+            memory_budget_mb: 1024,
+            workers: 0,
+            crop_scale: [0.35, 1.0],
+            crop_ratio: [0.75, 4.0 / 3.0],
+            flip: false,
         }
     }
 }
@@ -346,6 +370,7 @@ impl Default for Target {
         Target {
             arch: "small-cnn".into(),
             image_size: 32,
+            width: 1.0,
         }
     }
 }
@@ -435,11 +460,27 @@ impl Experiment {
     /// Checks that serde cannot express; errors name the key.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let err = |key: &str, msg: String| Err(Error::config(format!("{origin}: `{key}`"), msg));
-        if self.data.kind != "digits" {
+        if !matches!(self.data.kind.as_str(), "digits" | "image-folder") {
             return err(
                 "data.kind",
-                format!("`{}` is not supported yet (supported: digits)", self.data.kind),
+                format!("`{}` is not a dataset kind (digits, image-folder)", self.data.kind),
             );
+        }
+        let d = &self.data;
+        if !(d.test_fraction > 0.0 && d.test_fraction < 1.0) {
+            return err(
+                "data.test_fraction",
+                format!("{} must be strictly between 0 and 1", d.test_fraction),
+            );
+        }
+        if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
+            return err(
+                "data.crop_scale",
+                format!("{:?} must be [lo, hi] with 0 < lo ≤ hi ≤ 1", d.crop_scale),
+            );
+        }
+        if !(d.crop_ratio[0] > 0.0 && d.crop_ratio[0] <= d.crop_ratio[1] && d.crop_ratio[1].is_finite()) {
+            return err("data.crop_ratio", format!("{:?} must be [lo, hi] with 0 < lo ≤ hi", d.crop_ratio));
         }
         if self.data.k == 0 {
             return err("data.k", "must be at least 1".into());
@@ -481,11 +522,18 @@ impl Experiment {
         if self.reprogram.proxy_dim == 0 {
             return err("reprogram.proxy_dim", "must be at least 1".into());
         }
-        if self.target.arch != "small-cnn" {
+        if !crate::models::targets::ARCHS.contains(&self.target.arch.as_str()) {
             return err(
                 "target.arch",
-                format!("`{}` is not supported yet (supported: small-cnn)", self.target.arch),
+                format!(
+                    "`{}` is not a target architecture ({})",
+                    self.target.arch,
+                    crate::models::targets::ARCHS.join(", ")
+                ),
             );
+        }
+        if !(self.target.width > 0.0 && self.target.width <= 4.0) {
+            return err("target.width", format!("{} must be in (0, 4]", self.target.width));
         }
         if self.target.image_size < 8 || !self.target.image_size.is_multiple_of(8) {
             return err(
@@ -546,6 +594,8 @@ impl Experiment {
         let (s1, d) = (&self.stage1, &self.distill);
         let mut counts = vec![
             ("data.views", self.data.views, 1, 256),
+            ("data.stored_side", self.data.stored_side, 0, 4096),
+            ("data.workers", self.data.workers, 0, 256),
             ("foundation.image_size", self.foundation.image_size, 32, 1024),
             ("target.image_size", self.target.image_size, 8, 512),
             ("reprogram.proxy_dim", self.reprogram.proxy_dim, 1, 8192),

@@ -1,16 +1,149 @@
-//! Datasets, the fixed k-shot split, augmentation views and model inputs.
+//! Datasets, the k-shot split, augmentation views and model inputs.
 
 pub mod digits;
 pub mod image_file;
+pub mod image_folder;
 pub mod views;
 
 pub use digits::{Digits, Split};
-pub use views::ViewSet;
+pub use image_folder::{ImageFolder, Skipped};
+pub use views::{Augment, ViewSet};
 
-use candle_core::Tensor;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{EvalOn, Experiment};
+use crate::{Error, Result};
 
 /// Rows `rows` (dataset indices) of `t` along its first dimension.
 pub fn select_rows(t: &Tensor, rows: &[usize]) -> crate::Result<Tensor> {
     let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), t.device())?;
     Ok(t.index_select(&idx, 0)?)
+}
+
+/// The split as written to `split.json` in the run directory: enough to repeat the run
+/// exactly, or to evaluate an exported model on the same test images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRecord {
+    pub kind: String,
+    pub root: String,
+    pub seed: u64,
+    pub k: usize,
+    pub classes: Vec<String>,
+    /// Image names (ImageFolder: path under the root; digits: row number).
+    pub train: Vec<String>,
+    pub validation: Vec<String>,
+    pub test: Vec<String>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// An experiment's data, ready to train on.
+pub struct Loaded {
+    pub classes: Vec<String>,
+    pub train: ViewSet,
+    /// The evaluation set (`data.eval_on`), one un-augmented view per image.
+    pub eval: ViewSet,
+    /// Training images (rows of `train` are images × views).
+    pub items: usize,
+    pub record: SplitRecord,
+    /// Bytes of decoded images held in memory, and images read from disk per use.
+    pub resident_bytes: usize,
+    pub on_disk: usize,
+}
+
+fn eval_rows<'a>(exp: &Experiment, split: &'a Split) -> Result<&'a [usize]> {
+    match exp.data.eval_on {
+        EvalOn::Test => Ok(&split.test),
+        EvalOn::Validation if split.validation.is_empty() => Err(Error::config(
+            "data.eval_on",
+            format!("no validation images left at k = {}", exp.data.k),
+        )),
+        EvalOn::Validation => Ok(&split.validation),
+    }
+}
+
+/// The stored side of ImageFolder images: `data.stored_side`, or (0) the largest input
+/// any model of the experiment takes.
+pub fn stored_side(exp: &Experiment) -> usize {
+    match exp.data.stored_side {
+        0 => exp.foundation.image_size.max(exp.target.image_size),
+        s => s,
+    }
+}
+
+/// Load `exp`'s dataset and build its split and views.
+pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
+    let path = exp.data_path();
+    let d = &exp.data;
+    match d.kind.as_str() {
+        "digits" => {
+            let data = Digits::load(&path)?;
+            let split = data.split(d.k)?;
+            let names = |rows: &[usize]| rows.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+            let eval = eval_rows(exp, &split)?;
+            Ok(Loaded {
+                classes: (0..digits::CLASSES).map(|c| c.to_string()).collect(),
+                train: ViewSet::new(&data, &split.train, d.views, exp.seed, device)?,
+                eval: ViewSet::plain(&data, eval, device)?,
+                items: split.train.len(),
+                record: SplitRecord {
+                    kind: d.kind.clone(),
+                    root: path.display().to_string(),
+                    seed: exp.seed,
+                    k: d.k,
+                    classes: (0..digits::CLASSES).map(|c| c.to_string()).collect(),
+                    train: names(&split.train),
+                    validation: names(&split.validation),
+                    test: names(&split.test),
+                    skipped: Vec::new(),
+                },
+                resident_bytes: data.images.len() * digits::PIXELS * 4,
+                on_disk: 0,
+            })
+        }
+        "image-folder" => {
+            let pool = Arc::new(image_folder::pool(d.workers)?);
+            let store = Arc::new(ImageFolder::load(
+                &path,
+                image_folder::LoadOptions {
+                    stored_side: stored_side(exp),
+                    memory_budget_bytes: (d.memory_budget_mb as usize).saturating_mul(1 << 20),
+                    workers: d.workers,
+                },
+            )?);
+            let split = store.split(d.k, d.test_fraction, exp.seed)?;
+            let augment = Augment {
+                scale: d.crop_scale,
+                ratio: d.crop_ratio,
+                flip: d.flip,
+            };
+            let eval = eval_rows(exp, &split)?;
+            let names = |rows: &[usize]| rows.iter().map(|&r| store.name(r)).collect::<Vec<_>>();
+            Ok(Loaded {
+                classes: store.classes.clone(),
+                train: ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?,
+                eval: ViewSet::folder(&store, eval, 1, augment, 0, &pool, device)?,
+                items: split.train.len(),
+                record: SplitRecord {
+                    kind: d.kind.clone(),
+                    root: path.display().to_string(),
+                    seed: exp.seed,
+                    k: d.k,
+                    classes: store.classes.clone(),
+                    train: names(&split.train),
+                    validation: names(&split.validation),
+                    test: names(&split.test),
+                    skipped: store.skipped.clone(),
+                },
+                resident_bytes: store.resident_bytes,
+                on_disk: store.on_disk(),
+            })
+        }
+        other => Err(Error::config(
+            "data.kind",
+            format!("`{other}` is not a dataset kind (digits, image-folder)"),
+        )),
+    }
 }

@@ -97,9 +97,39 @@ impl Restore {
 
 /// 64-bit FNV-1a: a stable hash (std's `DefaultHasher` may change between releases).
 pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes
-        .into_iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    let mut h = Fnv1a::default();
+    for b in bytes {
+        h.byte(b);
+    }
+    h.0
+}
+
+/// Incremental [`fnv1a`], for content hashes of large inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a(pub u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.byte(b);
+        }
+    }
+
+    /// A length-prefixed field, so `("ab", "c")` and `("a", "bc")` differ.
+    pub fn field(&mut self, bytes: &[u8]) {
+        self.update(&(bytes.len() as u64).to_le_bytes());
+        self.update(bytes);
+    }
 }
 
 /// The first tensor holding a NaN or an infinity, if any. Called on every training
@@ -250,6 +280,11 @@ impl Checkpointer {
             Some(r) if r.manifest.method == method => r.manifest.position.stage_index,
             _ => 0,
         }
+    }
+
+    /// Whether the run resumes inside `method`.
+    pub fn resumes(&self, method: &str) -> bool {
+        self.restore.as_ref().is_some_and(|r| r.manifest.method == method)
     }
 
     /// The saved state of `method`/`stage`, if the run resumes there.

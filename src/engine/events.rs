@@ -105,6 +105,34 @@ pub enum Event {
         rows: usize,
         bytes: usize,
         wall_s: f64,
+        /// Memory-mapped from the run directory (over the memory budget).
+        #[serde(default)]
+        mapped: bool,
+        /// The run directory whose identical cache was linked instead of recomputed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reused_from: Option<String>,
+    },
+    /// The dataset, its split (written to `split.json`) and unreadable files skipped.
+    DataLoaded {
+        kind: String,
+        root: String,
+        classes: Vec<String>,
+        train_images: usize,
+        eval_images: usize,
+        views: usize,
+        skipped: Vec<crate::data::Skipped>,
+        /// Bytes of decoded images in memory, and images decoded from disk per use.
+        resident_bytes: usize,
+        on_disk: usize,
+    },
+    /// A target network built for `method`: what the user would deploy.
+    TargetBuilt {
+        method: String,
+        arch: String,
+        params: usize,
+        /// Multiply-accumulates per image (backbone, projector and head).
+        macs: u64,
+        image_size: usize,
     },
     Paused,
     Resumed,
@@ -154,4 +182,81 @@ pub enum Event {
         message: String,
         last_good: Option<String>,
     },
+}
+
+/// `n` with thousands separators.
+fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Event {
+    /// One line for the data, target and cache events, shared by the headless printer
+    /// and the workbench's log (`None` for the others, which each view lays out itself).
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Event::DataLoaded {
+                kind,
+                root,
+                classes,
+                train_images,
+                eval_images,
+                views,
+                skipped,
+                resident_bytes,
+                on_disk,
+            } => {
+                let mut line = format!(
+                    "data: {kind} {root}: {} classes, {train_images} training images × {views} views, {eval_images} evaluation images, {:.1} MiB decoded in memory",
+                    classes.len(),
+                    *resident_bytes as f64 / (1024.0 * 1024.0)
+                );
+                if *on_disk > 0 {
+                    line.push_str(&format!(", {on_disk} over the memory budget (decoded from disk when used)"));
+                }
+                if !skipped.is_empty() {
+                    let names: Vec<String> = skipped.iter().map(|s| format!("{} ({})", s.path, s.reason)).collect();
+                    line.push_str(&format!("; skipped {} unreadable file(s): {}", skipped.len(), names.join("; ")));
+                }
+                Some(line)
+            }
+            Event::TargetBuilt {
+                method,
+                arch,
+                params,
+                macs,
+                image_size,
+            } => Some(format!(
+                "[{method}] target {arch}: {} parameters, {} multiply-accumulates per {image_size}×{image_size} image",
+                grouped(*params as u64),
+                grouped(*macs)
+            )),
+            Event::CacheBuilt {
+                method,
+                rows,
+                bytes,
+                wall_s,
+                mapped,
+                reused_from,
+            } => {
+                let how = match reused_from {
+                    Some(run) => format!("reused from {run} (same foundation, reprogrammer and views)"),
+                    None => format!("computed in {wall_s:.1}s"),
+                };
+                let place = if *mapped { "memory-mapped" } else { "in memory" };
+                Some(format!(
+                    "[{method}] teacher cache: {rows} views, {:.1} KiB {place}, {how}",
+                    *bytes as f64 / 1024.0
+                ))
+            }
+            _ => None,
+        }
+    }
 }

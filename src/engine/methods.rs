@@ -2,20 +2,21 @@
 //! `scratch`, `linear-probe`, `vp` and `kd`, all on the same data, split, views and
 //! target budget so the comparison is fair.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use super::checkpoint::Checkpointer;
+use super::checkpoint::{Checkpointer, Fnv1a};
 use super::control::Control;
 use super::events::{Event, LossParts, MethodResult};
 use super::run_dir::RunDir;
 use super::trainer::{timed, train_stage, Live, LiveSource, StageOutcome, StageSpec, StepOut};
 use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method, PromptKind, Stage};
-use crate::data::{digits::CLASSES, select_rows, ViewSet};
+use crate::data::{select_rows, ViewSet};
 use crate::distill::{loss, TeacherCache};
 use crate::models::efficientnet_lite::EfficientNetLite;
-use crate::models::small_cnn::SmallCnn;
+use crate::models::targets::{Backbone, TargetSpec};
 use crate::models::IMAGENET;
 use crate::params::Params;
 use crate::reprogram::{Head, Projector, Prompt};
@@ -23,6 +24,8 @@ use crate::Result;
 
 const EVAL_BATCH: usize = 128;
 const CACHE_BATCH: usize = 64;
+/// The teacher cache's folder inside a run directory.
+pub const CACHE_DIR: &str = "teacher-cache";
 
 pub struct Lab<'a> {
     pub exp: &'a Experiment,
@@ -31,7 +34,12 @@ pub struct Lab<'a> {
     pub device: Device,
     pub foundation: &'a EfficientNetLite,
     pub train: ViewSet,
+    /// The evaluation set (`data.eval_on`).
     pub test: ViewSet,
+    /// Class count of the dataset.
+    pub classes: usize,
+    /// Bytes the teacher cache may take in memory before it is memory-mapped instead.
+    pub cache_budget: usize,
     /// Number of training images (rows of `train` are images × views).
     pub items: usize,
     /// Resumable checkpoints, and the methods finished so far (with their results).
@@ -102,6 +110,16 @@ impl Reprogrammed {
 }
 
 impl Lab<'_> {
+    /// The target network this experiment trains (inputs are RGB in [0, 1]).
+    pub fn target_spec(&self) -> TargetSpec {
+        TargetSpec {
+            arch: self.exp.target.arch.clone(),
+            width: self.exp.target.width,
+            image_size: self.exp.target.image_size,
+            in_channels: 3,
+        }
+    }
+
     fn spec(&self, method: &str, stage: &str, salt: u64) -> StageSpec {
         let s1 = &self.exp.stage1;
         StageSpec {
@@ -189,7 +207,7 @@ impl Lab<'_> {
             None
         };
         let (head_in, scale) = if with_proxy { (r.proxy_dim, r.head_scale()) } else { (d_f, 1.0) };
-        let head = Head::new(&mut params, &format!("{prefix}head."), head_in, CLASSES, scale)?;
+        let head = Head::new(&mut params, &format!("{prefix}head."), head_in, self.classes, scale)?;
         let model = Reprogrammed {
             params,
             prompt,
@@ -211,7 +229,8 @@ impl Lab<'_> {
                 &spec,
                 &model.params,
                 &all_prefixes(prefix),
-                &mut |rows, _, _| {
+                &mut |rows, ctx| {
+                    train.prefetch(ctx.next, inner);
                     let (x, wait) = timed(|| train.batch(rows, inner))?;
                     let (_, logits) = m.forward(foundation, &x, true)?;
                     ce_step(&logits, &train.label_tensor(rows)?, smoothing, wait)
@@ -232,14 +251,76 @@ impl Lab<'_> {
         }
     }
 
-    /// Cache the teacher's proxy embeddings and logits for every training view.
-    /// `quiet`: rebuilt on a resume, after its event was recorded.
+    /// The content hash the teacher cache is keyed by: the foundation file, the
+    /// reprogrammer's weights, every input view exactly as the foundation sees it, and
+    /// the settings and device that shape the forward pass.
+    fn teacher_cache_key(&self, teacher: &Reprogrammed) -> Result<String> {
+        let mut h = Fnv1a::default();
+        let fpath = self.exp.foundation_path();
+        let mut file = std::fs::File::open(&fpath).map_err(|e| crate::Error::io(&fpath, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| crate::Error::io(&fpath, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        for (name, t) in teacher.params.tensors() {
+            h.field(name.as_bytes());
+            let v: Vec<f32> = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+            v.iter().for_each(|x| h.update(&x.to_le_bytes()));
+        }
+        let settings = format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            self.exp.foundation.inner_size,
+            self.exp.reprogram,
+            self.exp.precision,
+            self.device.location()
+        );
+        h.field(settings.as_bytes());
+        let inner = self.exp.foundation.inner_size;
+        let all: Vec<usize> = (0..self.train.len()).collect();
+        for chunk in all.chunks(CACHE_BATCH) {
+            let v: Vec<f32> = self.train.batch(chunk, inner)?.flatten_all()?.to_vec1()?;
+            v.iter().for_each(|x| h.update(&x.to_le_bytes()));
+        }
+        Ok(format!("{:016x}", h.0))
+    }
+
+    /// A finished cache under `key` in another run directory next to this one.
+    fn find_cache_elsewhere(&self, key: &str) -> Option<PathBuf> {
+        let parent = self.run.root.parent()?;
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(parent).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        dirs.sort();
+        dirs.into_iter()
+            .filter(|d| *d != self.run.root)
+            .map(|d| d.join(CACHE_DIR))
+            .find(|d| TeacherCache::exists(d, key))
+    }
+
+    /// Cache the teacher's proxy embeddings and logits for every training view, or
+    /// link an identical cache from an earlier run. `quiet`: rebuilt on a resume, after
+    /// its event was recorded.
     pub fn cache_teacher(&mut self, key: &str, teacher: &Reprogrammed, quiet: bool) -> Result<TeacherCache> {
         let started = Instant::now();
+        let hash = self.teacher_cache_key(teacher)?;
+        let dir = self.run.file(CACHE_DIR);
+        let mut reused_from = None;
+        if !TeacherCache::exists(&dir, &hash) {
+            if let Some(other) = self.find_cache_elsewhere(&hash) {
+                TeacherCache::link(&other, &dir, &hash)?;
+                reused_from = other.parent().map(|p| p.display().to_string());
+            }
+        }
         let (foundation, train, inner) = (self.foundation, &self.train, self.exp.foundation.inner_size);
-        let cache = TeacherCache::build(train.len(), CACHE_BATCH, |rows| {
-            teacher.forward(foundation, &train.batch(rows, inner)?, false)
-        })?;
+        let cache = if TeacherCache::exists(&dir, &hash) {
+            TeacherCache::open(&dir, &hash, self.cache_budget, &self.device)?
+        } else {
+            TeacherCache::build_files(&dir, &hash, train.len(), CACHE_BATCH, self.cache_budget, &self.device, |rows| {
+                teacher.forward(foundation, &train.batch(rows, inner)?, false)
+            })?
+        };
         if quiet {
             return Ok(cache);
         }
@@ -248,6 +329,8 @@ impl Lab<'_> {
             rows: train.len(),
             bytes: cache.bytes(),
             wall_s: started.elapsed().as_secs_f64(),
+            mapped: cache.is_mapped(),
+            reused_from,
         });
         Ok(cache)
     }
@@ -271,7 +354,7 @@ impl Lab<'_> {
             Ok(Tensor::cat(&out, 0)?)
         };
         let train_f = feats(&self.train)?;
-        let head = Head::new(&mut params, "probe.head.", foundation.feature_dim(), CLASSES, 1.0)?;
+        let head = Head::new(&mut params, "probe.head.", foundation.feature_dim(), self.classes, 1.0)?;
         let file = "linear-probe.safetensors";
         if restore {
             params.load(&self.run.checkpoint(file))?;
@@ -291,7 +374,7 @@ impl Lab<'_> {
                 &spec,
                 &params,
                 &all_prefixes("probe.head."),
-                &mut |rows, _, _| {
+                &mut |rows, _| {
                     let (x, wait) = timed(|| select_rows(&train_f, rows))?;
                     ce_step(&head.forward(&x)?, &train.label_tensor(rows)?, 0.0, wait)
                 },
@@ -305,10 +388,8 @@ impl Lab<'_> {
                 self.ckpt.complete("linear-probe", None);
             }
         }
-        Ok(TeacherCache {
-            logits: head.forward(&train_f)?.detach(),
-            z: train_f,
-        })
+        let logits = head.forward(&train_f)?.detach();
+        Ok(TeacherCache::from_tensors(train_f, logits))
     }
 
     /// A target network trained on the target budget: `scratch`, `kd` or stage 2 of
@@ -320,7 +401,7 @@ impl Lab<'_> {
         let size = exp.target.image_size;
         // Same seed for every target: scratch, kd and tdmr start from the same backbone.
         let mut params = Params::new(&self.device, exp.seed.wrapping_add(21));
-        let backbone = SmallCnn::new(&mut params, "target.backbone.", 3)?;
+        let backbone = Backbone::new(&mut params, "target.backbone.", &self.target_spec())?;
         let d_t = backbone.feature_dim();
         let proxy_teacher = teacher.and_then(|(c, h)| h.map(|h| (c, h)));
         let (projector, head) = match proxy_teacher {
@@ -329,12 +410,24 @@ impl Lab<'_> {
                 let head = match d.head {
                     HeadMode::Copy => Head::copy(&mut params, "target.head.", teacher_head)?,
                     HeadMode::Frozen => Head::frozen(teacher_head)?,
-                    HeadMode::Own => Head::new(&mut params, "target.head.", r.proxy_dim, CLASSES, r.head_scale())?,
+                    HeadMode::Own => Head::new(&mut params, "target.head.", r.proxy_dim, self.classes, r.head_scale())?,
                 };
                 (Some(projector), head)
             }
-            None => (None, Head::new(&mut params, "target.head.", d_t, CLASSES, 1.0)?),
+            None => (None, Head::new(&mut params, "target.head.", d_t, self.classes, 1.0)?),
         };
+        let resume_at = self.ckpt.resume_stage_index(key);
+        if resume_at == 0 && !self.ckpt.resumes(key) {
+            let head_in = if projector.is_some() { r.proxy_dim } else { d_t };
+            let extra = projector.as_ref().map_or(0, |_| d_t * r.proxy_dim) + head_in * self.classes;
+            self.ctl.emit(Event::TargetBuilt {
+                method: key.into(),
+                arch: exp.target.arch.clone(),
+                params: params.count(&["target.".to_string()]),
+                macs: backbone.macs() + extra as u64,
+                image_size: size,
+            });
+        }
         let forward = |x: &Tensor, train: bool| -> Result<(Tensor, Tensor)> {
             let f = backbone.features(x, train)?;
             let z = match &projector {
@@ -349,7 +442,6 @@ impl Lab<'_> {
         let mut prev = LossWeights::default();
         let mut last: Option<StageOutcome> = None;
         let mut trainable = std::collections::BTreeSet::new();
-        let resume_at = self.ckpt.resume_stage_index(key);
         // Stages are read from the live experiment as each one starts, so stages the
         // user edits, adds or reorders while earlier ones run take effect.
         for i in 0.. {
@@ -411,10 +503,11 @@ impl Lab<'_> {
                 &spec,
                 &params,
                 &prefixes(&groups),
-                &mut |rows, progress, live: &Live| {
+                &mut |rows, ctx| {
+                    let live: &Live = ctx.live;
                     let to = live.weights;
                     let w = if ramp {
-                        let t = progress;
+                        let t = ctx.progress;
                         LossWeights {
                             align: from.align + (to.align - from.align) * t,
                             kd: from.kd + (to.kd - from.kd) * t,
@@ -423,6 +516,7 @@ impl Lab<'_> {
                     } else {
                         to
                     };
+                    train.prefetch(ctx.next, size);
                     let (x, data_wait_s) = timed(|| train.batch(rows, size))?;
                     let (z, logits) = forward(&x, true)?;
                     let y = train.label_tensor(rows)?;

@@ -14,8 +14,7 @@ use super::events::{Command, Event, Summary};
 use super::methods::Lab;
 use super::report;
 use super::run_dir::{write_text_atomic, RunDir};
-use crate::config::{live, EvalOn, Experiment, Precision};
-use crate::data::{Digits, ViewSet};
+use crate::config::{live, Experiment, Precision};
 use crate::models::efficientnet_lite::EfficientNetLite;
 use crate::{Error, Result};
 
@@ -115,18 +114,24 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
     if let Some(why) = why {
         ctl.emit(Event::Log { message: why });
     }
-    let data = Digits::load(&exp.data_path())?;
-    let split = data.split(exp.data.k)?;
-    let eval_rows = match exp.data.eval_on {
-        EvalOn::Test => &split.test,
-        EvalOn::Validation if split.validation.is_empty() => {
-            return Err(Error::config(
-                "data.eval_on",
-                format!("no validation images left at k = {} (the pool has 50 per class)", exp.data.k),
-            ))
-        }
-        EvalOn::Validation => &split.validation,
-    };
+    let data = crate::data::load_experiment(exp, &device)?;
+    write_text_atomic(
+        &run.file("split.json"),
+        &serde_json::to_string_pretty(&data.record).unwrap_or_default(),
+    )?;
+    if fresh {
+        ctl.emit(Event::DataLoaded {
+            kind: exp.data.kind.clone(),
+            root: data.record.root.clone(),
+            classes: data.classes.clone(),
+            train_images: data.items,
+            eval_images: data.eval.len(),
+            views: data.train.views,
+            skipped: data.record.skipped.clone(),
+            resident_bytes: data.resident_bytes,
+            on_disk: data.on_disk,
+        });
+    }
     let fpath = exp.foundation_path();
     let mut foundation = EfficientNetLite::load(&fpath, &device)?;
     if exp.precision == Precision::Bf16 {
@@ -149,13 +154,16 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
             feature_dim: foundation.feature_dim(),
         });
     }
+    let budget = (exp.data.memory_budget_mb as usize).saturating_mul(1 << 20);
     let mut lab = Lab {
         exp,
         ctl,
         run,
-        train: ViewSet::new(&data, &split.train, exp.data.views, exp.seed, &device)?,
-        test: ViewSet::plain(&data, eval_rows, &device)?,
-        items: split.train.len(),
+        classes: data.classes.len(),
+        cache_budget: budget.saturating_sub(data.resident_bytes),
+        train: data.train,
+        test: data.eval,
+        items: data.items,
         device,
         foundation: &foundation,
         ckpt,

@@ -61,8 +61,19 @@ impl Live {
     }
 }
 
-/// A stage's loss for a batch of view rows: `(rows, progress, live)`.
-pub type StepFn<'a> = dyn FnMut(&[usize], f64, &Live) -> Result<StepOut> + 'a;
+/// What a step knows besides its rows.
+pub struct StepCtx<'a> {
+    /// The rows of the batch after this one (empty at the end of an epoch): a loader
+    /// can start preparing them while this step computes.
+    pub next: &'a [usize],
+    /// How far through the stage, in [0, 1) (for ramped loss weights).
+    pub progress: f64,
+    /// The loss weights and temperature in force.
+    pub live: &'a Live,
+}
+
+/// A stage's loss for a batch of view rows.
+pub type StepFn<'a> = dyn FnMut(&[usize], &StepCtx) -> Result<StepOut> + 'a;
 
 /// Run `f` and time it: batch assembly is timed so views can show the data-wait share.
 pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
@@ -120,9 +131,7 @@ pub fn batch_bounds(n: usize, batch: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Train one stage. `step(rows, progress, live)` computes the loss of a batch of view
-/// rows (`progress` ∈ [0, 1) through the stage, for ramped loss weights; `live` the
-/// weights and temperature in force); `eval()` returns test accuracy. The variables of
+/// Train one stage. `step(rows, ctx)` computes the loss of a batch of view rows; `eval()` returns test accuracy. The variables of
 /// `params` under `prefixes` are trained; all of `params` goes into the checkpoints, and
 /// a resume that stopped in this stage restores them, the optimiser and the RNG.
 pub fn train_stage(
@@ -219,7 +228,15 @@ pub fn train_stage(
             let step_started = Instant::now();
             lr = plan.at(pos.step);
             let progress = pos.step as f64 / plan.total_steps.max(1) as f64;
-            let out = step(&rows[lo..hi], progress, &live)?;
+            let next = bounds.get(b + 1).map_or(&[][..], |&(nlo, nhi)| &rows[nlo..nhi]);
+            let out = step(
+                &rows[lo..hi],
+                &StepCtx {
+                    next,
+                    progress,
+                    live: &live,
+                },
+            )?;
             let loss = out.loss.to_scalar::<f32>()? as f64;
             let diverged = |what: String| {
                 Error::Diverged(format!(

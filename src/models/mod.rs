@@ -3,6 +3,7 @@
 pub mod efficientnet_lite;
 pub mod inspect;
 pub mod small_cnn;
+pub mod targets;
 pub mod weights;
 
 use candle_core::Tensor;

@@ -44,6 +44,20 @@ impl SmallCnn {
         Ok(SmallCnn { layers })
     }
 
+    /// Multiply-accumulates per image of side `side`.
+    pub fn macs_at(&self, side: usize) -> u64 {
+        let mut s = side as u64;
+        let mut total = 0;
+        for l in &self.layers {
+            let (cout, cin) = (l.weight.dim(0).unwrap_or(0) as u64, l.weight.dim(1).unwrap_or(0) as u64);
+            total += cout * cin * 9 * s * s;
+            if l.pool {
+                s /= 2;
+            }
+        }
+        total
+    }
+
     pub fn feature_dim(&self) -> usize {
         WIDTHS[WIDTHS.len() - 1]
     }

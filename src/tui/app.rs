@@ -593,10 +593,7 @@ impl App {
                 self.info(format!("{method}/{stage} epoch {epoch}/{epochs} loss {:.4}{t}", loss.total));
             }
             Event::StageSkipped { method, stage, epoch } => self.warn(format!("{method}/{stage} skipped at epoch {epoch}")),
-            Event::CacheBuilt { rows, bytes, wall_s, .. } => self.info(format!(
-                "teacher cache: {rows} views, {:.0} KiB, {wall_s:.1}s",
-                *bytes as f64 / 1024.0
-            )),
+            Event::CacheBuilt { .. } | Event::DataLoaded { .. } | Event::TargetBuilt { .. } => self.info(e.describe().unwrap_or_default()),
             Event::Paused => {
                 self.run = RunState::Paused;
                 self.info("paused");

@@ -1,0 +1,190 @@
+//! Layers shared by the target zoo, on the verified ops (`crate::ops`): every one has
+//! a finite-difference gradient check in `tests/targets.rs`.
+
+use candle_core::{Tensor, Var, D};
+
+use crate::ops::{conv::conv2d_im2col, depthwise_conv2d, norm, pointwise_conv};
+use crate::params::Params;
+use crate::Result;
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+/// Multiply-accumulates per image, summed while a model is built (the deployed model's
+/// cost, whatever shortcut the CPU kernels take).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Macs(pub u64);
+
+impl Macs {
+    pub fn add(&mut self, n: usize) {
+        self.0 += n as u64;
+    }
+}
+
+/// Batch norm with running statistics (PyTorch semantics: unbiased running variance,
+/// momentum 0.1; batch statistics while training).
+pub struct BatchNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
+impl BatchNorm {
+    pub fn new(p: &mut Params, name: &str, c: usize) -> Result<Self> {
+        Ok(BatchNorm {
+            gamma: p.constant(&format!("{name}.weight"), &[c], 1.0)?,
+            beta: p.constant(&format!("{name}.bias"), &[c], 0.0)?,
+            running_mean: p.buffer(&format!("{name}.running_mean"), &[c], 0.0)?,
+            running_var: p.buffer(&format!("{name}.running_var"), &[c], 1.0)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            return Ok(norm::batch_norm_eval(
+                x,
+                &self.gamma,
+                &self.beta,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                BN_EPS,
+            )?);
+        }
+        let (y, mean, var) = norm::batch_norm_train(x, &self.gamma, &self.beta, BN_EPS)?;
+        let n = (x.dim(0)? * x.dim(2)? * x.dim(3)?) as f64;
+        let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean.detach() * BN_MOMENTUM)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(y)
+    }
+}
+
+/// Every other row and column (positions 0, 2, 4, …) of `[B, C, H, W]`, from reshapes
+/// and narrows so autograd differentiates it exactly.
+pub fn subsample2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let x = x.pad_with_zeros(2, 0, h % 2)?.pad_with_zeros(3, 0, w % 2)?;
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    x.reshape((b, c, h2, 2, w2, 2))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((b, c, h2, w2))
+}
+
+/// A K×K convolution (K odd, padding K/2 as PyTorch's `padding=K//2`), stride 1 or 2,
+/// dense or depthwise, followed by batch norm. A dense stride-2 convolution is the
+/// stride-1 GEMM convolution sampled at even positions: the same numbers, and its
+/// gradients stay on GEMMs instead of candle's loop-based conv backward.
+pub struct ConvBn {
+    weight: Tensor,
+    bn: BatchNorm,
+    stride: usize,
+    depthwise: bool,
+}
+
+impl ConvBn {
+    /// `side` is the input's spatial side, updated to the output's; `macs` accumulates.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        p: &mut Params,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        depthwise: bool,
+        side: &mut usize,
+        macs: &mut Macs,
+    ) -> Result<Self> {
+        let (wshape, fan_in) = if depthwise {
+            ([cout, 1, k, k], k * k)
+        } else {
+            ([cout, cin, k, k], cin * k * k)
+        };
+        *side = if stride == 2 { side.div_ceil(2) } else { *side };
+        macs.add(wshape.iter().product::<usize>() * *side * *side);
+        Ok(ConvBn {
+            weight: p.kaiming_normal(&format!("{name}.weight"), &wshape, fan_in)?,
+            bn: BatchNorm::new(p, &format!("{name}.bn"), cout)?,
+            stride,
+            depthwise,
+        })
+    }
+
+    pub fn conv(&self, x: &Tensor) -> Result<Tensor> {
+        let k = self.weight.dim(2)?;
+        Ok(if self.depthwise {
+            let p = k / 2;
+            let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+            depthwise_conv2d(&xp, &self.weight, self.stride)?
+        } else if k == 1 {
+            let x = if self.stride == 2 { subsample2(x)? } else { x.clone() };
+            pointwise_conv(&x, &self.weight, None)?
+        } else {
+            let y = conv2d_im2col(x, &self.weight, None)?;
+            if self.stride == 2 {
+                subsample2(&y)?
+            } else {
+                y
+            }
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward(&self.conv(x)?, train)
+    }
+}
+
+/// Layer norm over the last dimension, composed from ops with correct gradients (the
+/// fused candle op gives none: DESIGN.md §5).
+pub struct LayerNorm {
+    gamma: Tensor,
+    beta: Tensor,
+}
+
+impl LayerNorm {
+    pub fn new(p: &mut Params, name: &str, d: usize) -> Result<Self> {
+        Ok(LayerNorm {
+            gamma: p.constant(&format!("{name}.weight"), &[d], 1.0)?,
+            beta: p.constant(&format!("{name}.bias"), &[d], 0.0)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let xhat = centered.broadcast_div(&(var + 1e-6)?.sqrt()?)?;
+        Ok(xhat.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)?)
+    }
+}
+
+/// Softmax over the last dimension from exp/sum (candle's `softmax_last_dim` has no
+/// backward). The max is subtracted for range only, so it carries no gradient.
+pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// A linear layer on `[..., D_in]` (PyTorch default initialisation).
+pub struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    pub fn new(p: &mut Params, name: &str, din: usize, dout: usize) -> Result<Self> {
+        Ok(Dense {
+            weight: p.uniform(&format!("{name}.weight"), &[dout, din], din)?,
+            bias: p.uniform(&format!("{name}.bias"), &[dout], din)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+}

@@ -1,0 +1,134 @@
+//! MobileNetV2 (Sandler et al. 2018) with a width multiplier, in its CIFAR form for
+//! small inputs: the stem and the first two stages keep stride 1, so a 32×32 image
+//! ends at 4×4 instead of 1×1.
+
+use candle_core::Tensor;
+
+use super::blocks::{ConvBn, Macs};
+use crate::params::Params;
+use crate::Result;
+
+/// (expansion t, channels c, repeats n, stride s) as in the paper, strides adapted.
+const SETTINGS: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+
+/// Round to a multiple of 8, never more than 10% below `v` (torchvision's rule).
+fn make_divisible(v: f64) -> usize {
+    let d = 8.0;
+    let new = ((v + d / 2.0) / d).floor().max(1.0) * d;
+    (if new < 0.9 * v { new + d } else { new }) as usize
+}
+
+fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.clamp(0f32, 6f32)
+}
+
+/// Expand (1×1), depthwise 3×3, project (1×1), with a residual when shapes allow.
+pub struct InvertedResidual {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
+    residual: bool,
+}
+
+impl InvertedResidual {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        p: &mut Params,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        t: usize,
+        stride: usize,
+        side: &mut usize,
+        macs: &mut Macs,
+    ) -> Result<Self> {
+        let hidden = cin * t;
+        let expand = if t != 1 {
+            Some(ConvBn::new(p, &format!("{name}.expand"), cin, hidden, 1, 1, false, side, macs)?)
+        } else {
+            None
+        };
+        let depthwise = ConvBn::new(p, &format!("{name}.depthwise"), hidden, hidden, 3, stride, true, side, macs)?;
+        let project = ConvBn::new(p, &format!("{name}.project"), hidden, cout, 1, 1, false, side, macs)?;
+        Ok(InvertedResidual {
+            expand,
+            depthwise,
+            project,
+            residual: stride == 1 && cin == cout,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let h = match &self.expand {
+            Some(e) => relu6(&e.forward(x, train)?)?,
+            None => x.clone(),
+        };
+        let h = relu6(&self.depthwise.forward(&h, train)?)?;
+        let y = self.project.forward(&h, train)?;
+        Ok(if self.residual { (y + x)? } else { y })
+    }
+}
+
+pub struct MobileNetV2 {
+    stem: ConvBn,
+    blocks: Vec<InvertedResidual>,
+    head: ConvBn,
+    feature_dim: usize,
+    pub macs: Macs,
+}
+
+impl MobileNetV2 {
+    pub fn new(p: &mut Params, prefix: &str, width: f64, in_channels: usize, side: usize) -> Result<Self> {
+        let (mut side, mut macs) = (side, Macs::default());
+        let mut cin = make_divisible(32.0 * width);
+        let stem = ConvBn::new(p, &format!("{prefix}stem"), in_channels, cin, 3, 1, false, &mut side, &mut macs)?;
+        let mut blocks = Vec::new();
+        for (i, &(t, c, n, s)) in SETTINGS.iter().enumerate() {
+            let cout = make_divisible(c as f64 * width);
+            for r in 0..n {
+                let stride = if r == 0 { s } else { 1 };
+                blocks.push(InvertedResidual::new(
+                    p,
+                    &format!("{prefix}features.{i}.{r}"),
+                    cin,
+                    cout,
+                    t,
+                    stride,
+                    &mut side,
+                    &mut macs,
+                )?);
+                cin = cout;
+            }
+        }
+        let last = make_divisible(1280.0 * width.max(1.0));
+        let head = ConvBn::new(p, &format!("{prefix}head"), cin, last, 1, 1, false, &mut side, &mut macs)?;
+        Ok(MobileNetV2 {
+            stem,
+            blocks,
+            head,
+            feature_dim: last,
+            macs,
+        })
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
+    pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = relu6(&self.stem.forward(x, train)?)?;
+        for b in &self.blocks {
+            x = b.forward(&x, train)?;
+        }
+        let x = relu6(&self.head.forward(&x, train)?)?;
+        Ok(x.mean((2, 3))?)
+    }
+}

@@ -1,0 +1,87 @@
+//! The target zoo: the small networks a user deploys. Each gives pooled features
+//! `[B, d_T]`; the engine adds a projector into the proxy space and a head.
+
+pub mod blocks;
+pub mod mobilenet_v2;
+pub mod resnet;
+pub mod vit_tiny;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::small_cnn::SmallCnn;
+use crate::params::Params;
+use crate::{Error, Result};
+
+/// Architectures `target.arch` accepts.
+pub const ARCHS: [&str; 5] = ["small-cnn", "resnet8", "resnet18", "mobilenetv2", "vit-tiny"];
+
+/// Which target to build: what an exported model's sidecar records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSpec {
+    pub arch: String,
+    /// Channel-width multiplier (ResNets, MobileNetV2; 1.0 elsewhere).
+    pub width: f64,
+    pub image_size: usize,
+    pub in_channels: usize,
+}
+
+pub enum Backbone {
+    /// With the image side it was built for (its cost depends on it).
+    SmallCnn(SmallCnn, usize),
+    ResNet(resnet::ResNet),
+    MobileNetV2(mobilenet_v2::MobileNetV2),
+    VitTiny(vit_tiny::VitTiny),
+}
+
+impl Backbone {
+    /// Build `spec` with its parameters under `prefix` (e.g. `target.backbone.`).
+    pub fn new(p: &mut Params, prefix: &str, spec: &TargetSpec) -> Result<Self> {
+        let (c, side, width) = (spec.in_channels, spec.image_size, spec.width);
+        if !(width > 0.0 && width <= 4.0) {
+            return Err(Error::config("target.width", format!("{width} must be in (0, 4]")));
+        }
+        Ok(match spec.arch.as_str() {
+            "small-cnn" => Backbone::SmallCnn(SmallCnn::new(p, prefix, c)?, side),
+            "resnet8" => Backbone::ResNet(resnet::ResNet::new(p, prefix, 8, width, c, side)?),
+            "resnet18" => Backbone::ResNet(resnet::ResNet::new(p, prefix, 18, width, c, side)?),
+            "mobilenetv2" => Backbone::MobileNetV2(mobilenet_v2::MobileNetV2::new(p, prefix, width, c, side)?),
+            "vit-tiny" => Backbone::VitTiny(vit_tiny::VitTiny::new(p, prefix, c, side)?),
+            other => {
+                return Err(Error::config(
+                    "target.arch",
+                    format!("`{other}` is not a target architecture ({})", ARCHS.join(", ")),
+                ))
+            }
+        })
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        match self {
+            Backbone::SmallCnn(m, _) => m.feature_dim(),
+            Backbone::ResNet(m) => m.feature_dim(),
+            Backbone::MobileNetV2(m) => m.feature_dim(),
+            Backbone::VitTiny(m) => m.feature_dim(),
+        }
+    }
+
+    /// Multiply-accumulates per image of the backbone at the size it was built for.
+    pub fn macs(&self) -> u64 {
+        match self {
+            Backbone::SmallCnn(m, side) => m.macs_at(*side),
+            Backbone::ResNet(m) => m.macs.0,
+            Backbone::MobileNetV2(m) => m.macs.0,
+            Backbone::VitTiny(m) => m.macs.0,
+        }
+    }
+
+    /// Pooled features; `train` selects batch statistics for batch norm.
+    pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Backbone::SmallCnn(m, _) => m.features(x, train),
+            Backbone::ResNet(m) => m.features(x, train),
+            Backbone::MobileNetV2(m) => m.features(x, train),
+            Backbone::VitTiny(m) => m.features(x, train),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! CIFAR-style ResNets (3×3 stem, no max-pool): ResNet-8 (He et al. 2016: three stages
+//! of one basic block, widths 16/32/64) and ResNet-18 (four stages of two basic
+//! blocks, widths 64/128/256/512), channel widths scaled by `width`.
+
+use candle_core::Tensor;
+
+use super::blocks::{ConvBn, Macs};
+use crate::params::Params;
+use crate::Result;
+
+/// Two 3×3 conv-BN layers and a (projected) identity shortcut.
+pub struct BasicBlock {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    shortcut: Option<ConvBn>,
+}
+
+impl BasicBlock {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(p: &mut Params, name: &str, cin: usize, cout: usize, stride: usize, side: &mut usize, macs: &mut Macs) -> Result<Self> {
+        let input_side = *side;
+        let conv1 = ConvBn::new(p, &format!("{name}.conv1"), cin, cout, 3, stride, false, side, macs)?;
+        let conv2 = ConvBn::new(p, &format!("{name}.conv2"), cout, cout, 3, 1, false, side, macs)?;
+        let shortcut = if stride != 1 || cin != cout {
+            let mut s = input_side;
+            Some(ConvBn::new(
+                p,
+                &format!("{name}.shortcut"),
+                cin,
+                cout,
+                1,
+                stride,
+                false,
+                &mut s,
+                macs,
+            )?)
+        } else {
+            None
+        };
+        Ok(BasicBlock { conv1, conv2, shortcut })
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward(x, train)?.relu()?;
+        let y = self.conv2.forward(&y, train)?;
+        let skip = match &self.shortcut {
+            Some(s) => s.forward(x, train)?,
+            None => x.clone(),
+        };
+        Ok((y + skip)?.relu()?)
+    }
+}
+
+pub struct ResNet {
+    stem: ConvBn,
+    blocks: Vec<BasicBlock>,
+    feature_dim: usize,
+    pub macs: Macs,
+}
+
+impl ResNet {
+    /// `depth`: 8 or 18.
+    pub fn new(p: &mut Params, prefix: &str, depth: usize, width: f64, in_channels: usize, side: usize) -> Result<Self> {
+        let (base, stages): (&[usize], &[usize]) = match depth {
+            8 => (&[16, 32, 64], &[1, 1, 1]),
+            _ => (&[64, 128, 256, 512], &[2, 2, 2, 2]),
+        };
+        let widths: Vec<usize> = base.iter().map(|&c| ((c as f64 * width).round() as usize).max(4)).collect();
+        let (mut side, mut macs) = (side, Macs::default());
+        let stem = ConvBn::new(
+            p,
+            &format!("{prefix}stem"),
+            in_channels,
+            widths[0],
+            3,
+            1,
+            false,
+            &mut side,
+            &mut macs,
+        )?;
+        let mut blocks = Vec::new();
+        let mut cin = widths[0];
+        for (s, (&cout, &n)) in widths.iter().zip(stages).enumerate() {
+            for b in 0..n {
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                blocks.push(BasicBlock::new(
+                    p,
+                    &format!("{prefix}layer{}.{b}", s + 1),
+                    cin,
+                    cout,
+                    stride,
+                    &mut side,
+                    &mut macs,
+                )?);
+                cin = cout;
+            }
+        }
+        Ok(ResNet {
+            stem,
+            blocks,
+            feature_dim: cin,
+            macs,
+        })
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
+    pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.stem.forward(x, train)?.relu()?;
+        for b in &self.blocks {
+            x = b.forward(&x, train)?;
+        }
+        Ok(x.mean((2, 3))?)
+    }
+}

@@ -1,0 +1,138 @@
+//! A tiny ViT for small images: 4×4 patches, depth 6, width 192, 3 heads, MLP ×4,
+//! pre-norm blocks, a class token and learned position embeddings; the features are
+//! the final-normed class token. Attention and layer norm are composed from ops with
+//! correct gradients (`blocks::softmax_last`, `blocks::LayerNorm`).
+
+use candle_core::Tensor;
+
+use super::blocks::{softmax_last, Dense, LayerNorm, Macs};
+use crate::params::Params;
+use crate::{Error, Result};
+
+pub const PATCH: usize = 4;
+pub const DEPTH: usize = 6;
+pub const DIM: usize = 192;
+pub const HEADS: usize = 3;
+const MLP_RATIO: usize = 4;
+
+/// Pre-norm transformer block: `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
+pub struct Block {
+    ln1: LayerNorm,
+    qkv: Dense,
+    proj: Dense,
+    ln2: LayerNorm,
+    fc1: Dense,
+    fc2: Dense,
+    heads: usize,
+}
+
+impl Block {
+    pub fn new(p: &mut Params, name: &str, dim: usize, heads: usize, tokens: usize, macs: &mut Macs) -> Result<Self> {
+        macs.add(tokens * dim * 3 * dim + 2 * tokens * tokens * dim + tokens * dim * dim + 2 * tokens * dim * MLP_RATIO * dim);
+        Ok(Block {
+            ln1: LayerNorm::new(p, &format!("{name}.norm1"), dim)?,
+            qkv: Dense::new(p, &format!("{name}.attn.qkv"), dim, 3 * dim)?,
+            proj: Dense::new(p, &format!("{name}.attn.proj"), dim, dim)?,
+            ln2: LayerNorm::new(p, &format!("{name}.norm2"), dim)?,
+            fc1: Dense::new(p, &format!("{name}.mlp.fc1"), dim, MLP_RATIO * dim)?,
+            fc2: Dense::new(p, &format!("{name}.mlp.fc2"), MLP_RATIO * dim, dim)?,
+            heads,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        let hd = d / self.heads;
+        let qkv = self.qkv.forward(&self.ln1.forward(x)?)?;
+        // [B, N, 3, H, hd] → three [B·H, N, hd]
+        let qkv = qkv.reshape((b, n, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let part = |i: usize| -> candle_core::Result<Tensor> { qkv.get(i)?.contiguous()?.reshape((b * self.heads, n, hd)) };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
+        let attn = softmax_last(&scores)?.matmul(&v)?;
+        let attn = attn
+            .reshape((b, self.heads, n, hd))?
+            .permute((0, 2, 1, 3))?
+            .contiguous()?
+            .reshape((b, n, d))?;
+        let x = (x + self.proj.forward(&attn)?)?;
+        let h = self.fc1.forward(&self.ln2.forward(&x)?)?.gelu_erf()?;
+        Ok((&x + self.fc2.forward(&h)?)?)
+    }
+}
+
+pub struct VitTiny {
+    patch_weight: Tensor,
+    patch_bias: Tensor,
+    cls: Tensor,
+    pos: Tensor,
+    blocks: Vec<Block>,
+    norm: LayerNorm,
+    pub macs: Macs,
+}
+
+impl VitTiny {
+    pub fn new(p: &mut Params, prefix: &str, in_channels: usize, side: usize) -> Result<Self> {
+        if !side.is_multiple_of(PATCH) {
+            return Err(Error::config(
+                "target.image_size",
+                format!("{side} must be a multiple of the ViT patch size {PATCH}"),
+            ));
+        }
+        let grid = side / PATCH;
+        let tokens = grid * grid + 1;
+        let fan_in = in_channels * PATCH * PATCH;
+        let mut macs = Macs::default();
+        macs.add(grid * grid * fan_in * DIM);
+        let patch_weight = p.uniform(
+            &format!("{prefix}patch_embed.proj.weight"),
+            &[DIM, in_channels, PATCH, PATCH],
+            fan_in,
+        )?;
+        let patch_bias = p.uniform(&format!("{prefix}patch_embed.proj.bias"), &[DIM], fan_in)?;
+        let cls = p.normal(&format!("{prefix}cls_token"), &[1, 1, DIM], 0.02)?;
+        let pos = p.normal(&format!("{prefix}pos_embed"), &[1, tokens, DIM], 0.02)?;
+        let blocks = (0..DEPTH)
+            .map(|i| Block::new(p, &format!("{prefix}blocks.{i}"), DIM, HEADS, tokens, &mut macs))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = LayerNorm::new(p, &format!("{prefix}norm"), DIM)?;
+        Ok(VitTiny {
+            patch_weight,
+            patch_bias,
+            cls,
+            pos,
+            blocks,
+            norm,
+            macs,
+        })
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        DIM
+    }
+
+    /// Patch embedding as one GEMM over non-overlapping patches (a stride-4, 4×4
+    /// convolution with PyTorch's weight layout `[D, C, 4, 4]`).
+    fn embed(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let (gh, gw) = (h / PATCH, w / PATCH);
+        let patches = x
+            .reshape((b, c, gh, PATCH, gw, PATCH))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, gh * gw, c * PATCH * PATCH))?;
+        let wm = self.patch_weight.flatten_from(1)?;
+        Ok(patches.broadcast_matmul(&wm.t()?)?.broadcast_add(&self.patch_bias)?)
+    }
+
+    pub fn features(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let tokens = self.embed(x)?;
+        let b = tokens.dim(0)?;
+        let cls = self.cls.broadcast_as((b, 1, DIM))?;
+        let mut x = Tensor::cat(&[&cls, &tokens], 1)?.broadcast_add(&self.pos)?;
+        for blk in &self.blocks {
+            x = blk.forward(&x)?;
+        }
+        Ok(self.norm.forward(&x)?.narrow(1, 0, 1)?.squeeze(1)?)
+    }
+}
