@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod deploy;
 pub mod distill;
 pub mod engine;
 pub mod error;

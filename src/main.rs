@@ -40,6 +40,75 @@ enum Cmd {
     /// What a weight file holds: detected family and variant, parameters, input size and
     /// normalisation, feature dim, dtypes, keys (reads only the header).
     Inspect(InspectArgs),
+    /// Write a run's distilled target model (safetensors) with a JSON model card beside it.
+    Export(ExportArgs),
+    /// Evaluate an exported model on a dataset: accuracy and a confusion matrix.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// The run directory.
+    run_dir: PathBuf,
+    /// Where to write the model; the card goes beside it as `.json`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Which trained target: tdmr (default), scratch or kd.
+    #[arg(long, default_value = "tdmr")]
+    method: String,
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let card = tdmr::deploy::export(&args.run_dir, &args.method, &args.out)?;
+    let acc = card
+        .source
+        .accuracy
+        .map(|a| format!(", {:.2}% in the run", 100.0 * a))
+        .unwrap_or_default();
+    println!(
+        "exported {} ({}, {} classes, {} parameters, {} MACs per {}×{} image{acc}) → {} and {}",
+        card.source.method,
+        card.target.arch,
+        card.classes.len(),
+        card.params,
+        card.macs,
+        card.input.image_size,
+        card.input.image_size,
+        args.out.display(),
+        tdmr::deploy::card_path(&args.out).display()
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// An exported model (`tdmr export`); its `.json` card must sit beside it.
+    model: PathBuf,
+    /// The data: an ImageFolder (one sub-folder per class) or the digits.
+    data: PathBuf,
+    /// Evaluate only the test images of a run's `split.json`, as the run did.
+    #[arg(long)]
+    split: Option<PathBuf>,
+    /// Decoded images kept in memory, in MiB (the rest are decoded when used).
+    #[arg(long, default_value_t = 1024)]
+    memory_budget_mb: u64,
+    /// Print the evaluation as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let opts = tdmr::deploy::EvalOptions {
+        split: args.split,
+        memory_budget_mb: args.memory_budget_mb,
+    };
+    let e = tdmr::deploy::evaluate(&args.model, &args.data, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{}", e.report());
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -429,6 +498,8 @@ fn main() -> ExitCode {
         Some(Cmd::Bench(args)) => bench(args),
         Some(Cmd::Inspect(args)) => inspect(args),
         Some(Cmd::Attach(args)) => attach(args),
+        Some(Cmd::Export(args)) => export(args),
+        Some(Cmd::Eval(args)) => eval(args),
         None => tui(TuiArgs {
             config: Some(DEFAULT_EXPERIMENT.into()),
             resume: None,

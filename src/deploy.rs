@@ -1,0 +1,403 @@
+//! What a user takes away: `tdmr export` writes a run's distilled target (backbone,
+//! projector where its head reads the proxy space, head) as safetensors with a JSON
+//! model card beside it; `tdmr eval` rebuilds the model from those two files alone and
+//! evaluates it on a dataset, with a confusion matrix.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Experiment, ProjectorKind};
+use crate::data::{self, Digits, ImageFolder, SplitRecord, ViewSet};
+use crate::distill::loss;
+use crate::engine::run_dir::write_text_atomic;
+use crate::models::targets::{Backbone, TargetSpec};
+use crate::params::Params;
+use crate::reprogram::{Head, Projector};
+use crate::{Error, Result};
+
+pub const FORMAT: &str = "tdmr-model-1";
+const EVAL_BATCH: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectorSpec {
+    pub kind: ProjectorKind,
+    pub proxy_dim: usize,
+    /// The projector's output is L2-normalised before the head.
+    pub normalize: bool,
+}
+
+/// How the model expects its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    pub image_size: usize,
+    pub channels: usize,
+    /// Pixel values: RGB scaled to [0, 1], then `(x - mean) / std` per channel.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// How images were resized: shorter side to `stored_side` (aspect kept), then the
+    /// whole image to `image_size` square, both with a triangle (bilinear) filter.
+    pub stored_side: usize,
+}
+
+/// Where the model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub run: String,
+    pub method: String,
+    pub checkpoint: String,
+    /// The run's final accuracy of this method, and on which split.
+    pub accuracy: Option<f64>,
+    pub evaluated_on: String,
+    pub data_kind: String,
+}
+
+/// The JSON sidecar of an exported model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format: String,
+    pub target: TargetSpec,
+    pub classes: Vec<String>,
+    pub input: InputSpec,
+    pub projector: Option<ProjectorSpec>,
+    /// The head multiplies its input by this (a cosine-classifier scale).
+    pub head_scale: f64,
+    pub params: usize,
+    pub macs: u64,
+    pub source: Provenance,
+}
+
+/// The sidecar path of an exported model: `model.safetensors` → `model.json`.
+pub fn card_path(model: &Path) -> PathBuf {
+    model.with_extension("json")
+}
+
+/// The exported network: backbone → (projector) → head.
+pub struct Deployable {
+    pub params: Params,
+    backbone: Backbone,
+    projector: Option<Projector>,
+    head: Head,
+}
+
+impl Deployable {
+    /// A freshly initialised model with the card's architecture, under the exported
+    /// names (`backbone.`, `projector.`, `head.`).
+    pub fn build(card: &ModelCard, device: &Device) -> Result<Self> {
+        let mut params = Params::new(device, 0);
+        let backbone = Backbone::new(&mut params, "backbone.", &card.target)?;
+        let d_t = backbone.feature_dim();
+        let projector = match &card.projector {
+            Some(p) => Some(Projector::new(&mut params, "projector.", p.kind, d_t, p.proxy_dim, p.normalize)?),
+            None => None,
+        };
+        let head_in = card.projector.as_ref().map_or(d_t, |p| p.proxy_dim);
+        let head = Head::new(&mut params, "head.", head_in, card.classes.len(), card.head_scale)?;
+        Ok(Deployable {
+            params,
+            backbone,
+            projector,
+            head,
+        })
+    }
+
+    pub fn macs(&self, card: &ModelCard) -> u64 {
+        let d_t = self.backbone.feature_dim() as u64;
+        let classes = card.classes.len() as u64;
+        let tail = match &card.projector {
+            Some(p) => d_t * p.proxy_dim as u64 + p.proxy_dim as u64 * classes,
+            None => d_t * classes,
+        };
+        self.backbone.macs() + tail
+    }
+
+    /// Logits in evaluation mode (batch norm on running statistics).
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let f = self.backbone.features(x, false)?;
+        let z = match &self.projector {
+            Some(p) => p.forward(&f)?,
+            None => f,
+        };
+        self.head.forward(&z)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::File {
+        path: path.into(),
+        msg: format!("not a {what}: {e}"),
+    })
+}
+
+/// The last final checkpoint `method` wrote, from the run's `metrics.jsonl`.
+fn final_checkpoint(run: &Path, method: &str) -> Result<PathBuf> {
+    let metrics = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics).map_err(|e| Error::io(&metrics, e))?;
+    let last = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "checkpoint" && v["method"] == method)
+        .filter_map(|v| v["path"].as_str().map(PathBuf::from))
+        .next_back();
+    let path = last.ok_or_else(|| Error::File {
+        path: metrics.clone(),
+        msg: format!("no final checkpoint of `{method}`: did that method finish in this run?"),
+    })?;
+    // Recorded paths are as the run saw them; the file sits in this run's checkpoints/.
+    let local = run.join("checkpoints").join(path.file_name().unwrap_or_default());
+    Ok(if local.is_file() { local } else { path })
+}
+
+/// `tdmr export`: write `method`'s final target from `run` to `out` and its card beside it.
+pub fn export(run: &Path, method: &str, out: &Path) -> Result<ModelCard> {
+    let exp = Experiment::load(&run.join("config.toml"), &[])?;
+    let record: SplitRecord = read_json(&run.join("split.json"), "split record")?;
+    let distilled = match method {
+        "tdmr" => true,
+        "scratch" | "kd" => false,
+        other => {
+            return Err(Error::config(
+                "--method",
+                format!("`{other}` trains no target model (tdmr, scratch or kd do)"),
+            ))
+        }
+    };
+    let ckpt = final_checkpoint(run, method)?;
+    let r = &exp.reprogram;
+    let summary: Option<crate::engine::Summary> = read_json(&run.join("summary.json"), "summary").ok();
+    let mut card = ModelCard {
+        format: FORMAT.into(),
+        target: TargetSpec {
+            arch: exp.target.arch.clone(),
+            width: exp.target.width,
+            image_size: exp.target.image_size,
+            in_channels: 3,
+        },
+        classes: record.classes.clone(),
+        input: InputSpec {
+            image_size: exp.target.image_size,
+            channels: 3,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            stored_side: data::stored_side(&exp),
+        },
+        projector: distilled.then(|| ProjectorSpec {
+            kind: r.projector,
+            proxy_dim: r.proxy_dim,
+            normalize: r.normalize,
+        }),
+        head_scale: if distilled { r.head_scale() } else { 1.0 },
+        params: 0,
+        macs: 0,
+        source: Provenance {
+            run: run.display().to_string(),
+            method: method.into(),
+            checkpoint: ckpt.display().to_string(),
+            accuracy: summary.and_then(|s| s.get(method).map(|m| m.test_acc)),
+            evaluated_on: exp.data.eval_on.describe().into(),
+            data_kind: record.kind.clone(),
+        },
+    };
+    let model = Deployable::build(&card, &Device::Cpu)?;
+    let saved = candle_core::safetensors::load(&ckpt, &Device::Cpu).map_err(|e| Error::File {
+        path: ckpt.clone(),
+        msg: format!("not a readable checkpoint: {e}"),
+    })?;
+    let mut renamed: HashMap<String, Tensor> = saved
+        .iter()
+        .filter_map(|(k, t)| k.strip_prefix("target.").map(|rest| (rest.to_string(), t.clone())))
+        .collect();
+    if distilled && !renamed.contains_key("head.weight") {
+        // `distill.head = "frozen"`: the target used the teacher's head as it was.
+        let teacher = run.join("checkpoints").join("tdmr-teacher.safetensors");
+        let t = candle_core::safetensors::load(&teacher, &Device::Cpu).map_err(|e| Error::File {
+            path: teacher.clone(),
+            msg: format!("the frozen head lives here, but it is not readable: {e}"),
+        })?;
+        for (k, v) in t {
+            if let Some(rest) = k.strip_prefix("teacher.head.") {
+                renamed.insert(format!("head.{rest}"), v);
+            }
+        }
+    }
+    model.params.restore(&renamed, &ckpt)?;
+    card.params = model.params.count(&[String::new()]);
+    card.macs = model.macs(&card);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    model.params.save(out)?;
+    write_text_atomic(&card_path(out), &serde_json::to_string_pretty(&card).unwrap_or_default())?;
+    Ok(card)
+}
+
+/// What `tdmr eval` reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub accuracy: f64,
+    pub correct: usize,
+    pub total: usize,
+    pub classes: Vec<String>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl Evaluation {
+    /// Accuracy, per-class recall and the confusion matrix as text.
+    pub fn report(&self) -> String {
+        let mut s = format!(
+            "accuracy {:.2}% ({} of {} images)\n\nconfusion matrix (rows: true class, columns: predicted)\n",
+            100.0 * self.accuracy,
+            self.correct,
+            self.total
+        );
+        let width = self.classes.iter().map(|c| c.chars().count()).max().unwrap_or(1).clamp(5, 16);
+        s.push_str(&format!("{:>width$} ", ""));
+        for i in 0..self.classes.len() {
+            s.push_str(&format!("{i:>5}"));
+        }
+        s.push_str("  recall\n");
+        for (i, row) in self.confusion.iter().enumerate() {
+            let name: String = self.classes[i].chars().take(width).collect();
+            s.push_str(&format!("{name:>width$} "));
+            for v in row {
+                s.push_str(&format!("{v:>5}"));
+            }
+            let n: usize = row.iter().sum();
+            let recall = if n > 0 {
+                format!("{:5.1}%", 100.0 * row[i] as f64 / n as f64)
+            } else {
+                "   -".into()
+            };
+            s.push_str(&format!("  {recall}  ({i})\n"));
+        }
+        s
+    }
+}
+
+/// Options of `tdmr eval`.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    /// Evaluate only the `test` images of this `split.json` (a run's), in its order.
+    pub split: Option<PathBuf>,
+    pub memory_budget_mb: u64,
+}
+
+fn is_digits(data: &Path) -> bool {
+    data.is_file() || data.join("digits.csv.gz").is_file() || data.join("digits.csv").is_file()
+}
+
+/// `tdmr eval`: load `model` (and its card) and evaluate it on `data_path`.
+pub fn evaluate(model_path: &Path, data_path: &Path, opts: &EvalOptions) -> Result<Evaluation> {
+    let card_file = card_path(model_path);
+    let card: ModelCard = read_json(&card_file, "tdmr model card")?;
+    if card.format != FORMAT {
+        return Err(Error::File {
+            path: card_file,
+            msg: format!("format `{}`, expected `{FORMAT}`", card.format),
+        });
+    }
+    let device = Device::Cpu;
+    let model = Deployable::build(&card, &device)?;
+    model.params.load(model_path)?;
+    let split: Option<SplitRecord> = match &opts.split {
+        Some(p) => Some(read_json(p, "split record (a run's split.json)")?),
+        None => None,
+    };
+    let views = if is_digits(data_path) {
+        let digits = Digits::load(data_path)?;
+        let rows: Vec<usize> = match &split {
+            Some(s) => s
+                .test
+                .iter()
+                .map(|n| {
+                    n.parse::<usize>()
+                        .ok()
+                        .filter(|&i| i < digits.labels.len())
+                        .ok_or_else(|| Error::File {
+                            path: opts.split.clone().unwrap_or_default(),
+                            msg: format!("test image `{n}` is not a row of {}", data_path.display()),
+                        })
+                })
+                .collect::<Result<_>>()?,
+            None => digits.split(1)?.test,
+        };
+        ViewSet::plain(&digits, &rows, &device)?
+    } else {
+        let store = ImageFolder::load(
+            data_path,
+            data::image_folder::LoadOptions {
+                stored_side: card.input.stored_side,
+                memory_budget_bytes: (opts.memory_budget_mb as usize).saturating_mul(1 << 20),
+                workers: 0,
+            },
+        )?;
+        if store.classes != card.classes {
+            return Err(Error::File {
+                path: data_path.into(),
+                msg: format!(
+                    "classes {:?} differ from the model's {:?} (from {})",
+                    store.classes,
+                    card.classes,
+                    card_file.display()
+                ),
+            });
+        }
+        for s in &store.skipped {
+            eprintln!("skipped {}: {}", s.path, s.reason);
+        }
+        let rows: Vec<usize> = match &split {
+            Some(s) => {
+                let index: HashMap<String, usize> = (0..store.len()).map(|i| (store.name(i), i)).collect();
+                s.test
+                    .iter()
+                    .map(|n| {
+                        index.get(n).copied().ok_or_else(|| Error::File {
+                            path: data_path.into(),
+                            msg: format!("test image `{n}` of the split is not here"),
+                        })
+                    })
+                    .collect::<Result<_>>()?
+            }
+            None => (0..store.len()).collect(),
+        };
+        let store = std::sync::Arc::new(store);
+        let pool = std::sync::Arc::new(data::image_folder::pool(0)?);
+        let whole = data::Augment {
+            scale: [1.0, 1.0],
+            ratio: [1.0, 1.0],
+            flip: false,
+        };
+        ViewSet::folder(&store, &rows, 1, whole, 0, &pool, &device)?
+    };
+    let n = card.classes.len();
+    let mut confusion = vec![vec![0usize; n]; n];
+    let rows: Vec<usize> = (0..views.len()).collect();
+    for chunk in rows.chunks(EVAL_BATCH) {
+        let logits = model.logits(&views.batch(chunk, card.input.image_size)?)?;
+        let predicted: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
+        let labels: Vec<u32> = views.label_tensor(chunk)?.to_vec1()?;
+        // The same count the training run reports, so the two agree exactly.
+        debug_assert_eq!(
+            loss::correct(&logits, &views.label_tensor(chunk)?)?,
+            predicted.iter().zip(&labels).filter(|(p, y)| p == y).count()
+        );
+        for (p, y) in predicted.iter().zip(&labels) {
+            if (*y as usize) < n && (*p as usize) < n {
+                confusion[*y as usize][*p as usize] += 1;
+            }
+        }
+    }
+    let correct: usize = (0..n).map(|i| confusion[i][i]).sum();
+    let total = views.len();
+    Ok(Evaluation {
+        accuracy: if total > 0 { correct as f64 / total as f64 } else { 0.0 },
+        correct,
+        total,
+        classes: card.classes.clone(),
+        confusion,
+    })
+}
