@@ -33,6 +33,7 @@ pub struct Params {
     rng: ChaCha8Rng,
     vars: BTreeMap<String, Var>,
     buffers: BTreeMap<String, Var>,
+    dtype: DType,
 }
 
 impl Params {
@@ -42,6 +43,15 @@ impl Params {
             rng: ChaCha8Rng::seed_from_u64(seed),
             vars: BTreeMap::new(),
             buffers: BTreeMap::new(),
+            dtype: DType::F32,
+        }
+    }
+
+    /// Parameters created in `dtype` instead of f32 (f64 for finite-difference checks).
+    pub fn with_dtype(device: &Device, seed: u64, dtype: DType) -> Self {
+        Params {
+            dtype,
+            ..Self::new(device, seed)
         }
     }
 
@@ -50,7 +60,7 @@ impl Params {
     }
 
     fn insert(&mut self, name: &str, t: Tensor) -> Result<Tensor> {
-        let var = Var::from_tensor(&t)?;
+        let var = Var::from_tensor(&t.to_dtype(self.dtype)?)?;
         let out = var.as_tensor().clone();
         self.vars.insert(name.to_string(), var);
         Ok(out)
@@ -95,7 +105,7 @@ impl Params {
 
     /// Non-trainable state saved with the checkpoint (batch-norm running statistics).
     pub fn buffer(&mut self, name: &str, shape: &[usize], value: f32) -> Result<Var> {
-        let t = (Tensor::ones(shape, DType::F32, &self.device)? * value as f64)?;
+        let t = (Tensor::ones(shape, self.dtype, &self.device)? * value as f64)?;
         let var = Var::from_tensor(&t)?;
         self.buffers.insert(name.to_string(), var.clone());
         Ok(var)
