@@ -432,6 +432,9 @@ fn follow_session(session: Session, json: bool) -> anyhow::Result<Summary> {
     let summary = session.handle.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))??;
     if !json {
         println!("report: {}", session.run_dir.join("report.md").display());
+        if let Some(m) = tdmr::bench::peak_rss_mib() {
+            println!("peak resident memory: {m:.0} MiB");
+        }
     }
     Ok(summary)
 }
