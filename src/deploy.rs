@@ -184,7 +184,7 @@ pub fn export(run: &Path, method: &str, out: &Path) -> Result<ModelCard> {
             std: [1.0; 3],
             stored_side: data::stored_side(&exp),
         },
-        projector: distilled.then(|| ProjectorSpec {
+        projector: distilled.then_some(ProjectorSpec {
             kind: r.projector,
             proxy_dim: r.proxy_dim,
             normalize: r.normalize,

@@ -64,7 +64,9 @@ fn same_seed_gives_identical_metrics() {
     exp.methods = vec![tdmr::config::Method::Tdmr, tdmr::config::Method::Kd];
     let mut runs = Vec::new();
     for name in ["a", "b"] {
-        let run = RunDir::create(Some(&dir.path().join(name)), "tiny").unwrap();
+        // Separate parents: the second run must compute its teacher cache, not reuse
+        // the first's.
+        let run = RunDir::create(Some(&dir.path().join(name).join("run")), "tiny").unwrap();
         run_blocking(&exp, &run, None, None).unwrap();
         runs.push(without_timings(&std::fs::read_to_string(run.root.join("metrics.jsonl")).unwrap()));
     }

@@ -36,6 +36,8 @@ enum Pixels {
 struct Entry {
     path: PathBuf,
     label: u32,
+    /// Width and height at the stored side.
+    dims: (u32, u32),
     pixels: Pixels,
 }
 
@@ -135,6 +137,7 @@ impl ImageFolder {
             Ok(Entry {
                 path: path.clone(),
                 label: *label,
+                dims: image.dimensions(),
                 pixels: if fits { Pixels::Memory(image) } else { Pixels::Disk },
             })
         };
@@ -174,6 +177,11 @@ impl ImageFolder {
 
     pub fn label(&self, i: usize) -> u32 {
         self.entries[i].label
+    }
+
+    /// Width and height of image `i` at the stored side (known without decoding).
+    pub fn dims(&self, i: usize) -> (u32, u32) {
+        self.entries[i].dims
     }
 
     /// Path of image `i` relative to the root (how split files name images).

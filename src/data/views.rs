@@ -115,7 +115,7 @@ impl ViewSet {
         let mut list = Vec::with_capacity(indices.len() * views);
         let mut labels = Vec::with_capacity(indices.len() * views);
         for &i in indices {
-            let (w, h) = store.image(i).map(|img| img.dimensions())?;
+            let (w, h) = store.dims(i);
             for v in 0..views {
                 list.push(if v == 0 {
                     View::whole(i)
