@@ -222,8 +222,18 @@ impl Event {
                     line.push_str(&format!(", {on_disk} over the memory budget (decoded from disk when used)"));
                 }
                 if !skipped.is_empty() {
-                    let names: Vec<String> = skipped.iter().map(|s| format!("{} ({})", s.path, s.reason)).collect();
-                    line.push_str(&format!("; skipped {} unreadable file(s): {}", skipped.len(), names.join("; ")));
+                    // The full list is in split.json; a line names the first few.
+                    const SHOWN: usize = 10;
+                    let names: Vec<String> = skipped.iter().take(SHOWN).map(|s| format!("{} ({})", s.path, s.reason)).collect();
+                    let more = match skipped.len().saturating_sub(SHOWN) {
+                        0 => String::new(),
+                        n => format!("; and {n} more (all in split.json)"),
+                    };
+                    line.push_str(&format!(
+                        "; skipped {} unreadable file(s): {}{more}",
+                        skipped.len(),
+                        names.join("; ")
+                    ));
                 }
                 Some(line)
             }
