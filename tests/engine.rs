@@ -11,7 +11,6 @@ use tdmr::engine::control::Control;
 use tdmr::engine::methods::Lab;
 use tdmr::engine::run_dir::RunDir;
 use tdmr::engine::{run_blocking, Command, Event, Session};
-use tdmr::models::efficientnet_lite::EfficientNetLite;
 
 #[test]
 fn tiny_experiment_writes_a_complete_run_and_stage2_never_runs_the_foundation() {
@@ -87,7 +86,7 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let exp = tiny_experiment();
     let run = RunDir::create(Some(dir.path()), "tiny").unwrap();
-    let f = EfficientNetLite::load(&exp.foundation_path(), &Device::Cpu).unwrap();
+    let f = tdmr::models::foundation::Foundation::load(&exp.foundation_path(), "auto", &Device::Cpu).unwrap();
     let probe = ((Tensor::arange(0f32, (3 * 32 * 32) as f32, &Device::Cpu)
         .unwrap()
         .reshape((1, 3, 32, 32))

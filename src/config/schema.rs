@@ -488,13 +488,11 @@ impl Experiment {
         if self.data.eval_every == 0 {
             return err("data.eval_every", "must be at least 1".into());
         }
-        if !matches!(self.foundation.family.as_str(), "auto" | "efficientnet-lite") {
+        let families = crate::models::foundation::FAMILIES;
+        if self.foundation.family != "auto" && !families.contains(&self.foundation.family.as_str()) {
             return err(
                 "foundation.family",
-                format!(
-                    "`{}` is not supported yet (supported: auto, efficientnet-lite)",
-                    self.foundation.family
-                ),
+                format!("`{}` is not a family (auto, {})", self.foundation.family, families.join(", ")),
             );
         }
         let f = &self.foundation;

@@ -15,9 +15,8 @@ use super::trainer::{timed, train_stage, Live, LiveSource, StageOutcome, StageSp
 use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method, PromptKind, Stage};
 use crate::data::{select_rows, ViewSet};
 use crate::distill::{loss, TeacherCache};
-use crate::models::efficientnet_lite::EfficientNetLite;
+use crate::models::foundation::Foundation;
 use crate::models::targets::{Backbone, TargetSpec};
-use crate::models::IMAGENET;
 use crate::params::Params;
 use crate::reprogram::{Head, Projector, Prompt};
 use crate::Result;
@@ -32,7 +31,7 @@ pub struct Lab<'a> {
     pub ctl: &'a mut Control,
     pub run: &'a RunDir,
     pub device: Device,
-    pub foundation: &'a EfficientNetLite,
+    pub foundation: &'a Foundation,
     pub train: ViewSet,
     /// The evaluation set (`data.eval_on`).
     pub test: ViewSet,
@@ -98,7 +97,7 @@ pub struct Reprogrammed {
 
 impl Reprogrammed {
     /// Proxy embedding (or raw features without a projector) and logits.
-    pub fn forward(&self, foundation: &EfficientNetLite, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+    pub fn forward(&self, foundation: &Foundation, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let f = foundation.features(&self.prompt.apply(x, train)?)?;
         let z = match &self.projector {
             Some(p) => p.forward(&f)?,
@@ -191,7 +190,7 @@ impl Lab<'_> {
             f.image_size,
             f.inner_size,
             r.pad,
-            IMAGENET,
+            self.foundation.normalization(),
         )?;
         let d_f = self.foundation.feature_dim();
         let projector = if with_proxy {
@@ -343,7 +342,15 @@ impl Lab<'_> {
         let exp = self.exp;
         let size = exp.foundation.image_size;
         let mut params = Params::new(&self.device, exp.seed.wrapping_add(13));
-        let plain = Prompt::new(&mut params, "probe.input.", PromptKind::None, size, size, 0, IMAGENET)?;
+        let plain = Prompt::new(
+            &mut params,
+            "probe.input.",
+            PromptKind::None,
+            size,
+            size,
+            0,
+            self.foundation.normalization(),
+        )?;
         let foundation = self.foundation;
         let feats = |views: &ViewSet| -> Result<Tensor> {
             let rows: Vec<usize> = (0..views.len()).collect();

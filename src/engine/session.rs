@@ -15,7 +15,7 @@ use super::methods::Lab;
 use super::report;
 use super::run_dir::{write_text_atomic, RunDir};
 use crate::config::{live, Experiment, Precision};
-use crate::models::efficientnet_lite::EfficientNetLite;
+use crate::models::foundation::Foundation;
 use crate::{Error, Result};
 
 /// Events the view has not read yet; step events beyond this are dropped.
@@ -133,7 +133,7 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
         });
     }
     let fpath = exp.foundation_path();
-    let mut foundation = EfficientNetLite::load(&fpath, &device)?;
+    let mut foundation = Foundation::load(&fpath, &exp.foundation.family, &device)?;
     if exp.precision == Precision::Bf16 {
         if device.is_cpu() {
             ctl.emit(Event::Log {

@@ -39,19 +39,8 @@ pub struct Inspection {
     pub detected: Detected,
 }
 
-/// A family's fingerprint: keys that must be there, and how to read the variant.
-struct Family {
-    name: &'static str,
-    required: &'static [&'static str],
-    describe: fn(&BTreeMap<String, Vec<usize>>) -> Option<Detected>,
-}
-
 fn efficientnet_lite(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
-    let blocks = keys
-        .keys()
-        .filter_map(|k| k.strip_prefix("_blocks.")?.split('.').next()?.parse::<usize>().ok())
-        .max()?
-        + 1;
+    let blocks = max_index(keys, "_blocks.")?;
     // The five published EfficientNet-Lite models differ in depth and resolution.
     let (variant, input) = match blocks {
         16 => ("efficientnet-lite0", 224),
@@ -72,40 +61,111 @@ fn efficientnet_lite(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
     })
 }
 
-const FAMILIES: &[Family] = &[Family {
-    name: "efficientnet-lite",
-    required: &[
-        "_conv_stem.weight",
-        "_bn0.weight",
-        "_blocks.0._depthwise_conv.weight",
-        "_conv_head.weight",
-        "_fc.weight",
-    ],
-    describe: efficientnet_lite,
-}];
+/// Number of `{prefix}{i}.` groups.
+fn max_index(keys: &BTreeMap<String, Vec<usize>>, prefix: &str) -> Option<usize> {
+    keys.keys()
+        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map(|m| m + 1)
+}
+
+fn first_dim(keys: &BTreeMap<String, Vec<usize>>, key: &str) -> Option<usize> {
+    keys.get(key)?.first().copied()
+}
+
+fn resnet(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
+    let bottleneck = keys.contains_key("layer1.0.conv3.weight");
+    let depths: Vec<usize> = (1..=4).map(|l| max_index(keys, &format!("layer{l}."))).collect::<Option<_>>()?;
+    let last = format!("layer4.{}.conv{}.weight", depths[3] - 1, if bottleneck { 3 } else { 2 });
+    Some(Detected {
+        family: "resnet".into(),
+        variant: format!("resnet{}", depths.iter().sum::<usize>() * if bottleneck { 3 } else { 2 } + 2),
+        native_input: 224,
+        mean: IMAGENET.mean,
+        std: IMAGENET.std,
+        feature_dim: first_dim(keys, &last)?,
+        classes: first_dim(keys, "fc.weight").unwrap_or(0),
+    })
+}
+
+fn convnext(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
+    let size = match (first_dim(keys, "stem.0.weight")?, max_index(keys, "stages.2.blocks.")?) {
+        (40, _) => "atto",
+        (48, _) => "femto",
+        (64, _) => "pico",
+        (80, _) => "nano",
+        (96, 9) => "tiny",
+        (96, _) => "small",
+        (128, _) => "base",
+        (192, _) => "large",
+        _ => "custom",
+    };
+    Some(Detected {
+        family: "convnext".into(),
+        variant: format!("convnext-{size}"),
+        native_input: 224,
+        mean: IMAGENET.mean,
+        std: IMAGENET.std,
+        feature_dim: first_dim(keys, "head.norm.weight")?,
+        classes: first_dim(keys, "head.fc.weight").unwrap_or(0),
+    })
+}
+
+/// Any of the transformer layouts: width and patch from the patch embedding, the
+/// native size from the position-embedding grid.
+fn transformer(family: &str, keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
+    let find = |cands: &[&str]| cands.iter().find_map(|k| keys.get(*k).cloned());
+    let patch = find(&[
+        "patch_embed.proj.weight",
+        "vit.embeddings.patch_embeddings.projection.weight",
+        "embeddings.patch_embeddings.projection.weight",
+        "dinov2.embeddings.patch_embeddings.projection.weight",
+        "vision_model.embeddings.patch_embedding.weight",
+    ])?;
+    let pos = find(&[
+        "pos_embed",
+        "vit.embeddings.position_embeddings",
+        "embeddings.position_embeddings",
+        "dinov2.embeddings.position_embeddings",
+        "vision_model.embeddings.position_embedding.weight",
+    ])?;
+    let tokens = if pos.len() == 3 { pos[1] } else { pos[0] };
+    let grid = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
+    let (dim, p) = (*patch.first()?, *patch.get(2)?);
+    let stem = if family == "vit-hybrid" { 4 } else { 1 };
+    let norm = match family {
+        "dinov2" => IMAGENET,
+        "clip" => crate::models::foundation::vit::CLIP_NORM,
+        _ => crate::models::foundation::vit::HALF_NORM,
+    };
+    let classes = ["head.weight", "classifier.weight"]
+        .iter()
+        .find_map(|k| first_dim(keys, k))
+        .unwrap_or(0);
+    Some(Detected {
+        family: family.into(),
+        variant: format!("{family} d{dim} patch{p}"),
+        native_input: grid * p * stem,
+        mean: norm.mean,
+        std: norm.std,
+        feature_dim: dim,
+        classes,
+    })
+}
 
 /// The family and variant from key names and shapes, or an error that lists the
 /// families tried, what each missed, and the file's first keys.
 pub fn detect(path: &Path, keys: &BTreeMap<String, Vec<usize>>) -> Result<Detected> {
-    let mut tried = Vec::new();
-    for f in FAMILIES {
-        let missing: Vec<&str> = f.required.iter().copied().filter(|k| !keys.contains_key(*k)).collect();
-        if missing.is_empty() {
-            if let Some(d) = (f.describe)(keys) {
-                return Ok(d);
-            }
-        }
-        tried.push(format!("{} (missing {})", f.name, missing.join(", ")));
-    }
-    let first: Vec<String> = keys.keys().take(8).cloned().collect();
-    Err(Error::File {
+    let family = crate::models::foundation::detect_family(path, keys)?;
+    let described = match family {
+        "efficientnet-lite" => efficientnet_lite(keys),
+        "resnet" => resnet(keys),
+        "convnext" => convnext(keys),
+        other => transformer(other, keys),
+    };
+    described.ok_or_else(|| Error::File {
         path: path.into(),
-        msg: format!(
-            "no known foundation layout. Tried: {}. The file's first keys ({} in all): {}",
-            tried.join("; "),
-            keys.len(),
-            first.join(", ")
-        ),
+        msg: format!("has the {family} key names but not the shapes of one"),
     })
 }
 
@@ -137,22 +197,26 @@ pub fn pickle_entries(path: &Path) -> Result<Vec<TensorEntry>> {
         .collect())
 }
 
-/// Read a checkpoint's header (`.safetensors` memory-mapped, or a PyTorch pickle) and
-/// detect its family.
-pub fn inspect(path: &Path) -> Result<Inspection> {
+/// The tensors a checkpoint declares, from its header only (`.safetensors`
+/// memory-mapped, or a PyTorch pickle's program).
+pub fn read_entries(path: &Path) -> Result<Vec<TensorEntry>> {
+    if super::weights::is_pickle(path) {
+        return pickle_entries(path);
+    }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let file_bytes = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut tensors = if super::weights::is_pickle(path) {
-        pickle_entries(path)?
-    } else {
-        // SAFETY: read-only mapping of a file we do not write; a file changed underneath
-        // would give wrong numbers in a report, not memory unsafety in safe code we call.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        safetensors_entries(&map).map_err(|e| Error::File {
-            path: path.into(),
-            msg: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
-        })?
-    };
+    // SAFETY: read-only mapping of a file we do not write; a file changed underneath
+    // would give wrong numbers in a report, not memory unsafety in safe code we call.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    safetensors_entries(&map).map_err(|e| Error::File {
+        path: path.into(),
+        msg: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+    })
+}
+
+/// Read a checkpoint's header and detect its family.
+pub fn inspect(path: &Path) -> Result<Inspection> {
+    let file_bytes = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let mut tensors = read_entries(path)?;
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let mut dtypes = BTreeMap::new();
     let mut parameters = 0usize;

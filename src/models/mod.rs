@@ -1,6 +1,7 @@
 //! Foundation models (frozen, loaded from real checkpoints) and target models (trained).
 
 pub mod efficientnet_lite;
+pub mod foundation;
 pub mod inspect;
 pub mod small_cnn;
 pub mod targets;

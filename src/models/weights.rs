@@ -61,6 +61,9 @@ pub struct StrictWeights {
     path: PathBuf,
     tensors: HashMap<String, Tensor>,
     used: BTreeSet<String>,
+    /// What every float tensor is converted to (f32 unless a caller asks otherwise,
+    /// e.g. f64 for finite-difference checks).
+    dtype: DType,
 }
 
 impl StrictWeights {
@@ -89,7 +92,14 @@ impl StrictWeights {
             path: path.into(),
             tensors,
             used: BTreeSet::new(),
+            dtype: DType::F32,
         })
+    }
+
+    /// Convert float tensors to `dtype` instead of f32.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -133,8 +143,8 @@ impl StrictWeights {
             .get(name)
             .ok_or_else(|| self.err(name, "missing from the file".into()))?;
         let t = match t.dtype() {
-            DType::F32 => t.clone(),
-            DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+            d if d == self.dtype => t.clone(),
+            DType::F32 | DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(self.dtype)?,
             other => return Err(self.err(name, format!("expected a float tensor, found {other:?}"))),
         };
         self.used.insert(name.to_string());
@@ -152,6 +162,18 @@ impl StrictWeights {
         }
         self.used.insert(name.to_string());
         Ok(())
+    }
+
+    /// The shape of `name`, if the file has it (nothing is marked used).
+    pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|t| t.dims().to_vec())
+    }
+
+    /// Mark every tensor whose name satisfies `skip` as deliberately unused (classifier
+    /// heads, CLIP's text tower), so [`StrictWeights::finish`] accepts them.
+    pub fn ignore(&mut self, skip: impl Fn(&str) -> bool) {
+        let names: Vec<String> = self.tensors.keys().filter(|k| skip(k)).cloned().collect();
+        self.used.extend(names);
     }
 
     /// Error if any tensor in the file was not used.

@@ -29,8 +29,8 @@ pub fn resize_bilinear(x: &Tensor, oh: usize, ow: usize) -> candle_core::Result<
     if (h, w) == (oh, ow) {
         return Ok(x.clone());
     }
-    let rh = matrix(h, oh, x.device())?;
-    let rw_t = matrix(w, ow, x.device())?.t()?;
+    let rh = matrix(h, oh, x.device())?.to_dtype(x.dtype())?;
+    let rw_t = matrix(w, ow, x.device())?.to_dtype(x.dtype())?.t()?;
     let planes = x.reshape((b * c, h, w))?;
     let y = rh.broadcast_left(b * c)?.matmul(&planes)?;
     let y = y.broadcast_matmul(&rw_t)?;

@@ -17,7 +17,7 @@ use crate::config::stage_edit::{self, StageOp};
 use crate::config::Experiment;
 use crate::engine::run_dir::RunDir;
 use crate::engine::{Command, Event, Launch, Session, Summary};
-use crate::models::efficientnet_lite::EfficientNetLite;
+use crate::models::foundation::Foundation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -294,9 +294,10 @@ impl App {
     /// Load the foundation model on a worker thread to show what it is.
     pub fn load_foundation(&mut self) {
         let path = self.exp.foundation_path();
+        let family = self.exp.foundation.family.clone();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let r = EfficientNetLite::load(&path, &candle_core::Device::Cpu)
+            let r = Foundation::load(&path, &family, &candle_core::Device::Cpu)
                 .map(|m| FoundationInfo {
                     variant: m.variant().to_string(),
                     params: m.param_count(),

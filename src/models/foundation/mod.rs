@@ -1,0 +1,291 @@
+//! Every foundation family behind one type: detected from the checkpoint's key names
+//! (or named by `foundation.family`), loaded strictly by its own names, frozen, giving
+//! pooled features `[B, d_F]` whose gradient reaches the input image.
+
+pub mod convnext;
+pub mod layers;
+pub mod resnet;
+pub mod vit;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+
+use super::efficientnet_lite::EfficientNetLite;
+use super::weights::StrictWeights;
+use super::{Normalization, IMAGENET};
+use crate::{Error, Result};
+
+/// `foundation.family` values besides `auto`.
+pub const FAMILIES: [&str; 7] = ["efficientnet-lite", "resnet", "convnext", "vit", "vit-hybrid", "dinov2", "clip"];
+
+/// A family's fingerprint: keys that must all be there (any of the alternatives).
+struct Fingerprint {
+    family: &'static str,
+    required: &'static [&'static [&'static str]],
+}
+
+/// Order matters: more specific layouts first (a hybrid is also a timm ViT).
+const FINGERPRINTS: &[Fingerprint] = &[
+    Fingerprint {
+        family: "efficientnet-lite",
+        required: &[
+            &["_conv_stem.weight"],
+            &["_blocks.0._depthwise_conv.weight"],
+            &["_conv_head.weight"],
+        ],
+    },
+    Fingerprint {
+        family: "resnet",
+        required: &[
+            &["conv1.weight"],
+            &["bn1.running_mean"],
+            &["layer1.0.conv1.weight"],
+            &["layer4.0.conv1.weight"],
+        ],
+    },
+    Fingerprint {
+        family: "convnext",
+        required: &[&["stem.0.weight"], &["stages.0.blocks.0.conv_dw.weight"], &["head.norm.weight"]],
+    },
+    Fingerprint {
+        family: "vit-hybrid",
+        required: &[
+            &["patch_embed.backbone.stem.conv.weight"],
+            &["cls_token"],
+            &["blocks.0.attn.qkv.weight"],
+        ],
+    },
+    Fingerprint {
+        family: "vit",
+        required: &[
+            &["cls_token"],
+            &["pos_embed"],
+            &["patch_embed.proj.weight"],
+            &["blocks.0.attn.qkv.weight"],
+        ],
+    },
+    Fingerprint {
+        family: "dinov2",
+        required: &[
+            &["embeddings.mask_token", "dinov2.embeddings.mask_token"],
+            &[
+                "encoder.layer.0.layer_scale1.lambda1",
+                "dinov2.encoder.layer.0.layer_scale1.lambda1",
+            ],
+        ],
+    },
+    Fingerprint {
+        family: "vit",
+        required: &[
+            &[
+                "vit.embeddings.patch_embeddings.projection.weight",
+                "embeddings.patch_embeddings.projection.weight",
+            ],
+            &[
+                "vit.encoder.layer.0.layernorm_before.weight",
+                "encoder.layer.0.layernorm_before.weight",
+            ],
+        ],
+    },
+    Fingerprint {
+        family: "clip",
+        required: &[
+            &["vision_model.embeddings.class_embedding"],
+            &["vision_model.encoder.layers.0.self_attn.q_proj.weight"],
+        ],
+    },
+];
+
+/// The family whose fingerprint the keys match, or an error listing the families
+/// tried, what each missed, and the file's first keys.
+pub fn detect_family(path: &Path, keys: &BTreeMap<String, Vec<usize>>) -> Result<&'static str> {
+    let mut tried = Vec::new();
+    for f in FINGERPRINTS {
+        let missing: Vec<String> = f
+            .required
+            .iter()
+            .filter(|alts| !alts.iter().any(|k| keys.contains_key(*k)))
+            .map(|alts| alts.join(" or "))
+            .collect();
+        if missing.is_empty() {
+            return Ok(f.family);
+        }
+        tried.push(format!("{} (missing {})", f.family, missing.join(", ")));
+    }
+    tried.dedup();
+    let first: Vec<String> = keys.keys().take(8).cloned().collect();
+    Err(Error::File {
+        path: path.into(),
+        msg: format!(
+            "no known foundation layout. Tried: {}. The file's first keys ({} in all): {}",
+            tried.join("; "),
+            keys.len(),
+            first.join(", ")
+        ),
+    })
+}
+
+enum Net {
+    Lite(EfficientNetLite),
+    ResNet(resnet::ResNet),
+    ConvNext(convnext::ConvNext),
+    Vit(vit::Vit),
+}
+
+pub struct Foundation {
+    net: Net,
+    family: &'static str,
+    params: usize,
+    forwards: AtomicUsize,
+}
+
+impl Foundation {
+    /// Load `path` as `family` (`auto`: detected from the key names).
+    pub fn load(path: &Path, family: &str, device: &Device) -> Result<Self> {
+        Self::load_as(path, family, device, DType::F32)
+    }
+
+    /// [`Self::load`] with the weights in `dtype` (f64 for finite-difference checks;
+    /// EfficientNet-Lite always loads in f32).
+    pub fn load_as(path: &Path, family: &str, device: &Device, dtype: DType) -> Result<Self> {
+        // The header decides the family before any tensor is read.
+        let keys: BTreeMap<String, Vec<usize>> = super::inspect::read_entries(path)?.into_iter().map(|t| (t.name, t.shape)).collect();
+        let family = match family {
+            "auto" | "" => detect_family(path, &keys)?,
+            named => FAMILIES.iter().copied().find(|f| *f == named).ok_or_else(|| {
+                Error::config(
+                    "foundation.family",
+                    format!("`{named}` is not a family (auto, {})", FAMILIES.join(", ")),
+                )
+            })?,
+        };
+        if family == "efficientnet-lite" {
+            let m = EfficientNetLite::load(path, device)?;
+            return Ok(Foundation {
+                params: m.param_count(),
+                net: Net::Lite(m),
+                family,
+                forwards: AtomicUsize::new(0),
+            });
+        }
+        let mut w = StrictWeights::open(path, device)?.with_dtype(dtype);
+        let params = w.float_elements();
+        let net = match family {
+            "resnet" => Net::ResNet(resnet::ResNet::load(&mut w)?),
+            "convnext" => Net::ConvNext(convnext::ConvNext::load(&mut w)?),
+            other => {
+                let layout = match other {
+                    "vit-hybrid" => vit::Layout::TimmHybrid,
+                    "dinov2" => vit::Layout::Dinov2,
+                    "clip" => vit::Layout::Clip,
+                    _ if keys.contains_key("cls_token") => vit::Layout::Timm,
+                    _ => vit::Layout::HfVit,
+                };
+                Net::Vit(vit::Vit::load(&mut w, layout)?)
+            }
+        };
+        w.finish()?;
+        Ok(Foundation {
+            net,
+            family,
+            params,
+            forwards: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn family(&self) -> &'static str {
+        self.family
+    }
+
+    pub fn variant(&self) -> &str {
+        match &self.net {
+            Net::Lite(m) => m.variant(),
+            Net::ResNet(m) => &m.variant,
+            Net::ConvNext(m) => &m.variant,
+            Net::Vit(m) => &m.variant,
+        }
+    }
+
+    /// Floating-point values in the checkpoint (parameters and statistics).
+    pub fn param_count(&self) -> usize {
+        match &self.net {
+            Net::Lite(m) => m.param_count(),
+            _ => self.params,
+        }
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        match &self.net {
+            Net::Lite(m) => m.feature_dim(),
+            Net::ResNet(m) => m.feature_dim,
+            Net::ConvNext(m) => m.feature_dim,
+            Net::Vit(m) => m.dim,
+        }
+    }
+
+    /// The input normalisation the checkpoint was trained with.
+    pub fn normalization(&self) -> Normalization {
+        match &self.net {
+            Net::Vit(m) => m.normalization,
+            _ => IMAGENET,
+        }
+    }
+
+    /// The resolution the checkpoint was trained at (tdmr reprograms at any size).
+    pub fn native_input(&self) -> usize {
+        match &self.net {
+            Net::Vit(m) => m.native_input,
+            _ => 224,
+        }
+    }
+
+    /// How many batches went through [`Self::features`]: stage 2 must not add to it.
+    pub fn forward_calls(&self) -> usize {
+        match &self.net {
+            Net::Lite(m) => m.forward_calls(),
+            _ => self.forwards.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Pooled features `[B, d_F]` of a normalised `[B, 3, H, W]` input.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.net {
+            Net::Lite(m) => m.features(x),
+            other => {
+                self.forwards.fetch_add(1, Ordering::Relaxed);
+                match other {
+                    Net::ResNet(m) => m.features(x),
+                    Net::ConvNext(m) => m.features(x),
+                    Net::Vit(m) => m.features(x),
+                    Net::Lite(_) => unreachable!(),
+                }
+            }
+        }
+    }
+
+    /// The EfficientNet-Lite network, for what only it offers (its classifier, bf16).
+    pub fn as_efficientnet_lite(&self) -> Option<&EfficientNetLite> {
+        match &self.net {
+            Net::Lite(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// bf16 foundation compute (CUDA): EfficientNet-Lite only so far.
+    pub fn to_dtype(self, dtype: DType) -> Result<Self> {
+        match &self.net {
+            Net::Lite(m) => Ok(Foundation {
+                net: Net::Lite(m.to_dtype(dtype)?),
+                ..self
+            }),
+            _ if dtype == DType::F32 => Ok(self),
+            _ => Err(Error::config(
+                "precision",
+                format!("bf16 is implemented for efficientnet-lite only; {} runs in f32", self.family),
+            )),
+        }
+    }
+}
