@@ -476,3 +476,46 @@ epochs = 0
         eprintln!("{name}: stage-1 loss per epoch {losses:.3?}");
     }
 }
+
+#[test]
+fn sharded_checkpoints_load_through_their_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = resnet(false);
+    let single = write(dir.path(), "single", &whole);
+    // Two shards and the Hugging Face index naming each tensor's shard.
+    let (mut a, mut b) = (Ckpt::new(), Ckpt::new());
+    let mut map = serde_json::Map::new();
+    for (k, v) in &whole {
+        let (part, file) = if k.starts_with("layer3") || k.starts_with("layer4") || k.starts_with("fc") {
+            (&mut b, "model-00002-of-00002.safetensors")
+        } else {
+            (&mut a, "model-00001-of-00002.safetensors")
+        };
+        part.insert(k.clone(), v.clone());
+        map.insert(k.clone(), serde_json::Value::String(file.into()));
+    }
+    candle_core::safetensors::save(&a, dir.path().join("model-00001-of-00002.safetensors")).unwrap();
+    candle_core::safetensors::save(&b, dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let index = dir.path().join("model.safetensors.index.json");
+    let json = serde_json::json!({ "metadata": { "total_size": 0 }, "weight_map": map });
+    std::fs::write(&index, json.to_string()).unwrap();
+    let info = tdmr::models::inspect::inspect(&index).unwrap();
+    assert_eq!((info.detected.family.as_str(), info.tensors.len()), ("resnet", whole.len()));
+    assert!(info.report().contains("sharded safetensors"));
+    let x = Gen(13).t(&[2, 3, 32, 32], 1.0);
+    let sharded = Foundation::load(&index, "auto", &Device::Cpu).unwrap().features(&x).unwrap();
+    let one = Foundation::load(&single, "auto", &Device::Cpu).unwrap().features(&x).unwrap();
+    let d = (sharded - one)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(d, 0.0);
+    // A missing shard is named, with a tensor it should hold.
+    std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let e = Foundation::load(&index, "auto", &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("model-00002-of-00002.safetensors") && e.contains("missing"), "{e}");
+}

@@ -203,6 +203,14 @@ pub fn read_entries(path: &Path) -> Result<Vec<TensorEntry>> {
     if super::weights::is_pickle(path) {
         return pickle_entries(path);
     }
+    if super::weights::is_shard_index(path) {
+        let index = super::weights::shard_index(path)?;
+        let mut all = Vec::new();
+        for shard in &index.shards {
+            all.extend(read_entries(shard)?);
+        }
+        return Ok(all);
+    }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: read-only mapping of a file we do not write; a file changed underneath
     // would give wrong numbers in a report, not memory unsafety in safe code we call.
@@ -215,7 +223,15 @@ pub fn read_entries(path: &Path) -> Result<Vec<TensorEntry>> {
 
 /// Read a checkpoint's header and detect its family.
 pub fn inspect(path: &Path) -> Result<Inspection> {
-    let file_bytes = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let files = if super::weights::is_shard_index(path) {
+        super::weights::shard_index(path)?.shards
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut file_bytes = 0;
+    for f in &files {
+        file_bytes += std::fs::metadata(f).map_err(|e| Error::io(f, e))?.len();
+    }
     let mut tensors = read_entries(path)?;
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let mut dtypes = BTreeMap::new();
@@ -282,6 +298,8 @@ impl Inspection {
             self.file_bytes as f64 / (1024.0 * 1024.0),
             if super::weights::is_pickle(&self.path) {
                 "PyTorch pickle"
+            } else if super::weights::is_shard_index(&self.path) {
+                "sharded safetensors"
             } else {
                 "safetensors"
             },

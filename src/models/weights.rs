@@ -14,6 +14,57 @@ pub fn is_pickle(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "pth" || e == "pt" || e == "bin")
 }
 
+/// A Hugging Face sharded checkpoint's index (`model.safetensors.index.json`): the
+/// shard files it names, in order, and which shard holds each tensor.
+pub struct ShardIndex {
+    pub shards: Vec<PathBuf>,
+    pub weight_map: std::collections::BTreeMap<String, PathBuf>,
+}
+
+pub fn is_shard_index(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".index.json"))
+}
+
+/// Read a shard index; every shard it names must exist next to it.
+pub fn shard_index(path: &Path) -> Result<ShardIndex> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let raw: Raw = serde_json::from_str(&text).map_err(|e| Error::File {
+        path: path.into(),
+        msg: format!("not a safetensors shard index (expected {{\"weight_map\": {{tensor: file}}}}): {e}"),
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut shards: Vec<PathBuf> = Vec::new();
+    let mut weight_map = std::collections::BTreeMap::new();
+    for (tensor, file) in raw.weight_map {
+        if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+            return Err(Error::Tensor {
+                path: path.into(),
+                tensor,
+                msg: format!("shard `{file}` must be a file name next to the index"),
+            });
+        }
+        let shard = dir.join(&file);
+        if !shards.contains(&shard) {
+            if !shard.is_file() {
+                return Err(Error::Tensor {
+                    path: path.into(),
+                    tensor,
+                    msg: format!("its shard {} is missing", shard.display()),
+                });
+            }
+            shards.push(shard.clone());
+        }
+        weight_map.insert(tensor, shard);
+    }
+    Ok(ShardIndex { shards, weight_map })
+}
+
 thread_local! {
     static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -75,7 +126,34 @@ impl StrictWeights {
                 msg: "is a directory, expected a .safetensors file".into(),
             });
         }
-        let tensors = if is_pickle(path) {
+        let tensors = if is_shard_index(path) {
+            let index = shard_index(path)?;
+            let mut map = HashMap::new();
+            for shard in &index.shards {
+                let part = candle_core::safetensors::load(shard, device).map_err(|e| Error::File {
+                    path: shard.clone(),
+                    msg: format!("not a readable safetensors shard (truncated or corrupt?): {e}"),
+                })?;
+                for (name, t) in part {
+                    if index.weight_map.get(&name) != Some(shard) {
+                        return Err(Error::Tensor {
+                            path: shard.clone(),
+                            tensor: name,
+                            msg: format!("is not listed for this shard in {}", path.display()),
+                        });
+                    }
+                    map.insert(name, t);
+                }
+            }
+            if let Some(name) = index.weight_map.keys().find(|k| !map.contains_key(*k)) {
+                return Err(Error::Tensor {
+                    path: index.weight_map[name].clone(),
+                    tensor: name.clone(),
+                    msg: format!("listed in {} but not in the shard", path.display()),
+                });
+            }
+            map
+        } else if is_pickle(path) {
             let list = guarded(path, || candle_core::pickle::read_all(path))?;
             let mut map = HashMap::new();
             for (name, t) in list {
