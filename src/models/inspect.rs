@@ -129,7 +129,7 @@ fn transformer(family: &str, keys: &BTreeMap<String, Vec<usize>>) -> Option<Dete
         "dinov2.embeddings.position_embeddings",
         "vision_model.embeddings.position_embedding.weight",
     ])?;
-    let tokens = if pos.len() == 3 { pos[1] } else { pos[0] };
+    let tokens = if pos.len() == 3 { *pos.get(1)? } else { *pos.first()? };
     let grid = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
     let (dim, p) = (*patch.first()?, *patch.get(2)?);
     let stem = if family == "vit-hybrid" { 4 } else { 1 };
