@@ -331,24 +331,24 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     assert!(s.contains("▶ vp/reprogram"), "{s}");
 
     press(&mut app, 'p');
-    pump(&mut app, 30, "paused", |a| a.run == RunState::Paused);
+    pump(&mut app, 120, "paused", |a| a.run == RunState::Paused);
     let x = app.charts.x;
     std::thread::sleep(Duration::from_millis(600));
     app.poll();
     assert_eq!(app.charts.x, x, "the real engine takes no step while paused");
     assert!(screen(&app, 80, 24).contains("paused"));
     press(&mut app, 'p');
-    pump(&mut app, 30, "resumed", |a| a.run == RunState::Running);
+    pump(&mut app, 120, "resumed", |a| a.run == RunState::Running);
 
     // A live edit: stage 1's learning rate.
     let cfg = app.config_path.clone();
     let edited = text.replace("[stage1]\nepochs = 40", "[stage1]\nepochs = 40\nlr = 0.002");
     std::fs::write(&cfg, &edited).unwrap();
     app.reload_config(false);
-    pump(&mut app, 30, "the lr change applied", |a| {
+    pump(&mut app, 120, "the lr change applied", |a| {
         log_text(a).contains("config applied: stage1.lr")
     });
-    pump(&mut app, 30, "a step at the new lr", |a| (a.charts.lr - 0.002).abs() / 0.002 < 0.5);
+    pump(&mut app, 120, "a step at the new lr", |a| (a.charts.lr - 0.002).abs() / 0.002 < 0.5);
     assert!(app.pending.is_empty());
 
     // A restart-only edit is pending, not applied.
@@ -362,12 +362,12 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     std::fs::write(&cfg, "[stage1\nlr = 1").unwrap();
     app.reload_config(false);
     let x = app.charts.x;
-    pump(&mut app, 30, "training to go on", |a| a.charts.x > x + 2.0);
+    pump(&mut app, 120, "training to go on", |a| a.charts.x > x + 2.0);
     assert!(screen(&app, 80, 24).contains("config error"));
     assert_eq!(app.run, RunState::Running);
 
     press(&mut app, 'c');
-    pump(&mut app, 30, "the checkpoint on demand", |a| {
+    pump(&mut app, 120, "the checkpoint on demand", |a| {
         a.checkpoints.iter().any(|c| c.0 == "vp")
     });
     assert!(
@@ -376,7 +376,7 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     );
 
     press(&mut app, 'n');
-    pump(&mut app, 30, "the skip", |a| {
+    pump(&mut app, 120, "the skip", |a| {
         matches!(row_state(a, "vp", "reprogram"), RowState::Skipped { .. })
     });
 
@@ -482,7 +482,7 @@ fn attach_replays_a_run_directory_read_only() {
     let mut app = open_app(run_dir.join("config.toml"), None, None, false);
     let (session, stop) = tdmr::tui::follow::attach(&run_dir).unwrap();
     app.attach_read_only(session, stop);
-    pump(&mut app, 30, "the replay to reach the end", |a| a.run == RunState::Done);
+    pump(&mut app, 120, "the replay to reach the end", |a| a.run == RunState::Done);
     let s = screen(&app, 160, 48);
     assert!(s.contains("✓ done") && s.contains("✓ tdmr/task") && s.contains("✓ kd/train"), "{s}");
     assert_eq!(app.results.len(), 6, "every method's result is in the Runs pane");
