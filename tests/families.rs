@@ -130,6 +130,38 @@ fn convnext() -> Ckpt {
     m
 }
 
+/// Hugging Face `facebook/convnext-tiny-224` (`ConvNextForImageClassification`) at
+/// 1/12 width.
+fn convnext_hf() -> Ckpt {
+    let (mut g, mut m) = (Gen(8), Ckpt::new());
+    let dims = [8, 16, 32, 64];
+    let p = "convnext";
+    m.insert(format!("{p}.embeddings.patch_embeddings.weight"), g.w(&[dims[0], 3, 4, 4]));
+    m.insert(format!("{p}.embeddings.patch_embeddings.bias"), g.t(&[dims[0]], 0.05));
+    ln(&mut g, &mut m, &format!("{p}.embeddings.layernorm"), dims[0]);
+    for (s, &n) in [3, 3, 9, 3].iter().enumerate() {
+        let c = dims[s];
+        let st = format!("{p}.encoder.stages.{s}");
+        if s > 0 {
+            ln(&mut g, &mut m, &format!("{st}.downsampling_layer.0"), dims[s - 1]);
+            m.insert(format!("{st}.downsampling_layer.1.weight"), g.w(&[c, dims[s - 1], 2, 2]));
+            m.insert(format!("{st}.downsampling_layer.1.bias"), g.t(&[c], 0.05));
+        }
+        for b in 0..n {
+            let l = format!("{st}.layers.{b}");
+            m.insert(format!("{l}.layer_scale_parameter"), g.t(&[c], 0.5));
+            m.insert(format!("{l}.dwconv.weight"), g.w(&[c, 1, 7, 7]));
+            m.insert(format!("{l}.dwconv.bias"), g.t(&[c], 0.05));
+            ln(&mut g, &mut m, &format!("{l}.layernorm"), c);
+            linear(&mut g, &mut m, &format!("{l}.pwconv1"), 4 * c, c);
+            linear(&mut g, &mut m, &format!("{l}.pwconv2"), c, 4 * c);
+        }
+    }
+    ln(&mut g, &mut m, &format!("{p}.layernorm"), 64);
+    linear(&mut g, &mut m, "classifier", 1000, 64);
+    m
+}
+
 const D: usize = 64;
 
 /// timm `vit_base_patch16_224` (12 blocks, 197 tokens) at width 64 (one head).
@@ -262,6 +294,7 @@ fn cases() -> Vec<Case> {
         ("resnet18", || resnet(false), "resnet", 224, 64),
         ("resnet50", || resnet(true), "resnet", 224, 256),
         ("convnext_tiny", convnext, "convnext", 224, 64),
+        ("facebook-convnext-tiny-224", convnext_hf, "convnext", 224, 64),
         ("vit_base_patch16_224", vit_timm, "vit", 224, D),
         ("google-vit-base-patch16-224", vit_hf, "vit", 224, D),
         ("dinov2-small", dinov2, "dinov2", 518, D),
@@ -533,7 +566,7 @@ proptest! {
     /// A published layout with one tensor reshaped, emptied or removed never panics a
     /// loader: it loads or it is an error.
     #[test]
-    fn misshapen_checkpoints_never_panic(case in 0..8usize, pick in any::<prop::sample::Index>(), shape in prop::collection::vec(0..6usize, 0..5), remove in any::<bool>()) {
+    fn misshapen_checkpoints_never_panic(case in 0..9usize, pick in any::<prop::sample::Index>(), shape in prop::collection::vec(0..6usize, 0..5), remove in any::<bool>()) {
         let (name, build, _, _, _) = cases()[case];
         let mut ckpt = build();
         let mut keys: Vec<String> = ckpt.keys().cloned().collect();

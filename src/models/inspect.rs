@@ -89,11 +89,25 @@ fn resnet(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
 }
 
 fn convnext(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
-    let size = match (first_dim(keys, "stem.0.weight")?, max_index(keys, "stages.2.blocks.")?) {
-        (40, _) => "atto",
-        (48, _) => "femto",
-        (64, _) => "pico",
-        (80, _) => "nano",
+    // timm or Hugging Face (with or without the `convnext.` prefix) key names.
+    let hf = ["convnext.", ""]
+        .into_iter()
+        .find(|p| keys.contains_key(&format!("{p}embeddings.patch_embeddings.weight")));
+    let (stem, stage2, norm, fc) = match hf {
+        Some(p) => (
+            format!("{p}embeddings.patch_embeddings.weight"),
+            format!("{p}encoder.stages.2.layers."),
+            format!("{p}layernorm.weight"),
+            "classifier.weight".to_string(),
+        ),
+        None => (
+            "stem.0.weight".into(),
+            "stages.2.blocks.".into(),
+            "head.norm.weight".into(),
+            "head.fc.weight".into(),
+        ),
+    };
+    let size = match (first_dim(keys, &stem)?, max_index(keys, &stage2)?) {
         (96, 9) => "tiny",
         (96, _) => "small",
         (128, _) => "base",
@@ -106,8 +120,8 @@ fn convnext(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
         native_input: 224,
         mean: IMAGENET.mean,
         std: IMAGENET.std,
-        feature_dim: first_dim(keys, "head.norm.weight")?,
-        classes: first_dim(keys, "head.fc.weight").unwrap_or(0),
+        feature_dim: first_dim(keys, &norm)?,
+        classes: first_dim(keys, &fc).unwrap_or(0),
     })
 }
 

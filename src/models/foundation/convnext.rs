@@ -1,7 +1,8 @@
-//! ConvNeXt as timm publishes it (`convnext_{atto..large}`): a 4×4 patchify stem,
-//! four stages of depthwise-7×7 / layer-norm / MLP blocks with layer scale, 2×2
-//! patchify downsampling, global average pooling and the head's layer norm. Read by its
-//! own key names; built on verified ops (the fused layer norm gives no gradient).
+//! ConvNeXt as timm (`convnext_{tiny..large}`) and Hugging Face
+//! (`facebook/convnext-*-224`) publish it: a 4×4 patchify stem, four stages of
+//! depthwise-7×7 / layer-norm / MLP blocks with layer scale, 2×2 patchify downsampling,
+//! global average pooling and a final layer norm. Read by either layout's own key
+//! names; built on verified ops (the fused layer norm gives no gradient).
 
 use candle_core::Tensor;
 
@@ -11,6 +12,78 @@ use crate::ops::depthwise_conv2d;
 use crate::{Error, Result};
 
 const EPS: f64 = 1e-6;
+
+/// Key names of the two published layouts.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    Timm,
+    /// Hugging Face, with its prefix (`convnext.` for the classification model, or none).
+    Hf(String),
+}
+
+impl Layout {
+    /// The layout the file uses.
+    pub fn of(w: &StrictWeights) -> Self {
+        for p in ["convnext.", ""] {
+            if w.contains(&format!("{p}embeddings.patch_embeddings.weight")) {
+                return Layout::Hf(p.into());
+            }
+        }
+        Layout::Timm
+    }
+
+    fn stem(&self) -> (String, String) {
+        match self {
+            Layout::Timm => ("stem.0".into(), "stem.1".into()),
+            Layout::Hf(p) => (format!("{p}embeddings.patch_embeddings"), format!("{p}embeddings.layernorm")),
+        }
+    }
+
+    fn down(&self, s: usize) -> (String, String) {
+        match self {
+            Layout::Timm => (format!("stages.{s}.downsample.0"), format!("stages.{s}.downsample.1")),
+            Layout::Hf(p) => (
+                format!("{p}encoder.stages.{s}.downsampling_layer.0"),
+                format!("{p}encoder.stages.{s}.downsampling_layer.1"),
+            ),
+        }
+    }
+
+    fn blocks(&self, s: usize) -> String {
+        match self {
+            Layout::Timm => format!("stages.{s}.blocks."),
+            Layout::Hf(p) => format!("{p}encoder.stages.{s}.layers."),
+        }
+    }
+
+    /// `dw`, `norm`, `fc1`, `fc2` module names and the layer-scale tensor of a block.
+    fn block(&self, prefix: &str) -> [String; 5] {
+        match self {
+            Layout::Timm => [
+                format!("{prefix}.conv_dw"),
+                format!("{prefix}.norm"),
+                format!("{prefix}.mlp.fc1"),
+                format!("{prefix}.mlp.fc2"),
+                format!("{prefix}.gamma"),
+            ],
+            Layout::Hf(_) => [
+                format!("{prefix}.dwconv"),
+                format!("{prefix}.layernorm"),
+                format!("{prefix}.pwconv1"),
+                format!("{prefix}.pwconv2"),
+                format!("{prefix}.layer_scale_parameter"),
+            ],
+        }
+    }
+
+    /// The final layer norm, its epsilon, and the classifier's prefix.
+    fn head(&self) -> (String, f64, String) {
+        match self {
+            Layout::Timm => ("head.norm".into(), EPS, "head.fc.".into()),
+            Layout::Hf(p) => (format!("{p}layernorm"), 1e-12, "classifier.".into()),
+        }
+    }
+}
 
 struct Block {
     dw: (Tensor, Tensor),
@@ -31,6 +104,7 @@ pub struct ConvNext {
     stem_norm: (Tensor, Tensor),
     stages: Vec<Stage>,
     head_norm: (Tensor, Tensor),
+    head_eps: f64,
     pub feature_dim: usize,
     pub classes: usize,
     pub variant: String,
@@ -42,38 +116,42 @@ fn pair(w: &mut StrictWeights, name: &str, sw: &[usize], sb: &[usize]) -> Result
 
 impl ConvNext {
     pub fn load(w: &mut StrictWeights) -> Result<Self> {
-        let stem_w = w.take_any("stem.0.weight")?;
+        let layout = Layout::of(w);
+        let (stem_conv, stem_ln) = layout.stem();
+        let stem_name = format!("{stem_conv}.weight");
+        let stem_w = w.take_any(&stem_name)?;
         if stem_w.rank() != 4 || stem_w.dim(1)? != 3 || stem_w.dim(2)? != 4 || stem_w.dim(3)? != 4 {
             return Err(Error::Tensor {
                 path: w.path().into(),
-                tensor: "stem.0.weight".into(),
+                tensor: stem_name,
                 msg: format!("expected [C, 3, 4, 4], found {:?}", stem_w.dims()),
             });
         }
         let mut c = stem_w.dim(0)?;
-        let stem = (stem_w, w.take("stem.0.bias", &[c])?);
-        let stem_norm = pair(w, "stem.1", &[c], &[c])?;
+        let stem = (stem_w, w.take(&format!("{stem_conv}.bias"), &[c])?);
+        let stem_norm = pair(w, &stem_ln, &[c], &[c])?;
         let mut stages = Vec::new();
         let (mut dims, mut depths) = (Vec::new(), Vec::new());
         for s in 0..4 {
             let down = if s > 0 {
-                let ln = pair(w, &format!("stages.{s}.downsample.0"), &[c], &[c])?;
-                let conv_w = w.take_any(&format!("stages.{s}.downsample.1.weight"))?;
+                let (ln_name, conv_name) = layout.down(s);
+                let ln = pair(w, &ln_name, &[c], &[c])?;
+                let conv_w = w.take_any(&format!("{conv_name}.weight"))?;
                 let out = conv_w.dim(0)?;
                 if conv_w.dims() != [out, c, 2, 2] {
                     return Err(Error::Tensor {
                         path: w.path().into(),
-                        tensor: format!("stages.{s}.downsample.1.weight"),
+                        tensor: format!("{conv_name}.weight"),
                         msg: format!("expected [C, {c}, 2, 2], found {:?}", conv_w.dims()),
                     });
                 }
-                let conv = (conv_w, w.take(&format!("stages.{s}.downsample.1.bias"), &[out])?);
+                let conv = (conv_w, w.take(&format!("{conv_name}.bias"), &[out])?);
                 c = out;
                 Some((ln, conv))
             } else {
                 None
             };
-            let prefix = format!("stages.{s}.blocks.");
+            let prefix = layout.blocks(s);
             let n = w
                 .names()
                 .filter_map(|k| k.strip_prefix(&prefix)?.split('.').next()?.parse::<usize>().ok())
@@ -82,32 +160,33 @@ impl ConvNext {
             if n == 0 {
                 return Err(Error::Tensor {
                     path: w.path().into(),
-                    tensor: format!("{prefix}0.conv_dw.weight"),
+                    tensor: layout.block(&format!("{prefix}0"))[0].clone() + ".weight",
                     msg: "missing from the file (a ConvNeXt has four stages of blocks)".into(),
                 });
             }
             let mut blocks = Vec::new();
             for b in 0..n {
-                let p = format!("{prefix}{b}");
-                let dw = pair(w, &format!("{p}.conv_dw"), &[c, 1, 7, 7], &[c])?;
-                let norm = pair(w, &format!("{p}.norm"), &[c], &[c])?;
-                let fc1 = pair(w, &format!("{p}.mlp.fc1"), &[4 * c, c], &[4 * c])?;
-                let fc2 = pair(w, &format!("{p}.mlp.fc2"), &[c, 4 * c], &[c])?;
-                let gamma = w.take(&format!("{p}.gamma"), &[c])?;
-                blocks.push(Block { dw, norm, fc1, fc2, gamma });
+                let [dw, norm, fc1, fc2, gamma] = layout.block(&format!("{prefix}{b}"));
+                blocks.push(Block {
+                    dw: pair(w, &dw, &[c, 1, 7, 7], &[c])?,
+                    norm: pair(w, &norm, &[c], &[c])?,
+                    fc1: pair(w, &fc1, &[4 * c, c], &[4 * c])?,
+                    fc2: pair(w, &fc2, &[c, 4 * c], &[c])?,
+                    gamma: w.take(&gamma, &[c])?,
+                });
             }
             dims.push(c);
             depths.push(n);
             stages.push(Stage { down, blocks });
         }
-        let head_norm = pair(w, "head.norm", &[c], &[c])?;
-        let classes = w.shape_of("head.fc.weight").and_then(|s| s.first().copied()).unwrap_or(0);
-        w.ignore(|k| k.starts_with("head.fc."));
+        let (head_ln, head_eps, classifier) = layout.head();
+        let head_norm = pair(w, &head_ln, &[c], &[c])?;
+        let classes = w
+            .shape_of(&format!("{classifier}weight"))
+            .and_then(|s| s.first().copied())
+            .unwrap_or(0);
+        w.ignore(|k| k.starts_with(&classifier));
         let size = match (dims[0], depths[2]) {
-            (40, _) => "atto",
-            (48, _) => "femto",
-            (64, _) => "pico",
-            (80, _) => "nano",
             (96, 9) => "tiny",
             (96, _) => "small",
             (128, _) => "base",
@@ -119,6 +198,7 @@ impl ConvNext {
             stem_norm,
             stages,
             head_norm,
+            head_eps,
             feature_dim: c,
             classes,
             variant: format!("convnext-{size}"),
@@ -149,6 +229,6 @@ impl ConvNext {
             }
         }
         let pooled = x.mean((2, 3))?;
-        layer_norm(&pooled, &self.head_norm.0, &self.head_norm.1, EPS)
+        layer_norm(&pooled, &self.head_norm.0, &self.head_norm.1, self.head_eps)
     }
 }

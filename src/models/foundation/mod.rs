@@ -51,6 +51,16 @@ const FINGERPRINTS: &[Fingerprint] = &[
         required: &[&["stem.0.weight"], &["stages.0.blocks.0.conv_dw.weight"], &["head.norm.weight"]],
     },
     Fingerprint {
+        family: "convnext",
+        required: &[
+            &["convnext.embeddings.patch_embeddings.weight", "embeddings.patch_embeddings.weight"],
+            &[
+                "convnext.encoder.stages.0.layers.0.dwconv.weight",
+                "encoder.stages.0.layers.0.dwconv.weight",
+            ],
+        ],
+    },
+    Fingerprint {
         family: "vit-hybrid",
         required: &[
             &["patch_embed.backbone.stem.conv.weight"],
