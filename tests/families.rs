@@ -193,8 +193,8 @@ fn vit_timm() -> Ckpt {
 /// then 8×8 patches of its 56×56 map (7×7 tokens); stem width 32 instead of 64.
 fn vit_hybrid() -> Ckpt {
     let (mut g, mut m) = (Gen(4), Ckpt::new());
-    m.insert("patch_embed.backbone.stem.conv.weight".into(), g.w(&[32, 3, 7, 7]));
-    ln(&mut g, &mut m, "patch_embed.backbone.stem.norm", 32);
+    m.insert("patch_embed.backbone.conv.weight".into(), g.w(&[32, 3, 7, 7]));
+    ln(&mut g, &mut m, "patch_embed.backbone.norm", 32);
     timm_vit(&mut g, &mut m, 32, 8, 7);
     m
 }
@@ -583,5 +583,44 @@ proptest! {
         if let Ok(f) = Foundation::load(&path, "auto", &Device::Cpu) {
             let _ = f.features(&Gen(1).t(&[1, 3, 64, 64], 1.0));
         }
+    }
+}
+
+/// Checkpoints written by timm and transformers themselves
+/// (`scripts/make-family-references.py`): their state_dicts as the libraries name them,
+/// and the pooled features PyTorch computed for an input.
+#[test]
+fn features_match_pytorch_for_every_published_layout() {
+    let dir = common::root().join("tests/fixtures/families");
+    let cases = [
+        ("timm-resnet18", "resnet"),
+        ("timm-resnet50", "resnet"),
+        ("timm-convnext-tiny", "convnext"),
+        ("hf-convnext-tiny", "convnext"),
+        ("timm-vit-patch16", "vit"),
+        ("hf-vit-patch16", "vit"),
+        ("hf-dinov2", "dinov2"),
+        ("hf-clip-vit-patch32", "clip"),
+        ("timm-vit-tiny-r-s16-p8", "vit-hybrid"),
+    ];
+    for (name, family) in cases {
+        let f = Foundation::load(&dir.join(format!("{name}.safetensors")), "auto", &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(f.family(), family, "{name}");
+        let r = candle_core::safetensors::load(dir.join(format!("{name}.reference.safetensors")), &Device::Cpu).unwrap();
+        let ours = f.features(&r["input"]).unwrap();
+        let scale = r["features"].abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (ours - &r["features"])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        eprintln!("{name}: max |tdmr − PyTorch| = {:.1e} of {scale:.2}", diff);
+        assert!(
+            diff / scale < 1e-4,
+            "{name}: features differ from PyTorch by {diff:.2e} (scale {scale:.2e})"
+        );
     }
 }

@@ -63,7 +63,7 @@ const FINGERPRINTS: &[Fingerprint] = &[
     Fingerprint {
         family: "vit-hybrid",
         required: &[
-            &["patch_embed.backbone.stem.conv.weight"],
+            &["patch_embed.backbone.conv.weight", "patch_embed.backbone.stem.conv.weight"],
             &["cls_token"],
             &["blocks.0.attn.qkv.weight"],
         ],
@@ -97,6 +97,8 @@ const FINGERPRINTS: &[Fingerprint] = &[
             &[
                 "vit.encoder.layer.0.layernorm_before.weight",
                 "encoder.layer.0.layernorm_before.weight",
+                "vit.layers.0.layernorm_before.weight",
+                "layers.0.layernorm_before.weight",
             ],
         ],
     },

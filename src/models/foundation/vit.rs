@@ -87,15 +87,37 @@ pub struct Vit {
 struct Names {
     prefix: String,
     layout: Layout,
+    /// transformers 5 names (`layers.N.attention.q_proj`, `mlp.fc1`) rather than the
+    /// published checkpoints' (`encoder.layer.N.attention.attention.query`, ...).
+    v5: bool,
 }
 
 impl Names {
-    fn block(&self, i: usize, part: &str) -> String {
+    fn blocks(&self) -> String {
         let p = &self.prefix;
-        match self.layout {
-            Layout::Timm | Layout::TimmHybrid => format!("{p}blocks.{i}.{part}"),
-            Layout::HfVit | Layout::Dinov2 => format!("{p}encoder.layer.{i}.{part}"),
-            Layout::Clip => format!("{p}encoder.layers.{i}.{part}"),
+        match (self.layout, self.v5) {
+            (Layout::Timm | Layout::TimmHybrid, _) => format!("{p}blocks."),
+            (Layout::HfVit, true) => format!("{p}layers."),
+            (Layout::HfVit | Layout::Dinov2, _) => format!("{p}encoder.layer."),
+            (Layout::Clip, _) => format!("{p}encoder.layers."),
+        }
+    }
+
+    fn block(&self, i: usize, part: &str) -> String {
+        format!("{}{i}.{part}", self.blocks())
+    }
+
+    /// The Hugging Face attention projections: query, key, value, output.
+    fn hf_attention(&self) -> [&'static str; 4] {
+        if self.v5 {
+            ["attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"]
+        } else {
+            [
+                "attention.attention.query",
+                "attention.attention.key",
+                "attention.attention.value",
+                "attention.output.dense",
+            ]
         }
     }
 }
@@ -131,9 +153,17 @@ impl Vit {
             Layout::Dinov2 => hf_prefix(w, "embeddings.cls_token", &["dinov2.", ""]),
             Layout::Clip => "vision_model.".into(),
         };
+        // transformers 5 saves new names; the published checkpoints have the old ones.
+        let v5 = [
+            format!("{prefix}layers.0.attention.q_proj.weight"),
+            format!("{prefix}encoder.layer.0.attention.q_proj.weight"),
+        ]
+        .iter()
+        .any(|k| w.contains(k));
         let names = Names {
             prefix: prefix.clone(),
             layout,
+            v5,
         };
         let p = &prefix;
         let (cls_name, pos_name, patch_name) = match layout {
@@ -168,20 +198,24 @@ impl Vit {
             _ => Some(w.take(&format!("{patch_name}.bias"), &[dim])?),
         };
         let stem = if layout == Layout::TimmHybrid {
-            let conv = w.take_any("patch_embed.backbone.stem.conv.weight")?;
+            // timm builds a stem-only ResNetV2 as a bare `conv, norm, pool` sequence.
+            let sp = if w.contains("patch_embed.backbone.stem.conv.weight") {
+                "patch_embed.backbone.stem."
+            } else {
+                "patch_embed.backbone."
+            };
+            let conv_name = format!("{sp}conv.weight");
+            let conv = w.take_any(&conv_name)?;
             let c = conv.dim(0)?;
             if conv.dims() != [c, 3, 7, 7] || c != in_ch {
-                return Err(bad(
-                    "patch_embed.backbone.stem.conv.weight".into(),
-                    format!("expected [{in_ch}, 3, 7, 7], found {:?}", conv.dims()),
-                ));
+                return Err(bad(conv_name, format!("expected [{in_ch}, 3, 7, 7], found {:?}", conv.dims())));
             }
             // StdConv2dSame: the weight standardised per output channel (eps 1e-8).
             let mean = conv.mean_keepdim(1)?.mean_keepdim(2)?.mean_keepdim(3)?;
             let centered = conv.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim(1)?.mean_keepdim(2)?.mean_keepdim(3)?;
             let conv = centered.broadcast_div(&(var + 1e-8)?.sqrt()?)?;
-            let norm = pair(w, "patch_embed.backbone.stem.norm", &[c], &[c])?;
+            let norm = pair(w, &format!("{sp}norm"), &[c], &[c])?;
             Some(HybridStem { conv, norm })
         } else {
             if in_ch != 3 {
@@ -221,11 +255,7 @@ impl Vit {
             Layout::Clip => Some(pair(w, &format!("{p}pre_layrnorm"), &[dim], &[dim])?),
             _ => None,
         };
-        let depth = match layout {
-            Layout::Timm | Layout::TimmHybrid => count_indexed(w, "blocks."),
-            Layout::HfVit | Layout::Dinov2 => count_indexed(w, &format!("{p}encoder.layer.")),
-            Layout::Clip => count_indexed(w, &format!("{p}encoder.layers.")),
-        };
+        let depth = count_indexed(w, &names.blocks());
         if depth == 0 {
             return Err(bad(names.block(0, "*"), "no transformer blocks in the file".into()));
         }
@@ -258,15 +288,17 @@ impl Vit {
                     };
                 }
                 Layout::HfVit | Layout::Dinov2 => {
-                    q = pair(w, &n("attention.attention.query"), &[dim, dim], &d1)?;
-                    k = pair(w, &n("attention.attention.key"), &[dim, dim], &d1)?;
-                    v = pair(w, &n("attention.attention.value"), &[dim, dim], &d1)?;
-                    proj = pair(w, &n("attention.output.dense"), &[dim, dim], &d1)?;
+                    let [qn, kn, vn, on] = names.hf_attention();
+                    q = pair(w, &n(qn), &[dim, dim], &d1)?;
+                    k = pair(w, &n(kn), &[dim, dim], &d1)?;
+                    v = pair(w, &n(vn), &[dim, dim], &d1)?;
+                    proj = pair(w, &n(on), &[dim, dim], &d1)?;
                     if layout == Layout::HfVit {
                         ln1 = pair(w, &n("layernorm_before"), &d1, &d1)?;
                         ln2 = pair(w, &n("layernorm_after"), &d1, &d1)?;
-                        fc1 = w.take_any(&n("intermediate.dense.weight"))?;
-                        fc2 = n("output.dense");
+                        let fc1_name = if v5 { "mlp.fc1.weight" } else { "intermediate.dense.weight" };
+                        fc1 = w.take_any(&n(fc1_name))?;
+                        fc2 = n(if v5 { "mlp.fc2" } else { "output.dense" });
                         (ls1, ls2) = (None, None);
                     } else {
                         ln1 = pair(w, &n("norm1"), &d1, &d1)?;
@@ -290,7 +322,7 @@ impl Vit {
                 }
             }
             let fc1_name = match layout {
-                Layout::HfVit => n("intermediate.dense"),
+                Layout::HfVit if !v5 => n("intermediate.dense"),
                 _ => n("mlp.fc1"),
             };
             if fc1.rank() != 2 || fc1.dim(1)? != dim {
