@@ -107,13 +107,7 @@ fn convnext(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
             "head.fc.weight".into(),
         ),
     };
-    let size = match (first_dim(keys, &stem)?, max_index(keys, &stage2)?) {
-        (96, 9) => "tiny",
-        (96, _) => "small",
-        (128, _) => "base",
-        (192, _) => "large",
-        _ => "custom",
-    };
+    let size = crate::models::foundation::convnext::size_name(first_dim(keys, &stem)?, max_index(keys, &stage2)?);
     Some(Detected {
         family: "convnext".into(),
         variant: format!("convnext-{size}"),

@@ -242,6 +242,16 @@ impl StrictWeights {
         Ok(())
     }
 
+    /// How many numbered groups `{prefix}0.`, `{prefix}1.`, … the file has (blocks,
+    /// layers, stages): one more than the largest index.
+    pub fn count_indexed(&self, prefix: &str) -> usize {
+        self.tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |m| m + 1)
+    }
+
     /// The shape of `name`, if the file has it (nothing is marked used).
     pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
         self.tensors.get(name).map(|t| t.dims().to_vec())

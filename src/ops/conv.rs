@@ -40,25 +40,52 @@ pub fn pointwise_conv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_c
 /// 3×3 (or K×K), stride 1, "same" zero padding, for trainable target models: im2col by
 /// shifted views and one GEMM, so both input and weight gradients run as GEMMs.
 pub fn conv2d_im2col(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let (b, c, h, wd) = x.dims4()?;
-    let (cout, cin, k, k2) = w.dims4()?;
+    let (_, c, _, _) = x.dims4()?;
+    let (_, cin, k, k2) = w.dims4()?;
     if cin != c || k != k2 || k % 2 == 0 {
         candle_core::bail!("conv2d_im2col: x {:?} vs w {:?}", x.dims(), w.dims())
     }
     let p = k / 2;
-    let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
-    let mut taps = Vec::with_capacity(k * k);
-    for ky in 0..k {
-        for kx in 0..k {
-            taps.push(xp.narrow(2, ky, h)?.narrow(3, kx, wd)?);
-        }
+    conv_valid(&x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?, w, bias, 1)
+}
+
+/// Every other row and column (positions 0, 2, 4, …) of `[B, C, H, W]`, from reshapes
+/// and narrows so autograd differentiates it exactly.
+pub fn subsample2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let x = x.pad_with_zeros(2, 0, h % 2)?.pad_with_zeros(3, 0, w % 2)?;
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    x.reshape((b, c, h2, 2, w2, 2))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((b, c, h2, w2))
+}
+
+/// Valid (unpadded) convolution of `x` `[B, C, H, W]` with `w` `[O, C, K, K]` at stride 1
+/// or 2, plus an optional bias: K² shifted views and one GEMM.
+pub fn conv_valid(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize) -> candle_core::Result<Tensor> {
+    let (bsz, c, h, wd) = x.dims4()?;
+    let (o, ci, k, k2) = w.dims4()?;
+    if ci != c || k != k2 || h < k || wd < k {
+        candle_core::bail!("conv: x {:?} vs w {:?}", x.dims(), w.dims())
     }
-    // cols: [B, K*K*Cin, H*W], tap-major; the weight is permuted to match.
-    let cols = Tensor::cat(&taps, 1)?.reshape((b, k * k * c, h * wd))?;
-    let wm = w.permute((0, 2, 3, 1))?.reshape((cout, k * k * c))?;
-    let y = wm.broadcast_left(b)?.matmul(&cols)?.reshape((b, cout, h, wd))?;
-    match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+    let (ho, wo) = (h - k + 1, wd - k + 1);
+    let y = if k == 1 {
+        pointwise_conv(x, w, None)?
+    } else {
+        let mut taps = Vec::with_capacity(k * k);
+        for ky in 0..k {
+            for kx in 0..k {
+                taps.push(x.narrow(2, ky, ho)?.narrow(3, kx, wo)?);
+            }
+        }
+        let cols = Tensor::cat(&taps, 1)?.reshape((bsz, k * k * c, ho * wo))?;
+        let wm = w.permute((0, 2, 3, 1))?.reshape((o, k * k * c))?;
+        wm.broadcast_left(bsz)?.matmul(&cols)?.reshape((bsz, o, ho, wo))?
+    };
+    let y = if stride == 2 { subsample2(&y)? } else { y };
+    match b {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),
     }
 }

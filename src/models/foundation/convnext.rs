@@ -114,6 +114,17 @@ fn pair(w: &mut StrictWeights, name: &str, sw: &[usize], sb: &[usize]) -> Result
     Ok((w.take(&format!("{name}.weight"), sw)?, w.take(&format!("{name}.bias"), sb)?))
 }
 
+/// The published size a ConvNeXt's stem width and third-stage depth identify.
+pub fn size_name(stem_dim: usize, stage3_depth: usize) -> &'static str {
+    match (stem_dim, stage3_depth) {
+        (96, 9) => "tiny",
+        (96, _) => "small",
+        (128, _) => "base",
+        (192, _) => "large",
+        _ => "custom",
+    }
+}
+
 impl ConvNext {
     pub fn load(w: &mut StrictWeights) -> Result<Self> {
         let layout = Layout::of(w);
@@ -152,11 +163,7 @@ impl ConvNext {
                 None
             };
             let prefix = layout.blocks(s);
-            let n = w
-                .names()
-                .filter_map(|k| k.strip_prefix(&prefix)?.split('.').next()?.parse::<usize>().ok())
-                .max()
-                .map_or(0, |m| m + 1);
+            let n = w.count_indexed(&prefix);
             if n == 0 {
                 return Err(Error::Tensor {
                     path: w.path().into(),
@@ -186,13 +193,6 @@ impl ConvNext {
             .and_then(|s| s.first().copied())
             .unwrap_or(0);
         w.ignore(|k| k.starts_with(&classifier));
-        let size = match (dims[0], depths[2]) {
-            (96, 9) => "tiny",
-            (96, _) => "small",
-            (128, _) => "base",
-            (192, _) => "large",
-            _ => "custom",
-        };
         Ok(ConvNext {
             stem,
             stem_norm,
@@ -201,7 +201,7 @@ impl ConvNext {
             head_eps,
             feature_dim: c,
             classes,
-            variant: format!("convnext-{size}"),
+            variant: format!("convnext-{}", size_name(dims[0], depths[2])),
         })
     }
 

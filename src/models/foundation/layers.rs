@@ -7,42 +7,13 @@
 
 use candle_core::{Tensor, D};
 
-use crate::models::targets::blocks::subsample2;
+use crate::ops::conv::{conv_valid, subsample2};
 use crate::Result;
-
-/// Valid (unpadded) convolution of `x` `[B, C, H, W]` with `w` `[O, C, K, K]` at stride 1
-/// or 2, plus an optional bias: K² shifted views and one GEMM.
-pub fn conv_valid(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize) -> Result<Tensor> {
-    let (bsz, c, h, wd) = x.dims4()?;
-    let (o, ci, k, k2) = w.dims4()?;
-    if ci != c || k != k2 || h < k || wd < k {
-        return Err(candle_core::Error::Msg(format!("conv: x {:?} vs w {:?}", x.dims(), w.dims())).into());
-    }
-    let (ho, wo) = (h - k + 1, wd - k + 1);
-    let y = if k == 1 {
-        crate::ops::pointwise_conv(x, w, None)?
-    } else {
-        let mut taps = Vec::with_capacity(k * k);
-        for ky in 0..k {
-            for kx in 0..k {
-                taps.push(x.narrow(2, ky, ho)?.narrow(3, kx, wo)?);
-            }
-        }
-        let cols = Tensor::cat(&taps, 1)?.reshape((bsz, k * k * c, ho * wo))?;
-        let wm = w.permute((0, 2, 3, 1))?.reshape((o, k * k * c))?;
-        wm.broadcast_left(bsz)?.matmul(&cols)?.reshape((bsz, o, ho, wo))?
-    };
-    let y = if stride == 2 { subsample2(&y)? } else { y };
-    Ok(match b {
-        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
-        None => y,
-    })
-}
 
 /// PyTorch `Conv2d(k, stride, padding=pad)`.
 pub fn conv_torch(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: usize) -> Result<Tensor> {
     let x = x.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)?;
-    conv_valid(&x, w, b, stride)
+    Ok(conv_valid(&x, w, b, stride)?)
 }
 
 /// A convolution whose kernel equals its stride (`p`), as one GEMM over patches:

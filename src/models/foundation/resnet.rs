@@ -82,11 +82,7 @@ impl ResNet {
         let mut depths = Vec::new();
         for layer in 1..=4 {
             let prefix = format!("layer{layer}.");
-            let n = w
-                .names()
-                .filter_map(|k| k.strip_prefix(&prefix)?.split('.').next()?.parse::<usize>().ok())
-                .max()
-                .map_or(0, |m| m + 1);
+            let n = w.count_indexed(&prefix);
             if n == 0 {
                 return Err(Error::Tensor {
                     path: w.path().into(),

@@ -13,11 +13,11 @@ use std::sync::Mutex;
 
 use candle_core::Tensor;
 
-use super::layers::{conv_valid, dense, group_norm, layer_norm, max_pool, patchify, quick_gelu, tokens_to_map};
+use super::layers::{dense, group_norm, layer_norm, max_pool, patchify, quick_gelu, tokens_to_map};
 use crate::models::targets::blocks::softmax_last;
 use crate::models::weights::StrictWeights;
 use crate::models::Normalization;
-use crate::ops::conv::same_padding;
+use crate::ops::conv::{conv_valid, same_padding};
 use crate::ops::resize_bilinear;
 use crate::{Error, Result};
 
@@ -127,14 +127,6 @@ fn pair(w: &mut StrictWeights, name: &str, shape_w: &[usize], shape_b: &[usize])
         w.take(&format!("{name}.weight"), shape_w)?,
         w.take(&format!("{name}.bias"), shape_b)?,
     ))
-}
-
-/// Number of `{prefix}{i}.` groups in the file.
-fn count_indexed(w: &StrictWeights, prefix: &str) -> usize {
-    w.names()
-        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
-        .max()
-        .map_or(0, |m| m + 1)
 }
 
 /// The HF prefix in use (`vit.`, `dinov2.` or none) for a key that must exist.
@@ -255,7 +247,7 @@ impl Vit {
             Layout::Clip => Some(pair(w, &format!("{p}pre_layrnorm"), &[dim], &[dim])?),
             _ => None,
         };
-        let depth = count_indexed(w, &names.blocks());
+        let depth = w.count_indexed(&names.blocks());
         if depth == 0 {
             return Err(bad(names.block(0, "*"), "no transformer blocks in the file".into()));
         }

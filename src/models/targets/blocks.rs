@@ -3,6 +3,7 @@
 
 use candle_core::{Tensor, Var, D};
 
+pub use crate::ops::conv::subsample2;
 use crate::ops::{conv::conv2d_im2col, depthwise_conv2d, norm, pointwise_conv};
 use crate::params::Params;
 use crate::Result;
@@ -60,18 +61,6 @@ impl BatchNorm {
         self.running_var.set(&rv)?;
         Ok(y)
     }
-}
-
-/// Every other row and column (positions 0, 2, 4, …) of `[B, C, H, W]`, from reshapes
-/// and narrows so autograd differentiates it exactly.
-pub fn subsample2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let x = x.pad_with_zeros(2, 0, h % 2)?.pad_with_zeros(3, 0, w % 2)?;
-    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-    x.reshape((b, c, h2, 2, w2, 2))?
-        .narrow(3, 0, 1)?
-        .narrow(5, 0, 1)?
-        .reshape((b, c, h2, w2))
 }
 
 /// A K×K convolution (K odd, padding K/2 as PyTorch's `padding=K//2`), stride 1 or 2,
