@@ -1,6 +1,8 @@
 //! Every differentiable building block against central finite differences, and the
 //! prompt gradient through the real EfficientNet-Lite0.
 
+mod common;
+
 use candle_core::{Device, Tensor, D};
 use tdmr::config::{AlignLoss, PromptKind};
 use tdmr::distill::loss;
@@ -10,29 +12,12 @@ use tdmr::ops::{self, conv, gradcheck::max_relative_error, norm};
 use tdmr::params::Params;
 use tdmr::reprogram::Prompt;
 
-const TOL: f64 = 1e-2;
+use common::{randn, weighted_sum};
 
-fn randn(shape: &[usize], seed: u64) -> Tensor {
-    // Deterministic pseudo-random values without candle's unseedable CPU RNG.
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
+const TOL: f64 = 1e-2;
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-}
-
-/// A scalar that weights every output element differently, so no gradient cancels.
-fn weighted_sum(y: &Tensor, seed: u64) -> candle_core::Result<Tensor> {
-    let w = randn(y.dims(), seed);
-    (y * w)?.sum_all()
 }
 
 fn check(name: &str, x: &Tensor, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) {

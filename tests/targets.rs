@@ -6,6 +6,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
+use common::weighted_sum;
 use tdmr::engine::run_blocking;
 use tdmr::engine::run_dir::RunDir;
 use tdmr::models::targets::blocks::{softmax_last, ConvBn, LayerNorm, Macs};
@@ -18,16 +19,9 @@ use tdmr::params::Params;
 
 const TOL: f64 = 1e-2;
 
+/// Test inputs in f64 (the layers under test are built in f64 too).
 fn randn(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let v: Vec<f64> = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    common::randn(shape, seed).to_dtype(candle_core::DType::F64).unwrap()
 }
 
 /// Layers under test are built in f64, so central differences at a small step are
@@ -47,11 +41,6 @@ fn check(name: &str, x: &Tensor, f: impl Fn(&Tensor) -> candle_core::Result<Tens
         r.numeric,
         r.analytic
     );
-}
-
-/// A scalar weighting every output element differently, so no gradient cancels.
-fn weighted_sum(y: &Tensor, seed: u64) -> candle_core::Result<Tensor> {
-    (y * randn(y.dims(), seed).to_dtype(y.dtype())?)?.sum_all()
 }
 
 fn lift(e: tdmr::Error) -> candle_core::Error {

@@ -39,6 +39,31 @@ pub struct SplitRecord {
     pub skipped: Vec<Skipped>,
 }
 
+impl SplitRecord {
+    /// The record of `split` of `exp`'s data at `root`, naming image `i` by `name(i)`.
+    fn new(
+        exp: &Experiment,
+        root: &std::path::Path,
+        classes: &[String],
+        split: &Split,
+        name: impl Fn(usize) -> String,
+        skipped: &[Skipped],
+    ) -> Self {
+        let names = |rows: &[usize]| rows.iter().map(|&r| name(r)).collect::<Vec<_>>();
+        SplitRecord {
+            kind: exp.data.kind.clone(),
+            root: root.display().to_string(),
+            seed: exp.seed,
+            k: exp.data.k,
+            classes: classes.to_vec(),
+            train: names(&split.train),
+            validation: names(&split.validation),
+            test: names(&split.test),
+            skipped: skipped.to_vec(),
+        }
+    }
+}
+
 /// An experiment's data, ready to train on.
 pub struct Loaded {
     pub classes: Vec<String>,
@@ -81,24 +106,14 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
         "digits" => {
             let data = Digits::load(&path)?;
             let split = data.split(d.k)?;
-            let names = |rows: &[usize]| rows.iter().map(|r| r.to_string()).collect::<Vec<_>>();
             let eval = eval_rows(exp, &split)?;
+            let classes: Vec<String> = (0..digits::CLASSES).map(|c| c.to_string()).collect();
             Ok(Loaded {
-                classes: (0..digits::CLASSES).map(|c| c.to_string()).collect(),
+                record: SplitRecord::new(exp, &path, &classes, &split, |r| r.to_string(), &[]),
+                classes,
                 train: ViewSet::new(&data, &split.train, d.views, exp.seed, device)?,
                 eval: ViewSet::plain(&data, eval, device)?,
                 items: split.train.len(),
-                record: SplitRecord {
-                    kind: d.kind.clone(),
-                    root: path.display().to_string(),
-                    seed: exp.seed,
-                    k: d.k,
-                    classes: (0..digits::CLASSES).map(|c| c.to_string()).collect(),
-                    train: names(&split.train),
-                    validation: names(&split.validation),
-                    test: names(&split.test),
-                    skipped: Vec::new(),
-                },
                 resident_bytes: data.images.len() * digits::PIXELS * 4,
                 on_disk: 0,
             })
@@ -120,23 +135,12 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                 flip: d.flip,
             };
             let eval = eval_rows(exp, &split)?;
-            let names = |rows: &[usize]| rows.iter().map(|&r| store.name(r)).collect::<Vec<_>>();
             Ok(Loaded {
+                record: SplitRecord::new(exp, &path, &store.classes, &split, |r| store.name(r), &store.skipped),
                 classes: store.classes.clone(),
                 train: ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?,
                 eval: ViewSet::folder(&store, eval, 1, augment, 0, &pool, device)?,
                 items: split.train.len(),
-                record: SplitRecord {
-                    kind: d.kind.clone(),
-                    root: path.display().to_string(),
-                    seed: exp.seed,
-                    k: d.k,
-                    classes: store.classes.clone(),
-                    train: names(&split.train),
-                    validation: names(&split.validation),
-                    test: names(&split.test),
-                    skipped: store.skipped.clone(),
-                },
                 resident_bytes: store.resident_bytes,
                 on_disk: store.on_disk(),
             })

@@ -24,7 +24,17 @@ impl SmallCnn {
         for (i, &cout) in WIDTHS.iter().enumerate() {
             // Cost at a 1×1 input, scaled by the area each layer sees (1, ¼, 1/16, …).
             let (mut side, mut macs) = (1, Macs::default());
-            layers.push(ConvBn::new(p, &format!("{prefix}conv{i}"), cin, cout, 3, 1, false, &mut side, &mut macs)?);
+            layers.push(ConvBn::new(
+                p,
+                &format!("{prefix}conv{i}"),
+                cin,
+                cout,
+                3,
+                1,
+                false,
+                &mut side,
+                &mut macs,
+            )?);
             macs_per_pixel += macs.0 * 64 >> (2 * i);
             cin = cout;
         }

@@ -10,6 +10,24 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Deterministic values in [-1, 1) (candle's CPU RNG cannot be seeded).
+pub fn randn(shape: &[usize], seed: u64) -> candle_core::Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
+}
+
+/// A scalar that weights every output element differently, so no gradient cancels.
+pub fn weighted_sum(y: &candle_core::Tensor, seed: u64) -> candle_core::Result<candle_core::Tensor> {
+    (y * randn(y.dims(), seed).to_dtype(y.dtype())?)?.sum_all()
+}
+
 /// A complete experiment shrunk to run in seconds: every method, every stage.
 pub fn tiny_experiment() -> tdmr::config::Experiment {
     tdmr::config::Experiment::parse(&tiny_text(), "tiny.toml", &[]).expect("tiny experiment parses")
