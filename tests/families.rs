@@ -501,11 +501,9 @@ epochs = 0
         let exp = tdmr::config::Experiment::parse(&text, "family.toml", &[]).unwrap();
         let run = tdmr::engine::run_dir::RunDir::create(Some(&dir.path().join(format!("run-{name}"))), "family").unwrap();
         tdmr::engine::run_blocking(&exp, &run, None, None).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let losses: Vec<f64> = std::fs::read_to_string(run.root.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["event"] == "epoch" && v["method"] == "tdmr-teacher")
+        let losses: Vec<f64> = common::events(&run.root, "epoch")
+            .into_iter()
+            .filter(|v| v["method"] == "tdmr-teacher")
             .map(|v| v["loss"]["total"].as_f64().unwrap())
             .collect();
         assert_eq!(losses.len(), 6, "{name}");

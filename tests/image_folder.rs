@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::events;
 use image::{ImageFormat, Rgb, RgbImage};
 use tdmr::data::image_folder::{self, ImageFolder, LoadOptions, View};
 use tdmr::engine::run_blocking;
@@ -203,15 +204,6 @@ weights = {{ kd = 0.5, ce = 1.0 }}
         weights = common::root().join(common::WEIGHTS).display().to_string()
     );
     tdmr::config::Experiment::parse(&text, "folder.toml", &[]).unwrap()
-}
-
-fn events(run: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["event"] == kind)
-        .collect()
 }
 
 fn tdmr_bin(args: &[&str]) -> String {

@@ -71,12 +71,7 @@ weights = {{ ce = 1.0 }}
         .find_map(|l| l.strip_prefix("peak resident memory: "))
         .and_then(|l| l.trim_end_matches(" MiB").parse().ok())
         .unwrap_or_else(|| panic!("no peak memory line in:\n{stdout}"));
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let loaded: serde_json::Value = metrics
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["event"] == "data-loaded")
-        .unwrap();
+    let loaded = &common::events(out, "data-loaded")[0];
     (
         peak,
         loaded["resident_bytes"].as_u64().unwrap(),

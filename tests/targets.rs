@@ -14,10 +14,7 @@ use tdmr::models::targets::mobilenet_v2::InvertedResidual;
 use tdmr::models::targets::resnet::BasicBlock;
 use tdmr::models::targets::vit_tiny::{self, Block};
 use tdmr::models::targets::{Backbone, TargetSpec};
-use tdmr::ops::gradcheck::max_relative_error;
 use tdmr::params::Params;
-
-const TOL: f64 = 1e-2;
 
 /// Test inputs in f64 (the layers under test are built in f64 too).
 fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -32,15 +29,7 @@ fn f64_params(seed: u64) -> Params {
 
 /// Gradient to an f64 input of `f` against central differences.
 fn check(name: &str, x: &Tensor, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) {
-    let r = max_relative_error(x, 24, 1e-4, f).unwrap();
-    assert!(
-        r.max_err < TOL,
-        "{name}: max relative error {:.3e} (scale {:.3e})\nnumeric  {:?}\nanalytic {:?}",
-        r.max_err,
-        r.scale,
-        r.numeric,
-        r.analytic
-    );
+    common::check_gradient(name, x, 1e-4, f)
 }
 
 fn lift(e: tdmr::Error) -> candle_core::Error {

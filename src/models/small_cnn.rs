@@ -35,7 +35,7 @@ impl SmallCnn {
                 &mut side,
                 &mut macs,
             )?);
-            macs_per_pixel += macs.0 * 64 >> (2 * i);
+            macs_per_pixel += (macs.0 * 64) >> (2 * i);
             cin = cout;
         }
         Ok(SmallCnn { layers, macs_per_pixel })

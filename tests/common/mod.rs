@@ -28,6 +28,35 @@ pub fn weighted_sum(y: &candle_core::Tensor, seed: u64) -> candle_core::Result<c
     (y * randn(y.dims(), seed).to_dtype(y.dtype())?)?.sum_all()
 }
 
+/// The events of kind `kind` (`epoch`, `data-loaded`...) a run recorded.
+pub fn events(run: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("metrics line is JSON"))
+        .filter(|v| v["event"] == kind)
+        .collect()
+}
+
+/// Assert the gradient of the scalar `f(x)` with respect to `x` matches central
+/// differences with step `eps` at 24 coordinates (max relative error < 1e-2).
+pub fn check_gradient(
+    name: &str,
+    x: &candle_core::Tensor,
+    eps: f64,
+    f: impl Fn(&candle_core::Tensor) -> candle_core::Result<candle_core::Tensor>,
+) {
+    let r = tdmr::ops::gradcheck::max_relative_error(x, 24, eps, f).unwrap();
+    assert!(
+        r.max_err < 1e-2,
+        "{name}: max relative error {:.3e} (scale {:.3e})\nnumeric  {:?}\nanalytic {:?}",
+        r.max_err,
+        r.scale,
+        r.numeric,
+        r.analytic
+    );
+}
+
 /// A complete experiment shrunk to run in seconds: every method, every stage.
 pub fn tiny_experiment() -> tdmr::config::Experiment {
     tdmr::config::Experiment::parse(&tiny_text(), "tiny.toml", &[]).expect("tiny experiment parses")
