@@ -255,15 +255,16 @@ impl Lab<'_> {
     /// the settings and device that shape the forward pass.
     fn teacher_cache_key(&self, teacher: &Reprogrammed) -> Result<String> {
         let mut h = Fnv1a::default();
-        let fpath = self.exp.foundation_path();
-        let mut file = std::fs::File::open(&fpath).map_err(|e| crate::Error::io(&fpath, e))?;
         let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| crate::Error::io(&fpath, e))?;
-            if n == 0 {
-                break;
+        for fpath in crate::models::weights::files_of(&self.exp.foundation_path())? {
+            let mut file = std::fs::File::open(&fpath).map_err(|e| crate::Error::io(&fpath, e))?;
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| crate::Error::io(&fpath, e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
             }
-            h.update(&buf[..n]);
         }
         for (name, t) in teacher.params.tensors() {
             h.field(name.as_bytes());
@@ -271,7 +272,8 @@ impl Lab<'_> {
             v.iter().for_each(|x| h.update(&x.to_le_bytes()));
         }
         let settings = format!(
-            "{:?}|{:?}|{:?}|{:?}",
+            "{}|{:?}|{:?}|{:?}|{:?}",
+            self.foundation.family(),
             self.exp.foundation.inner_size,
             self.exp.reprogram,
             self.exp.precision,

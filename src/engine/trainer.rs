@@ -131,9 +131,10 @@ pub fn batch_bounds(n: usize, batch: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Train one stage. `step(rows, ctx)` computes the loss of a batch of view rows; `eval()` returns test accuracy. The variables of
-/// `params` under `prefixes` are trained; all of `params` goes into the checkpoints, and
-/// a resume that stopped in this stage restores them, the optimiser and the RNG.
+/// Train one stage. `step(rows, ctx)` computes the loss of a batch of view rows;
+/// `eval()` returns test accuracy. The variables of `params` under `prefixes` are
+/// trained; all of `params` goes into the checkpoints, and a resume that stopped in
+/// this stage restores them, the optimiser and the RNG.
 pub fn train_stage(
     ctl: &mut Control,
     ckpt: &mut Checkpointer,

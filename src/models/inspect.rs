@@ -231,13 +231,8 @@ pub fn read_entries(path: &Path) -> Result<Vec<TensorEntry>> {
 
 /// Read a checkpoint's header and detect its family.
 pub fn inspect(path: &Path) -> Result<Inspection> {
-    let files = if super::weights::is_shard_index(path) {
-        super::weights::shard_index(path)?.shards
-    } else {
-        vec![path.to_path_buf()]
-    };
     let mut file_bytes = 0;
-    for f in &files {
+    for f in &super::weights::files_of(path)? {
         file_bytes += std::fs::metadata(f).map_err(|e| Error::io(f, e))?.len();
     }
     let mut tensors = read_entries(path)?;
@@ -299,7 +294,7 @@ impl Inspection {
              family      {} (detected from key names) · variant {}\n\
              parameters  {:.2}M floating-point values in {} tensors\n\
              input       {}² native (tdmr reprograms at any size ≥ 32) · normalisation mean {} std {}\n\
-             features    {} (pooled, before the {}-way classifier)\n\
+             features    {} (pooled, {})\n\
              dtypes      {}\n\
              keys        {}\n",
             self.path.display(),
@@ -319,7 +314,10 @@ impl Inspection {
             f3(d.mean),
             f3(d.std),
             d.feature_dim,
-            d.classes,
+            match d.classes {
+                0 => "the file has no classifier".to_string(),
+                n => format!("before the {n}-way classifier"),
+            },
             dtypes.join(", "),
             key_summary(&self.tensors).join(", ")
         )

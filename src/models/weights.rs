@@ -65,6 +65,18 @@ pub fn shard_index(path: &Path) -> Result<ShardIndex> {
     Ok(ShardIndex { shards, weight_map })
 }
 
+/// The files a checkpoint consists of: the shards and the index of a sharded one,
+/// else the file itself.
+pub fn files_of(path: &Path) -> Result<Vec<PathBuf>> {
+    if is_shard_index(path) {
+        let mut files = shard_index(path)?.shards;
+        files.push(path.to_path_buf());
+        Ok(files)
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
+}
+
 thread_local! {
     static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
