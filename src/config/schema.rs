@@ -456,6 +456,13 @@ impl Reprogram {
     }
 }
 
+impl Data {
+    /// `memory_budget_mb` in bytes.
+    pub fn memory_budget_bytes(&self) -> usize {
+        (self.memory_budget_mb as usize).saturating_mul(1 << 20)
+    }
+}
+
 impl Experiment {
     /// Checks that serde cannot express; errors name the key.
     pub fn validate(&self, origin: &str) -> Result<()> {

@@ -124,7 +124,7 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                 &path,
                 image_folder::LoadOptions {
                     stored_side: stored_side(exp),
-                    memory_budget_bytes: (d.memory_budget_mb as usize).saturating_mul(1 << 20),
+                    memory_budget_bytes: d.memory_budget_bytes(),
                     workers: d.workers,
                 },
             )?);

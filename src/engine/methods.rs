@@ -16,7 +16,7 @@ use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method
 use crate::data::{select_rows, ViewSet};
 use crate::distill::{loss, TeacherCache};
 use crate::models::foundation::Foundation;
-use crate::models::targets::{Backbone, TargetSpec};
+use crate::models::targets::{head_macs, Backbone, TargetSpec};
 use crate::params::Params;
 use crate::reprogram::{Head, Projector, Prompt};
 use crate::Result;
@@ -427,13 +427,12 @@ impl Lab<'_> {
         };
         let resume_at = self.ckpt.resume_stage_index(key);
         if resume_at == 0 && !self.ckpt.resumes(key) {
-            let head_in = if projector.is_some() { r.proxy_dim } else { d_t };
-            let extra = projector.as_ref().map_or(0, |_| d_t * r.proxy_dim) + head_in * self.classes;
+            let proxy = projector.as_ref().map(|_| r.proxy_dim);
             self.ctl.emit(Event::TargetBuilt {
                 method: key.into(),
                 arch: exp.target.arch.clone(),
                 params: params.count(&["target.".to_string()]),
-                macs: backbone.macs() + extra as u64,
+                macs: backbone.macs() + head_macs(d_t, proxy, self.classes),
                 image_size: size,
             });
         }

@@ -154,7 +154,7 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
             feature_dim: foundation.feature_dim(),
         });
     }
-    let budget = (exp.data.memory_budget_mb as usize).saturating_mul(1 << 20);
+    let budget = exp.data.memory_budget_bytes();
     let mut lab = Lab {
         exp,
         ctl,

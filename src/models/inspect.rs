@@ -63,10 +63,7 @@ fn efficientnet_lite(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
 
 /// Number of `{prefix}{i}.` groups.
 fn max_index(keys: &BTreeMap<String, Vec<usize>>, prefix: &str) -> Option<usize> {
-    keys.keys()
-        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
-        .max()
-        .map(|m| m + 1)
+    Some(super::weights::count_indexed(keys.keys(), prefix)).filter(|&n| n > 0)
 }
 
 fn first_dim(keys: &BTreeMap<String, Vec<usize>>, key: &str) -> Option<usize> {

@@ -77,6 +77,15 @@ pub fn files_of(path: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
+/// How many numbered groups `{prefix}0.`, `{prefix}1.`, … the names hold: one more
+/// than the largest index (0 when there is none).
+pub fn count_indexed<'a>(names: impl Iterator<Item = &'a String>, prefix: &str) -> usize {
+    names
+        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |m| m + 1)
+}
+
 thread_local! {
     static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -257,11 +266,7 @@ impl StrictWeights {
     /// How many numbered groups `{prefix}0.`, `{prefix}1.`, … the file has (blocks,
     /// layers, stages): one more than the largest index.
     pub fn count_indexed(&self, prefix: &str) -> usize {
-        self.tensors
-            .keys()
-            .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
-            .max()
-            .map_or(0, |m| m + 1)
+        count_indexed(self.tensors.keys(), prefix)
     }
 
     /// The shape of `name`, if the file has it (nothing is marked used).

@@ -26,6 +26,13 @@ pub struct TargetSpec {
     pub in_channels: usize,
 }
 
+/// Multiply-accumulates per image of what follows a backbone of `feature_dim`
+/// features: the projector into the proxy space (when there is one) and the head.
+pub fn head_macs(feature_dim: usize, proxy_dim: Option<usize>, classes: usize) -> u64 {
+    let projector = proxy_dim.map_or(0, |p| feature_dim * p);
+    (projector + proxy_dim.unwrap_or(feature_dim) * classes) as u64
+}
+
 pub enum Backbone {
     /// With the image side it was built for (its cost depends on it).
     SmallCnn(SmallCnn, usize),
