@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 
 use super::targets::blocks::{ConvBn, Macs};
+use crate::ops::pool::avg_pool2d;
 use crate::params::Params;
 use crate::Result;
 
@@ -57,7 +58,7 @@ impl SmallCnn {
         for (i, l) in self.layers.iter().enumerate() {
             x = l.forward(&x, train)?.relu()?;
             if i + 1 < self.layers.len() {
-                x = x.avg_pool2d(2)?;
+                x = avg_pool2d(&x, 2, 2, 0)?;
             }
         }
         Ok(x.mean((2, 3))?)

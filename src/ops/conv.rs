@@ -1,6 +1,35 @@
-//! Convolutions on verified ops.
+//! Convolutions: the CPU kernels of [`super::conv_gemm`] where they apply, else (CUDA,
+//! bf16, or the benchmark's before column) compositions of verified candle ops.
 
 use candle_core::{Module, Tensor};
+
+use super::conv_gemm::{conv2d_cpu, ConvSpec};
+use super::cpu::fast_path;
+
+/// `x` `[B, C, H, W]` convolved with `w` `[O, C, K, K]` at `stride`, zero padding
+/// `[top, bottom, left, right]`, plus an optional bias.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: [usize; 4]) -> candle_core::Result<Tensor> {
+    let y = if fast_path(x) {
+        conv2d_cpu(x, w, ConvSpec { stride, pad })?
+    } else {
+        let [top, bottom, left, right] = pad;
+        let xp = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
+        if stride <= 2 {
+            conv_valid_taps(&xp, w, stride)?
+        } else {
+            xp.conv2d(w, 0, stride, 1, 1)?
+        }
+    };
+    match b {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// The same padding on all four sides.
+pub fn pad4(p: usize) -> [usize; 4] {
+    [p; 4]
+}
 
 /// TensorFlow "SAME" padding split for one spatial dimension (more on the bottom/right),
 /// as the EfficientNet-Lite checkpoints were trained with.
@@ -20,13 +49,25 @@ pub fn pad_same_tf(x: &Tensor, kernel: usize, stride: usize) -> candle_core::Res
 
 /// Dense convolution with TF "SAME" padding (candle's conv2d: input gradient verified).
 pub fn conv2d_same_tf(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    let (_, _, h, wd) = x.dims4()?;
     let k = w.dim(2)?;
-    pad_same_tf(x, k, stride)?.conv2d(w, 0, stride, 1, 1)
+    let (top, bottom) = same_padding(h, k, stride);
+    let (left, right) = same_padding(wd, k, stride);
+    conv2d(x, w, None, stride, [top, bottom, left, right])
 }
 
-/// 1×1 convolution as one batched GEMM: `w` is `[Cout, Cin]` (or `[Cout, Cin, 1, 1]`).
-/// Why not conv2d: candle's conv2d input gradient is a naive loop; matmul's is GEMM.
+/// 1×1 convolution: `w` is `[Cout, Cin]` (or `[Cout, Cin, 1, 1]`).
 pub fn pointwise_conv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    if fast_path(x) {
+        let w4 = w.reshape((w.dim(0)?, (), 1, 1))?;
+        return conv2d(x, &w4, bias, 1, [0; 4]);
+    }
+    pointwise_matmul(x, w, bias)
+}
+
+/// 1×1 convolution as one batched matmul (candle's matmul backward is a GEMM; its
+/// conv2d input gradient is a naive loop).
+fn pointwise_matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
     let (b, c, h, wd) = x.dims4()?;
     let w2 = w.flatten_from(1)?;
     let y = w2.broadcast_left(b)?.matmul(&x.reshape((b, c, h * wd))?)?;
@@ -37,16 +78,14 @@ pub fn pointwise_conv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_c
     }
 }
 
-/// 3×3 (or K×K), stride 1, "same" zero padding, for trainable target models: im2col by
-/// shifted views and one GEMM, so both input and weight gradients run as GEMMs.
+/// K×K (K odd), stride 1, "same" zero padding (PyTorch's `padding=K//2`).
 pub fn conv2d_im2col(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
     let (_, c, _, _) = x.dims4()?;
     let (_, cin, k, k2) = w.dims4()?;
     if cin != c || k != k2 || k % 2 == 0 {
         candle_core::bail!("conv2d_im2col: x {:?} vs w {:?}", x.dims(), w.dims())
     }
-    let p = k / 2;
-    conv_valid(&x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?, w, bias, 1)
+    conv2d(x, w, bias, 1, pad4(k / 2))
 }
 
 /// Every other row and column (positions 0, 2, 4, …) of `[B, C, H, W]`, from reshapes
@@ -61,9 +100,10 @@ pub fn subsample2(x: &Tensor) -> candle_core::Result<Tensor> {
         .reshape((b, c, h2, w2))
 }
 
-/// Valid (unpadded) convolution of `x` `[B, C, H, W]` with `w` `[O, C, K, K]` at stride 1
-/// or 2, plus an optional bias: K² shifted views and one GEMM.
-pub fn conv_valid(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize) -> candle_core::Result<Tensor> {
+/// Valid (unpadded) convolution at stride 1 or 2 from K² shifted views and one matmul
+/// (a strided one is the stride-1 result sampled at even positions): the composition
+/// that runs where the CPU kernels do not.
+fn conv_valid_taps(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
     let (bsz, c, h, wd) = x.dims4()?;
     let (o, ci, k, k2) = w.dims4()?;
     if ci != c || k != k2 || h < k || wd < k {
@@ -71,7 +111,7 @@ pub fn conv_valid(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize) -> 
     }
     let (ho, wo) = (h - k + 1, wd - k + 1);
     let y = if k == 1 {
-        pointwise_conv(x, w, None)?
+        pointwise_matmul(x, w, None)?
     } else {
         let mut taps = Vec::with_capacity(k * k);
         for ky in 0..k {
@@ -83,11 +123,16 @@ pub fn conv_valid(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize) -> 
         let wm = w.permute((0, 2, 3, 1))?.reshape((o, k * k * c))?;
         wm.broadcast_left(bsz)?.matmul(&cols)?.reshape((bsz, o, ho, wo))?
     };
-    let y = if stride == 2 { subsample2(&y)? } else { y };
-    match b {
-        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-        None => Ok(y),
+    if stride == 2 {
+        subsample2(&y)
+    } else {
+        Ok(y)
     }
+}
+
+/// Valid (unpadded) convolution of `x` `[B, C, H, W]` with `w` `[O, C, K, K]`.
+pub fn conv_valid(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize) -> candle_core::Result<Tensor> {
+    conv2d(x, w, b, stride, [0; 4])
 }
 
 /// A plain linear layer `y = x Wᵀ + b` on `[B, D]`.

@@ -7,34 +7,18 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::cpu::{dispatch, fast_path, slice};
+use super::pool::strided;
+
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
 /// The direct kernel on CPU (f32, f64); elsewhere (CUDA, bf16) [`depthwise_conv2d_taps`].
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
-    if !x.device().is_cpu() || !matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
+    if !fast_path(x) {
         return depthwise_conv2d_taps(x, w, stride);
     }
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     x.apply_op2(&w, DepthwiseFwd { stride })
-}
-
-/// Rows `start, start + s, …` (`n` of them) of `x` along `dim`, from plain narrows and
-/// reshapes (so autograd differentiates it on any device).
-fn strided(x: &Tensor, dim: usize, start: usize, n: usize, s: usize) -> candle_core::Result<Tensor> {
-    if s == 1 {
-        return x.narrow(dim, start, n);
-    }
-    let avail = x.dim(dim)? - start;
-    let x = if avail < n * s {
-        x.pad_with_zeros(dim, 0, n * s - avail)?
-    } else {
-        x.clone()
-    };
-    let v = x.narrow(dim, start, n * s)?;
-    let mut shape = v.dims().to_vec();
-    shape[dim] = n;
-    shape.insert(dim + 1, s);
-    v.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
 }
 
 /// The same convolution as a sum of K² shifted, per-channel-scaled views: no custom
@@ -62,20 +46,6 @@ pub fn depthwise_conv2d_taps(x: &Tensor, w: &Tensor, stride: usize) -> candle_co
         }
     }
     acc.ok_or_else(|| candle_core::Error::Msg("depthwise_conv2d: empty kernel".into()))
-}
-
-/// f32 for training, f64 for gradient checks.
-macro_rules! dispatch {
-    ($op:expr, $f:ident, $s1:expr, $l1:expr, $s2:expr, $l2:expr) => {
-        match $s1 {
-            CpuStorage::F32(_) => $op.$f::<f32>($s1, $l1, $s2, $l2).map(|(v, s)| (CpuStorage::F32(v), s)),
-            CpuStorage::F64(_) => $op.$f::<f64>($s1, $l1, $s2, $l2).map(|(v, s)| (CpuStorage::F64(v), s)),
-            other => candle_core::bail!(
-                "depthwise_conv2d: unsupported dtype {:?}",
-                candle_core::backend::BackendStorage::dtype(other)
-            ),
-        }
-    };
 }
 
 #[derive(Clone, Copy)]
@@ -109,14 +79,6 @@ fn geometry(xs: &[usize], ws: &[usize], s: usize) -> candle_core::Result<Geometr
     })
 }
 
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    let data = s.as_slice::<T>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("depthwise_conv2d: non-contiguous input"),
-    }
-}
-
 struct DepthwiseFwd {
     stride: usize,
 }
@@ -127,7 +89,7 @@ impl CustomOp2 for DepthwiseFwd {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!(self, fwd, s1, l1, s2, l2)
+        dispatch!("depthwise_conv2d", self, fwd, s1, l1, s2, l2)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
@@ -163,7 +125,7 @@ impl CustomOp2 for DepthwiseFwd {
 impl DepthwiseFwd {
     fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
         let g = geometry(l1.dims(), l2.dims(), self.stride)?;
-        let (x, w) = (slice::<T>(s1, l1)?, slice::<T>(s2, l2)?);
+        let (x, w) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
         let mut out = vec![T::zero(); g.b * g.c * g.ho * g.wo];
         out.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(plane, o)| {
             let ch = plane % g.c;
@@ -205,7 +167,7 @@ impl CustomOp2 for DepthwiseGradInput {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!(self, fwd, s1, l1, s2, l2)
+        dispatch!("depthwise_conv2d", self, fwd, s1, l1, s2, l2)
     }
 }
 
@@ -218,7 +180,7 @@ impl DepthwiseGradInput {
         if (g.ho, g.wo) != (ho, wo) {
             candle_core::bail!("depthwise grad: output size mismatch")
         }
-        let (gy, w) = (slice::<T>(s1, l1)?, slice::<T>(s2, l2)?);
+        let (gy, w) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
         let mut gx = vec![T::zero(); b * c * g.h * g.w];
         gx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, gxp)| {
             let ch = plane % c;
@@ -258,7 +220,7 @@ impl CustomOp2 for DepthwiseGradWeight {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!(self, fwd, s1, l1, s2, l2)
+        dispatch!("depthwise_conv2d", self, fwd, s1, l1, s2, l2)
     }
 }
 
@@ -271,7 +233,7 @@ impl DepthwiseGradWeight {
         if l2.dims() != [b, c, g.ho, g.wo] {
             candle_core::bail!("depthwise grad: grad shape mismatch")
         }
-        let (x, gy) = (slice::<T>(s1, l1)?, slice::<T>(s2, l2)?);
+        let (x, gy) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
         let kk = g.k * g.k;
         let mut gw = vec![T::zero(); c * kk];
         gw.par_chunks_mut(kk).enumerate().for_each(|(ch, gwc)| {

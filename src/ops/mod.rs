@@ -4,10 +4,14 @@
 //! upsampling), so every forward path that a gradient must cross is built from this
 //! module and from candle ops measured to be correct.
 
+pub mod batch_norm;
 pub mod conv;
+pub mod conv_gemm;
+pub mod cpu;
 pub mod depthwise;
 pub mod gradcheck;
 pub mod norm;
+pub mod pool;
 pub mod resize;
 
 pub use conv::{conv2d_same_tf, pointwise_conv};

@@ -1,19 +1,18 @@
 //! Frozen-network layers for the foundation families, on ops whose input gradients are
-//! exact (the prompt is trained through them): convolutions as im2col GEMMs (strided
-//! ones sampled at even positions), non-overlapping patch convolutions as one GEMM,
-//! max-pooling as a maximum over shifted views, and layer/group norm composed from
+//! exact (the prompt is trained through them): convolutions and pooling from
+//! `crate::ops`, non-overlapping patch convolutions as one GEMM, and layer/group norm composed from
 //! elementwise ops (candle's fused layer norm and `softmax_last_dim` give no gradient;
 //! its max-pool has no correct backward: DESIGN.md §5).
 
 use candle_core::{Tensor, D};
 
-use crate::ops::conv::{conv_valid, subsample2};
+use crate::ops::conv::{conv2d, pad4};
+use crate::ops::pool::{pool2d, PoolKind, PoolSpec};
 use crate::Result;
 
 /// PyTorch `Conv2d(k, stride, padding=pad)`.
 pub fn conv_torch(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: usize) -> Result<Tensor> {
-    let x = x.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)?;
-    Ok(conv_valid(&x, w, b, stride)?)
+    Ok(conv2d(x, w, b, stride, pad4(pad))?)
 }
 
 /// A convolution whose kernel equals its stride (`p`), as one GEMM over patches:
@@ -42,22 +41,16 @@ pub fn tokens_to_map(t: &Tensor, gh: usize, gw: usize) -> Result<Tensor> {
     Ok(t.reshape((b, gh, gw, d))?.permute((0, 3, 1, 2))?.contiguous()?)
 }
 
-/// Max-pooling `k × k`, stride 1 or 2, zero padding `pad` (callers pass post-ReLU
-/// inputs, where zero padding gives PyTorch's result). The maximum over shifted views
-/// sends the gradient to the maximum (split on exact ties).
+/// Max-pooling `k × k` at `stride`, padding `pad_lo` before and `pad_hi` after each
+/// spatial dimension (padding never wins, as in PyTorch).
 pub fn max_pool(x: &Tensor, k: usize, stride: usize, pad_lo: usize, pad_hi: usize) -> Result<Tensor> {
-    let x = x.pad_with_zeros(2, pad_lo, pad_hi)?.pad_with_zeros(3, pad_lo, pad_hi)?;
-    let (_, _, h, w) = x.dims4()?;
-    let (ho, wo) = (h - k + 1, w - k + 1);
-    let mut m = x.narrow(2, 0, ho)?.narrow(3, 0, wo)?;
-    for ky in 0..k {
-        for kx in 0..k {
-            if ky + kx > 0 {
-                m = m.maximum(&x.narrow(2, ky, ho)?.narrow(3, kx, wo)?)?;
-            }
-        }
-    }
-    Ok(if stride == 2 { subsample2(&m)? } else { m })
+    let spec = PoolSpec {
+        kind: PoolKind::Max,
+        k,
+        stride,
+        pad: [pad_lo, pad_hi, pad_lo, pad_hi],
+    };
+    Ok(pool2d(x, spec)?)
 }
 
 /// Layer norm over the last dimension.

@@ -17,7 +17,7 @@ use super::layers::{dense, group_norm, layer_norm, max_pool, patchify, quick_gel
 use crate::models::targets::blocks::softmax_last;
 use crate::models::weights::StrictWeights;
 use crate::models::Normalization;
-use crate::ops::conv::{conv_valid, same_padding};
+use crate::ops::conv::{conv2d, same_padding};
 use crate::ops::resize_bilinear;
 use crate::{Error, Result};
 
@@ -430,8 +430,7 @@ impl Vit {
         // TF "SAME" padding for the 7×7 stride-2 conv and the 3×3 stride-2 max-pool.
         let (t, b) = same_padding(h, 7, 2);
         let (l, r) = same_padding(w, 7, 2);
-        let xp = x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?;
-        let y = conv_valid(&xp, &s.conv, None, 2)?;
+        let y = conv2d(x, &s.conv, None, 2, [t, b, l, r])?;
         let y = group_norm(&y, 32.min(y.dim(1)?), &s.norm.0, &s.norm.1, 1e-5)?.relu()?;
         let (_, _, h2, _) = y.dims4()?;
         let (lo, hi) = same_padding(h2, 3, 2);

@@ -3,8 +3,10 @@
 
 use candle_core::{Tensor, Var, D};
 
-pub use crate::ops::conv::subsample2;
-use crate::ops::{conv::conv2d_im2col, depthwise_conv2d, norm, pointwise_conv};
+use crate::ops::{
+    conv::{conv2d, pad4},
+    depthwise_conv2d, norm,
+};
 use crate::params::Params;
 use crate::Result;
 
@@ -64,9 +66,7 @@ impl BatchNorm {
 }
 
 /// A K×K convolution (K odd, padding K/2 as PyTorch's `padding=K//2`), stride 1 or 2,
-/// dense or depthwise, followed by batch norm. A dense stride-2 convolution is the
-/// stride-1 GEMM convolution sampled at even positions: the same numbers, and its
-/// gradients stay on GEMMs instead of candle's loop-based conv backward.
+/// dense or depthwise, followed by batch norm.
 pub struct ConvBn {
     weight: Tensor,
     bn: BatchNorm,
@@ -109,16 +109,8 @@ impl ConvBn {
             let p = k / 2;
             let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
             depthwise_conv2d(&xp, &self.weight, self.stride)?
-        } else if k == 1 {
-            let x = if self.stride == 2 { subsample2(x)? } else { x.clone() };
-            pointwise_conv(&x, &self.weight, None)?
         } else {
-            let y = conv2d_im2col(x, &self.weight, None)?;
-            if self.stride == 2 {
-                subsample2(&y)?
-            } else {
-                y
-            }
+            conv2d(x, &self.weight, None, self.stride, pad4(k / 2))?
         })
     }
 

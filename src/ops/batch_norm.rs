@@ -1,0 +1,266 @@
+//! Training-mode batch norm over `[B, C, H, W]` as fused CPU ops: one pass for the batch
+//! statistics, one for the output, and two for the backward pass. The composition of
+//! candle ops it replaces (`norm::batch_norm_train`'s fallback) runs about ten
+//! full-size elementwise ops each way, each allocating its result.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+use super::cpu::{dispatch, slice};
+
+fn dims(l: &Layout, op: &str) -> candle_core::Result<(usize, usize, usize)> {
+    match l.dims() {
+        &[b, c, h, w] => Ok((b, c, h * w)),
+        other => candle_core::bail!("{op}: expected [B,C,H,W], got {other:?}"),
+    }
+}
+
+/// Per channel, over batch and space: `f(channel) -> (a, b)` computed from the planes of
+/// that channel, as two f64 rows `[2, C]`.
+fn per_channel<T: WithDType>(c: usize, f: impl Fn(usize) -> (f64, f64) + Sync + Send) -> Vec<T> {
+    let pairs: Vec<(f64, f64)> = (0..c).into_par_iter().map(f).collect();
+    let mut out = vec![T::zero(); 2 * c];
+    for (ch, (a, b)) in pairs.into_iter().enumerate() {
+        out[ch] = T::from_f64(a);
+        out[c + ch] = T::from_f64(b);
+    }
+    out
+}
+
+/// Channel planes of `x` `[B, C, HW]`: the `b`-th image's plane of channel `ch`.
+fn plane<T>(x: &[T], c: usize, hw: usize, b: usize, ch: usize) -> &[T] {
+    &x[(b * c + ch) * hw..(b * c + ch + 1) * hw]
+}
+
+/// `[2, C]`: the batch mean and biased variance of each channel (f64 accumulation).
+struct ChannelStats;
+
+impl CustomOp1 for ChannelStats {
+    fn name(&self) -> &'static str {
+        "batch-norm-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!("batch_norm", self, fwd, s, l)
+    }
+}
+
+impl ChannelStats {
+    fn fwd<T: WithDType>(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+        let (b, c, hw) = dims(l, "batch_norm")?;
+        let x = slice::<T>(s, l, "batch_norm")?;
+        let n = (b * hw) as f64;
+        let out = per_channel::<T>(c, |ch| {
+            let sum: f64 = (0..b).map(|i| plane(x, c, hw, i, ch).iter().map(|v| v.to_f64()).sum::<f64>()).sum();
+            let mean = sum / n;
+            let sq: f64 = (0..b)
+                .map(|i| plane(x, c, hw, i, ch).iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>())
+                .sum();
+            (mean, sq / n)
+        });
+        Ok((out, Shape::from((2, c))))
+    }
+}
+
+/// `y = (x − mean) · invstd · γ + β` with the batch's statistics fixed in the op.
+struct BatchNormTrain {
+    mean: Vec<f64>,
+    invstd: Vec<f64>,
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!("batch_norm", self, fwd, s1, l1, s2, l2, s3, l3)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let sums = grad.apply_op2_no_bwd(
+            x,
+            &GradSums {
+                mean: self.mean.clone(),
+                invstd: self.invstd.clone(),
+            },
+        )?;
+        let (sum_dy, sum_dy_xhat) = (sums.get(0)?, sums.get(1)?);
+        let dx = if x.track_op() {
+            let s = sums.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+            let op = GradInput {
+                mean: self.mean.clone(),
+                invstd: self.invstd.clone(),
+                sum_dy: s[0].clone(),
+                sum_dy_xhat: s[1].clone(),
+            };
+            Some(grad.apply_op3_no_bwd(x, gamma, &op)?)
+        } else {
+            None
+        };
+        Ok((dx, Some(sum_dy_xhat), Some(sum_dy)))
+    }
+}
+
+impl BatchNormTrain {
+    #[allow(clippy::too_many_arguments)]
+    fn fwd<T: WithDType>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let (_, c, hw) = dims(l1, "batch_norm")?;
+        let (x, gamma, beta) = (
+            slice::<T>(s1, l1, "batch_norm")?,
+            slice::<T>(s2, l2, "batch_norm")?,
+            slice::<T>(s3, l3, "batch_norm")?,
+        );
+        if gamma.len() != c || beta.len() != c {
+            candle_core::bail!("batch_norm: {c} channels but γ has {} and β {}", gamma.len(), beta.len())
+        }
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
+            let ch = p % c;
+            let scale = T::from_f64(self.invstd[ch] * gamma[ch].to_f64());
+            let shift = T::from_f64(beta[ch].to_f64() - self.mean[ch] * self.invstd[ch] * gamma[ch].to_f64());
+            for (o, &v) in yp.iter_mut().zip(xp) {
+                *o = v * scale + shift;
+            }
+        });
+        Ok((y, Shape::from(l1.dims())))
+    }
+}
+
+/// `[2, C]`: Σ dy and Σ dy · x̂ per channel (the β and γ gradients).
+struct GradSums {
+    mean: Vec<f64>,
+    invstd: Vec<f64>,
+}
+
+impl CustomOp2 for GradSums {
+    fn name(&self) -> &'static str {
+        "batch-norm-grad-sums"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!("batch_norm grad", self, fwd, s1, l1, s2, l2)
+    }
+}
+
+impl GradSums {
+    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+        let (b, c, hw) = dims(l1, "batch_norm grad")?;
+        let (dy, x) = (slice::<T>(s1, l1, "batch_norm grad")?, slice::<T>(s2, l2, "batch_norm grad")?);
+        let out = per_channel::<T>(c, |ch| {
+            let (m, is) = (self.mean[ch], self.invstd[ch]);
+            let (mut sd, mut sdx) = (0.0, 0.0);
+            for i in 0..b {
+                for (g, v) in plane(dy, c, hw, i, ch).iter().zip(plane(x, c, hw, i, ch)) {
+                    let g = g.to_f64();
+                    sd += g;
+                    sdx += g * (v.to_f64() - m) * is;
+                }
+            }
+            (sd, sdx)
+        });
+        Ok((out, Shape::from((2, c))))
+    }
+}
+
+/// `dx = γ · invstd · (dy − Σdy/N − x̂ · Σ(dy·x̂)/N)`.
+struct GradInput {
+    mean: Vec<f64>,
+    invstd: Vec<f64>,
+    sum_dy: Vec<f64>,
+    sum_dy_xhat: Vec<f64>,
+}
+
+impl CustomOp3 for GradInput {
+    fn name(&self) -> &'static str {
+        "batch-norm-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!("batch_norm grad", self, fwd, s1, l1, s2, l2, s3, l3)
+    }
+}
+
+impl GradInput {
+    #[allow(clippy::too_many_arguments)]
+    fn fwd<T: WithDType>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
+        let (b, c, hw) = dims(l1, "batch_norm grad")?;
+        let (dy, x, gamma) = (
+            slice::<T>(s1, l1, "batch_norm grad")?,
+            slice::<T>(s2, l2, "batch_norm grad")?,
+            slice::<T>(s3, l3, "batch_norm grad")?,
+        );
+        let n = (b * hw) as f64;
+        let mut dx = vec![T::zero(); dy.len()];
+        dx.par_chunks_mut(hw).enumerate().for_each(|(p, dp)| {
+            let ch = p % c;
+            let (m, is) = (self.mean[ch], self.invstd[ch]);
+            let k = gamma[ch].to_f64() * is;
+            let (md, mdx) = (self.sum_dy[ch] / n, self.sum_dy_xhat[ch] / n);
+            // dx = a·dy + b·x + c0, per channel.
+            let a = T::from_f64(k);
+            let bx = T::from_f64(-k * mdx * is);
+            let c0 = T::from_f64(k * (mdx * is * m - md));
+            let (gp, xp) = (&dy[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
+            for ((d, &g), &v) in dp.iter_mut().zip(gp).zip(xp) {
+                *d = a * g + bx * v + c0;
+            }
+        });
+        Ok((dx, Shape::from(l1.dims())))
+    }
+}
+
+/// Training-mode batch norm on the CPU kernels: the output and the batch mean and
+/// biased variance per channel (`[C]` each, no gradient).
+pub fn batch_norm_train_cpu(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let x = x.contiguous()?;
+    let stats = x.apply_op1_no_bwd(&ChannelStats)?;
+    let rows = stats.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let invstd = rows[1].iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let op = BatchNormTrain {
+        mean: rows[0].clone(),
+        invstd,
+    };
+    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    Ok((y, stats.get(0)?, stats.get(1)?))
+}

@@ -1,0 +1,423 @@
+//! Dense 2-D convolution as a candle custom op on the CPU: im2col + one GEMM per image
+//! forward; backward, the input gradient as a GEMM + col2im and the weight gradient as
+//! a GEMM against the re-built columns, each computed only when something upstream
+//! needs it (frozen foundation weights are plain tensors, so they get none).
+//!
+//! Why: candle's conv2d backward always computes the weight gradient and its input
+//! gradient is a loop-based transposed convolution; the composed version (K² shifted
+//! views, `cat`, one matmul) copies the input K² times each way and computes strided
+//! convolutions at stride 1. Padding (asymmetric, for TF "SAME") and stride are native.
+//! GEMMs run on the `gemm` crate that candle's own matmul uses.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::cpu::{dispatch, slice};
+
+/// Stride and zero padding `[top, bottom, left, right]` of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub stride: usize,
+    pub pad: [usize; 4],
+}
+
+/// Images per weight-gradient partial sum: a fixed count (not the thread count) so the
+/// summation order, and therefore the result, is the same on every machine.
+const WEIGHT_GRAD_CHUNKS: usize = 8;
+
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    s: usize,
+    top: usize,
+    left: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    fn new(xs: &[usize], ws: &[usize], spec: ConvSpec) -> candle_core::Result<Self> {
+        let (&[b, c, h, w], &[o, wc, kh, kw]) = (xs, ws) else {
+            candle_core::bail!("conv2d: expected x [B,C,H,W] and w [O,C,KH,KW], got {xs:?} and {ws:?}")
+        };
+        let [top, bottom, left, right] = spec.pad;
+        let (hp, wp) = (h + top + bottom, w + left + right);
+        if wc != c || spec.stride == 0 || hp < kh || wp < kw || kh == 0 || kw == 0 {
+            candle_core::bail!("conv2d: incompatible x {xs:?}, w {ws:?}, {spec:?}")
+        }
+        Ok(Geometry {
+            b,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            s: spec.stride,
+            top,
+            left,
+            ho: (hp - kh) / spec.stride + 1,
+            wo: (wp - kw) / spec.stride + 1,
+        })
+    }
+
+    /// Rows of the column matrix (`C·KH·KW`) and its columns (output pixels).
+    fn ck(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// A 1×1, stride-1, unpadded convolution: the image *is* its column matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.s == 1 && self.top == 0 && self.left == 0 && self.ho == self.h && self.wo == self.w
+    }
+
+    /// Output columns `ox` whose tap `kx` lands inside the image: `lo..hi`.
+    fn ox_range(&self, kx: usize) -> (usize, usize) {
+        let lo = if self.left > kx { (self.left - kx).div_ceil(self.s) } else { 0 };
+        let hi = ((self.w + self.left).saturating_sub(kx)).div_ceil(self.s).min(self.wo);
+        (lo.min(hi), hi)
+    }
+
+    /// The input row of output row `oy` at tap `ky`, if inside the image.
+    fn iy(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.s + ky).checked_sub(self.top).filter(|&iy| iy < self.h)
+    }
+}
+
+/// One image `[C, H, W]` to its column matrix `[C·KH·KW, HO·WO]` (zeros where a tap
+/// falls in the padding).
+fn im2col<T: WithDType>(g: &Geometry, x: &[T], col: &mut [T]) {
+    let p = g.p();
+    for c in 0..g.c {
+        let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                let (lo, hi) = g.ox_range(kx);
+                for oy in 0..g.ho {
+                    let out = &mut row[oy * g.wo..(oy + 1) * g.wo];
+                    let Some(iy) = g.iy(oy, ky) else {
+                        out.fill(T::zero());
+                        continue;
+                    };
+                    let xr = &xc[iy * g.w..(iy + 1) * g.w];
+                    out[..lo].fill(T::zero());
+                    out[hi..].fill(T::zero());
+                    if lo == hi {
+                        continue;
+                    }
+                    let x0 = lo * g.s + kx - g.left;
+                    if g.s == 1 {
+                        out[lo..hi].copy_from_slice(&xr[x0..x0 + hi - lo]);
+                    } else {
+                        for (i, v) in out[lo..hi].iter_mut().enumerate() {
+                            *v = xr[x0 + i * g.s];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: add each column entry back onto its input pixel.
+fn col2im<T: WithDType>(g: &Geometry, col: &[T], dx: &mut [T]) {
+    let p = g.p();
+    for c in 0..g.c {
+        let dc = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                let (lo, hi) = g.ox_range(kx);
+                for oy in 0..g.ho {
+                    let Some(iy) = g.iy(oy, ky).filter(|_| lo < hi) else { continue };
+                    let src = &row[oy * g.wo + lo..oy * g.wo + hi];
+                    let dr = &mut dc[iy * g.w..(iy + 1) * g.w];
+                    let x0 = lo * g.s + kx - g.left;
+                    if g.s == 1 {
+                        for (d, &v) in dr[x0..x0 + hi - lo].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (i, &v) in src.iter().enumerate() {
+                            dr[x0 + i * g.s] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A row-major `rows × cols` matrix at `ptr`, or its transpose (swapped strides).
+#[derive(Clone, Copy)]
+struct Mat<T> {
+    ptr: *const T,
+    rs: isize,
+    cs: isize,
+}
+
+impl<T> Mat<T> {
+    fn rows(ptr: *const T, cols: usize) -> Self {
+        Mat {
+            ptr,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
+    fn transposed(ptr: *const T, cols: usize) -> Self {
+        Mat {
+            ptr,
+            rs: 1,
+            cs: cols as isize,
+        }
+    }
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, `dst` row-major.
+fn gemm_into<T: WithDType>(dst: &mut [T], m: usize, n: usize, k: usize, lhs: Mat<T>, rhs: Mat<T>, accumulate: bool, par: Parallelism) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: `dst` holds m·n elements (checked above) and the callers size `lhs` and
+    // `rhs` slices to m·k and k·n elements for the strides given.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            if accumulate { T::one() } else { T::zero() },
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Parallelise over images when there are enough of them to feed every thread, else
+/// inside each GEMM.
+fn inner_parallelism(images: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if images >= threads || threads == 1 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(threads)
+    }
+}
+
+struct ConvFwd {
+    spec: ConvSpec,
+}
+
+impl CustomOp2 for ConvFwd {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!("conv2d", self, fwd, s1, l1, s2, l2)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(
+                w,
+                &ConvGradInput {
+                    spec: self.spec,
+                    h: x.dim(2)?,
+                    w: x.dim(3)?,
+                },
+            )?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(
+                &grad,
+                &ConvGradWeight {
+                    spec: self.spec,
+                    kh: w.dim(2)?,
+                    kw: w.dim(3)?,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
+    }
+}
+
+impl ConvFwd {
+    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.spec)?;
+        let (x, w) = (slice::<T>(s1, l1, "conv2d")?, slice::<T>(s2, l2, "conv2d")?);
+        let (ck, p) = (g.ck(), g.p());
+        let mut y = vec![T::zero(); g.b * g.o * p];
+        let par = inner_parallelism(g.b);
+        let image = |i: usize, yi: &mut [T], col: &mut Vec<T>| {
+            let xi = &x[i * g.c * g.h * g.w..(i + 1) * g.c * g.h * g.w];
+            let cols = if g.is_pointwise() {
+                xi
+            } else {
+                col.resize(ck * p, T::zero());
+                im2col(&g, xi, col);
+                &col[..]
+            };
+            gemm_into(yi, g.o, p, ck, Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), p), false, par);
+        };
+        if matches!(par, Parallelism::None) {
+            y.par_chunks_mut(g.o * p)
+                .enumerate()
+                .for_each_init(Vec::new, |col, (i, yi)| image(i, yi, col));
+        } else {
+            let mut col = Vec::new();
+            y.chunks_mut(g.o * p).enumerate().for_each(|(i, yi)| image(i, yi, &mut col));
+        }
+        Ok((y, Shape::from((g.b, g.o, g.ho, g.wo))))
+    }
+}
+
+struct ConvGradInput {
+    spec: ConvSpec,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for ConvGradInput {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm-grad-input"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!("conv2d grad", self, fwd, s1, l1, s2, l2)
+    }
+}
+
+impl ConvGradInput {
+    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+        let &[b, _, ho, wo] = l1.dims() else {
+            candle_core::bail!("conv2d grad: output gradient {:?} is not 4-D", l1.dims())
+        };
+        let c = l2.dims()[1];
+        let g = Geometry::new(&[b, c, self.h, self.w], l2.dims(), self.spec)?;
+        if (g.ho, g.wo) != (ho, wo) {
+            candle_core::bail!("conv2d grad: output gradient {:?} does not match {g:?}", l1.dims())
+        }
+        let (gy, w) = (slice::<T>(s1, l1, "conv2d grad")?, slice::<T>(s2, l2, "conv2d grad")?);
+        let (ck, p, plane) = (g.ck(), g.p(), g.c * g.h * g.w);
+        let mut dx = vec![T::zero(); b * plane];
+        let par = inner_parallelism(b);
+        let image = |i: usize, dxi: &mut [T], col: &mut Vec<T>| {
+            let gyi = Mat::rows(gy[i * g.o * p..].as_ptr(), p);
+            let wt = Mat::transposed(w.as_ptr(), ck);
+            if g.is_pointwise() {
+                gemm_into(dxi, ck, p, g.o, wt, gyi, false, par);
+            } else {
+                col.resize(ck * p, T::zero());
+                gemm_into(col, ck, p, g.o, wt, gyi, false, par);
+                col2im(&g, col, dxi);
+            }
+        };
+        if matches!(par, Parallelism::None) {
+            dx.par_chunks_mut(plane)
+                .enumerate()
+                .for_each_init(Vec::new, |col, (i, dxi)| image(i, dxi, col));
+        } else {
+            let mut col = Vec::new();
+            dx.chunks_mut(plane).enumerate().for_each(|(i, dxi)| image(i, dxi, &mut col));
+        }
+        Ok((dx, Shape::from((b, g.c, g.h, g.w))))
+    }
+}
+
+struct ConvGradWeight {
+    spec: ConvSpec,
+    kh: usize,
+    kw: usize,
+}
+
+impl CustomOp2 for ConvGradWeight {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm-grad-weight"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!("conv2d grad", self, fwd, s1, l1, s2, l2)
+    }
+}
+
+impl ConvGradWeight {
+    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+        let (xs, gs) = (l1.dims(), l2.dims());
+        if xs.len() != 4 || gs.len() != 4 {
+            candle_core::bail!("conv2d grad: expected 4-D input and gradient, got {xs:?} and {gs:?}")
+        }
+        let g = Geometry::new(xs, &[gs[1], xs[1], self.kh, self.kw], self.spec)?;
+        if gs != [g.b, g.o, g.ho, g.wo] {
+            candle_core::bail!("conv2d grad: output gradient {gs:?} does not match {g:?}")
+        }
+        let (x, gy) = (slice::<T>(s1, l1, "conv2d grad")?, slice::<T>(s2, l2, "conv2d grad")?);
+        let (ck, p, plane) = (g.ck(), g.p(), g.c * g.h * g.w);
+        let per_chunk = g.b.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
+        let chunks = g.b.div_ceil(per_chunk);
+        let par = inner_parallelism(chunks);
+        let partial = |chunk: usize| {
+            let mut dw = vec![T::zero(); g.o * ck];
+            let mut col = Vec::new();
+            for i in chunk * per_chunk..((chunk + 1) * per_chunk).min(g.b) {
+                let xi = &x[i * plane..(i + 1) * plane];
+                let cols = if g.is_pointwise() {
+                    xi
+                } else {
+                    col.resize(ck * p, T::zero());
+                    im2col(&g, xi, &mut col);
+                    &col[..]
+                };
+                let gyi = Mat::rows(gy[i * g.o * p..].as_ptr(), p);
+                gemm_into(&mut dw, g.o, ck, p, gyi, Mat::transposed(cols.as_ptr(), p), true, par);
+            }
+            dw
+        };
+        let partials: Vec<Vec<T>> = if matches!(par, Parallelism::None) {
+            (0..chunks).into_par_iter().map(partial).collect()
+        } else {
+            (0..chunks).map(partial).collect()
+        };
+        // Summed in chunk order: the same result whatever the thread count.
+        let mut dw = vec![T::zero(); g.o * ck];
+        for part in partials {
+            for (d, v) in dw.iter_mut().zip(part) {
+                *d += v;
+            }
+        }
+        Ok((dw, Shape::from((g.o, g.c, g.kh, g.kw))))
+    }
+}
+
+/// `x` `[B, C, H, W]` (f32 or f64, CPU) convolved with `w` `[O, C, KH, KW]`.
+pub fn conv2d_cpu(x: &Tensor, w: &Tensor, spec: ConvSpec) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, ConvFwd { spec })
+}

@@ -1,0 +1,258 @@
+//! The CPU kernels (`ops::conv_gemm`, `ops::pool`, `ops::batch_norm`): values and both
+//! gradients against straightforward references on random shapes (kernel, stride,
+//! asymmetric padding, odd sizes), and against central finite differences in f64.
+
+mod common;
+
+use candle_core::{DType, Tensor, Var};
+use proptest::prelude::*;
+use tdmr::ops::conv_gemm::{conv2d_cpu, ConvSpec};
+use tdmr::ops::norm::batch_norm_train;
+use tdmr::ops::pool::{pool2d, PoolKind, PoolSpec};
+
+use common::{randn, weighted_sum};
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let d = (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap();
+    d.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap()
+}
+
+fn scale(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .max(1.0)
+}
+
+/// Output, input gradient and weight gradient of `f(x, w)` under one weighted sum.
+fn run2(x: &Tensor, w: &Tensor, f: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>) -> (Tensor, Tensor, Tensor) {
+    let (xv, wv) = (Var::from_tensor(x).unwrap(), Var::from_tensor(w).unwrap());
+    let y = f(xv.as_tensor(), wv.as_tensor()).unwrap();
+    let g = weighted_sum(&y, 11).unwrap().backward().unwrap();
+    (y, g.get(&xv).unwrap().clone(), g.get(&wv).unwrap().clone())
+}
+
+/// The convolution by its definition: for each tap, the strided input pixels it reads
+/// (`index_select`) times that tap's `[O, C]` weights, summed. Autograd differentiates
+/// it exactly. (candle's own conv2d backward fails when the stride does not divide
+/// the padded size minus the kernel.)
+fn reference_conv(x: &Tensor, w: &Tensor, spec: ConvSpec) -> candle_core::Result<Tensor> {
+    let [t, bo, l, r] = spec.pad;
+    let x = x.pad_with_zeros(2, t, bo)?.pad_with_zeros(3, l, r)?;
+    let (b, c, h, wd) = x.dims4()?;
+    let (o, _, kh, kw) = w.dims4()?;
+    let (ho, wo) = ((h - kh) / spec.stride + 1, (wd - kw) / spec.stride + 1);
+    let rows = |start: usize, n: usize| {
+        let idx: Vec<u32> = (0..n).map(|i| (start + i * spec.stride) as u32).collect();
+        Tensor::new(idx, x.device())
+    };
+    let mut y: Option<Tensor> = None;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let tap = x.index_select(&rows(ky, ho)?, 2)?.index_select(&rows(kx, wo)?, 3)?;
+            let wk = w.narrow(2, ky, 1)?.narrow(3, kx, 1)?.reshape((o, c))?;
+            let yk = wk.broadcast_left(b)?.matmul(&tap.reshape((b, c, ho * wo))?)?;
+            y = Some(match y {
+                Some(a) => (a + yk)?,
+                None => yk,
+            });
+        }
+    }
+    y.unwrap().reshape((b, o, ho, wo))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv_matches_its_definition_values_and_gradients(
+        b in 1usize..4, c in 1usize..6, o in 1usize..7, kh in 1usize..6, kw in 1usize..6,
+        h in 1usize..12, w in 1usize..12, stride in 1usize..4,
+        pad in proptest::array::uniform4(0usize..3), seed in 0u64..1000,
+    ) {
+        prop_assume!(h + pad[0] + pad[1] >= kh && w + pad[2] + pad[3] >= kw);
+        let spec = ConvSpec { stride, pad };
+        let x = randn(&[b, c, h, w], seed);
+        let wt = randn(&[o, c, kh, kw], seed + 1);
+        let (y1, gx1, gw1) = run2(&x, &wt, |x, w| conv2d_cpu(x, w, spec));
+        let (y2, gx2, gw2) = run2(&x, &wt, |x, w| reference_conv(x, w, spec));
+        prop_assert_eq!(y1.dims(), y2.dims());
+        for (what, a, r) in [("output", &y1, &y2), ("input grad", &gx1, &gx2), ("weight grad", &gw1, &gw2)] {
+            let d = max_abs_diff(a, r);
+            prop_assert!(d < 1e-4 * scale(r), "{}: differs by {} ({:?}, x {:?}, w {:?})", what, d, spec, x.dims(), wt.dims());
+        }
+    }
+
+    #[test]
+    fn pooling_matches_the_definition_and_gradients_sum_right(
+        b in 1usize..3, c in 1usize..4, h in 1usize..11, w in 1usize..11,
+        k in 1usize..5, stride in 1usize..4, pad in proptest::array::uniform4(0usize..3),
+        max in any::<bool>(), seed in 0u64..1000,
+    ) {
+        let kind = if max { PoolKind::Max } else { PoolKind::Avg };
+        prop_assume!(pad.iter().all(|&p| p < k) && h + pad[0] + pad[1] >= k && w + pad[2] + pad[3] >= k);
+        let spec = PoolSpec { kind, k, stride, pad };
+        let x = randn(&[b, c, h, w], seed).to_dtype(DType::F64).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let y = pool2d(xv.as_tensor(), spec).unwrap();
+        let reference = naive_pool(&x, spec);
+        prop_assert!(max_abs_diff(&y, &reference) < 1e-12, "{:?} on {:?}", spec, x.dims());
+        // Every output's gradient lands in its own window: for max on its maximum
+        // (one input), for avg spread as 1/K² over the window's image pixels.
+        let gy = randn(y.dims(), seed + 2).to_dtype(DType::F64).unwrap();
+        let gx = (y * &gy).unwrap().sum_all().unwrap().backward().unwrap().get(&xv).unwrap().clone();
+        let expected = naive_pool_grad(&x, &gy, spec);
+        prop_assert!(max_abs_diff(&gx, &expected) < 1e-12, "grad {:?} on {:?}", spec, x.dims());
+    }
+}
+
+/// Windows of output `(oy, ox)` clipped to the image: rows and columns.
+fn window(spec: PoolSpec, o: usize, pad_lo: usize, size: usize) -> std::ops::Range<usize> {
+    let start = (o * spec.stride) as isize - pad_lo as isize;
+    let lo = start.max(0) as usize;
+    let hi = ((start + spec.k as isize).max(0) as usize).min(size);
+    lo..hi.max(lo)
+}
+
+fn out_size(spec: PoolSpec, size: usize, lo: usize, hi: usize) -> usize {
+    (size + lo + hi - spec.k) / spec.stride + 1
+}
+
+fn naive_pool(x: &Tensor, spec: PoolSpec) -> Tensor {
+    let (b, c, h, w) = x.dims4().unwrap();
+    let data = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let (ho, wo) = (
+        out_size(spec, h, spec.pad[0], spec.pad[1]),
+        out_size(spec, w, spec.pad[2], spec.pad[3]),
+    );
+    let mut out = Vec::new();
+    for p in 0..b * c {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let vals: Vec<f64> = window(spec, oy, spec.pad[0], h)
+                    .flat_map(|y| window(spec, ox, spec.pad[2], w).map(move |x| (y, x)))
+                    .map(|(y, xx)| data[p * h * w + y * w + xx])
+                    .collect();
+                out.push(match spec.kind {
+                    PoolKind::Max => vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                    PoolKind::Avg => vals.iter().sum::<f64>() / (spec.k * spec.k) as f64,
+                });
+            }
+        }
+    }
+    Tensor::from_vec(out, (b, c, ho, wo), x.device()).unwrap()
+}
+
+fn naive_pool_grad(x: &Tensor, gy: &Tensor, spec: PoolSpec) -> Tensor {
+    let (b, c, h, w) = x.dims4().unwrap();
+    let data = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let g = gy.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let (_, _, ho, wo) = gy.dims4().unwrap();
+    let mut dx = vec![0.0; data.len()];
+    for p in 0..b * c {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let idx: Vec<usize> = window(spec, oy, spec.pad[0], h)
+                    .flat_map(|y| window(spec, ox, spec.pad[2], w).map(move |xx| p * h * w + y * w + xx))
+                    .collect();
+                let go = g[(p * ho + oy) * wo + ox];
+                match spec.kind {
+                    PoolKind::Max => {
+                        // The first maximum in row-major order (PyTorch's choice).
+                        let best = idx.iter().cloned().fold(None, |best: Option<usize>, i| match best {
+                            Some(j) if data[j] >= data[i] => Some(j),
+                            _ => Some(i),
+                        });
+                        if let Some(i) = best {
+                            dx[i] += go;
+                        }
+                    }
+                    PoolKind::Avg => idx.iter().for_each(|&i| dx[i] += go / (spec.k * spec.k) as f64),
+                }
+            }
+        }
+    }
+    Tensor::from_vec(dx, (b, c, h, w), x.device()).unwrap()
+}
+
+fn f64s(shape: &[usize], seed: u64) -> Tensor {
+    randn(shape, seed).to_dtype(DType::F64).unwrap()
+}
+
+fn check(name: &str, x: &Tensor, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) {
+    common::check_gradient(name, x, 1e-6, f)
+}
+
+#[test]
+fn conv_gradients_match_finite_differences() {
+    for (k, stride, pad) in [
+        (3, 1, [1, 1, 1, 1]),
+        (3, 2, [0, 1, 0, 1]),
+        (1, 1, [0; 4]),
+        (5, 3, [2, 0, 1, 2]),
+        (2, 2, [0; 4]),
+    ] {
+        let spec = ConvSpec { stride, pad };
+        let (x, w) = (f64s(&[2, 3, 9, 8], 1), f64s(&[4, 3, k, k], 2));
+        check(&format!("conv x k{k} s{stride} {pad:?}"), &x, |x| {
+            weighted_sum(&conv2d_cpu(x, &w, spec)?, 3)
+        });
+        check(&format!("conv w k{k} s{stride} {pad:?}"), &w, |w| {
+            weighted_sum(&conv2d_cpu(&x, w, spec)?, 3)
+        });
+    }
+}
+
+#[test]
+fn pooling_gradients_match_finite_differences() {
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for (k, stride, pad) in [(3, 2, [1, 1, 1, 1]), (2, 2, [0; 4]), (3, 1, [0, 2, 1, 0])] {
+            let spec = PoolSpec { kind, k, stride, pad };
+            let x = f64s(&[2, 3, 7, 6], 4);
+            check(&format!("{spec:?}"), &x, |x| weighted_sum(&pool2d(x, spec)?, 5));
+        }
+    }
+}
+
+/// Batch norm's kernels against its definition written in candle ops, values and all
+/// three gradients, and against finite differences.
+#[test]
+fn batch_norm_matches_its_definition_and_finite_differences() {
+    let (x, gamma, beta) = (f64s(&[3, 4, 5, 7], 6), f64s(&[4], 7), f64s(&[4], 8));
+    let definition = |x: &Tensor, g: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+        let c = x.broadcast_sub(&mean)?;
+        let var = c.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+        c.broadcast_div(&(var + 1e-5)?.sqrt()?)?
+            .broadcast_mul(&g.reshape((1, 4, 1, 1))?)?
+            .broadcast_add(&b.reshape((1, 4, 1, 1))?)
+    };
+    let vars = [&x, &gamma, &beta].map(|t| Var::from_tensor(t).unwrap());
+    let grads = |y: Tensor| {
+        let g = weighted_sum(&y, 9).unwrap().backward().unwrap();
+        (y, vars.each_ref().map(|v| g.get(v).unwrap().clone()))
+    };
+    let (y1, g1) = grads(
+        batch_norm_train(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor(), 1e-5)
+            .unwrap()
+            .0,
+    );
+    let (y2, g2) = grads(definition(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor()).unwrap());
+    assert!(max_abs_diff(&y1, &y2) < 1e-12, "output differs by {}", max_abs_diff(&y1, &y2));
+    for (what, a, b) in [("x", &g1[0], &g2[0]), ("gamma", &g1[1], &g2[1]), ("beta", &g1[2], &g2[2])] {
+        let d = max_abs_diff(a, b);
+        assert!(d < 1e-10, "batch norm {what} gradient differs by {d}");
+    }
+    let (_, mean, var) = batch_norm_train(&x, &gamma, &beta, 1e-5).unwrap();
+    let m = x.mean_keepdim(0).unwrap().mean_keepdim(2).unwrap().mean_keepdim(3).unwrap();
+    assert!(max_abs_diff(&mean, &m.flatten_all().unwrap()) < 1e-12);
+    assert_eq!(var.dims(), &[4]);
+    check("batch norm x", &x, |x| {
+        weighted_sum(&batch_norm_train(x, &gamma, &beta, 1e-5)?.0, 9)
+    });
+}
