@@ -1,19 +1,26 @@
-//! `tdmr bench`: images/s of the workloads that dominate a run, on the chosen device:
-//! training the small target CNN (stage 2 and the baselines), the frozen foundation's
-//! forward (teacher cache, linear probe) and its forward + backward to the input
-//! (stage 1 trains the prompt through it). Timings live here, never in tests.
+//! `tdmr bench`: images/s and peak memory of the workloads that dominate a run, the same
+//! models, batches and sizes as `shared/bench/pytorch_bench.py` (the PyTorch CPU
+//! reference): the small CNN and ResNet-18 (CIFAR stem) training steps, the frozen
+//! EfficientNet-Lite0's forward and its forward + backward to the prompt, and one
+//! stage-2 epoch with the teacher cache against one that recomputes the teacher.
+//!
+//! Each workload runs on the CPU kernels and, beside it, on the composed candle ops
+//! they replace (`ops::cpu::set_composed_only`): the "before" column. Timings live
+//! here, never in tests.
 
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Serialize;
 
-use crate::config::OptimizerKind;
+use crate::config::{AlignLoss, OptimizerKind};
+use crate::distill::loss;
 use crate::engine::optim::Optimizer;
 use crate::models::efficientnet_lite::EfficientNetLite;
-use crate::models::small_cnn::SmallCnn;
+use crate::models::targets::blocks::{ConvBn, Dense, Macs};
+use crate::models::targets::resnet::ResNet;
+use crate::ops::{cpu::set_composed_only, pool::max_pool2d};
 use crate::params::Params;
-use crate::reprogram::Head;
 use crate::Result;
 
 #[derive(Debug, Clone, Serialize)]
@@ -24,28 +31,111 @@ pub struct Figure {
     pub dtype: String,
     pub images_per_s: f64,
     pub iterations: usize,
+    /// Peak resident memory while the workload ran (Linux), MiB.
+    pub peak_mib: Option<f64>,
+    /// The same workload on the composed candle ops (`None` when not measured).
+    pub before_images_per_s: Option<f64>,
+    pub before_peak_mib: Option<f64>,
 }
 
-/// Seconds each workload is timed for, after its warm-up iteration.
-const BUDGET_S: f64 = 3.0;
+/// What to measure: seconds per workload after its warm-up, and whether to time the
+/// composed-ops "before" figure too (one timed iteration: it is slow).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub budget_s: f64,
+    pub before: bool,
+    /// Time only the workloads whose names contain this (for profiling one of them).
+    pub only: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            budget_s: 3.0,
+            before: true,
+            only: None,
+        }
+    }
+}
+
+/// mimalloc's `purge_delay` option (mimalloc 2.x numbering), as `main` sets it.
+pub const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn sync(device: &Device) -> Result<()> {
     device.synchronize()?;
     Ok(())
 }
 
-/// Time `step` (one batch) until the budget is spent, after one untimed warm-up.
-fn time(device: &Device, batch: usize, mut step: impl FnMut() -> Result<()>) -> Result<(f64, usize)> {
+/// Start a fresh peak-memory window: give freed pages back, then reset the kernel's
+/// high-water mark (Linux `clear_refs` 5).
+fn reset_peak() {
+    // SAFETY: setting an option and collecting only return free pages to the OS; the
+    // binary keeps freed pages otherwise (`main`), which is restored after.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        libmimalloc_sys::mi_collect(true);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+    }
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Time `step` (one batch) for `budget_s` seconds and at least `min_iters` iterations,
+/// after one untimed warm-up: images/s, iterations, peak MiB.
+fn time(
+    device: &Device,
+    batch: usize,
+    budget_s: f64,
+    min_iters: usize,
+    step: &mut dyn FnMut() -> Result<()>,
+) -> Result<(f64, usize, Option<f64>)> {
+    reset_peak();
     step()?;
     sync(device)?;
     let t = Instant::now();
     let mut n = 0;
-    while n < 2 || t.elapsed().as_secs_f64() < BUDGET_S {
+    while n < min_iters || t.elapsed().as_secs_f64() < budget_s {
         step()?;
         n += 1;
     }
     sync(device)?;
-    Ok(((n * batch) as f64 / t.elapsed().as_secs_f64(), n))
+    Ok(((n * batch) as f64 / t.elapsed().as_secs_f64(), n, peak_rss_mib()))
+}
+
+/// One workload: a name, its batch and image side, and one step of it (both columns
+/// run the same step on the same state; only the ops underneath change).
+struct Workload<'a> {
+    name: String,
+    batch: usize,
+    size: usize,
+    dtype: DType,
+    step: Box<dyn FnMut() -> Result<()> + 'a>,
+}
+
+fn measure(device: &Device, opts: &Options, mut w: Workload) -> Result<Option<Figure>> {
+    if opts.only.as_ref().is_some_and(|o| !w.name.contains(o.as_str())) {
+        return Ok(None);
+    }
+    let (ips, iterations, peak) = time(device, w.batch, opts.budget_s, 2, &mut w.step)?;
+    let (before, before_peak) = if opts.before && device.is_cpu() {
+        set_composed_only(true);
+        let r = time(device, w.batch, 0.0, 1, &mut w.step);
+        set_composed_only(false);
+        let (b, _, p) = r?;
+        (Some(b), p)
+    } else {
+        (None, None)
+    };
+    Ok(Some(Figure {
+        workload: w.name,
+        batch: w.batch,
+        size: w.size,
+        dtype: format!("{:?}", w.dtype).to_lowercase(),
+        images_per_s: ips,
+        iterations,
+        peak_mib: peak,
+        before_images_per_s: before,
+        before_peak_mib: before_peak,
+    }))
 }
 
 fn input(device: &Device, batch: usize, size: usize, seed: u64) -> Result<Tensor> {
@@ -53,70 +143,204 @@ fn input(device: &Device, batch: usize, size: usize, seed: u64) -> Result<Tensor
     p.uniform("x", &[batch, 3, size, size], 3)
 }
 
-/// Every workload; `foundation` is the checkpoint to time, `dtype` its precision.
-pub fn run(device: &Device, foundation: &std::path::Path, dtype: DType) -> Result<Vec<Figure>> {
-    let mut out = Vec::new();
-    let name = |d: DType| format!("{d:?}").to_lowercase();
-
-    // The target: 4 conv layers, batch norm, AdamW, at 32², batch 128 (PyTorch reference shape).
-    let (batch, size) = (128, 32);
-    let mut p = Params::new(device, 1);
-    let net = SmallCnn::new(&mut p, "t.backbone.", 3)?;
-    let head = Head::new(&mut p, "t.head.", net.feature_dim(), 10, 1.0)?;
-    let mut opt = Optimizer::new(OptimizerKind::Adamw, p.named_vars(&["t.".to_string()]), 0.0, 0.9);
-    let x = input(device, batch, size, 2)?;
-    let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<u32>>(), batch, device)?;
-    let (ips, n) = time(device, batch, || {
-        let logits = head.forward(&net.features(&x, true)?)?;
-        let loss = crate::distill::loss::cross_entropy(&logits, &y, 0.0)?;
-        opt.step(&loss.backward()?, 1e-3)?;
-        Ok(())
-    })?;
-    out.push(Figure {
-        workload: "small CNN train step (fwd + bwd + AdamW)".into(),
+fn labels(device: &Device, batch: usize) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        (0..batch as u32).map(|i| i % 10).collect::<Vec<u32>>(),
         batch,
-        size,
-        dtype: "f32".into(),
-        images_per_s: ips,
-        iterations: n,
-    });
+        device,
+    )?)
+}
+
+/// The reference script's small CNN: conv3×3 3→32, 32→64, max-pool, 64→128, max-pool,
+/// 128→256 (each with batch norm and ReLU), global average pool, linear 256→10.
+struct BenchCnn {
+    convs: Vec<ConvBn>,
+    fc: Dense,
+}
+
+impl BenchCnn {
+    fn new(p: &mut Params) -> Result<Self> {
+        let (mut side, mut macs) = (32, Macs::default());
+        let mut convs = Vec::new();
+        for (i, (cin, cout)) in [(3, 32), (32, 64), (64, 128), (128, 256)].into_iter().enumerate() {
+            convs.push(ConvBn::new(p, &format!("c{i}"), cin, cout, 3, 1, false, &mut side, &mut macs)?);
+        }
+        Ok(BenchCnn {
+            convs,
+            fc: Dense::new(p, "fc", 256, 10)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (i, c) in self.convs.iter().enumerate() {
+            x = c.forward(&x, true)?.relu()?;
+            if i == 1 || i == 2 {
+                x = max_pool2d(&x, 2, 2, 0)?;
+            }
+        }
+        self.fc.forward(&x.mean((2, 3))?)
+    }
+}
+
+/// A training step (cross-entropy, backward, AdamW) of `forward` over the parameters in `p`.
+fn train_step<'a>(
+    device: &Device,
+    p: &Params,
+    batch: usize,
+    size: usize,
+    forward: impl Fn(&Tensor) -> Result<Tensor> + 'a,
+) -> Result<Box<dyn FnMut() -> Result<()> + 'a>> {
+    let mut opt = Optimizer::new(OptimizerKind::Adamw, p.named_vars(&[String::new()]), 0.0, 0.9);
+    let x = input(device, batch, size, 2)?;
+    let y = labels(device, batch)?;
+    Ok(Box::new(move || {
+        let l = loss::cross_entropy(&forward(&x)?, &y, 0.0)?;
+        opt.step(&l.backward()?, 1e-3)
+    }))
+}
+
+/// Every workload; `foundation` is the EfficientNet-Lite checkpoint to time, `dtype`
+/// its precision.
+pub fn run(device: &Device, foundation: &std::path::Path, dtype: DType, opts: Options) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+
+    let mut p = Params::new(device, 1);
+    let cnn = BenchCnn::new(&mut p)?;
+    out.extend(measure(
+        device,
+        &opts,
+        Workload {
+            name: "small CNN train step".into(),
+            batch: 128,
+            size: 32,
+            dtype: DType::F32,
+            step: train_step(device, &p, 128, 32, |x| cnn.forward(x))?,
+        },
+    )?);
+
+    let mut p = Params::new(device, 1);
+    let resnet = ResNet::new(&mut p, "r.", 18, 1.0, 3, 32)?;
+    let fc = Dense::new(&mut p, "fc", resnet.feature_dim(), 10)?;
+    out.extend(measure(
+        device,
+        &opts,
+        Workload {
+            name: "ResNet-18 (CIFAR stem) train step".into(),
+            batch: 64,
+            size: 32,
+            dtype: DType::F32,
+            step: train_step(device, &p, 64, 32, |x| fc.forward(&resnet.features(x, true)?))?,
+        },
+    )?);
 
     let mut f = EfficientNetLite::load(foundation, device)?;
     if dtype != DType::F32 {
         f = f.to_dtype(dtype)?;
     }
+    let variant = f.variant().to_string();
     let (batch, size) = (64, 96);
-    let x = input(device, batch, size, 3)?;
-    let (ips, n) = time(device, batch, || {
-        f.features(&x)?;
-        Ok(())
-    })?;
-    out.push(Figure {
-        workload: format!("{} forward", f.variant()),
-        batch,
-        size,
-        dtype: name(dtype),
-        images_per_s: ips,
-        iterations: n,
-    });
+    let x = input(device, batch, size, 3)?.to_dtype(dtype)?;
+    out.extend(measure(
+        device,
+        &opts,
+        Workload {
+            name: format!("{variant} forward"),
+            batch,
+            size,
+            dtype,
+            step: Box::new(|| f.features(&x).map(|_| ())),
+        },
+    )?);
 
-    let batch = 32;
-    let x = Var::from_tensor(&input(device, batch, size, 4)?)?;
-    let (ips, n) = time(device, batch, || {
-        let g = f.features(x.as_tensor())?.sum_all()?.backward()?;
-        // Reading the gradient makes sure the backward pass ran to the input.
-        g.get(&x).map(|t| t.dims().len()).unwrap_or(0);
-        Ok(())
-    })?;
-    out.push(Figure {
-        workload: format!("{} forward + backward to the input", f.variant()),
-        batch,
-        size,
-        dtype: name(dtype),
-        images_per_s: ips,
-        iterations: n,
-    });
+    // The stage-1 shape: a prompt added to every image, the loss's gradient taken
+    // through the frozen network back to the prompt alone.
+    let prompt = Var::from_tensor(&Tensor::zeros((1, 3, size, size), dtype, device)?)?;
+    out.extend(measure(
+        device,
+        &opts,
+        Workload {
+            name: format!("{variant} forward + backward to the prompt"),
+            batch,
+            size,
+            dtype,
+            step: Box::new(|| {
+                let feats = f.features(&x.broadcast_add(prompt.as_tensor())?)?;
+                let g = feats.sqr()?.mean_all()?.backward()?;
+                match g.get(&prompt) {
+                    Some(_) => Ok(()),
+                    None => Err(candle_core::Error::Msg("bench: no gradient reached the prompt".into()).into()),
+                }
+            }),
+        },
+    )?);
+
+    out.extend(stage_two(device, &f, dtype, &opts)?);
     Ok(out)
+}
+
+/// Images in the stage-2 epoch workload: the default experiment's teacher views at
+/// 96², its 32² target views, distillation batch 64.
+const EPOCH_IMAGES: usize = 256;
+const PROXY: usize = 128;
+
+/// One stage-2 epoch (align + KD + CE on the small CNN target, AdamW), once reading
+/// the teacher's proxy embeddings and logits from a cache computed beforehand and once
+/// recomputing the teacher (foundation forward + projector + head) for every batch.
+fn stage_two(device: &Device, f: &EfficientNetLite, dtype: DType, opts: &Options) -> Result<Vec<Figure>> {
+    let batch = 64;
+    let teacher_views = input(device, EPOCH_IMAGES, 96, 5)?.to_dtype(dtype)?;
+    let target_views = input(device, EPOCH_IMAGES, 32, 6)?;
+    let y = labels(device, EPOCH_IMAGES)?;
+    let mut p = Params::new(device, 7);
+    let proj = Dense::new(&mut p, "proj", f.feature_dim(), PROXY)?;
+    let head = Dense::new(&mut p, "head", PROXY, 10)?;
+    let teacher = |views: &Tensor| -> Result<(Tensor, Tensor)> {
+        let z = proj.forward(&f.features(views)?.to_dtype(DType::F32)?)?;
+        let logits = head.forward(&z)?;
+        Ok((z, logits))
+    };
+    let mut figures = Vec::new();
+    for cached in [true, false] {
+        let mut tp = Params::new(device, 8);
+        let net = crate::models::small_cnn::SmallCnn::new(&mut tp, "t.", 3)?;
+        let tproj = Dense::new(&mut tp, "t.proj", net.feature_dim(), PROXY)?;
+        let thead = Dense::new(&mut tp, "t.head", PROXY, 10)?;
+        let mut opt = Optimizer::new(OptimizerKind::Adamw, tp.named_vars(&["t.".to_string()]), 0.0, 0.9);
+        let cache = if cached { Some(teacher(&teacher_views)?) } else { None };
+        let step = Box::new(|| -> Result<()> {
+            for start in (0..EPOCH_IMAGES).step_by(batch) {
+                let n = batch.min(EPOCH_IMAGES - start);
+                let (tz, tl) = match &cache {
+                    Some((z, l)) => (z.narrow(0, start, n)?, l.narrow(0, start, n)?),
+                    None => teacher(&teacher_views.narrow(0, start, n)?)?,
+                };
+                let z = tproj.forward(&net.features(&target_views.narrow(0, start, n)?, true)?)?;
+                let logits = thead.forward(&z)?;
+                let l = ((loss::align(&z, &tz, AlignLoss::Cosine)? + loss::kd(&logits, &tl, 4.0)?)?
+                    + (loss::cross_entropy(&logits, &y.narrow(0, start, n)?, 0.0)? * 0.1)?)?;
+                opt.step(&l.backward()?, 3e-3)?;
+            }
+            Ok(())
+        });
+        let what = if cached {
+            "stage-2 epoch, teacher cache"
+        } else {
+            "stage-2 epoch, teacher recomputed"
+        };
+        figures.extend(measure(
+            device,
+            opts,
+            Workload {
+                name: format!("{what} ({EPOCH_IMAGES} images)"),
+                batch: EPOCH_IMAGES,
+                size: 32,
+                dtype: DType::F32,
+                step,
+            },
+        )?);
+    }
+    Ok(figures)
 }
 
 /// The process's peak resident memory (Linux), for the report.
@@ -127,12 +351,31 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+fn mib(v: Option<f64>) -> String {
+    v.map_or("-".into(), |m| format!("{m:.0}"))
+}
+
 pub fn table(device: &str, figures: &[Figure]) -> String {
-    let mut s = format!("| workload ({device}) | batch | size | dtype | images/s |\n|---|---|---|---|---|\n");
+    let mut s = format!(
+        "| workload ({device}) | batch | size | dtype | images/s | peak MiB | before: images/s | before: peak MiB | speed-up |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
+    );
     for f in figures {
+        let (before, speedup) = match f.before_images_per_s {
+            Some(b) => (format!("{b:.1}"), format!("{:.1}×", f.images_per_s / b)),
+            None => ("-".into(), "-".into()),
+        };
         s.push_str(&format!(
-            "| {} | {} | {}² | {} | {:.1} |\n",
-            f.workload, f.batch, f.size, f.dtype, f.images_per_s
+            "| {} | {} | {}² | {} | {:.1} | {} | {} | {} | {} |\n",
+            f.workload,
+            f.batch,
+            f.size,
+            f.dtype,
+            f.images_per_s,
+            mib(f.peak_mib),
+            before,
+            mib(f.before_peak_mib),
+            speedup
         ));
     }
     s

@@ -171,6 +171,15 @@ struct BenchArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+    /// Seconds to time each workload after its warm-up.
+    #[arg(long, default_value_t = 3.0)]
+    budget: f64,
+    /// Skip the "before" column (the same workloads on the composed candle ops).
+    #[arg(long)]
+    no_before: bool,
+    /// Time only the workloads whose names contain this text (e.g. `ResNet`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -185,7 +194,12 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("--precision {other}: expected f32 or bf16"),
     };
     let name = if device.is_cpu() { "cpu" } else { "cuda" };
-    let figures = tdmr::bench::run(&device, &args.weights, dtype)?;
+    let opts = tdmr::bench::Options {
+        budget_s: args.budget,
+        before: !args.no_before,
+        only: args.only,
+    };
+    let figures = tdmr::bench::run(&device, &args.weights, dtype, opts)?;
     if args.json {
         println!(
             "{}",
@@ -486,14 +500,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// mimalloc's `purge_delay` option (mimalloc 2.x numbering).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> ExitCode {
     // Keep freed pages instead of handing them back to the kernel: every training step
     // allocates the same large activations again, and re-faulting zeroed pages cost
     // ~40% of CPU time in a profile.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    unsafe { libmimalloc_sys::mi_option_set(tdmr::bench::MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Run(args)) => run(args),

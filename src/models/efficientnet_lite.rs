@@ -12,7 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use candle_core::{Device, Tensor};
 
 use super::weights::StrictWeights;
-use crate::ops::{self, conv::pad_same_tf, norm::fold_batch_norm};
+use crate::ops::{
+    self,
+    act::Act,
+    conv::{conv2d_same_tf_act, pad_same_tf, pointwise_conv_act},
+    depthwise::depthwise_conv2d_act,
+    norm::fold_batch_norm,
+};
 use crate::{Error, Result};
 
 /// TF's EfficientNet batch-norm epsilon.
@@ -37,10 +43,6 @@ pub struct EfficientNetLite {
     params: usize,
     variant: String,
     forwards: AtomicUsize,
-}
-
-fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.clamp(0f32, 6f32)
 }
 
 /// Reads `prefix.{weight,bias,running_mean,running_var,num_batches_tracked}` and returns
@@ -207,21 +209,20 @@ impl EfficientNetLite {
         self.forwards.fetch_add(1, Ordering::Relaxed);
         let io = x.dtype();
         let x = x.to_dtype(self.stem.dtype())?;
-        let mut x = ops::conv2d_same_tf(&x, &self.stem, 2)?;
-        x = relu6(&x.broadcast_add(&self.stem_shift.reshape((1, (), 1, 1))?)?)?;
+        let mut x = conv2d_same_tf_act(&x, &self.stem, Some(&self.stem_shift), 2, Act::Relu6)?;
         for b in &self.blocks {
             let input = x.clone();
             if let Some((w, bias)) = &b.expand {
-                x = relu6(&ops::pointwise_conv(&x, w, Some(bias))?)?;
+                x = pointwise_conv_act(&x, w, Some(bias), Act::Relu6)?;
             }
-            x = ops::depthwise_conv2d(&pad_same_tf(&x, b.kernel, b.stride)?, &b.depthwise, b.stride)?;
-            x = relu6(&x.broadcast_add(&b.dw_shift.reshape((1, (), 1, 1))?)?)?;
+            let xp = pad_same_tf(&x, b.kernel, b.stride)?;
+            x = depthwise_conv2d_act(&xp, &b.depthwise, Some(&b.dw_shift), b.stride, Act::Relu6)?;
             x = ops::pointwise_conv(&x, &b.project.0, Some(&b.project.1))?;
             if b.residual {
                 x = (x + input)?;
             }
         }
-        x = relu6(&ops::pointwise_conv(&x, &self.head.0, Some(&self.head.1))?)?;
+        x = pointwise_conv_act(&x, &self.head.0, Some(&self.head.1), Act::Relu6)?;
         Ok(x.to_dtype(io)?.mean((2, 3))?)
     }
 

@@ -3,15 +3,34 @@
 
 use candle_core::{Module, Tensor};
 
+use super::act::Act;
 use super::conv_gemm::{conv2d_cpu, ConvSpec};
 use super::cpu::fast_path;
 
 /// `x` `[B, C, H, W]` convolved with `w` `[O, C, K, K]` at `stride`, zero padding
 /// `[top, bottom, left, right]`, plus an optional bias.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: [usize; 4]) -> candle_core::Result<Tensor> {
-    let y = if fast_path(x) {
-        conv2d_cpu(x, w, ConvSpec { stride, pad })?
-    } else {
+    conv2d_act(x, w, b, stride, pad, Act::Identity)
+}
+
+/// [`conv2d`] followed by `act`, fused into one pass on the CPU kernels.
+pub fn conv2d_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: [usize; 4], act: Act) -> candle_core::Result<Tensor> {
+    if fast_path(x) {
+        let zeros;
+        let bias = match b {
+            Some(b) => b,
+            None => {
+                zeros = Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?;
+                &zeros
+            }
+        };
+        return conv2d_cpu(x, w, bias, ConvSpec { stride, pad }, act);
+    }
+    act.composed(&conv2d_composed(x, w, b, stride, pad)?)
+}
+
+fn conv2d_composed(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: [usize; 4]) -> candle_core::Result<Tensor> {
+    let y = {
         let [top, bottom, left, right] = pad;
         let xp = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
         if stride <= 2 {
@@ -49,20 +68,30 @@ pub fn pad_same_tf(x: &Tensor, kernel: usize, stride: usize) -> candle_core::Res
 
 /// Dense convolution with TF "SAME" padding (candle's conv2d: input gradient verified).
 pub fn conv2d_same_tf(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    conv2d_same_tf_act(x, w, None, stride, Act::Identity)
+}
+
+/// [`conv2d_same_tf`] plus a bias and an activation, fused on the CPU.
+pub fn conv2d_same_tf_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, act: Act) -> candle_core::Result<Tensor> {
     let (_, _, h, wd) = x.dims4()?;
     let k = w.dim(2)?;
     let (top, bottom) = same_padding(h, k, stride);
     let (left, right) = same_padding(wd, k, stride);
-    conv2d(x, w, None, stride, [top, bottom, left, right])
+    conv2d_act(x, w, b, stride, [top, bottom, left, right], act)
 }
 
 /// 1×1 convolution: `w` is `[Cout, Cin]` (or `[Cout, Cin, 1, 1]`).
 pub fn pointwise_conv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    pointwise_conv_act(x, w, bias, Act::Identity)
+}
+
+/// [`pointwise_conv`] followed by `act`, fused on the CPU.
+pub fn pointwise_conv_act(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act) -> candle_core::Result<Tensor> {
     if fast_path(x) {
         let w4 = w.reshape((w.dim(0)?, (), 1, 1))?;
-        return conv2d(x, &w4, bias, 1, [0; 4]);
+        return conv2d_act(x, &w4, bias, 1, [0; 4], act);
     }
-    pointwise_matmul(x, w, bias)
+    act.composed(&pointwise_matmul(x, w, bias)?)
 }
 
 /// 1×1 convolution as one batched matmul (candle's matmul backward is a GEMM; its

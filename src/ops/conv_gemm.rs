@@ -9,10 +9,11 @@
 //! convolutions at stride 1. Padding (asymmetric, for TF "SAME") and stride are native.
 //! GEMMs run on the `gemm` crate that candle's own matmul uses.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::act::Act;
 use super::cpu::{dispatch, slice};
 
 /// Stride and zero padding `[top, bottom, left, right]` of a convolution.
@@ -229,19 +230,35 @@ fn inner_parallelism(images: usize) -> Parallelism {
 
 struct ConvFwd {
     spec: ConvSpec,
+    act: Act,
 }
 
-impl CustomOp2 for ConvFwd {
+impl CustomOp3 for ConvFwd {
     fn name(&self) -> &'static str {
         "conv2d-gemm"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("conv2d", self, fwd, s1, l1, s2, l2)
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!("conv2d", self, fwd, s1, l1, s2, l2, s3, l3)
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = self.act.backward(grad, res)?.contiguous()?;
         let gx = if x.track_op() {
             Some(grad.apply_op2_no_bwd(
                 w,
@@ -266,14 +283,28 @@ impl CustomOp2 for ConvFwd {
         } else {
             None
         };
-        Ok((gx, gw))
+        let gb = if bias.track_op() { Some(grad.sum((0, 2, 3))?) } else { None };
+        Ok((gx, gw, gb))
     }
 }
 
 impl ConvFwd {
-    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    #[allow(clippy::too_many_arguments)]
+    fn fwd<T: WithDType>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.spec)?;
         let (x, w) = (slice::<T>(s1, l1, "conv2d")?, slice::<T>(s2, l2, "conv2d")?);
+        let bias = slice::<T>(s3, l3, "conv2d")?;
+        if bias.len() != g.o {
+            candle_core::bail!("conv2d: bias {:?} for {} output channels", l3.dims(), g.o)
+        }
         let (ck, p) = (g.ck(), g.p());
         let mut y = vec![T::zero(); g.b * g.o * p];
         let par = inner_parallelism(g.b);
@@ -287,6 +318,12 @@ impl ConvFwd {
                 &col[..]
             };
             gemm_into(yi, g.o, p, ck, Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), p), false, par);
+            // The epilogue: bias and activation while the image's output is in cache.
+            for (row, &b) in yi.chunks_mut(p).zip(bias) {
+                for v in row {
+                    *v = self.act.apply(*v + b);
+                }
+            }
         };
         if matches!(par, Parallelism::None) {
             y.par_chunks_mut(g.o * p)
@@ -417,7 +454,9 @@ impl ConvGradWeight {
     }
 }
 
-/// `x` `[B, C, H, W]` (f32 or f64, CPU) convolved with `w` `[O, C, KH, KW]`.
-pub fn conv2d_cpu(x: &Tensor, w: &Tensor, spec: ConvSpec) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op2(&w.contiguous()?, ConvFwd { spec })
+/// `act(x ⊛ w + bias)`: `x` `[B, C, H, W]` (f32 or f64, CPU), `w` `[O, C, KH, KW]`,
+/// `bias` `[O]`.
+pub fn conv2d_cpu(x: &Tensor, w: &Tensor, bias: &Tensor, spec: ConvSpec, act: Act) -> candle_core::Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, ConvFwd { spec, act })
 }

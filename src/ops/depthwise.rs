@@ -4,21 +4,35 @@
 //! O(C²·H·W); EfficientNet-style foundation models are mostly depthwise layers and the
 //! visual prompt is trained *through* them. Direct loops are exact and linear in size.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::act::Act;
 use super::cpu::{dispatch, fast_path, slice};
 use super::pool::strided;
 
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
 /// The direct kernel on CPU (f32, f64); elsewhere (CUDA, bf16) [`depthwise_conv2d_taps`].
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    depthwise_conv2d_act(x, w, None, stride, Act::Identity)
+}
+
+/// `act(depthwise(x, w) + bias)`, the bias and activation fused into the kernel's
+/// output pass on the CPU.
+pub fn depthwise_conv2d_act(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, act: Act) -> candle_core::Result<Tensor> {
     if !fast_path(x) {
-        return depthwise_conv2d_taps(x, w, stride);
+        let y = depthwise_conv2d_taps(x, w, stride)?;
+        let y = match bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+            None => y,
+        };
+        return act.composed(&y);
     }
-    let x = x.contiguous()?;
-    let w = w.contiguous()?;
-    x.apply_op2(&w, DepthwiseFwd { stride })
+    let bias = match bias {
+        Some(b) => b.contiguous()?,
+        None => Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?,
+    };
+    x.contiguous()?.apply_op3(&w.contiguous()?, &bias, DepthwiseFwd { stride, act })
 }
 
 /// The same convolution as a sum of K² shifted, per-channel-scaled views: no custom
@@ -81,19 +95,35 @@ fn geometry(xs: &[usize], ws: &[usize], s: usize) -> candle_core::Result<Geometr
 
 struct DepthwiseFwd {
     stride: usize,
+    act: Act,
 }
 
-impl CustomOp2 for DepthwiseFwd {
+impl CustomOp3 for DepthwiseFwd {
     fn name(&self) -> &'static str {
         "depthwise-conv2d"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("depthwise_conv2d", self, fwd, s1, l1, s2, l2)
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch!("depthwise_conv2d", self, fwd, s1, l1, s2, l2, s3, l3)
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = self.act.backward(grad, res)?.contiguous()?;
         let gx = if x.track_op() {
             Some(grad.apply_op2_no_bwd(
                 w,
@@ -118,14 +148,28 @@ impl CustomOp2 for DepthwiseFwd {
         } else {
             None
         };
-        Ok((gx, gw))
+        let gb = if bias.track_op() { Some(grad.sum((0, 2, 3))?) } else { None };
+        Ok((gx, gw, gb))
     }
 }
 
 impl DepthwiseFwd {
-    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    #[allow(clippy::too_many_arguments)]
+    fn fwd<T: WithDType>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(Vec<T>, Shape)> {
         let g = geometry(l1.dims(), l2.dims(), self.stride)?;
         let (x, w) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
+        let bias = slice::<T>(s3, l3, "depthwise_conv2d")?;
+        if bias.len() != g.c {
+            candle_core::bail!("depthwise_conv2d: bias {:?} for {} channels", l3.dims(), g.c)
+        }
         let mut out = vec![T::zero(); g.b * g.c * g.ho * g.wo];
         out.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(plane, o)| {
             let ch = plane % g.c;
@@ -148,6 +192,9 @@ impl DepthwiseFwd {
                             }
                         }
                     }
+                }
+                for v in orow.iter_mut() {
+                    *v = self.act.apply(*v + bias[ch]);
                 }
             }
         });

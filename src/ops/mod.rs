@@ -4,6 +4,7 @@
 //! upsampling), so every forward path that a gradient must cross is built from this
 //! module and from candle ops measured to be correct.
 
+pub mod act;
 pub mod batch_norm;
 pub mod conv;
 pub mod conv_gemm;
