@@ -6,7 +6,9 @@ mod common;
 
 use candle_core::{DType, Tensor, Var};
 use proptest::prelude::*;
+use tdmr::ops::act::Act;
 use tdmr::ops::conv_gemm::{conv2d_cpu, ConvSpec};
+use tdmr::ops::depthwise::{depthwise_conv2d_act, depthwise_conv2d_taps};
 use tdmr::ops::norm::batch_norm_train;
 use tdmr::ops::pool::{pool2d, PoolKind, PoolSpec};
 
@@ -79,13 +81,53 @@ proptest! {
         let spec = ConvSpec { stride, pad };
         let x = randn(&[b, c, h, w], seed);
         let wt = randn(&[o, c, kh, kw], seed + 1);
-        let (y1, gx1, gw1) = run2(&x, &wt, |x, w| conv2d_cpu(x, w, spec));
+        let zeros = Tensor::zeros(o, DType::F32, x.device()).unwrap();
+        let (y1, gx1, gw1) = run2(&x, &wt, |x, w| conv2d_cpu(x, w, &zeros, spec, Act::Identity));
         let (y2, gx2, gw2) = run2(&x, &wt, |x, w| reference_conv(x, w, spec));
         prop_assert_eq!(y1.dims(), y2.dims());
         for (what, a, r) in [("output", &y1, &y2), ("input grad", &gx1, &gx2), ("weight grad", &gw1, &gw2)] {
             let d = max_abs_diff(a, r);
             prop_assert!(d < 1e-4 * scale(r), "{}: differs by {} ({:?}, x {:?}, w {:?})", what, d, spec, x.dims(), wt.dims());
         }
+    }
+
+    /// Bias and activation fused into the kernels' output pass, and the depthwise
+    /// kernel's own padding, against candle ops doing the same steps one by one.
+    #[test]
+    fn fused_bias_activation_and_depthwise_padding_match_the_composition(
+        b in 1usize..3, c in 1usize..5, o in 1usize..5, k in 1usize..6, h in 1usize..10, w in 1usize..10,
+        stride in 1usize..3, pad in proptest::array::uniform4(0usize..3), act in 0usize..3, seed in 0u64..1000,
+    ) {
+        prop_assume!(h + pad[0] + pad[1] >= k && w + pad[2] + pad[3] >= k);
+        let act = [Act::Identity, Act::Relu, Act::Relu6][act];
+        // Scaled so ReLU6's upper clip is reached too.
+        let x = (randn(&[b, c, h, w], seed) * 8.0).unwrap();
+        let bias = randn(&[c], seed + 3);
+        let dw = randn(&[c, 1, k, k], seed + 1);
+        let composed = |x: &Tensor, w: &Tensor, bias: &Tensor| -> candle_core::Result<Tensor> {
+            let [t, bo, l, r] = pad;
+            let xp = x.pad_with_zeros(2, t, bo)?.pad_with_zeros(3, l, r)?;
+            act.composed(&depthwise_conv2d_taps(&xp, w, stride)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?)
+        };
+        let vars = [&x, &dw, &bias].map(|t| Var::from_tensor(t).unwrap());
+        let grads = |y: Tensor| {
+            let g = weighted_sum(&y, 9).unwrap().backward().unwrap();
+            (y, vars.each_ref().map(|v| g.get(v).unwrap().clone()))
+        };
+        let (t1, g1) = grads(depthwise_conv2d_act(vars[0].as_tensor(), vars[1].as_tensor(), Some(vars[2].as_tensor()), stride, pad, act).unwrap());
+        let (t2, g2) = grads(composed(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor()).unwrap());
+        prop_assert!(max_abs_diff(&t1, &t2) < 1e-4 * scale(&t2), "depthwise {:?} output", act);
+        for (what, a, r) in [("x", &g1[0], &g2[0]), ("w", &g1[1], &g2[1]), ("bias", &g1[2], &g2[2])] {
+            prop_assert!(max_abs_diff(a, r) < 1e-4 * scale(r), "depthwise {:?} {} grad differs by {}", act, what, max_abs_diff(a, r));
+        }
+        // The dense kernel's epilogue, on the same activation.
+        let cw = randn(&[o, c, k, k], seed + 4);
+        let cb = randn(&[o], seed + 5);
+        let spec = ConvSpec { stride, pad };
+        let (y1, gx1, _) = run2(&x, &cw, |x, w| conv2d_cpu(x, w, &cb, spec, act));
+        let (y2, gx2, _) = run2(&x, &cw, |x, w| act.composed(&reference_conv(x, w, spec)?.broadcast_add(&cb.reshape((1, (), 1, 1))?)?));
+        prop_assert!(max_abs_diff(&y1, &y2) < 1e-4 * scale(&y2), "conv {:?} output", act);
+        prop_assert!(max_abs_diff(&gx1, &gx2) < 1e-4 * scale(&gx2), "conv {:?} input grad", act);
     }
 
     #[test]
@@ -199,11 +241,16 @@ fn conv_gradients_match_finite_differences() {
     ] {
         let spec = ConvSpec { stride, pad };
         let (x, w) = (f64s(&[2, 3, 9, 8], 1), f64s(&[4, 3, k, k], 2));
+        let b = f64s(&[4], 3);
+        let conv = |x: &Tensor, w: &Tensor, b: &Tensor| conv2d_cpu(x, w, b, spec, Act::Identity);
         check(&format!("conv x k{k} s{stride} {pad:?}"), &x, |x| {
-            weighted_sum(&conv2d_cpu(x, &w, spec)?, 3)
+            weighted_sum(&conv(x, &w, &b)?, 3)
         });
         check(&format!("conv w k{k} s{stride} {pad:?}"), &w, |w| {
-            weighted_sum(&conv2d_cpu(&x, w, spec)?, 3)
+            weighted_sum(&conv(&x, w, &b)?, 3)
+        });
+        check(&format!("conv bias k{k} s{stride} {pad:?}"), &b, |b| {
+            weighted_sum(&conv(&x, &w, b)?, 3)
         });
     }
 }

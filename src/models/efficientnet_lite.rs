@@ -15,7 +15,7 @@ use super::weights::StrictWeights;
 use crate::ops::{
     self,
     act::Act,
-    conv::{conv2d_same_tf_act, pad_same_tf, pointwise_conv_act},
+    conv::{conv2d_same_tf_act, pointwise_conv_act, same_pad4},
     depthwise::depthwise_conv2d_act,
     norm::fold_batch_norm,
 };
@@ -215,8 +215,8 @@ impl EfficientNetLite {
             if let Some((w, bias)) = &b.expand {
                 x = pointwise_conv_act(&x, w, Some(bias), Act::Relu6)?;
             }
-            let xp = pad_same_tf(&x, b.kernel, b.stride)?;
-            x = depthwise_conv2d_act(&xp, &b.depthwise, Some(&b.dw_shift), b.stride, Act::Relu6)?;
+            let pad = same_pad4(&x, b.kernel, b.stride)?;
+            x = depthwise_conv2d_act(&x, &b.depthwise, Some(&b.dw_shift), b.stride, pad, Act::Relu6)?;
             x = ops::pointwise_conv(&x, &b.project.0, Some(&b.project.1))?;
             if b.residual {
                 x = (x + input)?;

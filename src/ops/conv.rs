@@ -60,9 +60,7 @@ pub fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize)
 
 /// Zero-pad `x` `[B, C, H, W]` with TF "SAME" padding for the given kernel and stride.
 pub fn pad_same_tf(x: &Tensor, kernel: usize, stride: usize) -> candle_core::Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let (top, bottom) = same_padding(h, kernel, stride);
-    let (left, right) = same_padding(w, kernel, stride);
+    let [top, bottom, left, right] = same_pad4(x, kernel, stride)?;
     x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)
 }
 
@@ -73,11 +71,15 @@ pub fn conv2d_same_tf(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Res
 
 /// [`conv2d_same_tf`] plus a bias and an activation, fused on the CPU.
 pub fn conv2d_same_tf_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, act: Act) -> candle_core::Result<Tensor> {
-    let (_, _, h, wd) = x.dims4()?;
-    let k = w.dim(2)?;
-    let (top, bottom) = same_padding(h, k, stride);
-    let (left, right) = same_padding(wd, k, stride);
-    conv2d_act(x, w, b, stride, [top, bottom, left, right], act)
+    conv2d_act(x, w, b, stride, same_pad4(x, w.dim(2)?, stride)?, act)
+}
+
+/// TF "SAME" padding `[top, bottom, left, right]` of `x` `[B, C, H, W]` for a kernel.
+pub fn same_pad4(x: &Tensor, kernel: usize, stride: usize) -> candle_core::Result<[usize; 4]> {
+    let (_, _, h, w) = x.dims4()?;
+    let (top, bottom) = same_padding(h, kernel, stride);
+    let (left, right) = same_padding(w, kernel, stride);
+    Ok([top, bottom, left, right])
 }
 
 /// 1×1 convolution: `w` is `[Cout, Cin]` (or `[Cout, Cin, 1, 1]`).

@@ -14,7 +14,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::cpu::{dispatch, slice};
+use super::cpu::{dispatch, slice, Taps};
 
 /// Stride and zero padding `[top, bottom, left, right]` of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,16 +31,10 @@ const WEIGHT_GRAD_CHUNKS: usize = 8;
 struct Geometry {
     b: usize,
     c: usize,
-    h: usize,
-    w: usize,
     o: usize,
     kh: usize,
     kw: usize,
-    s: usize,
-    top: usize,
-    left: usize,
-    ho: usize,
-    wo: usize,
+    t: Taps,
 }
 
 impl Geometry {
@@ -48,25 +42,14 @@ impl Geometry {
         let (&[b, c, h, w], &[o, wc, kh, kw]) = (xs, ws) else {
             candle_core::bail!("conv2d: expected x [B,C,H,W] and w [O,C,KH,KW], got {xs:?} and {ws:?}")
         };
-        let [top, bottom, left, right] = spec.pad;
-        let (hp, wp) = (h + top + bottom, w + left + right);
-        if wc != c || spec.stride == 0 || hp < kh || wp < kw || kh == 0 || kw == 0 {
-            candle_core::bail!("conv2d: incompatible x {xs:?}, w {ws:?}, {spec:?}")
+        match Taps::new(h, w, kh, kw, spec.stride, spec.pad) {
+            Some(t) if wc == c => Ok(Geometry { b, c, o, kh, kw, t }),
+            _ => candle_core::bail!("conv2d: incompatible x {xs:?}, w {ws:?}, {spec:?}"),
         }
-        Ok(Geometry {
-            b,
-            c,
-            h,
-            w,
-            o,
-            kh,
-            kw,
-            s: spec.stride,
-            top,
-            left,
-            ho: (hp - kh) / spec.stride + 1,
-            wo: (wp - kw) / spec.stride + 1,
-        })
+    }
+
+    fn plane(&self) -> usize {
+        self.t.h * self.t.w
     }
 
     /// Rows of the column matrix (`C·KH·KW`) and its columns (output pixels).
@@ -75,55 +58,40 @@ impl Geometry {
     }
 
     fn p(&self) -> usize {
-        self.ho * self.wo
+        self.t.ho * self.t.wo
     }
 
     /// A 1×1, stride-1, unpadded convolution: the image *is* its column matrix.
     fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.s == 1 && self.top == 0 && self.left == 0 && self.ho == self.h && self.wo == self.w
-    }
-
-    /// Output columns `ox` whose tap `kx` lands inside the image: `lo..hi`.
-    fn ox_range(&self, kx: usize) -> (usize, usize) {
-        let lo = if self.left > kx { (self.left - kx).div_ceil(self.s) } else { 0 };
-        let hi = ((self.w + self.left).saturating_sub(kx)).div_ceil(self.s).min(self.wo);
-        (lo.min(hi), hi)
-    }
-
-    /// The input row of output row `oy` at tap `ky`, if inside the image.
-    fn iy(&self, oy: usize, ky: usize) -> Option<usize> {
-        (oy * self.s + ky).checked_sub(self.top).filter(|&iy| iy < self.h)
+        let t = &self.t;
+        self.kh == 1 && self.kw == 1 && t.s == 1 && t.top == 0 && t.left == 0 && t.ho == t.h && t.wo == t.w
     }
 }
 
 /// One image `[C, H, W]` to its column matrix `[C·KH·KW, HO·WO]` (zeros where a tap
 /// falls in the padding).
 fn im2col<T: WithDType>(g: &Geometry, x: &[T], col: &mut [T]) {
-    let p = g.p();
+    let (t, p) = (&g.t, g.p());
     for c in 0..g.c {
-        let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let xc = &x[c * g.plane()..(c + 1) * g.plane()];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = &mut col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
-                let (lo, hi) = g.ox_range(kx);
-                for oy in 0..g.ho {
-                    let out = &mut row[oy * g.wo..(oy + 1) * g.wo];
-                    let Some(iy) = g.iy(oy, ky) else {
+                let (lo, hi, x0) = t.columns(kx);
+                for oy in 0..t.ho {
+                    let out = &mut row[oy * t.wo..(oy + 1) * t.wo];
+                    let Some(iy) = t.row(oy, ky).filter(|_| lo < hi) else {
                         out.fill(T::zero());
                         continue;
                     };
-                    let xr = &xc[iy * g.w..(iy + 1) * g.w];
+                    let xr = &xc[iy * t.w..(iy + 1) * t.w];
                     out[..lo].fill(T::zero());
                     out[hi..].fill(T::zero());
-                    if lo == hi {
-                        continue;
-                    }
-                    let x0 = lo * g.s + kx - g.left;
-                    if g.s == 1 {
+                    if t.s == 1 {
                         out[lo..hi].copy_from_slice(&xr[x0..x0 + hi - lo]);
                     } else {
                         for (i, v) in out[lo..hi].iter_mut().enumerate() {
-                            *v = xr[x0 + i * g.s];
+                            *v = xr[x0 + i * t.s];
                         }
                     }
                 }
@@ -134,25 +102,24 @@ fn im2col<T: WithDType>(g: &Geometry, x: &[T], col: &mut [T]) {
 
 /// The adjoint of [`im2col`]: add each column entry back onto its input pixel.
 fn col2im<T: WithDType>(g: &Geometry, col: &[T], dx: &mut [T]) {
-    let p = g.p();
+    let (t, p) = (&g.t, g.p());
     for c in 0..g.c {
-        let dc = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let dc = &mut dx[c * g.plane()..(c + 1) * g.plane()];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = &col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
-                let (lo, hi) = g.ox_range(kx);
-                for oy in 0..g.ho {
-                    let Some(iy) = g.iy(oy, ky).filter(|_| lo < hi) else { continue };
-                    let src = &row[oy * g.wo + lo..oy * g.wo + hi];
-                    let dr = &mut dc[iy * g.w..(iy + 1) * g.w];
-                    let x0 = lo * g.s + kx - g.left;
-                    if g.s == 1 {
+                let (lo, hi, x0) = t.columns(kx);
+                for oy in 0..t.ho {
+                    let Some(iy) = t.row(oy, ky).filter(|_| lo < hi) else { continue };
+                    let src = &row[oy * t.wo + lo..oy * t.wo + hi];
+                    let dr = &mut dc[iy * t.w..(iy + 1) * t.w];
+                    if t.s == 1 {
                         for (d, &v) in dr[x0..x0 + hi - lo].iter_mut().zip(src) {
                             *d += v;
                         }
                     } else {
                         for (i, &v) in src.iter().enumerate() {
-                            dr[x0 + i * g.s] += v;
+                            dr[x0 + i * t.s] += v;
                         }
                     }
                 }
@@ -309,7 +276,7 @@ impl ConvFwd {
         let mut y = vec![T::zero(); g.b * g.o * p];
         let par = inner_parallelism(g.b);
         let image = |i: usize, yi: &mut [T], col: &mut Vec<T>| {
-            let xi = &x[i * g.c * g.h * g.w..(i + 1) * g.c * g.h * g.w];
+            let xi = &x[i * g.c * g.plane()..(i + 1) * g.c * g.plane()];
             let cols = if g.is_pointwise() {
                 xi
             } else {
@@ -333,7 +300,7 @@ impl ConvFwd {
             let mut col = Vec::new();
             y.chunks_mut(g.o * p).enumerate().for_each(|(i, yi)| image(i, yi, &mut col));
         }
-        Ok((y, Shape::from((g.b, g.o, g.ho, g.wo))))
+        Ok((y, Shape::from((g.b, g.o, g.t.ho, g.t.wo))))
     }
 }
 
@@ -360,11 +327,11 @@ impl ConvGradInput {
         };
         let c = l2.dims()[1];
         let g = Geometry::new(&[b, c, self.h, self.w], l2.dims(), self.spec)?;
-        if (g.ho, g.wo) != (ho, wo) {
+        if (g.t.ho, g.t.wo) != (ho, wo) {
             candle_core::bail!("conv2d grad: output gradient {:?} does not match {g:?}", l1.dims())
         }
         let (gy, w) = (slice::<T>(s1, l1, "conv2d grad")?, slice::<T>(s2, l2, "conv2d grad")?);
-        let (ck, p, plane) = (g.ck(), g.p(), g.c * g.h * g.w);
+        let (ck, p, plane) = (g.ck(), g.p(), g.c * g.plane());
         let mut dx = vec![T::zero(); b * plane];
         let par = inner_parallelism(b);
         let image = |i: usize, dxi: &mut [T], col: &mut Vec<T>| {
@@ -386,7 +353,7 @@ impl ConvGradInput {
             let mut col = Vec::new();
             dx.chunks_mut(plane).enumerate().for_each(|(i, dxi)| image(i, dxi, &mut col));
         }
-        Ok((dx, Shape::from((b, g.c, g.h, g.w))))
+        Ok((dx, Shape::from((b, g.c, g.t.h, g.t.w))))
     }
 }
 
@@ -413,11 +380,11 @@ impl ConvGradWeight {
             candle_core::bail!("conv2d grad: expected 4-D input and gradient, got {xs:?} and {gs:?}")
         }
         let g = Geometry::new(xs, &[gs[1], xs[1], self.kh, self.kw], self.spec)?;
-        if gs != [g.b, g.o, g.ho, g.wo] {
+        if gs != [g.b, g.o, g.t.ho, g.t.wo] {
             candle_core::bail!("conv2d grad: output gradient {gs:?} does not match {g:?}")
         }
         let (x, gy) = (slice::<T>(s1, l1, "conv2d grad")?, slice::<T>(s2, l2, "conv2d grad")?);
-        let (ck, p, plane) = (g.ck(), g.p(), g.c * g.h * g.w);
+        let (ck, p, plane) = (g.ck(), g.p(), g.c * g.plane());
         let per_chunk = g.b.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
         let chunks = g.b.div_ceil(per_chunk);
         let par = inner_parallelism(chunks);

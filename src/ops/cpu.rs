@@ -29,6 +29,55 @@ pub fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> candl
     }
 }
 
+/// Where the taps of a strided, zero-padded `kh × kw` window land in one `h × w` plane
+/// (shared by the convolution kernels, which never materialise the padding).
+#[derive(Clone, Copy, Debug)]
+pub struct Taps {
+    pub h: usize,
+    pub w: usize,
+    pub s: usize,
+    pub top: usize,
+    pub left: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Taps {
+    /// `None` when the padded plane is smaller than the window or the stride is 0.
+    pub fn new(h: usize, w: usize, kh: usize, kw: usize, s: usize, pad: [usize; 4]) -> Option<Taps> {
+        let [top, bottom, left, right] = pad;
+        let (hp, wp) = (h + top + bottom, w + left + right);
+        if s == 0 || kh == 0 || kw == 0 || hp < kh || wp < kw {
+            return None;
+        }
+        Some(Taps {
+            h,
+            w,
+            s,
+            top,
+            left,
+            ho: (hp - kh) / s + 1,
+            wo: (wp - kw) / s + 1,
+        })
+    }
+
+    /// Output columns `lo..hi` whose tap `kx` lands inside the plane, and the input
+    /// column of the first (`x0`; output `lo + i` reads `x0 + i·s`). Empty when `lo == hi`.
+    #[inline]
+    pub fn columns(&self, kx: usize) -> (usize, usize, usize) {
+        let lo = if self.left > kx { (self.left - kx).div_ceil(self.s) } else { 0 };
+        let hi = (self.w + self.left).saturating_sub(kx).div_ceil(self.s).min(self.wo);
+        let lo = lo.min(hi);
+        (lo, hi, (lo * self.s + kx).saturating_sub(self.left))
+    }
+
+    /// The input row of output row `oy` at tap `ky`, if inside the plane.
+    #[inline]
+    pub fn row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.s + ky).checked_sub(self.top).filter(|&iy| iy < self.h)
+    }
+}
+
 /// Call `$op.$f::<T>(args…)` for the storage's dtype (f32 or f64) and wrap the result.
 macro_rules! dispatch {
     ($name:expr, $op:expr, $f:ident, $s1:expr $(, $rest:expr)* ) => {

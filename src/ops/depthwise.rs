@@ -8,20 +8,30 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithD
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::cpu::{dispatch, fast_path, slice};
+use super::cpu::{dispatch, fast_path, slice, Taps};
 use super::pool::strided;
 
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
 /// The direct kernel on CPU (f32, f64); elsewhere (CUDA, bf16) [`depthwise_conv2d_taps`].
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
-    depthwise_conv2d_act(x, w, None, stride, Act::Identity)
+    depthwise_conv2d_act(x, w, None, stride, [0; 4], Act::Identity)
 }
 
-/// `act(depthwise(x, w) + bias)`, the bias and activation fused into the kernel's
-/// output pass on the CPU.
-pub fn depthwise_conv2d_act(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, act: Act) -> candle_core::Result<Tensor> {
+/// `act(depthwise(x, w) + bias)` with zero padding `[top, bottom, left, right]`: on the
+/// CPU the padding is never materialised and the bias and activation are fused into
+/// the kernel's output pass.
+pub fn depthwise_conv2d_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    pad: [usize; 4],
+    act: Act,
+) -> candle_core::Result<Tensor> {
     if !fast_path(x) {
-        let y = depthwise_conv2d_taps(x, w, stride)?;
+        let [t, b, l, r] = pad;
+        let xp = x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?;
+        let y = depthwise_conv2d_taps(&xp, w, stride)?;
         let y = match bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
             None => y,
@@ -32,7 +42,8 @@ pub fn depthwise_conv2d_act(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, strid
         Some(b) => b.contiguous()?,
         None => Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?,
     };
-    x.contiguous()?.apply_op3(&w.contiguous()?, &bias, DepthwiseFwd { stride, act })
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &bias, DepthwiseFwd { stride, pad, act })
 }
 
 /// The same convolution as a sum of K² shifted, per-channel-scaled views: no custom
@@ -66,35 +77,48 @@ pub fn depthwise_conv2d_taps(x: &Tensor, w: &Tensor, stride: usize) -> candle_co
 struct Geometry {
     b: usize,
     c: usize,
-    h: usize,
-    w: usize,
     k: usize,
-    s: usize,
-    ho: usize,
-    wo: usize,
+    t: Taps,
 }
 
-fn geometry(xs: &[usize], ws: &[usize], s: usize) -> candle_core::Result<Geometry> {
-    let (&[b, c, h, w], &[wc, 1, k, k2]) = (xs, ws) else {
-        candle_core::bail!("depthwise_conv2d: expected x [B,C,H,W] and w [C,1,K,K], got {xs:?} and {ws:?}")
-    };
-    if wc != c || k != k2 || h < k || w < k || s == 0 {
-        candle_core::bail!("depthwise_conv2d: incompatible x {xs:?}, w {ws:?}, stride {s}")
+impl Geometry {
+    fn new(xs: &[usize], ws: &[usize], s: usize, pad: [usize; 4]) -> candle_core::Result<Geometry> {
+        let (&[b, c, h, w], &[wc, 1, k, k2]) = (xs, ws) else {
+            candle_core::bail!("depthwise_conv2d: expected x [B,C,H,W] and w [C,1,K,K], got {xs:?} and {ws:?}")
+        };
+        match Taps::new(h, w, k, k2, s, pad) {
+            Some(t) if wc == c && k == k2 => Ok(Geometry { b, c, k, t }),
+            _ => candle_core::bail!("depthwise_conv2d: incompatible x {xs:?}, w {ws:?}, stride {s}, padding {pad:?}"),
+        }
     }
-    Ok(Geometry {
-        b,
-        c,
-        h,
-        w,
-        k,
-        s,
-        ho: (h - k) / s + 1,
-        wo: (w - k) / s + 1,
-    })
+
+    fn plane(&self) -> usize {
+        self.t.h * self.t.w
+    }
+
+    fn out_plane(&self) -> usize {
+        self.t.ho * self.t.wo
+    }
+
+    /// Visit every in-image tap of output row `oy`: `(input row, ky, kx, lo, hi, x0)`,
+    /// where outputs `lo..hi` of the row read input columns `x0, x0 + s, …`.
+    #[inline]
+    fn taps(&self, oy: usize, mut f: impl FnMut(usize, usize, usize, usize, usize, usize)) {
+        for ky in 0..self.k {
+            let Some(iy) = self.t.row(oy, ky) else { continue };
+            for kx in 0..self.k {
+                let (lo, hi, x0) = self.t.columns(kx);
+                if lo < hi {
+                    f(iy, ky, kx, lo, hi, x0);
+                }
+            }
+        }
+    }
 }
 
 struct DepthwiseFwd {
     stride: usize,
+    pad: [usize; 4],
     act: Act,
 }
 
@@ -124,27 +148,21 @@ impl CustomOp3 for DepthwiseFwd {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = self.act.backward(grad, res)?.contiguous()?;
+        let spec = Spec {
+            stride: self.stride,
+            pad: self.pad,
+            h: x.dim(2)?,
+            w: x.dim(3)?,
+            k: w.dim(2)?,
+        };
         let gx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(
-                w,
-                &DepthwiseGradInput {
-                    stride: self.stride,
-                    h: x.dim(2)?,
-                    w: x.dim(3)?,
-                },
-            )?)
+            Some(grad.apply_op2_no_bwd(w, &DepthwiseGradInput(spec))?)
         } else {
             None
         };
         // Frozen foundation weights are plain tensors: skip their gradient entirely.
         let gw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(
-                &grad,
-                &DepthwiseGradWeight {
-                    stride: self.stride,
-                    k: w.dim(2)?,
-                },
-            )?)
+            Some(x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight(spec))?)
         } else {
             None
         };
@@ -164,49 +182,59 @@ impl DepthwiseFwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(Vec<T>, Shape)> {
-        let g = geometry(l1.dims(), l2.dims(), self.stride)?;
+        let g = Geometry::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
         let (x, w) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
         let bias = slice::<T>(s3, l3, "depthwise_conv2d")?;
         if bias.len() != g.c {
             candle_core::bail!("depthwise_conv2d: bias {:?} for {} channels", l3.dims(), g.c)
         }
-        let mut out = vec![T::zero(); g.b * g.c * g.ho * g.wo];
-        out.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(plane, o)| {
+        let (t, k) = (g.t, g.k);
+        let mut out = vec![T::zero(); g.b * g.c * g.out_plane()];
+        out.par_chunks_mut(g.out_plane()).enumerate().for_each(|(plane, o)| {
             let ch = plane % g.c;
-            let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            let wp = &w[ch * g.k * g.k..(ch + 1) * g.k * g.k];
-            for oy in 0..g.ho {
-                let orow = &mut o[oy * g.wo..(oy + 1) * g.wo];
-                for ky in 0..g.k {
-                    let xrow = &xp[(oy * g.s + ky) * g.w..];
-                    for kx in 0..g.k {
-                        let wv = wp[ky * g.k + kx];
-                        if g.s == 1 {
-                            // Contiguous slices: the compiler vectorises this loop.
-                            for (ov, &xv) in orow.iter_mut().zip(&xrow[kx..kx + g.wo]) {
-                                *ov += wv * xv;
-                            }
-                        } else {
-                            for (ox, ov) in orow.iter_mut().enumerate() {
-                                *ov += wv * xrow[ox * g.s + kx];
-                            }
+            let xp = &x[plane * g.plane()..(plane + 1) * g.plane()];
+            let wp = &w[ch * k * k..(ch + 1) * k * k];
+            for oy in 0..t.ho {
+                let orow = &mut o[oy * t.wo..(oy + 1) * t.wo];
+                g.taps(oy, |iy, ky, kx, lo, hi, x0| {
+                    let (wv, xrow) = (wp[ky * k + kx], &xp[iy * t.w..(iy + 1) * t.w]);
+                    if t.s == 1 {
+                        // Contiguous slices: the compiler vectorises this loop.
+                        for (ov, &xv) in orow[lo..hi].iter_mut().zip(&xrow[x0..x0 + hi - lo]) {
+                            *ov += wv * xv;
+                        }
+                    } else {
+                        for (i, ov) in orow[lo..hi].iter_mut().enumerate() {
+                            *ov += wv * xrow[x0 + i * t.s];
                         }
                     }
-                }
+                });
                 for v in orow.iter_mut() {
                     *v = self.act.apply(*v + bias[ch]);
                 }
             }
         });
-        Ok((out, Shape::from((g.b, g.c, g.ho, g.wo))))
+        Ok((out, Shape::from((g.b, g.c, t.ho, t.wo))))
     }
 }
 
-struct DepthwiseGradInput {
+/// What the gradient ops need to rebuild the forward's geometry.
+#[derive(Clone, Copy)]
+struct Spec {
     stride: usize,
+    pad: [usize; 4],
     h: usize,
     w: usize,
+    k: usize,
 }
+
+impl Spec {
+    fn geometry(&self, b: usize, c: usize) -> candle_core::Result<Geometry> {
+        Geometry::new(&[b, c, self.h, self.w], &[c, 1, self.k, self.k], self.stride, self.pad)
+    }
+}
+
+struct DepthwiseGradInput(Spec);
 
 impl CustomOp2 for DepthwiseGradInput {
     fn name(&self) -> &'static str {
@@ -221,45 +249,40 @@ impl CustomOp2 for DepthwiseGradInput {
 impl DepthwiseGradInput {
     fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
         let &[b, c, ho, wo] = l1.dims() else {
-            candle_core::bail!("depthwise grad: bad grad shape")
+            candle_core::bail!("depthwise grad: output gradient {:?} is not 4-D", l1.dims())
         };
-        let g = geometry(&[b, c, self.h, self.w], l2.dims(), self.stride)?;
-        if (g.ho, g.wo) != (ho, wo) {
-            candle_core::bail!("depthwise grad: output size mismatch")
+        let g = self.0.geometry(b, c)?;
+        let (t, k) = (g.t, g.k);
+        if (t.ho, t.wo) != (ho, wo) {
+            candle_core::bail!("depthwise grad: output gradient {:?} does not match the input", l1.dims())
         }
         let (gy, w) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
-        let mut gx = vec![T::zero(); b * c * g.h * g.w];
-        gx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, gxp)| {
+        let mut gx = vec![T::zero(); b * c * g.plane()];
+        gx.par_chunks_mut(g.plane()).enumerate().for_each(|(plane, gxp)| {
             let ch = plane % c;
-            let gyp = &gy[plane * ho * wo..(plane + 1) * ho * wo];
-            let wp = &w[ch * g.k * g.k..(ch + 1) * g.k * g.k];
-            for oy in 0..ho {
-                let grow = &gyp[oy * wo..(oy + 1) * wo];
-                for ky in 0..g.k {
-                    let xrow = &mut gxp[(oy * g.s + ky) * g.w..];
-                    for kx in 0..g.k {
-                        let wv = wp[ky * g.k + kx];
-                        if g.s == 1 {
-                            for (xv, &gv) in xrow[kx..kx + wo].iter_mut().zip(grow) {
-                                *xv += wv * gv;
-                            }
-                        } else {
-                            for (ox, &gv) in grow.iter().enumerate() {
-                                xrow[ox * g.s + kx] += wv * gv;
-                            }
+            let gyp = &gy[plane * g.out_plane()..(plane + 1) * g.out_plane()];
+            let wp = &w[ch * k * k..(ch + 1) * k * k];
+            for oy in 0..t.ho {
+                let grow = &gyp[oy * t.wo..(oy + 1) * t.wo];
+                g.taps(oy, |iy, ky, kx, lo, hi, x0| {
+                    let (wv, xrow) = (wp[ky * k + kx], &mut gxp[iy * t.w..(iy + 1) * t.w]);
+                    if t.s == 1 {
+                        for (xv, &gv) in xrow[x0..x0 + hi - lo].iter_mut().zip(&grow[lo..hi]) {
+                            *xv += wv * gv;
+                        }
+                    } else {
+                        for (i, &gv) in grow[lo..hi].iter().enumerate() {
+                            xrow[x0 + i * t.s] += wv * gv;
                         }
                     }
-                }
+                });
             }
         });
-        Ok((gx, Shape::from((b, c, g.h, g.w))))
+        Ok((gx, Shape::from((b, c, t.h, t.w))))
     }
 }
 
-struct DepthwiseGradWeight {
-    stride: usize,
-    k: usize,
-}
+struct DepthwiseGradWeight(Spec);
 
 impl CustomOp2 for DepthwiseGradWeight {
     fn name(&self) -> &'static str {
@@ -273,36 +296,34 @@ impl CustomOp2 for DepthwiseGradWeight {
 
 impl DepthwiseGradWeight {
     fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
-        let &[b, c, h, w] = l1.dims() else {
-            candle_core::bail!("depthwise grad: bad input shape")
+        let &[b, c, _, _] = l1.dims() else {
+            candle_core::bail!("depthwise grad: input {:?} is not 4-D", l1.dims())
         };
-        let g = geometry(&[b, c, h, w], &[c, 1, self.k, self.k], self.stride)?;
-        if l2.dims() != [b, c, g.ho, g.wo] {
-            candle_core::bail!("depthwise grad: grad shape mismatch")
+        let g = self.0.geometry(b, c)?;
+        let (t, k) = (g.t, g.k);
+        if l2.dims() != [b, c, t.ho, t.wo] {
+            candle_core::bail!("depthwise grad: output gradient {:?} does not match the input", l2.dims())
         }
         let (x, gy) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
-        let kk = g.k * g.k;
-        let mut gw = vec![T::zero(); c * kk];
-        gw.par_chunks_mut(kk).enumerate().for_each(|(ch, gwc)| {
+        let mut gw = vec![T::zero(); c * k * k];
+        gw.par_chunks_mut(k * k).enumerate().for_each(|(ch, gwc)| {
             for bi in 0..b {
                 let plane = bi * c + ch;
-                let xp = &x[plane * h * w..(plane + 1) * h * w];
-                let gyp = &gy[plane * g.ho * g.wo..(plane + 1) * g.ho * g.wo];
-                for ky in 0..g.k {
-                    for kx in 0..g.k {
+                let xp = &x[plane * g.plane()..(plane + 1) * g.plane()];
+                let gyp = &gy[plane * g.out_plane()..(plane + 1) * g.out_plane()];
+                for oy in 0..t.ho {
+                    let grow = &gyp[oy * t.wo..(oy + 1) * t.wo];
+                    g.taps(oy, |iy, ky, kx, lo, hi, x0| {
+                        let xrow = &xp[iy * t.w..(iy + 1) * t.w];
                         let mut acc = T::zero();
-                        for oy in 0..g.ho {
-                            let xrow = &xp[(oy * g.s + ky) * w..];
-                            let grow = &gyp[oy * g.wo..(oy + 1) * g.wo];
-                            for (ox, &gv) in grow.iter().enumerate() {
-                                acc += gv * xrow[ox * g.s + kx];
-                            }
+                        for (i, &gv) in grow[lo..hi].iter().enumerate() {
+                            acc += gv * xrow[x0 + i * t.s];
                         }
-                        gwc[ky * g.k + kx] += acc;
-                    }
+                        gwc[ky * k + kx] += acc;
+                    });
                 }
             }
         });
-        Ok((gw, Shape::from((c, 1, g.k, g.k))))
+        Ok((gw, Shape::from((c, 1, k, k))))
     }
 }

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 
 use super::layers::{dense, layer_norm, layer_norm_2d, patchify, tokens_to_map};
 use crate::models::weights::StrictWeights;
-use crate::ops::depthwise_conv2d;
+use crate::ops::{act::Act, depthwise::depthwise_conv2d_act};
 use crate::{Error, Result};
 
 const EPS: f64 = 1e-6;
@@ -206,8 +206,7 @@ impl ConvNext {
     }
 
     fn block(b: &Block, x: &Tensor) -> Result<Tensor> {
-        let xp = x.pad_with_zeros(2, 3, 3)?.pad_with_zeros(3, 3, 3)?;
-        let y = depthwise_conv2d(&xp, &b.dw.0, 1)?.broadcast_add(&b.dw.1.reshape((1, (), 1, 1))?)?;
+        let y = depthwise_conv2d_act(x, &b.dw.0, Some(&b.dw.1), 1, [3; 4], Act::Identity)?;
         let y = y.permute((0, 2, 3, 1))?;
         let y = layer_norm(&y, &b.norm.0, &b.norm.1, EPS)?;
         let y = dense(&dense(&y, &b.fc1.0, Some(&b.fc1.1))?.gelu_erf()?, &b.fc2.0, Some(&b.fc2.1))?;

@@ -4,8 +4,10 @@
 use candle_core::{Tensor, Var, D};
 
 use crate::ops::{
+    act::Act,
     conv::{conv2d, pad4},
-    depthwise_conv2d, norm,
+    depthwise::depthwise_conv2d_act,
+    norm,
 };
 use crate::params::Params;
 use crate::Result;
@@ -106,9 +108,7 @@ impl ConvBn {
     pub fn conv(&self, x: &Tensor) -> Result<Tensor> {
         let k = self.weight.dim(2)?;
         Ok(if self.depthwise {
-            let p = k / 2;
-            let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
-            depthwise_conv2d(&xp, &self.weight, self.stride)?
+            depthwise_conv2d_act(x, &self.weight, None, self.stride, pad4(k / 2), Act::Identity)?
         } else {
             conv2d(x, &self.weight, None, self.stride, pad4(k / 2))?
         })
