@@ -39,6 +39,15 @@ impl Act {
         }
     }
 
+    /// `row[i] = act(row[i] + bias)`, the match hoisted so each arm's loop vectorises.
+    pub fn apply_row<T: WithDType>(self, row: &mut [T], bias: T) {
+        match self {
+            Act::Identity => row.iter_mut().for_each(|v| *v += bias),
+            Act::Relu => row.iter_mut().for_each(|v| *v = Act::Relu.apply(*v + bias)),
+            Act::Relu6 => row.iter_mut().for_each(|v| *v = Act::Relu6.apply(*v + bias)),
+        }
+    }
+
     /// Whether the gradient passes, judged from the activation's *output* (ReLU's and
     /// ReLU6's flat parts give none, as in PyTorch).
     #[inline(always)]
@@ -91,8 +100,15 @@ impl ActGrad {
         out.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
             .for_each(|(o, (g, y))| {
-                for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                    *o = if self.0.passes(y) { g } else { T::zero() };
+                let mask = |o: &mut [T], act: Act| {
+                    for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+                        *o = if act.passes(y) { g } else { T::zero() };
+                    }
+                };
+                match self.0 {
+                    Act::Identity => o.copy_from_slice(g),
+                    Act::Relu => mask(o, Act::Relu),
+                    Act::Relu6 => mask(o, Act::Relu6),
                 }
             });
         Ok((out, Shape::from(l1.dims())))

@@ -287,9 +287,7 @@ impl ConvFwd {
             gemm_into(yi, g.o, p, ck, Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), p), false, par);
             // The epilogue: bias and activation while the image's output is in cache.
             for (row, &b) in yi.chunks_mut(p).zip(bias) {
-                for v in row {
-                    *v = self.act.apply(*v + b);
-                }
+                self.act.apply_row(row, b);
             }
         };
         if matches!(par, Parallelism::None) {

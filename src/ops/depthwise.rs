@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithD
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::cpu::{dispatch, fast_path, slice, Taps};
+use super::cpu::{axpy, dispatch, fast_path, slice, Taps};
 use super::pool::strided;
 
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
@@ -99,20 +99,75 @@ impl Geometry {
     fn out_plane(&self) -> usize {
         self.t.ho * self.t.wo
     }
+}
 
-    /// Visit every in-image tap of output row `oy`: `(input row, ky, kx, lo, hi, x0)`,
-    /// where outputs `lo..hi` of the row read input columns `x0, x0 + s, …`.
-    #[inline]
-    fn taps(&self, oy: usize, mut f: impl FnMut(usize, usize, usize, usize, usize, usize)) {
-        for ky in 0..self.k {
-            let Some(iy) = self.t.row(oy, ky) else { continue };
-            for kx in 0..self.k {
-                let (lo, hi, x0) = self.t.columns(kx);
-                if lo < hi {
-                    f(iy, ky, kx, lo, hi, x0);
-                }
+/// One plane, zero-padded and split by column phase (column mod stride), so every tap
+/// of a strided window reads one contiguous run: padded column `ox·s + kx` is phase
+/// `kx mod s`, index `ox + kx / s`. Small enough to stay in cache while its taps run.
+struct Phased<T> {
+    buf: Vec<T>,
+    rows: usize,
+    cols: usize,
+}
+
+impl<T: WithDType> Phased<T> {
+    fn new() -> Self {
+        Phased {
+            buf: Vec::new(),
+            rows: 0,
+            cols: 0,
+        }
+    }
+
+    /// Zeros, shaped for `g`'s padded window extent.
+    fn reset(&mut self, g: &Geometry) {
+        let t = &g.t;
+        self.rows = (t.ho - 1) * t.s + g.k;
+        self.cols = ((t.wo - 1) * t.s + g.k).div_ceil(t.s);
+        self.buf.clear();
+        self.buf.resize(t.s * self.rows * self.cols, T::zero());
+    }
+
+    /// Padded rows `r` with their in-image input rows, and padded columns `j` likewise.
+    fn image_cells(&self, g: &Geometry) -> (impl Iterator<Item = (usize, usize)>, std::ops::Range<usize>) {
+        let t = g.t;
+        let rows = (0..self.rows).filter_map(move |r| r.checked_sub(t.top).filter(|&iy| iy < t.h).map(|iy| (r, iy)));
+        let width = self.cols * t.s;
+        (rows, t.left.min(width)..(t.left + t.w).min(width))
+    }
+
+    fn index(&self, s: usize, r: usize, j: usize) -> usize {
+        ((j % s) * self.rows + r) * self.cols + j / s
+    }
+
+    /// Load one input plane.
+    fn fill(&mut self, g: &Geometry, xp: &[T]) {
+        self.reset(g);
+        let (rows, js) = self.image_cells(g);
+        let s = g.t.s;
+        for (r, iy) in rows {
+            for j in js.clone() {
+                let i = self.index(s, r, j);
+                self.buf[i] = xp[iy * g.t.w + j - g.t.left];
             }
         }
+    }
+
+    /// Add the in-image cells onto a gradient plane (the adjoint of [`Self::fill`]).
+    fn scatter(&self, g: &Geometry, gxp: &mut [T]) {
+        let (rows, js) = self.image_cells(g);
+        let s = g.t.s;
+        for (r, iy) in rows {
+            for j in js.clone() {
+                gxp[iy * g.t.w + j - g.t.left] += self.buf[self.index(s, r, j)];
+            }
+        }
+    }
+
+    /// The `n` cells that output columns `0..n` of padded row `r` read at tap `kx`.
+    fn run(&self, s: usize, r: usize, kx: usize, n: usize) -> std::ops::Range<usize> {
+        let start = ((kx % s) * self.rows + r) * self.cols + kx / s;
+        start..start + n
     }
 }
 
@@ -190,30 +245,23 @@ impl DepthwiseFwd {
         }
         let (t, k) = (g.t, g.k);
         let mut out = vec![T::zero(); g.b * g.c * g.out_plane()];
-        out.par_chunks_mut(g.out_plane()).enumerate().for_each(|(plane, o)| {
-            let ch = plane % g.c;
-            let xp = &x[plane * g.plane()..(plane + 1) * g.plane()];
-            let wp = &w[ch * k * k..(ch + 1) * k * k];
-            for oy in 0..t.ho {
-                let orow = &mut o[oy * t.wo..(oy + 1) * t.wo];
-                g.taps(oy, |iy, ky, kx, lo, hi, x0| {
-                    let (wv, xrow) = (wp[ky * k + kx], &xp[iy * t.w..(iy + 1) * t.w]);
-                    if t.s == 1 {
-                        // Contiguous slices: the compiler vectorises this loop.
-                        for (ov, &xv) in orow[lo..hi].iter_mut().zip(&xrow[x0..x0 + hi - lo]) {
-                            *ov += wv * xv;
-                        }
-                    } else {
-                        for (i, ov) in orow[lo..hi].iter_mut().enumerate() {
-                            *ov += wv * xrow[x0 + i * t.s];
+        out.par_chunks_mut(g.out_plane())
+            .enumerate()
+            .for_each_init(Phased::new, |ph, (plane, o)| {
+                let ch = plane % g.c;
+                ph.fill(&g, &x[plane * g.plane()..(plane + 1) * g.plane()]);
+                let wp = &w[ch * k * k..(ch + 1) * k * k];
+                for oy in 0..t.ho {
+                    let orow = &mut o[oy * t.wo..(oy + 1) * t.wo];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let wv = wp[ky * k + kx];
+                            axpy(orow, wv, &ph.buf[ph.run(t.s, oy * t.s + ky, kx, t.wo)]);
                         }
                     }
-                });
-                for v in orow.iter_mut() {
-                    *v = self.act.apply(*v + bias[ch]);
+                    self.act.apply_row(orow, bias[ch]);
                 }
-            }
-        });
+            });
         Ok((out, Shape::from((g.b, g.c, t.ho, t.wo))))
     }
 }
@@ -258,26 +306,24 @@ impl DepthwiseGradInput {
         }
         let (gy, w) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
         let mut gx = vec![T::zero(); b * c * g.plane()];
-        gx.par_chunks_mut(g.plane()).enumerate().for_each(|(plane, gxp)| {
-            let ch = plane % c;
-            let gyp = &gy[plane * g.out_plane()..(plane + 1) * g.out_plane()];
-            let wp = &w[ch * k * k..(ch + 1) * k * k];
-            for oy in 0..t.ho {
-                let grow = &gyp[oy * t.wo..(oy + 1) * t.wo];
-                g.taps(oy, |iy, ky, kx, lo, hi, x0| {
-                    let (wv, xrow) = (wp[ky * k + kx], &mut gxp[iy * t.w..(iy + 1) * t.w]);
-                    if t.s == 1 {
-                        for (xv, &gv) in xrow[x0..x0 + hi - lo].iter_mut().zip(&grow[lo..hi]) {
-                            *xv += wv * gv;
-                        }
-                    } else {
-                        for (i, &gv) in grow[lo..hi].iter().enumerate() {
-                            xrow[x0 + i * t.s] += wv * gv;
+        gx.par_chunks_mut(g.plane())
+            .enumerate()
+            .for_each_init(Phased::new, |ph, (plane, gxp)| {
+                let ch = plane % c;
+                let gyp = &gy[plane * g.out_plane()..(plane + 1) * g.out_plane()];
+                let wp = &w[ch * k * k..(ch + 1) * k * k];
+                ph.reset(&g);
+                for oy in 0..t.ho {
+                    let grow = &gyp[oy * t.wo..(oy + 1) * t.wo];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (wv, run) = (wp[ky * k + kx], ph.run(t.s, oy * t.s + ky, kx, t.wo));
+                            axpy(&mut ph.buf[run], wv, grow);
                         }
                     }
-                });
-            }
-        });
+                }
+                ph.scatter(&g, gxp);
+            });
         Ok((gx, Shape::from((b, c, t.h, t.w))))
     }
 }
@@ -306,21 +352,20 @@ impl DepthwiseGradWeight {
         }
         let (x, gy) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
         let mut gw = vec![T::zero(); c * k * k];
-        gw.par_chunks_mut(k * k).enumerate().for_each(|(ch, gwc)| {
+        gw.par_chunks_mut(k * k).enumerate().for_each_init(Phased::new, |ph, (ch, gwc)| {
             for bi in 0..b {
                 let plane = bi * c + ch;
-                let xp = &x[plane * g.plane()..(plane + 1) * g.plane()];
+                ph.fill(&g, &x[plane * g.plane()..(plane + 1) * g.plane()]);
                 let gyp = &gy[plane * g.out_plane()..(plane + 1) * g.out_plane()];
                 for oy in 0..t.ho {
                     let grow = &gyp[oy * t.wo..(oy + 1) * t.wo];
-                    g.taps(oy, |iy, ky, kx, lo, hi, x0| {
-                        let xrow = &xp[iy * t.w..(iy + 1) * t.w];
-                        let mut acc = T::zero();
-                        for (i, &gv) in grow[lo..hi].iter().enumerate() {
-                            acc += gv * xrow[x0 + i * t.s];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let run = &ph.buf[ph.run(t.s, oy * t.s + ky, kx, t.wo)];
+                            let acc = grow.iter().zip(run).fold(T::zero(), |a, (&gv, &xv)| a + gv * xv);
+                            gwc[ky * k + kx] += acc;
                         }
-                        gwc[ky * k + kx] += acc;
-                    });
+                    }
                 }
             }
         });
