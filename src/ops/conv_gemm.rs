@@ -27,6 +27,14 @@ pub struct ConvSpec {
 /// summation order, and therefore the result, is the same on every machine.
 const WEIGHT_GRAD_CHUNKS: usize = 8;
 
+/// Output planes smaller than this (pixels) are packed several images to one GEMM:
+/// a 4×4 or 3×3 plane gives a GEMM only 16 or 9 columns wide per image, too narrow for
+/// the micro-kernels.
+const SMALL_PLANE: usize = 256;
+
+/// Elements of packed columns per group of images (8 MiB in f32).
+const PACK_BUDGET: usize = 1 << 21;
+
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
     b: usize,
@@ -69,14 +77,14 @@ impl Geometry {
 }
 
 /// One image `[C, H, W]` to its column matrix `[C·KH·KW, HO·WO]` (zeros where a tap
-/// falls in the padding).
-fn im2col<T: WithDType>(g: &Geometry, x: &[T], col: &mut [T]) {
+/// falls in the padding), whose rows start `ld` apart in `col`.
+fn im2col<T: WithDType>(g: &Geometry, x: &[T], col: &mut [T], ld: usize) {
     let (t, p) = (&g.t, g.p());
     for c in 0..g.c {
         let xc = &x[c * g.plane()..(c + 1) * g.plane()];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
-                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * ld..][..p];
                 let (lo, hi, x0) = t.columns(kx);
                 for oy in 0..t.ho {
                     let out = &mut row[oy * t.wo..(oy + 1) * t.wo];
@@ -101,13 +109,13 @@ fn im2col<T: WithDType>(g: &Geometry, x: &[T], col: &mut [T]) {
 }
 
 /// The adjoint of [`im2col`]: add each column entry back onto its input pixel.
-fn col2im<T: WithDType>(g: &Geometry, col: &[T], dx: &mut [T]) {
+fn col2im<T: WithDType>(g: &Geometry, col: &[T], ld: usize, dx: &mut [T]) {
     let (t, p) = (&g.t, g.p());
     for c in 0..g.c {
         let dc = &mut dx[c * g.plane()..(c + 1) * g.plane()];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
-                let row = &col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                let row = &col[((c * g.kh + ky) * g.kw + kx) * ld..][..p];
                 let (lo, hi, x0) = t.columns(kx);
                 for oy in 0..t.ho {
                     let Some(iy) = t.row(oy, ky).filter(|_| lo < hi) else { continue };
@@ -272,6 +280,9 @@ impl ConvFwd {
         if bias.len() != g.o {
             candle_core::bail!("conv2d: bias {:?} for {} output channels", l3.dims(), g.o)
         }
+        if g.p() < SMALL_PLANE {
+            return Ok((packed::forward(&g, x, w, bias, self.act), Shape::from((g.b, g.o, g.t.ho, g.t.wo))));
+        }
         let (ck, p) = (g.ck(), g.p());
         let mut y = vec![T::zero(); g.b * g.o * p];
         let par = inner_parallelism(g.b);
@@ -281,7 +292,7 @@ impl ConvFwd {
                 xi
             } else {
                 col.resize(ck * p, T::zero());
-                im2col(&g, xi, col);
+                im2col(&g, xi, col, p);
                 &col[..]
             };
             gemm_into(yi, g.o, p, ck, Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), p), false, par);
@@ -329,6 +340,9 @@ impl ConvGradInput {
             candle_core::bail!("conv2d grad: output gradient {:?} does not match {g:?}", l1.dims())
         }
         let (gy, w) = (slice::<T>(s1, l1, "conv2d grad")?, slice::<T>(s2, l2, "conv2d grad")?);
+        if g.p() < SMALL_PLANE {
+            return Ok((packed::grad_input(&g, gy, w), Shape::from((b, g.c, g.t.h, g.t.w))));
+        }
         let (ck, p, plane) = (g.ck(), g.p(), g.c * g.plane());
         let mut dx = vec![T::zero(); b * plane];
         let par = inner_parallelism(b);
@@ -340,7 +354,7 @@ impl ConvGradInput {
             } else {
                 col.resize(ck * p, T::zero());
                 gemm_into(col, ck, p, g.o, wt, gyi, false, par);
-                col2im(&g, col, dxi);
+                col2im(&g, col, p, dxi);
             }
         };
         if matches!(par, Parallelism::None) {
@@ -382,6 +396,9 @@ impl ConvGradWeight {
             candle_core::bail!("conv2d grad: output gradient {gs:?} does not match {g:?}")
         }
         let (x, gy) = (slice::<T>(s1, l1, "conv2d grad")?, slice::<T>(s2, l2, "conv2d grad")?);
+        if g.p() < SMALL_PLANE {
+            return Ok((packed::grad_weight(&g, x, gy), Shape::from((g.o, g.c, g.kh, g.kw))));
+        }
         let (ck, p, plane) = (g.ck(), g.p(), g.c * g.plane());
         let per_chunk = g.b.div_ceil(WEIGHT_GRAD_CHUNKS).max(1);
         let chunks = g.b.div_ceil(per_chunk);
@@ -395,7 +412,7 @@ impl ConvGradWeight {
                     xi
                 } else {
                     col.resize(ck * p, T::zero());
-                    im2col(&g, xi, &mut col);
+                    im2col(&g, xi, &mut col, p);
                     &col[..]
                 };
                 let gyi = Mat::rows(gy[i * g.o * p..].as_ptr(), p);
@@ -408,15 +425,112 @@ impl ConvGradWeight {
         } else {
             (0..chunks).map(partial).collect()
         };
-        // Summed in chunk order: the same result whatever the thread count.
-        let mut dw = vec![T::zero(); g.o * ck];
-        for part in partials {
-            for (d, v) in dw.iter_mut().zip(part) {
-                *d += v;
+        Ok((sum_in_order(partials, g.o * ck), Shape::from((g.o, g.c, g.kh, g.kw))))
+    }
+}
+
+/// Small output planes: the images of a group side by side in one column matrix
+/// `[C·KH·KW, G·P]`, so each GEMM is `G·P` columns wide; the groups run in parallel.
+mod packed {
+    use super::*;
+
+    /// Images per group: the batch in [`WEIGHT_GRAD_CHUNKS`] groups (a count fixed by the
+    /// shapes alone, so sums over groups run in the same order on every machine), fewer
+    /// images where their columns would pass [`PACK_BUDGET`].
+    fn group_size(g: &Geometry) -> usize {
+        let per_image = g.ck().max(g.o) * g.p();
+        g.b.div_ceil(WEIGHT_GRAD_CHUNKS).min(PACK_BUDGET / per_image.max(1)).max(1)
+    }
+
+    /// Columns of images `first..first + n`, rows `ld = n·P` long.
+    fn columns<T: WithDType>(g: &Geometry, x: &[T], first: usize, n: usize, cols: &mut Vec<T>) -> usize {
+        let (p, plane) = (g.p(), g.c * g.plane());
+        let ld = n * p;
+        cols.clear();
+        cols.resize(g.ck() * ld, T::zero());
+        for j in 0..n {
+            let i = first + j;
+            im2col(g, &x[i * plane..(i + 1) * plane], &mut cols[j * p..], ld);
+        }
+        ld
+    }
+
+    /// `dy` of images `first..first + n` as one `[O, n·P]` matrix.
+    fn pack_output<T: WithDType>(g: &Geometry, dy: &[T], first: usize, n: usize) -> Vec<T> {
+        let p = g.p();
+        let ld = n * p;
+        let mut out = vec![T::zero(); g.o * ld];
+        for j in 0..n {
+            for o in 0..g.o {
+                out[o * ld + j * p..][..p].copy_from_slice(&dy[((first + j) * g.o + o) * p..][..p]);
             }
         }
-        Ok((dw, Shape::from((g.o, g.c, g.kh, g.kw))))
+        out
     }
+
+    pub(super) fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T> {
+        let (ck, p, size) = (g.ck(), g.p(), group_size(g));
+        let mut y = vec![T::zero(); g.b * g.o * p];
+        y.par_chunks_mut(size * g.o * p).enumerate().for_each(|(k, yg)| {
+            let n = yg.len() / (g.o * p);
+            let mut cols = Vec::new();
+            let ld = columns(g, x, k * size, n, &mut cols);
+            let mut out = vec![T::zero(); g.o * ld];
+            gemm_into(&mut out, g.o, ld, ck, Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), ld), false, Parallelism::None);
+            for j in 0..n {
+                for (o, &b) in bias.iter().enumerate() {
+                    let row = &mut yg[(j * g.o + o) * p..][..p];
+                    row.copy_from_slice(&out[o * ld + j * p..][..p]);
+                    act.apply_row(row, b);
+                }
+            }
+        });
+        y
+    }
+
+    pub(super) fn grad_input<T: WithDType>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
+        let (ck, p, size, plane) = (g.ck(), g.p(), group_size(g), g.c * g.plane());
+        let mut dx = vec![T::zero(); g.b * plane];
+        dx.par_chunks_mut(size * plane).enumerate().for_each(|(k, dxg)| {
+            let n = dxg.len() / plane;
+            let (dyp, ld) = (pack_output(g, dy, k * size, n), n * p);
+            let mut dcol = vec![T::zero(); ck * ld];
+            gemm_into(&mut dcol, ck, ld, g.o, Mat::transposed(w.as_ptr(), ck), Mat::rows(dyp.as_ptr(), ld), false, Parallelism::None);
+            for (j, dxi) in dxg.chunks_mut(plane).enumerate() {
+                col2im(g, &dcol[j * p..], ld, dxi);
+            }
+        });
+        dx
+    }
+
+    pub(super) fn grad_weight<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+        let (ck, size) = (g.ck(), group_size(g));
+        let partials: Vec<Vec<T>> = (0..g.b.div_ceil(size))
+            .into_par_iter()
+            .map(|k| {
+                let n = size.min(g.b - k * size);
+                let mut cols = Vec::new();
+                let ld = columns(g, x, k * size, n, &mut cols);
+                let dyp = pack_output(g, dy, k * size, n);
+                let mut dw = vec![T::zero(); g.o * ck];
+                gemm_into(&mut dw, g.o, ck, ld, Mat::rows(dyp.as_ptr(), ld), Mat::transposed(cols.as_ptr(), ld), false, Parallelism::None);
+                dw
+            })
+            .collect();
+        sum_in_order(partials, g.o * ck)
+    }
+}
+
+/// Partial weight gradients summed in their order: the same result whatever the
+/// thread count.
+fn sum_in_order<T: WithDType>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut sum = vec![T::zero(); len];
+    for part in partials {
+        for (d, v) in sum.iter_mut().zip(part) {
+            *d += v;
+        }
+    }
+    sum
 }
 
 /// `act(x ⊛ w + bias)`: `x` `[B, C, H, W]` (f32 or f64, CPU), `w` `[O, C, KH, KW]`,
