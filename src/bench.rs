@@ -48,6 +48,12 @@ pub struct Options {
     pub only: Option<String>,
 }
 
+impl Options {
+    fn wants(&self, name: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -112,7 +118,7 @@ struct Workload<'a> {
 }
 
 fn measure(device: &Device, opts: &Options, mut w: Workload) -> Result<Option<Figure>> {
-    if opts.only.as_ref().is_some_and(|o| !w.name.contains(o.as_str())) {
+    if !opts.wants(&w.name) {
         return Ok(None);
     }
     let (ips, iterations, peak) = time(device, w.batch, opts.budget_s, 2, &mut w.step)?;
@@ -205,34 +211,42 @@ fn train_step<'a>(
 pub fn run(device: &Device, foundation: &std::path::Path, dtype: DType, opts: Options) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
 
-    let mut p = Params::new(device, 1);
-    let cnn = BenchCnn::new(&mut p)?;
-    out.extend(measure(
-        device,
-        &opts,
-        Workload {
-            name: "small CNN train step".into(),
-            batch: 128,
-            size: 32,
-            dtype: DType::F32,
-            step: train_step(device, &p, 128, 32, |x| cnn.forward(x))?,
-        },
-    )?);
+    // Workloads are built only when selected: profiling one should not include the
+    // others' set-up.
+    let name = "small CNN train step";
+    if opts.wants(name) {
+        let mut p = Params::new(device, 1);
+        let cnn = BenchCnn::new(&mut p)?;
+        out.extend(measure(
+            device,
+            &opts,
+            Workload {
+                name: name.into(),
+                batch: 128,
+                size: 32,
+                dtype: DType::F32,
+                step: train_step(device, &p, 128, 32, |x| cnn.forward(x))?,
+            },
+        )?);
+    }
 
-    let mut p = Params::new(device, 1);
-    let resnet = ResNet::new(&mut p, "r.", 18, 1.0, 3, 32)?;
-    let fc = Dense::new(&mut p, "fc", resnet.feature_dim(), 10)?;
-    out.extend(measure(
-        device,
-        &opts,
-        Workload {
-            name: "ResNet-18 (CIFAR stem) train step".into(),
-            batch: 64,
-            size: 32,
-            dtype: DType::F32,
-            step: train_step(device, &p, 64, 32, |x| fc.forward(&resnet.features(x, true)?))?,
-        },
-    )?);
+    let name = "ResNet-18 (CIFAR stem) train step";
+    if opts.wants(name) {
+        let mut p = Params::new(device, 1);
+        let resnet = ResNet::new(&mut p, "r.", 18, 1.0, 3, 32)?;
+        let fc = Dense::new(&mut p, "fc", resnet.feature_dim(), 10)?;
+        out.extend(measure(
+            device,
+            &opts,
+            Workload {
+                name: name.into(),
+                batch: 64,
+                size: 32,
+                dtype: DType::F32,
+                step: train_step(device, &p, 64, 32, |x| fc.forward(&resnet.features(x, true)?))?,
+            },
+        )?);
+    }
 
     let mut f = EfficientNetLite::load(foundation, device)?;
     if dtype != DType::F32 {
@@ -302,6 +316,15 @@ fn stage_two(device: &Device, f: &EfficientNetLite, dtype: DType, opts: &Options
     };
     let mut figures = Vec::new();
     for cached in [true, false] {
+        let what = if cached {
+            "stage-2 epoch, teacher cache"
+        } else {
+            "stage-2 epoch, teacher recomputed"
+        };
+        let name = format!("{what} ({EPOCH_IMAGES} images)");
+        if !opts.wants(&name) {
+            continue;
+        }
         let mut tp = Params::new(device, 8);
         let net = crate::models::small_cnn::SmallCnn::new(&mut tp, "t.", 3)?;
         let tproj = Dense::new(&mut tp, "t.proj", net.feature_dim(), PROXY)?;
@@ -323,16 +346,11 @@ fn stage_two(device: &Device, f: &EfficientNetLite, dtype: DType, opts: &Options
             }
             Ok(())
         });
-        let what = if cached {
-            "stage-2 epoch, teacher cache"
-        } else {
-            "stage-2 epoch, teacher recomputed"
-        };
         figures.extend(measure(
             device,
             opts,
             Workload {
-                name: format!("{what} ({EPOCH_IMAGES} images)"),
+                name,
                 batch: EPOCH_IMAGES,
                 size: 32,
                 dtype: DType::F32,

@@ -157,13 +157,20 @@ proptest! {
 /// packed several images to a GEMM): both against the definition.
 #[test]
 fn conv_paths_for_large_and_small_planes_agree_with_the_definition() {
-    for (size, k, stride, pad, b) in [(20, 3, 1, [1; 4], 3), (33, 3, 2, [1, 0, 1, 0], 2), (16, 1, 1, [0; 4], 5), (9, 3, 1, [1; 4], 9)] {
+    for (size, k, stride, pad, b) in [
+        (20, 3, 1, [1; 4], 3),
+        (33, 3, 2, [1, 0, 1, 0], 2),
+        (16, 1, 1, [0; 4], 5),
+        (9, 3, 1, [1; 4], 9),
+    ] {
         let spec = ConvSpec { stride, pad };
         let x = randn(&[b, 4, size, size], 21);
         let wt = randn(&[6, 4, k, k], 22);
         let bias = randn(&[6], 23);
         let (y1, gx1, gw1) = run2(&x, &wt, |x, w| conv2d_cpu(x, w, &bias, spec, Act::Relu));
-        let (y2, gx2, gw2) = run2(&x, &wt, |x, w| reference_conv(x, w, spec)?.broadcast_add(&bias.reshape((1, 6, 1, 1))?)?.relu());
+        let (y2, gx2, gw2) = run2(&x, &wt, |x, w| {
+            reference_conv(x, w, spec)?.broadcast_add(&bias.reshape((1, 6, 1, 1))?)?.relu()
+        });
         for (what, a, r) in [("output", &y1, &y2), ("input grad", &gx1, &gx2), ("weight grad", &gw1, &gw2)] {
             let d = max_abs_diff(a, r);
             assert!(d < 1e-4 * scale(r), "{size}² k{k} s{stride}: {what} differs by {d}");

@@ -476,7 +476,16 @@ mod packed {
             let mut cols = Vec::new();
             let ld = columns(g, x, k * size, n, &mut cols);
             let mut out = vec![T::zero(); g.o * ld];
-            gemm_into(&mut out, g.o, ld, ck, Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), ld), false, Parallelism::None);
+            gemm_into(
+                &mut out,
+                g.o,
+                ld,
+                ck,
+                Mat::rows(w.as_ptr(), ck),
+                Mat::rows(cols.as_ptr(), ld),
+                false,
+                Parallelism::None,
+            );
             for j in 0..n {
                 for (o, &b) in bias.iter().enumerate() {
                     let row = &mut yg[(j * g.o + o) * p..][..p];
@@ -495,7 +504,16 @@ mod packed {
             let n = dxg.len() / plane;
             let (dyp, ld) = (pack_output(g, dy, k * size, n), n * p);
             let mut dcol = vec![T::zero(); ck * ld];
-            gemm_into(&mut dcol, ck, ld, g.o, Mat::transposed(w.as_ptr(), ck), Mat::rows(dyp.as_ptr(), ld), false, Parallelism::None);
+            gemm_into(
+                &mut dcol,
+                ck,
+                ld,
+                g.o,
+                Mat::transposed(w.as_ptr(), ck),
+                Mat::rows(dyp.as_ptr(), ld),
+                false,
+                Parallelism::None,
+            );
             for (j, dxi) in dxg.chunks_mut(plane).enumerate() {
                 col2im(g, &dcol[j * p..], ld, dxi);
             }
@@ -513,7 +531,16 @@ mod packed {
                 let ld = columns(g, x, k * size, n, &mut cols);
                 let dyp = pack_output(g, dy, k * size, n);
                 let mut dw = vec![T::zero(); g.o * ck];
-                gemm_into(&mut dw, g.o, ck, ld, Mat::rows(dyp.as_ptr(), ld), Mat::transposed(cols.as_ptr(), ld), false, Parallelism::None);
+                gemm_into(
+                    &mut dw,
+                    g.o,
+                    ck,
+                    ld,
+                    Mat::rows(dyp.as_ptr(), ld),
+                    Mat::transposed(cols.as_ptr(), ld),
+                    false,
+                    Parallelism::None,
+                );
                 dw
             })
             .collect();
