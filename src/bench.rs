@@ -19,7 +19,7 @@ use crate::engine::optim::Optimizer;
 use crate::models::efficientnet_lite::EfficientNetLite;
 use crate::models::targets::blocks::{ConvBn, Dense, Macs};
 use crate::models::targets::resnet::ResNet;
-use crate::ops::{cpu::set_composed_only, pool::max_pool2d};
+use crate::ops::{act::Act, cpu::set_composed_only, pool::max_pool2d};
 use crate::params::Params;
 use crate::Result;
 
@@ -180,7 +180,7 @@ impl BenchCnn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for (i, c) in self.convs.iter().enumerate() {
-            x = c.forward(&x, true)?.relu()?;
+            x = c.forward_act(&x, true, Act::Relu)?;
             if i == 1 || i == 2 {
                 x = max_pool2d(&x, 2, 2, 0)?;
             }

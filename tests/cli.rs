@@ -74,19 +74,43 @@ fn without_a_terminal_the_workbench_runs_headless() {
 
 #[test]
 fn bench_reports_every_workload() {
-    let (ok, text) = tdmr(&["bench", "--device", "cpu", "--json"]);
+    let (ok, text) = tdmr(&["bench", "--device", "cpu", "--json", "--no-before", "--budget", "0.2"]);
     assert!(ok, "{text}");
     let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(v["device"], "cpu");
     let figures = v["figures"].as_array().unwrap();
-    assert_eq!(figures.len(), 3, "{v}");
-    for f in figures {
-        assert!(
-            f["images_per_s"].as_f64().unwrap() > 0.0 && f["iterations"].as_u64().unwrap() >= 2,
-            "{f}"
+    let names: Vec<&str> = figures.iter().map(|f| f["workload"].as_str().unwrap()).collect();
+    for want in [
+        "small CNN train step",
+        "ResNet-18",
+        "efficientnet-lite0 forward",
+        "backward to the prompt",
+        "teacher cache",
+        "teacher recomputed",
+    ] {
+        assert_eq!(
+            names.iter().filter(|n| n.contains(want)).count(),
+            if want.ends_with("forward") { 2 } else { 1 },
+            "{want} in {names:?}"
         );
     }
-    assert!(figures[2]["workload"].as_str().unwrap().contains("backward to the input"));
+    assert_eq!(figures.len(), 6, "{v}");
+    for f in figures {
+        assert!(
+            f["images_per_s"].as_f64().unwrap() > 0.0 && f["iterations"].as_u64().unwrap() >= 2 && f["peak_mib"].as_f64().unwrap() > 0.0,
+            "{f}"
+        );
+        assert!(f["before_images_per_s"].is_null(), "{f}");
+    }
+    // One workload with the composed-ops column beside it, as a table.
+    let (ok, text) = tdmr(&["bench", "--device", "cpu", "--only", "teacher cache", "--budget", "0.2"]);
+    assert!(ok, "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains("teacher cache"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert!(cells[7].parse::<f64>().unwrap() > 0.0 && cells[9].ends_with('×'), "{row}");
     let (ok, text) = tdmr(&["bench", "--device", "cpu", "--precision", "bf16"]);
     assert!(!ok && text.contains("bf16") && text.contains("CUDA"), "{text}");
 }

@@ -328,3 +328,64 @@ fn batch_norm_matches_its_definition_and_finite_differences() {
         weighted_sum(&batch_norm_train(x, &gamma, &beta, 1e-5)?.0, 9)
     });
 }
+
+/// The kernels against the compositions of candle ops they replace, on the real
+/// networks: EfficientNet-Lite0's features and the prompt gradient through it, and a
+/// small-CNN training loss with its weight gradients. The two sum in different orders,
+/// so they agree to f32 rounding, not bit for bit.
+#[test]
+fn kernels_agree_with_the_composed_ops_on_real_networks() {
+    use tdmr::models::efficientnet_lite::EfficientNetLite;
+    use tdmr::models::small_cnn::SmallCnn;
+    use tdmr::ops::cpu::set_composed_only;
+    use tdmr::params::Params;
+
+    let root = common::root();
+    let net = EfficientNetLite::load(&root.join(common::WEIGHTS), &candle_core::Device::Cpu).unwrap();
+    let image = randn(&[2, 3, 64, 64], 40);
+    let prompt = Var::from_tensor(&(randn(&[1, 3, 64, 64], 41) * 0.1).unwrap()).unwrap();
+    let lite = |composed: bool| {
+        set_composed_only(composed);
+        let f = net.features(&image.broadcast_add(prompt.as_tensor()).unwrap()).unwrap();
+        let g = weighted_sum(&f, 42).unwrap().backward().unwrap();
+        set_composed_only(false);
+        (f, g.get(&prompt).unwrap().clone())
+    };
+    let ((f1, g1), (f2, g2)) = (lite(false), lite(true));
+    assert!(
+        max_abs_diff(&f1, &f2) < 1e-5 * scale(&f2),
+        "features differ by {}",
+        max_abs_diff(&f1, &f2)
+    );
+    assert!(
+        max_abs_diff(&g1, &g2) < 1e-5 * scale(&g2),
+        "prompt gradients differ by {}",
+        max_abs_diff(&g1, &g2)
+    );
+
+    let x = randn(&[4, 3, 32, 32], 43);
+    let cnn = |composed: bool| {
+        set_composed_only(composed);
+        let mut p = Params::new(&candle_core::Device::Cpu, 44);
+        let net = SmallCnn::new(&mut p, "t.", 3).unwrap();
+        let loss = weighted_sum(&net.features(&x, true).unwrap(), 45).unwrap();
+        let grads = loss.backward().unwrap();
+        let g: Vec<Tensor> = p
+            .vars(&["t.".into()])
+            .iter()
+            .map(|v| grads.get(v.as_tensor()).unwrap().clone())
+            .collect();
+        set_composed_only(false);
+        (loss, g)
+    };
+    let ((l1, g1), (l2, g2)) = (cnn(false), cnn(true));
+    assert!(max_abs_diff(&l1, &l2) < 1e-5 * scale(&l2), "small-CNN loss differs");
+    assert_eq!(g1.len(), g2.len());
+    for (a, b) in g1.iter().zip(&g2) {
+        assert!(
+            max_abs_diff(a, b) < 1e-4 * scale(b),
+            "small-CNN gradient differs by {}",
+            max_abs_diff(a, b)
+        );
+    }
+}

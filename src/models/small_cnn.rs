@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 
 use super::targets::blocks::{ConvBn, Macs};
-use crate::ops::pool::avg_pool2d;
+use crate::ops::{act::Act, pool::avg_pool2d};
 use crate::params::Params;
 use crate::Result;
 
@@ -56,7 +56,7 @@ impl SmallCnn {
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for (i, l) in self.layers.iter().enumerate() {
-            x = l.forward(&x, train)?.relu()?;
+            x = l.forward_act(&x, train, Act::Relu)?;
             if i + 1 < self.layers.len() {
                 x = avg_pool2d(&x, 2, 2, 0)?;
             }

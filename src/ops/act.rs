@@ -42,6 +42,8 @@ impl Act {
     /// `row[i] = act(row[i] + bias)`, the match hoisted so each arm's loop vectorises.
     pub fn apply_row<T: WithDType>(self, row: &mut [T], bias: T) {
         match self {
+            // A layer without bias passes a zero one: no pass over memory for it.
+            Act::Identity if bias == T::zero() => {}
             Act::Identity => row.iter_mut().for_each(|v| *v += bias),
             Act::Relu => row.iter_mut().for_each(|v| *v = Act::Relu.apply(*v + bias)),
             Act::Relu6 => row.iter_mut().for_each(|v| *v = Act::Relu6.apply(*v + bias)),

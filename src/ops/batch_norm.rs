@@ -6,6 +6,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::act::Act;
 use super::cpu::{dispatch, slice};
 
 fn dims(l: &Layout, op: &str) -> candle_core::Result<(usize, usize, usize)> {
@@ -62,10 +63,11 @@ impl ChannelStats {
     }
 }
 
-/// `y = (x − mean) · invstd · γ + β` with the batch's statistics fixed in the op.
+/// `y = act((x − mean) · invstd · γ + β)` with the batch's statistics fixed in the op.
 struct BatchNormTrain {
     mean: Vec<f64>,
     invstd: Vec<f64>,
+    act: Act,
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -90,10 +92,10 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
+        let grad = self.act.backward(grad, res)?.contiguous()?;
         let sums = grad.apply_op2_no_bwd(
             x,
             &GradSums {
@@ -144,8 +146,9 @@ impl BatchNormTrain {
             let scale = T::from_f64(self.invstd[ch] * gamma[ch].to_f64());
             let shift = T::from_f64(beta[ch].to_f64() - self.mean[ch] * self.invstd[ch] * gamma[ch].to_f64());
             for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * scale + shift;
+                *o = v * scale;
             }
+            self.act.apply_row(yp, shift);
         });
         Ok((y, Shape::from(l1.dims())))
     }
@@ -250,9 +253,15 @@ impl GradInput {
     }
 }
 
-/// Training-mode batch norm on the CPU kernels: the output and the batch mean and
-/// biased variance per channel (`[C]` each, no gradient).
-pub fn batch_norm_train_cpu(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+/// Training-mode batch norm on the CPU kernels, followed by `act`: the output and the
+/// batch mean and biased variance per channel (`[C]` each, no gradient).
+pub fn batch_norm_train_cpu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Act,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&ChannelStats)?;
     let rows = stats.to_dtype(DType::F64)?.to_vec2::<f64>()?;
@@ -260,6 +269,7 @@ pub fn batch_norm_train_cpu(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64)
     let op = BatchNormTrain {
         mean: rows[0].clone(),
         invstd,
+        act,
     };
     let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     Ok((y, stats.get(0)?, stats.get(1)?))

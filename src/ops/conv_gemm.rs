@@ -163,7 +163,7 @@ impl<T> Mat<T> {
 }
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, `dst` row-major.
-fn gemm_into<T: WithDType>(dst: &mut [T], m: usize, n: usize, k: usize, lhs: Mat<T>, rhs: Mat<T>, accumulate: bool, par: Parallelism) {
+fn gemm_into<T: WithDType>(dst: &mut [T], (m, n, k): (usize, usize, usize), lhs: Mat<T>, rhs: Mat<T>, accumulate: bool, par: Parallelism) {
     assert!(dst.len() >= m * n);
     // SAFETY: `dst` holds m·n elements (checked above) and the callers size `lhs` and
     // `rhs` slices to m·k and k·n elements for the strides given.
@@ -295,7 +295,7 @@ impl ConvFwd {
                 im2col(&g, xi, col, p);
                 &col[..]
             };
-            gemm_into(yi, g.o, p, ck, Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), p), false, par);
+            gemm_into(yi, (g.o, p, ck), Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), p), false, par);
             // The epilogue: bias and activation while the image's output is in cache.
             for (row, &b) in yi.chunks_mut(p).zip(bias) {
                 self.act.apply_row(row, b);
@@ -350,10 +350,10 @@ impl ConvGradInput {
             let gyi = Mat::rows(gy[i * g.o * p..].as_ptr(), p);
             let wt = Mat::transposed(w.as_ptr(), ck);
             if g.is_pointwise() {
-                gemm_into(dxi, ck, p, g.o, wt, gyi, false, par);
+                gemm_into(dxi, (ck, p, g.o), wt, gyi, false, par);
             } else {
                 col.resize(ck * p, T::zero());
-                gemm_into(col, ck, p, g.o, wt, gyi, false, par);
+                gemm_into(col, (ck, p, g.o), wt, gyi, false, par);
                 col2im(&g, col, p, dxi);
             }
         };
@@ -416,7 +416,7 @@ impl ConvGradWeight {
                     &col[..]
                 };
                 let gyi = Mat::rows(gy[i * g.o * p..].as_ptr(), p);
-                gemm_into(&mut dw, g.o, ck, p, gyi, Mat::transposed(cols.as_ptr(), p), true, par);
+                gemm_into(&mut dw, (g.o, ck, p), gyi, Mat::transposed(cols.as_ptr(), p), true, par);
             }
             dw
         };
@@ -478,9 +478,7 @@ mod packed {
             let mut out = vec![T::zero(); g.o * ld];
             gemm_into(
                 &mut out,
-                g.o,
-                ld,
-                ck,
+                (g.o, ld, ck),
                 Mat::rows(w.as_ptr(), ck),
                 Mat::rows(cols.as_ptr(), ld),
                 false,
@@ -506,9 +504,7 @@ mod packed {
             let mut dcol = vec![T::zero(); ck * ld];
             gemm_into(
                 &mut dcol,
-                ck,
-                ld,
-                g.o,
+                (ck, ld, g.o),
                 Mat::transposed(w.as_ptr(), ck),
                 Mat::rows(dyp.as_ptr(), ld),
                 false,
@@ -533,9 +529,7 @@ mod packed {
                 let mut dw = vec![T::zero(); g.o * ck];
                 gemm_into(
                     &mut dw,
-                    g.o,
-                    ck,
-                    ld,
+                    (g.o, ck, ld),
                     Mat::rows(dyp.as_ptr(), ld),
                     Mat::transposed(cols.as_ptr(), ld),
                     false,

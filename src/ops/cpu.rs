@@ -2,22 +2,26 @@
 //! dispatch, and the switch that sends every op down its composed-candle-ops path
 //! (`tdmr bench` times both, so the table shows what the kernels buy).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
 
 use candle_core::{CpuStorage, DType, Layout, Tensor, WithDType};
 
-static COMPOSED_ONLY: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    static COMPOSED_ONLY: Cell<bool> = const { Cell::new(false) };
+}
 
-/// Route every op through its composition of candle ops instead of the CPU kernels
-/// (for the benchmark's before/after column; results agree to float rounding).
+/// Route every op built on this thread through its composition of candle ops instead
+/// of the CPU kernels (the benchmark's before column, and tests comparing the two);
+/// results agree to float rounding. Per thread, so tests running beside each other
+/// keep their own path.
 pub fn set_composed_only(on: bool) {
-    COMPOSED_ONLY.store(on, Ordering::SeqCst);
+    COMPOSED_ONLY.with(|c| c.set(on));
 }
 
 /// Whether `t` can take the CPU kernels: on the CPU, in f32 (training) or f64
 /// (gradient checks). CUDA and bf16 take the compositions, which candle runs natively.
 pub fn fast_path(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64) && !COMPOSED_ONLY.load(Ordering::Relaxed)
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64) && !COMPOSED_ONLY.with(|c| c.get())
 }
 
 /// The contiguous data behind `l` (the wrappers call `.contiguous()` first).

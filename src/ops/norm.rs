@@ -3,15 +3,32 @@
 
 use candle_core::{Tensor, D};
 
+use super::act::Act;
 use super::batch_norm::batch_norm_train_cpu;
 use super::cpu::fast_path;
 
 /// Batch norm in training mode over `[B, C, H, W]`: returns the output and the batch
 /// mean and (biased) variance per channel, for the running statistics.
 pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_train_act(x, gamma, beta, eps, Act::Identity)
+}
+
+/// [`batch_norm_train`] followed by `act`, fused into the normalisation pass on the CPU.
+pub fn batch_norm_train_act(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Act,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     if fast_path(x) {
-        return batch_norm_train_cpu(x, gamma, beta, eps);
+        return batch_norm_train_cpu(x, gamma, beta, eps, act);
     }
+    let (y, mean, var) = batch_norm_train_composed(x, gamma, beta, eps)?;
+    Ok((act.composed(&y)?, mean, var))
+}
+
+fn batch_norm_train_composed(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let c = x.dim(1)?;
     let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
     let centered = x.broadcast_sub(&mean)?;

@@ -46,17 +46,23 @@ impl BatchNorm {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, train, Act::Identity)
+    }
+
+    /// Batch norm followed by `act` (fused into one pass while training on the CPU).
+    pub fn forward_act(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         if !train {
-            return Ok(norm::batch_norm_eval(
+            let y = norm::batch_norm_eval(
                 x,
                 &self.gamma,
                 &self.beta,
                 self.running_mean.as_tensor(),
                 self.running_var.as_tensor(),
                 BN_EPS,
-            )?);
+            )?;
+            return Ok(act.composed(&y)?);
         }
-        let (y, mean, var) = norm::batch_norm_train(x, &self.gamma, &self.beta, BN_EPS)?;
+        let (y, mean, var) = norm::batch_norm_train_act(x, &self.gamma, &self.beta, BN_EPS, act)?;
         let n = (x.dim(0)? * x.dim(2)? * x.dim(3)?) as f64;
         let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
         let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean.detach() * BN_MOMENTUM)?)?;
@@ -116,6 +122,11 @@ impl ConvBn {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward(&self.conv(x)?, train)
+    }
+
+    /// Convolution, batch norm, then `act`.
+    pub fn forward_act(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
+        self.bn.forward_act(&self.conv(x)?, train, act)
     }
 }
 

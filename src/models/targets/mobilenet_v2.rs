@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use super::blocks::{ConvBn, Macs};
+use crate::ops::act::Act;
 use crate::params::Params;
 use crate::Result;
 
@@ -24,10 +25,6 @@ fn make_divisible(v: f64) -> usize {
     let d = 8.0;
     let new = ((v + d / 2.0) / d).floor().max(1.0) * d;
     (if new < 0.9 * v { new + d } else { new }) as usize
-}
-
-fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.clamp(0f32, 6f32)
 }
 
 /// Expand (1×1), depthwise 3×3, project (1×1), with a residual when shapes allow.
@@ -68,10 +65,10 @@ impl InvertedResidual {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let h = match &self.expand {
-            Some(e) => relu6(&e.forward(x, train)?)?,
+            Some(e) => e.forward_act(x, train, Act::Relu6)?,
             None => x.clone(),
         };
-        let h = relu6(&self.depthwise.forward(&h, train)?)?;
+        let h = self.depthwise.forward_act(&h, train, Act::Relu6)?;
         let y = self.project.forward(&h, train)?;
         Ok(if self.residual { (y + x)? } else { y })
     }
@@ -124,11 +121,11 @@ impl MobileNetV2 {
     }
 
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = relu6(&self.stem.forward(x, train)?)?;
+        let mut x = self.stem.forward_act(x, train, Act::Relu6)?;
         for b in &self.blocks {
             x = b.forward(&x, train)?;
         }
-        let x = relu6(&self.head.forward(&x, train)?)?;
+        let x = self.head.forward_act(&x, train, Act::Relu6)?;
         Ok(x.mean((2, 3))?)
     }
 }

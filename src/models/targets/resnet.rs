@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use super::blocks::{ConvBn, Macs};
+use crate::ops::act::Act;
 use crate::params::Params;
 use crate::Result;
 
@@ -41,7 +42,7 @@ impl BasicBlock {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward(x, train)?.relu()?;
+        let y = self.conv1.forward_act(x, train, Act::Relu)?;
         let y = self.conv2.forward(&y, train)?;
         let skip = match &self.shortcut {
             Some(s) => s.forward(x, train)?,
@@ -108,7 +109,7 @@ impl ResNet {
     }
 
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = self.stem.forward(x, train)?.relu()?;
+        let mut x = self.stem.forward_act(x, train, Act::Relu)?;
         for b in &self.blocks {
             x = b.forward(&x, train)?;
         }
