@@ -12,6 +12,8 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: setting an option before any allocation-heavy work.
     unsafe { libmimalloc_sys::mi_option_set(tdmr::bench::MI_OPTION_PURGE_DELAY, -1) };
     let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    // One process for all: the peak-memory column includes what earlier workloads
+    // left behind (`tdmr bench` runs each in its own).
     let opts = tdmr::bench::Options {
         only,
         ..Default::default()

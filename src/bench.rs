@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{AlignLoss, OptimizerKind};
 use crate::distill::loss;
@@ -23,7 +23,7 @@ use crate::ops::{act::Act, cpu::set_composed_only, pool::max_pool2d};
 use crate::params::Params;
 use crate::Result;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
     pub workload: String,
     pub batch: usize,
@@ -46,11 +46,17 @@ pub struct Options {
     pub before: bool,
     /// Time only the workloads whose names contain this (for profiling one of them).
     pub only: Option<String>,
+    /// Time only the workload at this index (`tdmr bench` runs each in its own process
+    /// so that each peak-memory figure is its own).
+    pub workload: Option<usize>,
 }
 
+/// How many workloads [`run`] has, in their fixed order.
+pub const WORKLOADS: usize = 6;
+
 impl Options {
-    fn wants(&self, name: &str) -> bool {
-        self.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
+    fn wants(&self, index: usize, name: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| name.contains(o.as_str())) && self.workload.is_none_or(|w| w == index)
     }
 }
 
@@ -60,6 +66,7 @@ impl Default for Options {
             budget_s: 3.0,
             before: true,
             only: None,
+            workload: None,
         }
     }
 }
@@ -117,8 +124,8 @@ struct Workload<'a> {
     step: Box<dyn FnMut() -> Result<()> + 'a>,
 }
 
-fn measure(device: &Device, opts: &Options, mut w: Workload) -> Result<Option<Figure>> {
-    if !opts.wants(&w.name) {
+fn measure(device: &Device, opts: &Options, index: usize, mut w: Workload) -> Result<Option<Figure>> {
+    if !opts.wants(index, &w.name) {
         return Ok(None);
     }
     let (ips, iterations, peak) = time(device, w.batch, opts.budget_s, 2, &mut w.step)?;
@@ -214,12 +221,13 @@ pub fn run(device: &Device, foundation: &std::path::Path, dtype: DType, opts: Op
     // Workloads are built only when selected: profiling one should not include the
     // others' set-up.
     let name = "small CNN train step";
-    if opts.wants(name) {
+    if opts.wants(0, name) {
         let mut p = Params::new(device, 1);
         let cnn = BenchCnn::new(&mut p)?;
         out.extend(measure(
             device,
             &opts,
+            0,
             Workload {
                 name: name.into(),
                 batch: 128,
@@ -231,13 +239,14 @@ pub fn run(device: &Device, foundation: &std::path::Path, dtype: DType, opts: Op
     }
 
     let name = "ResNet-18 (CIFAR stem) train step";
-    if opts.wants(name) {
+    if opts.wants(1, name) {
         let mut p = Params::new(device, 1);
         let resnet = ResNet::new(&mut p, "r.", 18, 1.0, 3, 32)?;
         let fc = Dense::new(&mut p, "fc", resnet.feature_dim(), 10)?;
         out.extend(measure(
             device,
             &opts,
+            1,
             Workload {
                 name: name.into(),
                 batch: 64,
@@ -258,6 +267,7 @@ pub fn run(device: &Device, foundation: &std::path::Path, dtype: DType, opts: Op
     out.extend(measure(
         device,
         &opts,
+        2,
         Workload {
             name: format!("{variant} forward"),
             batch,
@@ -273,6 +283,7 @@ pub fn run(device: &Device, foundation: &std::path::Path, dtype: DType, opts: Op
     out.extend(measure(
         device,
         &opts,
+        3,
         Workload {
             name: format!("{variant} forward + backward to the prompt"),
             batch,
@@ -322,7 +333,7 @@ fn stage_two(device: &Device, f: &EfficientNetLite, dtype: DType, opts: &Options
             "stage-2 epoch, teacher recomputed"
         };
         let name = format!("{what} ({EPOCH_IMAGES} images)");
-        if !opts.wants(&name) {
+        if !opts.wants(4 + usize::from(!cached), &name) {
             continue;
         }
         let mut tp = Params::new(device, 8);
@@ -330,7 +341,18 @@ fn stage_two(device: &Device, f: &EfficientNetLite, dtype: DType, opts: &Options
         let tproj = Dense::new(&mut tp, "t.proj", net.feature_dim(), PROXY)?;
         let thead = Dense::new(&mut tp, "t.head", PROXY, 10)?;
         let mut opt = Optimizer::new(OptimizerKind::Adamw, tp.named_vars(&["t.".to_string()]), 0.0, 0.9);
-        let cache = if cached { Some(teacher(&teacher_views)?) } else { None };
+        // Built batch by batch, as a run builds its cache.
+        let cache = if cached {
+            let (mut zs, mut ls) = (Vec::new(), Vec::new());
+            for start in (0..EPOCH_IMAGES).step_by(batch) {
+                let (z, l) = teacher(&teacher_views.narrow(0, start, batch.min(EPOCH_IMAGES - start))?)?;
+                zs.push(z);
+                ls.push(l);
+            }
+            Some((Tensor::cat(&zs, 0)?, Tensor::cat(&ls, 0)?))
+        } else {
+            None
+        };
         let step = Box::new(|| -> Result<()> {
             for start in (0..EPOCH_IMAGES).step_by(batch) {
                 let n = batch.min(EPOCH_IMAGES - start);
@@ -349,6 +371,7 @@ fn stage_two(device: &Device, f: &EfficientNetLite, dtype: DType, opts: &Options
         figures.extend(measure(
             device,
             opts,
+            4 + usize::from(!cached),
             Workload {
                 name,
                 batch: EPOCH_IMAGES,

@@ -180,6 +180,13 @@ struct BenchArgs {
     /// Time only the workloads whose names contain this text (e.g. `ResNet`).
     #[arg(long)]
     only: Option<String>,
+    /// Time every workload in this process instead of one process each (their peak
+    /// memory figures then include what earlier workloads left behind).
+    #[arg(long)]
+    in_process: bool,
+    /// Time only the workload at this index (what each child process is asked for).
+    #[arg(long, hide = true)]
+    workload: Option<usize>,
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -194,24 +201,55 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("--precision {other}: expected f32 or bf16"),
     };
     let name = if device.is_cpu() { "cpu" } else { "cuda" };
-    let opts = tdmr::bench::Options {
-        budget_s: args.budget,
-        before: !args.no_before,
-        only: args.only,
+    let figures = if args.in_process || args.workload.is_some() {
+        let opts = tdmr::bench::Options {
+            budget_s: args.budget,
+            before: !args.no_before,
+            only: args.only.clone(),
+            workload: args.workload,
+        };
+        tdmr::bench::run(&device, &args.weights, dtype, opts)?
+    } else {
+        bench_each_in_its_own_process(&args)?
     };
-    let figures = tdmr::bench::run(&device, &args.weights, dtype, opts)?;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "device": name, "figures": figures, "peak_rss_mib": tdmr::bench::peak_rss_mib() })
+            serde_json::json!({ "device": name, "figures": figures })
         );
     } else {
         print!("{}", tdmr::bench::table(name, &figures));
-        if let Some(m) = tdmr::bench::peak_rss_mib() {
-            println!("peak resident memory: {m:.0} MiB");
-        }
     }
     Ok(())
+}
+
+/// `tdmr bench` once per workload, each in a fresh process, so every peak-memory figure
+/// is that workload's alone (memory freed by the allocator is not handed back at once).
+fn bench_each_in_its_own_process(args: &BenchArgs) -> anyhow::Result<Vec<tdmr::bench::Figure>> {
+    let exe = std::env::current_exe()?;
+    let mut figures = Vec::new();
+    for i in 0..tdmr::bench::WORKLOADS {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", "--json", "--device", &args.device, "--precision", &args.precision])
+            .arg("--weights")
+            .arg(&args.weights)
+            .args(["--budget", &args.budget.to_string(), "--workload", &i.to_string()]);
+        if args.no_before {
+            cmd.arg("--no-before");
+        }
+        if let Some(only) = &args.only {
+            cmd.args(["--only", only]);
+        }
+        let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            anyhow::bail!("bench workload {i} failed ({})", out.status);
+        }
+        let last = text.lines().last().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(last).map_err(|e| anyhow::anyhow!("bench workload {i}: {e}: {last}"))?;
+        figures.extend(serde_json::from_value::<Vec<tdmr::bench::Figure>>(v["figures"].clone())?);
+    }
+    Ok(figures)
 }
 
 #[derive(clap::Args)]
