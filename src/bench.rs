@@ -71,7 +71,7 @@ impl Default for Options {
     }
 }
 
-/// mimalloc's `purge_delay` option (mimalloc 2.x numbering), as `main` sets it.
+/// mimalloc's `purge_delay` option (index 15 in mimalloc 2 and 3), as `main` sets it.
 pub const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn sync(device: &Device) -> Result<()> {
@@ -79,8 +79,9 @@ fn sync(device: &Device) -> Result<()> {
     Ok(())
 }
 
-/// Start a fresh peak-memory window: give freed pages back, then reset the kernel's
-/// high-water mark (Linux `clear_refs` 5).
+/// Start a fresh peak-memory window: ask the allocator to hand freed pages back (it
+/// may keep some, which is why `tdmr bench` runs each workload in its own process),
+/// then reset the kernel's high-water mark (Linux `clear_refs` 5).
 fn reset_peak() {
     // SAFETY: setting an option and collecting only return free pages to the OS; the
     // binary keeps freed pages otherwise (`main`), which is restored after.
@@ -323,7 +324,8 @@ fn stage_two(device: &Device, f: &EfficientNetLite, dtype: DType, opts: &Options
     let teacher = |views: &Tensor| -> Result<(Tensor, Tensor)> {
         let z = proj.forward(&f.features(views)?.to_dtype(DType::F32)?)?;
         let logits = head.forward(&z)?;
-        Ok((z, logits))
+        // The teacher is frozen: its outputs carry no graph into the student's step.
+        Ok((z.detach(), logits.detach()))
     };
     let mut figures = Vec::new();
     for cached in [true, false] {

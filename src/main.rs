@@ -213,10 +213,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         bench_each_in_its_own_process(&args)?
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({ "device": name, "figures": figures })
-        );
+        println!("{}", serde_json::json!({ "device": name, "figures": figures }));
     } else {
         print!("{}", tdmr::bench::table(name, &figures));
     }

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::cpu::{dispatch, slice};
+use super::cpu::{cpu_fwd, slice};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
@@ -86,9 +86,7 @@ impl CustomOp2 for ActGrad {
         "activation-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("activation grad", self, fwd, s1, l1, s2, l2)
-    }
+    cpu_fwd!("activation grad"; s1, l1, s2, l2);
 }
 
 impl ActGrad {

@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::cpu::{dispatch, slice};
+use super::cpu::{cpu_fwd, slice};
 
 fn dims(l: &Layout, op: &str) -> candle_core::Result<(usize, usize, usize)> {
     match l.dims() {
@@ -41,9 +41,7 @@ impl CustomOp1 for ChannelStats {
         "batch-norm-stats"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("batch_norm", self, fwd, s, l)
-    }
+    cpu_fwd!("batch_norm"; s, l);
 }
 
 impl ChannelStats {
@@ -75,17 +73,7 @@ impl CustomOp3 for BatchNormTrain {
         "batch-norm-train"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("batch_norm", self, fwd, s1, l1, s2, l2, s3, l3)
-    }
+    cpu_fwd!("batch_norm"; s1, l1, s2, l2, s3, l3);
 
     fn bwd(
         &self,
@@ -165,9 +153,7 @@ impl CustomOp2 for GradSums {
         "batch-norm-grad-sums"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("batch_norm grad", self, fwd, s1, l1, s2, l2)
-    }
+    cpu_fwd!("batch_norm grad"; s1, l1, s2, l2);
 }
 
 impl GradSums {
@@ -203,17 +189,7 @@ impl CustomOp3 for GradInput {
         "batch-norm-grad-input"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("batch_norm grad", self, fwd, s1, l1, s2, l2, s3, l3)
-    }
+    cpu_fwd!("batch_norm grad"; s1, l1, s2, l2, s3, l3);
 }
 
 impl GradInput {

@@ -58,13 +58,7 @@ pub fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize)
     (total / 2, total - total / 2)
 }
 
-/// Zero-pad `x` `[B, C, H, W]` with TF "SAME" padding for the given kernel and stride.
-pub fn pad_same_tf(x: &Tensor, kernel: usize, stride: usize) -> candle_core::Result<Tensor> {
-    let [top, bottom, left, right] = same_pad4(x, kernel, stride)?;
-    x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)
-}
-
-/// Dense convolution with TF "SAME" padding (candle's conv2d: input gradient verified).
+/// Dense convolution with TF "SAME" padding.
 pub fn conv2d_same_tf(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
     conv2d_same_tf_act(x, w, None, stride, Act::Identity)
 }
@@ -159,11 +153,6 @@ fn conv_valid_taps(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result
     } else {
         Ok(y)
     }
-}
-
-/// Valid (unpadded) convolution of `x` `[B, C, H, W]` with `w` `[O, C, K, K]`.
-pub fn conv_valid(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize) -> candle_core::Result<Tensor> {
-    conv2d(x, w, b, stride, [0; 4])
 }
 
 /// A plain linear layer `y = x Wᵀ + b` on `[B, D]`.

@@ -1,5 +1,5 @@
 //! Dense 2-D convolution as a candle custom op on the CPU: im2col + one GEMM per image
-//! forward; backward, the input gradient as a GEMM + col2im and the weight gradient as
+//! (per group of images for small output planes) forward; backward, the input gradient as a GEMM + col2im and the weight gradient as
 //! a GEMM against the re-built columns, each computed only when something upstream
 //! needs it (frozen foundation weights are plain tensors, so they get none).
 //!
@@ -14,7 +14,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::cpu::{dispatch, slice, Taps};
+use super::cpu::{cpu_fwd, slice, Taps};
 
 /// Stride and zero padding `[top, bottom, left, right]` of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,17 +213,7 @@ impl CustomOp3 for ConvFwd {
         "conv2d-gemm"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("conv2d", self, fwd, s1, l1, s2, l2, s3, l3)
-    }
+    cpu_fwd!("conv2d"; s1, l1, s2, l2, s3, l3);
 
     fn bwd(
         &self,
@@ -324,9 +314,7 @@ impl CustomOp2 for ConvGradInput {
         "conv2d-gemm-grad-input"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("conv2d grad", self, fwd, s1, l1, s2, l2)
-    }
+    cpu_fwd!("conv2d grad"; s1, l1, s2, l2);
 }
 
 impl ConvGradInput {
@@ -380,9 +368,7 @@ impl CustomOp2 for ConvGradWeight {
         "conv2d-gemm-grad-weight"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("conv2d grad", self, fwd, s1, l1, s2, l2)
-    }
+    cpu_fwd!("conv2d grad"; s1, l1, s2, l2);
 }
 
 impl ConvGradWeight {

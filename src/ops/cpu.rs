@@ -124,3 +124,14 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+/// A custom op's `cpu_fwd`: hand its storages and layouts to its generic `fwd::<T>`
+/// for the storage's dtype, e.g. `cpu_fwd!("conv2d"; s1, l1, s2, l2, s3, l3);`.
+macro_rules! cpu_fwd {
+    ($name:expr; $($s:ident, $l:ident),+) => {
+        fn cpu_fwd(&self, $($s: &CpuStorage, $l: &Layout),+) -> candle_core::Result<(CpuStorage, Shape)> {
+            $crate::ops::cpu::dispatch!($name, self, fwd, $($s, $l),+)
+        }
+    };
+}
+pub(crate) use cpu_fwd;

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithD
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::cpu::{axpy, dispatch, fast_path, slice, Taps};
+use super::cpu::{axpy, cpu_fwd, fast_path, slice, Taps};
 use super::pool::strided;
 
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
@@ -228,17 +228,7 @@ impl CustomOp3 for DepthwiseFwd {
         "depthwise-conv2d"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("depthwise_conv2d", self, fwd, s1, l1, s2, l2, s3, l3)
-    }
+    cpu_fwd!("depthwise_conv2d"; s1, l1, s2, l2, s3, l3);
 
     fn bwd(
         &self,
@@ -338,9 +328,7 @@ impl CustomOp2 for DepthwiseGradInput {
         "depthwise-conv2d-grad-input"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("depthwise_conv2d", self, fwd, s1, l1, s2, l2)
-    }
+    cpu_fwd!("depthwise_conv2d"; s1, l1, s2, l2);
 }
 
 impl DepthwiseGradInput {
@@ -383,9 +371,7 @@ impl CustomOp2 for DepthwiseGradWeight {
         "depthwise-conv2d-grad-weight"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("depthwise_conv2d", self, fwd, s1, l1, s2, l2)
-    }
+    cpu_fwd!("depthwise_conv2d"; s1, l1, s2, l2);
 }
 
 impl DepthwiseGradWeight {

@@ -3,6 +3,11 @@
 //! some gradients (DESIGN.md §5: fused layer-norm, `softmax_last_dim`, pooling, bilinear
 //! upsampling), so every forward path that a gradient must cross is built from this
 //! module and from candle ops measured to be correct.
+//!
+//! On the CPU (f32, f64) the convolutions, pooling and training batch norm run on this
+//! module's own kernels (`conv_gemm`, `depthwise`, `pool`, `batch_norm`, with `act`'s
+//! fused activations), checked in `tests/kernels.rs`; elsewhere, and for the benchmark's
+//! before column (`cpu::set_composed_only`), on compositions of candle ops.
 
 pub mod act;
 pub mod batch_norm;

@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::cpu::{dispatch, fast_path, slice};
+use super::cpu::{cpu_fwd, fast_path, slice};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -112,9 +112,7 @@ impl CustomOp1 for PoolSpec {
         "pool2d"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("pool2d", self, fwd, s, l)
-    }
+    cpu_fwd!("pool2d"; s, l);
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &PoolGrad(*self))?))
@@ -129,9 +127,7 @@ impl candle_core::CustomOp2 for PoolGrad {
         "pool2d-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch!("pool2d grad", self, fwd, s1, l1, s2, l2)
-    }
+    cpu_fwd!("pool2d grad"; s1, l1, s2, l2);
 }
 
 impl PoolGrad {
