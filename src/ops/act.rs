@@ -79,6 +79,34 @@ impl Act {
     }
 }
 
+/// The gradients of `act(conv(x, w) + bias)` for a convolution kernel whose input and
+/// weight gradients are the custom ops `grad_input` (applied to `(dy, w)`) and
+/// `grad_weight` (to `(x, dy)`): the gradient before the activation first, then each
+/// argument's only where something tracks it (frozen foundation weights are plain
+/// tensors and get none).
+pub fn conv_backward<GI: CustomOp2, GW: CustomOp2>(
+    act: Act,
+    (x, w, bias): (&Tensor, &Tensor, &Tensor),
+    res: &Tensor,
+    grad: &Tensor,
+    grad_input: GI,
+    grad_weight: GW,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let dy = act.backward(grad, res)?.contiguous()?;
+    let gx = if x.track_op() {
+        Some(dy.apply_op2_no_bwd(w, &grad_input)?)
+    } else {
+        None
+    };
+    let gw = if w.track_op() {
+        Some(x.apply_op2_no_bwd(&dy, &grad_weight)?)
+    } else {
+        None
+    };
+    let gb = if bias.track_op() { Some(dy.sum((0, 2, 3))?) } else { None };
+    Ok((gx, gw, gb))
+}
+
 struct ActGrad(Act);
 
 impl CustomOp2 for ActGrad {

@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithD
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::act::Act;
+use super::act::{conv_backward, Act};
 use super::cpu::{cpu_fwd, slice, Taps};
 
 /// Stride and zero padding `[top, bottom, left, right]` of a convolution.
@@ -223,33 +223,17 @@ impl CustomOp3 for ConvFwd {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = self.act.backward(grad, res)?.contiguous()?;
-        let gx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(
-                w,
-                &ConvGradInput {
-                    spec: self.spec,
-                    h: x.dim(2)?,
-                    w: x.dim(3)?,
-                },
-            )?)
-        } else {
-            None
+        let grad_input = ConvGradInput {
+            spec: self.spec,
+            h: x.dim(2)?,
+            w: x.dim(3)?,
         };
-        let gw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(
-                &grad,
-                &ConvGradWeight {
-                    spec: self.spec,
-                    kh: w.dim(2)?,
-                    kw: w.dim(3)?,
-                },
-            )?)
-        } else {
-            None
+        let grad_weight = ConvGradWeight {
+            spec: self.spec,
+            kh: w.dim(2)?,
+            kw: w.dim(3)?,
         };
-        let gb = if bias.track_op() { Some(grad.sum((0, 2, 3))?) } else { None };
-        Ok((gx, gw, gb))
+        conv_backward(self.act, (x, w, bias), res, grad, grad_input, grad_weight)
     }
 }
 

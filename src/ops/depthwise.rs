@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::act::Act;
+use super::act::{conv_backward, Act};
 use super::cpu::{axpy, cpu_fwd, fast_path, slice, Taps};
 use super::pool::strided;
 
@@ -238,7 +238,6 @@ impl CustomOp3 for DepthwiseFwd {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = self.act.backward(grad, res)?.contiguous()?;
         let spec = Spec {
             stride: self.stride,
             pad: self.pad,
@@ -246,19 +245,14 @@ impl CustomOp3 for DepthwiseFwd {
             w: x.dim(3)?,
             k: w.dim(2)?,
         };
-        let gx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(w, &DepthwiseGradInput(spec))?)
-        } else {
-            None
-        };
-        // Frozen foundation weights are plain tensors: skip their gradient entirely.
-        let gw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight(spec))?)
-        } else {
-            None
-        };
-        let gb = if bias.track_op() { Some(grad.sum((0, 2, 3))?) } else { None };
-        Ok((gx, gw, gb))
+        conv_backward(
+            self.act,
+            (x, w, bias),
+            res,
+            grad,
+            DepthwiseGradInput(spec),
+            DepthwiseGradWeight(spec),
+        )
     }
 }
 
