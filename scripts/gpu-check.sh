@@ -47,7 +47,7 @@ echo "== bench (cuda, f32)"
 echo "== bench (cuda, bf16 foundation)"
 "$bin" bench --device cuda --precision bf16 --json > "$out/bench-cuda-bf16.json" || echo "bench bf16 failed"
 echo "== bench (cpu)"
-"$bin" bench --device cpu --json > "$out/bench-cpu.json" || echo "bench on cpu failed"
+"$bin" bench --device cpu --no-before --json > "$out/bench-cpu.json" || echo "bench on cpu failed"
 
 echo "== default experiment on cuda (k = 10, seed 0)"
 start=$(date +%s)
