@@ -12,11 +12,7 @@ use tdmr::ops::{self, conv, gradcheck::max_relative_error, norm};
 use tdmr::params::Params;
 use tdmr::reprogram::Prompt;
 
-use common::{randn, weighted_sum};
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-}
+use common::{max_abs_diff, randn, weighted_sum};
 
 fn check(name: &str, x: &Tensor, f: impl Fn(&Tensor) -> candle_core::Result<Tensor>) {
     common::check_gradient(name, x, 1e-2, f)

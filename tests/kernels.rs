@@ -12,12 +12,7 @@ use tdmr::ops::depthwise::{depthwise_conv2d_act, depthwise_conv2d_taps};
 use tdmr::ops::norm::batch_norm_train;
 use tdmr::ops::pool::{pool2d, PoolKind, PoolSpec};
 
-use common::{randn, weighted_sum};
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    let d = (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap();
-    d.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap()
-}
+use common::{max_abs_diff, randn, weighted_sum};
 
 fn scale(t: &Tensor) -> f64 {
     t.to_dtype(DType::F64)

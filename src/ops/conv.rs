@@ -5,7 +5,7 @@ use candle_core::{Module, Tensor};
 
 use super::act::Act;
 use super::conv_gemm::{conv2d_cpu, ConvSpec};
-use super::cpu::fast_path;
+use super::cpu::{add_channel_bias, bias_or_zeros, fast_path};
 
 /// `x` `[B, C, H, W]` convolved with `w` `[O, C, K, K]` at `stride`, zero padding
 /// `[top, bottom, left, right]`, plus an optional bias.
@@ -16,33 +16,20 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: [u
 /// [`conv2d`] followed by `act`, fused into one pass on the CPU kernels.
 pub fn conv2d_act(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: [usize; 4], act: Act) -> candle_core::Result<Tensor> {
     if fast_path(x) {
-        let zeros;
-        let bias = match b {
-            Some(b) => b,
-            None => {
-                zeros = Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?;
-                &zeros
-            }
-        };
-        return conv2d_cpu(x, w, bias, ConvSpec { stride, pad }, act);
+        return conv2d_cpu(x, w, &bias_or_zeros(b, w)?, ConvSpec { stride, pad }, act);
     }
     act.composed(&conv2d_composed(x, w, b, stride, pad)?)
 }
 
 fn conv2d_composed(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: [usize; 4]) -> candle_core::Result<Tensor> {
-    let y = {
-        let [top, bottom, left, right] = pad;
-        let xp = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
-        if stride <= 2 {
-            conv_valid_taps(&xp, w, stride)?
-        } else {
-            xp.conv2d(w, 0, stride, 1, 1)?
-        }
+    let [top, bottom, left, right] = pad;
+    let xp = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
+    let y = if stride <= 2 {
+        conv_valid_taps(&xp, w, stride)?
+    } else {
+        xp.conv2d(w, 0, stride, 1, 1)?
     };
-    match b {
-        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-        None => Ok(y),
-    }
+    add_channel_bias(y, b)
 }
 
 /// The same padding on all four sides.
@@ -96,11 +83,7 @@ fn pointwise_matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_cor
     let (b, c, h, wd) = x.dims4()?;
     let w2 = w.flatten_from(1)?;
     let y = w2.broadcast_left(b)?.matmul(&x.reshape((b, c, h * wd))?)?;
-    let y = y.reshape((b, w2.dim(0)?, h, wd))?;
-    match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
-        None => Ok(y),
-    }
+    add_channel_bias(y.reshape((b, w2.dim(0)?, h, wd))?, bias)
 }
 
 /// K×K (K odd), stride 1, "same" zero padding (PyTorch's `padding=K//2`).

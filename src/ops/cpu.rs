@@ -24,6 +24,23 @@ pub fn fast_path(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64) && !COMPOSED_ONLY.with(|c| c.get())
 }
 
+/// A convolution's bias as the kernels take it: `[O]`, contiguous, zeros when the
+/// layer has none (`w` is `[O, …]`).
+pub fn bias_or_zeros(bias: Option<&Tensor>, w: &Tensor) -> candle_core::Result<Tensor> {
+    match bias {
+        Some(b) => b.contiguous(),
+        None => Tensor::zeros(w.dim(0)?, w.dtype(), w.device()),
+    }
+}
+
+/// `y` `[B, C, H, W]` plus a per-channel bias, if any (the compositions' bias).
+pub fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
 /// The contiguous data behind `l` (the wrappers call `.contiguous()` first).
 pub fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
     let data = s.as_slice::<T>()?;

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithD
 use rayon::prelude::*;
 
 use super::act::{conv_backward, Act};
-use super::cpu::{axpy, cpu_fwd, fast_path, slice, Taps};
+use super::cpu::{add_channel_bias, axpy, bias_or_zeros, cpu_fwd, fast_path, slice, Taps};
 use super::pool::strided;
 
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
@@ -31,19 +31,10 @@ pub fn depthwise_conv2d_act(
     if !fast_path(x) {
         let [t, b, l, r] = pad;
         let xp = x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?;
-        let y = depthwise_conv2d_taps(&xp, w, stride)?;
-        let y = match bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
-            None => y,
-        };
-        return act.composed(&y);
+        return act.composed(&add_channel_bias(depthwise_conv2d_taps(&xp, w, stride)?, bias)?);
     }
-    let bias = match bias {
-        Some(b) => b.contiguous()?,
-        None => Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?,
-    };
     x.contiguous()?
-        .apply_op3(&w.contiguous()?, &bias, DepthwiseFwd { stride, pad, act })
+        .apply_op3(&w.contiguous()?, &bias_or_zeros(bias, w)?, DepthwiseFwd { stride, pad, act })
 }
 
 /// The same convolution as a sum of K² shifted, per-channel-scaled views: no custom

@@ -23,6 +23,19 @@ pub fn randn(shape: &[usize], seed: u64) -> candle_core::Tensor {
     candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
 }
 
+/// The largest absolute difference between two tensors of one shape, in f64.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    let f64 = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
+    (f64(a) - f64(b))
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 /// A scalar that weights every output element differently, so no gradient cancels.
 pub fn weighted_sum(y: &candle_core::Tensor, seed: u64) -> candle_core::Result<candle_core::Tensor> {
     (y * randn(y.dims(), seed).to_dtype(y.dtype())?)?.sum_all()
