@@ -13,7 +13,7 @@ use tdmr::engine::{report, Event, Session, Summary};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The experiment `tdmr` runs when given no arguments.
-const DEFAULT_EXPERIMENT: &str = "sample-data/experiments/digits.toml";
+const DEFAULT_EXPERIMENT: &str = "sample-data/experiments/clipart.toml";
 
 #[derive(Parser)]
 #[command(
@@ -252,7 +252,7 @@ fn bench_each_in_its_own_process(args: &BenchArgs) -> anyhow::Result<Vec<tdmr::b
 #[derive(clap::Args)]
 struct TuiArgs {
     /// Experiment file (TOML); edits to it are applied while the run goes [default:
-    /// sample-data/experiments/digits.toml; with --resume, the run directory's config.toml].
+    /// sample-data/experiments/clipart.toml; with --resume, the run directory's config.toml].
     config: Option<PathBuf>,
     /// Continue the run in this directory from its last good checkpoint (the `u` key
     /// does the same for the workbench's last run).
@@ -337,7 +337,7 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Experiment file (TOML) [default: sample-data/experiments/digits.toml; with
+    /// Experiment file (TOML) [default: sample-data/experiments/clipart.toml; with
     /// --resume, the run directory's config.toml].
     config: Option<PathBuf>,
     /// Continue the run in this directory from its last good checkpoint. A config given
@@ -558,7 +558,7 @@ fn main() -> ExitCode {
             start: true,
             device: None,
         })
-        .context("running the default experiment (sample-data/experiments/digits.toml) from the repository root"),
+        .context("running the default experiment (sample-data/experiments/clipart.toml) from the repository root"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -156,6 +156,12 @@ impl Params {
             .collect()
     }
 
+    /// A copy of every variable and buffer (not sharing storage: `Var::set` writes in
+    /// place), to [`Params::restore`] later.
+    pub fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
+        self.tensors().into_iter().map(|(k, t)| Ok((k, t.copy()?))).collect()
+    }
+
     /// Atomic safetensors checkpoint: a killed run never leaves a half-written file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let tensors: std::collections::HashMap<String, Tensor> = self.tensors().into_iter().collect();

@@ -144,9 +144,9 @@ fn the_split_is_reproducible_from_the_seed_and_disjoint() {
     let dir = tempfile::tempdir().unwrap();
     make_folder(dir.path(), 10, 16);
     let store = ImageFolder::load(dir.path(), opts(16, 1 << 30)).unwrap();
-    let a = store.split(3, 0.2, 7).unwrap();
-    let b = store.split(3, 0.2, 7).unwrap();
-    let c = store.split(3, 0.2, 8).unwrap();
+    let a = store.split(3, 0.2, 0.0, 7).unwrap();
+    let b = store.split(3, 0.2, 0.0, 7).unwrap();
+    let c = store.split(3, 0.2, 0.0, 8).unwrap();
     assert_eq!((&a.train, &a.test, &a.validation), (&b.train, &b.test, &b.validation));
     assert_ne!(a.test, c.test, "another seed holds out other images");
     assert_eq!((a.train.len(), a.test.len(), a.validation.len()), (9, 6, 15));
@@ -154,8 +154,8 @@ fn the_split_is_reproducible_from_the_seed_and_disjoint() {
     all.sort();
     assert_eq!(all, (0..30).collect::<Vec<_>>(), "train, test and validation partition the images");
     // The test set does not depend on k.
-    assert_eq!(store.split(5, 0.2, 7).unwrap().test, a.test);
-    let e = store.split(9, 0.2, 7).err().unwrap().to_string();
+    assert_eq!(store.split(5, 0.2, 0.0, 7).unwrap().test, a.test);
+    let e = store.split(9, 0.2, 0.0, 7).err().unwrap().to_string();
     assert!(e.contains("data.k") && e.contains("checker"), "{e}");
 }
 

@@ -12,6 +12,13 @@ pub enum Method {
     Vp,
     Kd,
     Tdmr,
+    /// Hinton KD from the stage-1 TDMR teacher's logits, without the proxy space: how
+    /// much of `tdmr` is the teacher and how much the proxy alignment.
+    KdTdmrTeacher,
+    /// `tdmr` whose stage 2 also distils on the unlabelled transfer set (`data.unlabeled`).
+    TdmrTransfer,
+    /// `kd` (linear-probe teacher) that also distils on the unlabelled transfer set.
+    KdTransfer,
 }
 
 impl Method {
@@ -22,6 +29,9 @@ impl Method {
             Method::Vp => "vp",
             Method::Kd => "kd",
             Method::Tdmr => "tdmr",
+            Method::KdTdmrTeacher => "kd-tdmr-teacher",
+            Method::TdmrTransfer => "tdmr-transfer",
+            Method::KdTransfer => "kd-transfer",
         }
     }
 }
@@ -133,6 +143,17 @@ pub struct Data {
     pub eval_on: EvalOn,
     /// ImageFolder: fraction of each class held out as the fixed test set.
     pub test_fraction: f64,
+    /// ImageFolder: fraction of each class held out as a fixed validation set (the same
+    /// images at every k), used to select stage-1 epochs. 0: the validation set is
+    /// everything of the training pool beyond the first k, as for digits.
+    pub validation_fraction: f64,
+    /// The unlabelled transfer set that `tdmr-transfer` and `kd-transfer` distil on:
+    /// `""` (none) or `"pool"` (the training pool's images beyond the first k per class,
+    /// labels unused; needs `validation_fraction` > 0 so validation stays apart).
+    pub unlabeled: String,
+    /// Views per image of the transfer set (0: `views`). Every view is one teacher
+    /// forward when the cache is built, and the pool is several times the labelled set.
+    pub unlabeled_views: usize,
     /// ImageFolder: shorter side images are stored at (0: the largest model input).
     pub stored_side: usize,
     /// ImageFolder: decoded images stay in memory up to this many MiB; the rest are
@@ -198,6 +219,13 @@ pub struct Optim {
     pub momentum: f64,
     pub lr_schedule: LrSchedule,
     pub warmup_epochs: usize,
+    /// Stage 1 first fits the projector and head on the frozen features of the
+    /// un-prompted images for this many epochs (a probe in the proxy space, at
+    /// `baselines.linear_probe_lr`), then trains the prompt too. 0: all from the start.
+    pub probe_init_epochs: usize,
+    /// Keep the stage-1 epoch (the probe-initialised start included) with the best
+    /// validation accuracy, not the last one.
+    pub select_on_validation: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,6 +248,10 @@ pub struct Distill {
     pub momentum: f64,
     pub head: HeadMode,
     pub stages: Vec<Stage>,
+    /// Optimiser steps of a method on the transfer set, as a multiple of the steps the
+    /// same schedule takes on the labelled images (its epochs are scaled by labelled ÷
+    /// transfer images, times this). 1: every target method gets the same step budget.
+    pub transfer_budget: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,6 +347,9 @@ impl Default for Data {
             views: 8,
             eval_on: EvalOn::Test,
             test_fraction: 0.2,
+            validation_fraction: 0.0,
+            unlabeled: String::new(),
+            unlabeled_views: 0,
             stored_side: 0,
             memory_budget_mb: 1024,
             workers: 0,
@@ -361,6 +396,8 @@ impl Default for Optim {
             momentum: 0.9,
             lr_schedule: LrSchedule::Cosine,
             warmup_epochs: 1,
+            probe_init_epochs: 0,
+            select_on_validation: false,
         }
     }
 }
@@ -396,6 +433,7 @@ impl Default for Distill {
             weight_decay: 5e-4,
             momentum: 0.9,
             head: HeadMode::Copy,
+            transfer_budget: 1.0,
             stages: vec![
                 stage("align", 3e-3, vec![Backbone, Projector], 1.0, 0.0, 0.0),
                 stage("align+kd", 3e-3, vec![Backbone, Projector, Head], 1.0, 1.0, 0.1),
@@ -479,6 +517,42 @@ impl Experiment {
                 "data.test_fraction",
                 format!("{} must be strictly between 0 and 1", d.test_fraction),
             );
+        }
+        if !(0.0..1.0).contains(&d.validation_fraction) || d.test_fraction + d.validation_fraction >= 1.0 {
+            return err(
+                "data.validation_fraction",
+                format!(
+                    "{} must be in [0, 1) and leave training images beside data.test_fraction = {}",
+                    d.validation_fraction, d.test_fraction
+                ),
+            );
+        }
+        if !(self.distill.transfer_budget > 0.0 && self.distill.transfer_budget <= 100.0) {
+            return err(
+                "distill.transfer_budget",
+                format!("{} must be in (0, 100]", self.distill.transfer_budget),
+            );
+        }
+        let transfer = self.methods.iter().any(|m| matches!(m, Method::TdmrTransfer | Method::KdTransfer));
+        match d.unlabeled.as_str() {
+            "" if transfer => {
+                return err(
+                    "data.unlabeled",
+                    "the methods tdmr-transfer and kd-transfer need a transfer set: set data.unlabeled = \"pool\"".into(),
+                )
+            }
+            "" => {}
+            "pool" if d.kind != "image-folder" => {
+                return err("data.unlabeled", "a transfer set needs data.kind = \"image-folder\"".into())
+            }
+            "pool" if d.validation_fraction <= 0.0 => {
+                return err(
+                    "data.unlabeled",
+                    "\"pool\" takes the images beyond the first k, which are the validation set unless data.validation_fraction > 0".into(),
+                )
+            }
+            "pool" => {}
+            other => return err("data.unlabeled", format!("`{other}` is not a transfer set (\"\" or \"pool\")")),
         }
         if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
             return err(
@@ -599,6 +673,7 @@ impl Experiment {
         let (s1, d) = (&self.stage1, &self.distill);
         let mut counts = vec![
             ("data.views", self.data.views, 1, 256),
+            ("data.unlabeled_views", self.data.unlabeled_views, 0, 256),
             ("data.stored_side", self.data.stored_side, 0, 4096),
             ("data.workers", self.data.workers, 0, 256),
             ("foundation.image_size", self.foundation.image_size, 32, 1024),

@@ -26,6 +26,9 @@ pub struct Split {
     /// Images of the training pool not used for training (`k..50` of each class):
     /// disjoint from the test set, for choosing hyperparameters.
     pub validation: Vec<usize>,
+    /// The unlabelled transfer set (`data.unlabeled = "pool"`): training-pool images
+    /// beyond the first k, disjoint from validation and test.
+    pub unlabeled: Vec<usize>,
 }
 
 impl Digits {
@@ -93,6 +96,7 @@ impl Digits {
             train: Vec::new(),
             test: Vec::new(),
             validation: Vec::new(),
+            unlabeled: Vec::new(),
         };
         for (i, &y) in self.labels.iter().enumerate() {
             let n = seen[y as usize];

@@ -208,32 +208,45 @@ impl ImageFolder {
     }
 
     /// The seeded split: per class, a fixed `test_fraction` (at least one image) is the
-    /// test set whatever `k` is; of the rest, the first `k` train and the others are
-    /// validation.
-    pub fn split(&self, k: usize, test_fraction: f64, seed: u64) -> Result<super::Split> {
+    /// test set whatever `k` is. With `validation_fraction` 0, of the rest the first `k`
+    /// train and the others are validation. Otherwise that fraction (at least one image)
+    /// is a fixed validation set, then `k` train, and the rest is the unlabelled pool.
+    pub fn split(&self, k: usize, test_fraction: f64, validation_fraction: f64, seed: u64) -> Result<super::Split> {
         let mut split = super::Split {
             train: Vec::new(),
             test: Vec::new(),
             validation: Vec::new(),
+            unlabeled: Vec::new(),
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5917_u64);
         for (label, name) in self.classes.iter().enumerate() {
             let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.label(i) == label as u32).collect();
             idx.shuffle(&mut rng);
             let n_test = ((idx.len() as f64 * test_fraction).round() as usize).clamp(1, idx.len());
-            let pool = idx.len() - n_test;
+            let n_val = match validation_fraction {
+                f if f > 0.0 => ((idx.len() as f64 * f).round() as usize).max(1),
+                _ => 0,
+            };
+            let pool = idx.len().saturating_sub(n_test + n_val);
             if k == 0 || k > pool {
                 return Err(Error::config(
                     "data.k",
                     format!(
-                        "k = {k} must be between 1 and {pool}: class `{name}` has {} readable images, {n_test} of them held out for testing",
+                        "k = {k} must be between 1 and {pool}: class `{name}` has {} readable images, {n_test} of them held out for testing and {n_val} for validation",
                         idx.len()
                     ),
                 ));
             }
             split.test.extend_from_slice(&idx[..n_test]);
-            split.train.extend_from_slice(&idx[n_test..n_test + k]);
-            split.validation.extend_from_slice(&idx[n_test + k..]);
+            if n_val == 0 {
+                split.train.extend_from_slice(&idx[n_test..n_test + k]);
+                split.validation.extend_from_slice(&idx[n_test + k..]);
+            } else {
+                let (v, t) = (n_test + n_val, n_test + n_val + k);
+                split.validation.extend_from_slice(&idx[n_test..v]);
+                split.train.extend_from_slice(&idx[v..t]);
+                split.unlabeled.extend_from_slice(&idx[t..]);
+            }
         }
         Ok(split)
     }

@@ -36,6 +36,9 @@ pub struct SplitRecord {
     pub train: Vec<String>,
     pub validation: Vec<String>,
     pub test: Vec<String>,
+    /// The unlabelled transfer set (empty without `data.unlabeled`).
+    #[serde(default)]
+    pub unlabeled: Vec<String>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -59,6 +62,7 @@ impl SplitRecord {
             train: names(&split.train),
             validation: names(&split.validation),
             test: names(&split.test),
+            unlabeled: names(&split.unlabeled),
             skipped: skipped.to_vec(),
         }
     }
@@ -70,6 +74,12 @@ pub struct Loaded {
     pub train: ViewSet,
     /// The evaluation set (`data.eval_on`), one un-augmented view per image.
     pub eval: ViewSet,
+    /// The validation split, one un-augmented view per image (empty when no images are
+    /// left over at this k): what stage-1 selection looks at.
+    pub validation: ViewSet,
+    /// The training images followed by the unlabelled transfer set, with views as
+    /// `train` has them; rows of unlabelled images carry [`views::UNLABELED`].
+    pub transfer: Option<ViewSet>,
     /// Training images (rows of `train` are images × views).
     pub items: usize,
     pub record: SplitRecord,
@@ -113,6 +123,8 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                 classes,
                 train: ViewSet::new(&data, &split.train, d.views, exp.seed, device)?,
                 eval: ViewSet::plain(&data, eval, device)?,
+                validation: ViewSet::plain(&data, &split.validation, device)?,
+                transfer: None,
                 items: split.train.len(),
                 resident_bytes: data.images.len() * digits::PIXELS * 4,
                 on_disk: 0,
@@ -128,15 +140,37 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                     workers: d.workers,
                 },
             )?);
-            let split = store.split(d.k, d.test_fraction, exp.seed)?;
+            let split = store.split(d.k, d.test_fraction, d.validation_fraction, exp.seed)?;
             let augment = Augment {
                 scale: d.crop_scale,
                 ratio: d.crop_ratio,
                 flip: d.flip,
             };
             let eval = eval_rows(exp, &split)?;
+            let transfer = match d.unlabeled.as_str() {
+                "" => None,
+                _ if split.unlabeled.is_empty() => {
+                    return Err(Error::config(
+                        "data.unlabeled",
+                        format!("no images are left for the transfer set at k = {}", d.k),
+                    ))
+                }
+                _ => {
+                    let all: Vec<usize> = split.train.iter().chain(&split.unlabeled).copied().collect();
+                    // Salted apart from `train`, so its views are drawn afresh.
+                    let views = match d.unlabeled_views {
+                        0 => d.views,
+                        v => v,
+                    };
+                    let mut set = ViewSet::folder(&store, &all, views, augment, exp.seed ^ 0x7a11, &pool, device)?;
+                    set.hide_labels_from(split.train.len());
+                    Some(set)
+                }
+            };
             Ok(Loaded {
                 record: SplitRecord::new(exp, &path, &store.classes, &split, |r| store.name(r), &store.skipped),
+                validation: ViewSet::folder(&store, &split.validation, 1, augment, 0, &pool, device)?,
+                transfer,
                 classes: store.classes.clone(),
                 train: ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?,
                 eval: ViewSet::folder(&store, eval, 1, augment, 0, &pool, device)?,

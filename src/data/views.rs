@@ -19,6 +19,9 @@ use super::image_folder::{random_resized_crop, render_batch, ImageFolder, View};
 use crate::ops::resize_bilinear;
 use crate::Result;
 
+/// The label of a view whose image is in the unlabelled transfer set.
+pub const UNLABELED: u32 = u32::MAX;
+
 /// Training augmentation for ImageFolder views.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Augment {
@@ -144,6 +147,22 @@ impl ViewSet {
 
     pub fn len(&self) -> usize {
         self.labels.len()
+    }
+
+    /// Mark the views of images `first..` as unlabelled (the transfer set's part).
+    pub fn hide_labels_from(&mut self, first: usize) {
+        let from = (first * self.views).min(self.labels.len());
+        self.labels[from..].iter_mut().for_each(|l| *l = UNLABELED);
+    }
+
+    /// Positions within `rows` whose views have a label.
+    pub fn labelled(&self, rows: &[usize]) -> Vec<usize> {
+        (0..rows.len()).filter(|&i| self.labels[rows[i]] != UNLABELED).collect()
+    }
+
+    /// Images in the set (rows are images × views).
+    pub fn images(&self) -> usize {
+        self.labels.len() / self.views
     }
 
     pub fn is_empty(&self) -> bool {

@@ -25,6 +25,17 @@ const EVAL_BATCH: usize = 128;
 const CACHE_BATCH: usize = 64;
 /// The teacher cache's folder inside a run directory.
 pub const CACHE_DIR: &str = "teacher-cache";
+/// The teacher cache of the transfer set (training images and the unlabelled pool).
+pub const TRANSFER_CACHE_DIR: &str = "teacher-cache-transfer";
+
+/// Which training views a target method learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Views {
+    /// The labelled training images.
+    Labelled,
+    /// The labelled images and the unlabelled transfer set.
+    Transfer,
+}
 
 pub struct Lab<'a> {
     pub exp: &'a Experiment,
@@ -35,6 +46,10 @@ pub struct Lab<'a> {
     pub train: ViewSet,
     /// The evaluation set (`data.eval_on`).
     pub test: ViewSet,
+    /// The validation split (stage-1 selection); may be empty.
+    pub validation: ViewSet,
+    /// Training images plus the unlabelled transfer set (`data.unlabeled`).
+    pub transfer: Option<ViewSet>,
     /// Class count of the dataset.
     pub classes: usize,
     /// Bytes the teacher cache may take in memory before it is memory-mapped instead.
@@ -218,10 +233,33 @@ impl Lab<'_> {
             model.params.load(&self.run.checkpoint(&ckpt))?;
             return Ok(model);
         }
+        if with_proxy && exp.stage1.probe_init_epochs > 0 {
+            self.fit_proxy_probe(key, prefix, &model)?;
+        }
         let spec = self.spec(key, "reprogram", if with_proxy { 1 } else { 2 });
         let (foundation, train, test, inner, smoothing) = (self.foundation, &self.train, &self.test, f.inner_size, r.label_smoothing);
+        let validation = &self.validation;
+        let select = exp.stage1.select_on_validation && !validation.is_empty();
+        let val_acc = |m: &Reprogrammed| accuracy(validation, |rows| Ok(m.forward(foundation, &validation.batch(rows, inner)?, false)?.1));
+        // (validation accuracy, epoch, weights) of the best epoch so far; epoch 0 is the
+        // start, which with `probe_init_epochs` is already a probe in the proxy space.
+        let mut best = match select {
+            true => Some((val_acc(&model)?, 0, model.params.snapshot()?)),
+            false => None,
+        };
+        let mut last_epoch = 0;
         let outcome = {
             let m = &model;
+            let mut keep_best = |epoch: usize| -> Result<()> {
+                last_epoch = epoch;
+                if let Some((best_acc, best_epoch, weights)) = best.as_mut() {
+                    let acc = val_acc(m)?;
+                    if acc > *best_acc {
+                        (*best_acc, *best_epoch, *weights) = (acc, epoch, m.params.snapshot()?);
+                    }
+                }
+                Ok(())
+            };
             train_stage(
                 self.ctl,
                 &mut self.ckpt,
@@ -235,12 +273,81 @@ impl Lab<'_> {
                     ce_step(&logits, &train.label_tensor(rows)?, smoothing, wait)
                 },
                 &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
+                Some(&mut keep_best),
             )?
         };
-        let acc = self.final_accuracy(&outcome, |rows| Ok(model.forward(foundation, &test.batch(rows, inner)?, false)?.1))?;
+        let reselected = match best {
+            Some((acc, epoch, weights)) if epoch != last_epoch => {
+                model.params.restore(&weights, &self.run.checkpoint(&ckpt))?;
+                self.ctl.emit(Event::Log {
+                    message: format!("{key}: kept epoch {epoch} of {last_epoch}, the best on validation ({:.1}%)", acc * 100.0),
+                });
+                true
+            }
+            _ => false,
+        };
+        let eval = |rows: &[usize]| Ok(model.forward(foundation, &test.batch(rows, inner)?, false)?.1);
+        let acc = match reselected {
+            true => accuracy(test, eval)?,
+            false => self.final_accuracy(&outcome, eval)?,
+        };
         Self::checkpoint(self.ctl, self.run, &model.params, key, "reprogram", &ckpt)?;
         self.finish(key, started, before, acc, outcome.trainable_params);
         Ok(model)
+    }
+
+    /// Fit the teacher's projector and head on frozen features of the un-prompted
+    /// training views (computed once: the prompt starts at zero), so stage 1 starts from
+    /// a probe in the proxy space instead of from random projections.
+    fn fit_proxy_probe(&mut self, key: &str, prefix: &str, model: &Reprogrammed) -> Result<()> {
+        let exp = self.exp;
+        let (foundation, inner) = (self.foundation, exp.foundation.inner_size);
+        let feats = |views: &ViewSet| -> Result<Tensor> {
+            let rows: Vec<usize> = (0..views.len()).collect();
+            let mut out = Vec::new();
+            for chunk in rows.chunks(CACHE_BATCH) {
+                out.push(foundation.features(&model.prompt.apply(&views.batch(chunk, inner)?, false)?)?);
+            }
+            Ok(Tensor::cat(&out, 0)?)
+        };
+        let (train_f, test_f) = (feats(&self.train)?, feats(&self.test)?);
+        let mut spec = self.spec(key, "probe-init", 4);
+        spec.epochs = exp.stage1.probe_init_epochs;
+        spec.lr = exp.baselines.linear_probe_lr;
+        spec.warmup_epochs = 0;
+        spec.live = LiveSource::Fixed;
+        let proxy = |f: &Tensor| -> Result<Tensor> {
+            let z = match &model.projector {
+                Some(p) => p.forward(f)?,
+                None => f.clone(),
+            };
+            model.head.forward(&z)
+        };
+        let (train, test, smoothing) = (&self.train, &self.test, exp.reprogram.label_smoothing);
+        train_stage(
+            self.ctl,
+            &mut self.ckpt,
+            &spec,
+            &model.params,
+            &[format!("{prefix}projector."), format!("{prefix}head.")],
+            &mut |rows, _| {
+                let (x, wait) = timed(|| select_rows(&train_f, rows))?;
+                ce_step(&proxy(&x)?, &train.label_tensor(rows)?, smoothing, wait)
+            },
+            &mut || accuracy(test, |rows| proxy(&select_rows(&test_f, rows)?)),
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// The training views of `views`.
+    fn views(&self, views: Views) -> Result<&ViewSet> {
+        match views {
+            Views::Labelled => Ok(&self.train),
+            Views::Transfer => self.transfer.as_ref().ok_or_else(|| {
+                crate::Error::config("data.unlabeled", "this method needs a transfer set: set data.unlabeled = \"pool\"")
+            }),
+        }
     }
 
     fn final_accuracy(&self, outcome: &StageOutcome, logits: impl FnMut(&[usize]) -> Result<Tensor>) -> Result<f64> {
@@ -253,7 +360,7 @@ impl Lab<'_> {
     /// The content hash the teacher cache is keyed by: the foundation file, the
     /// reprogrammer's weights, every input view exactly as the foundation sees it, and
     /// the settings and device that shape the forward pass.
-    fn teacher_cache_key(&self, teacher: &Reprogrammed) -> Result<String> {
+    fn teacher_cache_key(&self, teacher: &Reprogrammed, set: &ViewSet) -> Result<String> {
         let mut h = Fnv1a::default();
         let mut buf = vec![0u8; 1 << 20];
         for fpath in crate::models::weights::files_of(&self.exp.foundation_path())? {
@@ -281,40 +388,45 @@ impl Lab<'_> {
         );
         h.field(settings.as_bytes());
         let inner = self.exp.foundation.inner_size;
-        let all: Vec<usize> = (0..self.train.len()).collect();
+        let all: Vec<usize> = (0..set.len()).collect();
         for chunk in all.chunks(CACHE_BATCH) {
-            let v: Vec<f32> = self.train.batch(chunk, inner)?.flatten_all()?.to_vec1()?;
+            let v: Vec<f32> = set.batch(chunk, inner)?.flatten_all()?.to_vec1()?;
             v.iter().for_each(|x| h.update(&x.to_le_bytes()));
         }
         Ok(format!("{:016x}", h.0))
     }
 
     /// A finished cache under `key` in another run directory next to this one.
-    fn find_cache_elsewhere(&self, key: &str) -> Option<PathBuf> {
+    fn find_cache_elsewhere(&self, folder: &str, key: &str) -> Option<PathBuf> {
         let parent = self.run.root.parent()?;
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(parent).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         dirs.sort();
         dirs.into_iter()
             .filter(|d| *d != self.run.root)
-            .map(|d| d.join(CACHE_DIR))
+            .map(|d| d.join(folder))
             .find(|d| TeacherCache::exists(d, key))
     }
 
     /// Cache the teacher's proxy embeddings and logits for every training view, or
     /// link an identical cache from an earlier run. `quiet`: rebuilt on a resume, after
     /// its event was recorded.
-    pub fn cache_teacher(&mut self, key: &str, teacher: &Reprogrammed, quiet: bool) -> Result<TeacherCache> {
+    pub fn cache_teacher(&mut self, key: &str, teacher: &Reprogrammed, views: Views, quiet: bool) -> Result<TeacherCache> {
         let started = Instant::now();
-        let hash = self.teacher_cache_key(teacher)?;
-        let dir = self.run.file(CACHE_DIR);
+        let folder = match views {
+            Views::Labelled => CACHE_DIR,
+            Views::Transfer => TRANSFER_CACHE_DIR,
+        };
+        let train = self.views(views)?;
+        let hash = self.teacher_cache_key(teacher, train)?;
+        let dir = self.run.file(folder);
         let mut reused_from = None;
         if !TeacherCache::exists(&dir, &hash) {
-            if let Some(other) = self.find_cache_elsewhere(&hash) {
+            if let Some(other) = self.find_cache_elsewhere(folder, &hash) {
                 TeacherCache::link(&other, &dir, &hash)?;
                 reused_from = other.parent().map(|p| p.display().to_string());
             }
         }
-        let (foundation, train, inner) = (self.foundation, &self.train, self.exp.foundation.inner_size);
+        let (foundation, inner) = (self.foundation, self.exp.foundation.inner_size);
         let cache = if TeacherCache::exists(&dir, &hash) {
             TeacherCache::open(&dir, &hash, self.cache_budget, &self.device)?
         } else {
@@ -339,7 +451,7 @@ impl Lab<'_> {
     /// Linear probe on frozen features (image resized to the full canvas, no prompt).
     /// Returns the probe's logits for every training view: the `kd` baseline's teacher.
     /// `restore`: it finished before a resume; load its final checkpoint.
-    pub fn linear_probe(&mut self, record: bool, restore: bool) -> Result<TeacherCache> {
+    pub fn linear_probe(&mut self, record: bool, restore: bool, transfer_too: bool) -> Result<(TeacherCache, Option<TeacherCache>)> {
         let (started, before) = (Instant::now(), self.foundation.forward_calls());
         let exp = self.exp;
         let size = exp.foundation.image_size;
@@ -388,6 +500,7 @@ impl Lab<'_> {
                     ce_step(&head.forward(&x)?, &train.label_tensor(rows)?, 0.0, wait)
                 },
                 &mut || accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
+                None,
             )?;
             let acc = self.final_accuracy(&outcome, |rows| head.forward(&select_rows(&test_f, rows)?))?;
             Self::checkpoint(self.ctl, self.run, &params, "linear-probe", "probe", file)?;
@@ -398,12 +511,20 @@ impl Lab<'_> {
             }
         }
         let logits = head.forward(&train_f)?.detach();
-        Ok(TeacherCache::from_tensors(train_f, logits))
+        let transfer = match (transfer_too, &self.transfer) {
+            (true, Some(set)) => {
+                let f = feats(set)?;
+                let logits = head.forward(&f)?.detach();
+                Some(TeacherCache::from_tensors(f, logits))
+            }
+            _ => None,
+        };
+        Ok((TeacherCache::from_tensors(train_f, logits), transfer))
     }
 
     /// A target network trained on the target budget: `scratch`, `kd` or stage 2 of
     /// `tdmr`. `teacher` is `None` for scratch.
-    pub fn train_target(&mut self, key: &str, teacher: Option<(&TeacherCache, Option<&Head>)>) -> Result<f64> {
+    pub fn train_target(&mut self, key: &str, teacher: Option<(&TeacherCache, Option<&Head>)>, views: Views) -> Result<f64> {
         let (started, before) = (Instant::now(), self.foundation.forward_calls());
         let exp = self.exp;
         let (d, r) = (&exp.distill, &exp.reprogram);
@@ -445,7 +566,13 @@ impl Lab<'_> {
             let logits = head.forward(&z)?;
             Ok((z, logits))
         };
-        let (train, test) = (&self.train, &self.test);
+        let train = match views {
+            Views::Labelled => &self.train,
+            Views::Transfer => self.transfer.as_ref().ok_or_else(|| {
+                crate::Error::config("data.unlabeled", format!("{key} needs a transfer set: set data.unlabeled = \"pool\""))
+            })?,
+        };
+        let (test, items) = (&self.test, train.images());
         let eval_logits = |rows: &[usize]| -> Result<Tensor> { Ok(forward(&test.batch(rows, size)?, false)?.1) };
         let mut prev = LossWeights::default();
         let mut last: Option<StageOutcome> = None;
@@ -481,6 +608,12 @@ impl Lab<'_> {
                 prev = weights;
                 continue;
             }
+            // The transfer set has more images per epoch: fewer epochs keep the step
+            // budget that `distill.transfer_budget` sets.
+            let epochs = match views {
+                Views::Labelled => epochs,
+                Views::Transfer => ((epochs * self.items) as f64 * d.transfer_budget / items as f64).ceil().max(1.0) as usize,
+            };
             let spec = StageSpec {
                 method: key.into(),
                 stage: name.clone(),
@@ -488,7 +621,7 @@ impl Lab<'_> {
                 checkpoint: exp.checkpoint.clone(),
                 epochs,
                 batch_size: d.batch_size,
-                items: self.items,
+                items,
                 views: train.views,
                 optimizer: d.optimizer,
                 weight_decay: d.weight_decay,
@@ -527,7 +660,15 @@ impl Lab<'_> {
                     train.prefetch(ctx.next, size);
                     let (x, data_wait_s) = timed(|| train.batch(rows, size))?;
                     let (z, logits) = forward(&x, true)?;
-                    let y = train.label_tensor(rows)?;
+                    // Cross-entropy sees only the labelled views of a transfer batch.
+                    let labelled = train.labelled(rows);
+                    let (logits_l, y) = if labelled.len() == rows.len() {
+                        (logits.clone(), train.label_tensor(rows)?)
+                    } else {
+                        let at = Tensor::new(labelled.iter().map(|&i| i as u32).collect::<Vec<_>>(), logits.device())?;
+                        let rows_l: Vec<usize> = labelled.iter().map(|&i| rows[i]).collect();
+                        (logits.index_select(&at, 0)?, train.label_tensor(&rows_l)?)
+                    };
                     let mut parts = LossParts::default();
                     let mut total = Tensor::zeros((), candle_core::DType::F32, z.device())?;
                     if let Some((cache, _)) = teacher {
@@ -543,20 +684,21 @@ impl Lab<'_> {
                             total = (total + (k * w.kd)?)?;
                         }
                     }
-                    if w.ce > 0.0 {
-                        let c = loss::cross_entropy(&logits, &y, r.label_smoothing)?;
+                    if w.ce > 0.0 && !labelled.is_empty() {
+                        let c = loss::cross_entropy(&logits_l, &y, r.label_smoothing)?;
                         parts.ce = c.to_scalar::<f32>()? as f64;
                         total = (total + (c * w.ce)?)?;
                     }
                     parts.total = total.to_scalar::<f32>()? as f64;
                     Ok(StepOut {
-                        correct: loss::correct(&logits, &y)?,
+                        correct: if labelled.is_empty() { 0 } else { loss::correct(&logits_l, &y)? },
                         loss: total,
                         parts,
                         data_wait_s,
                     })
                 },
                 &mut || accuracy(test, eval_logits),
+                None,
             )?;
             Self::checkpoint(self.ctl, self.run, &params, key, &name, &ckpt)?;
             prev = weights;
@@ -606,25 +748,42 @@ impl Lab<'_> {
         // After a resume, methods that finished are skipped, or rebuilt from their final
         // checkpoints where a later method needs them.
         let done = |lab: &Self, key: &str| lab.ckpt.is_completed(key);
-        let probe = if (wants(Method::LinearProbe) && !done(self, "linear-probe")) || (wants(Method::Kd) && !done(self, "kd")) {
-            Some(self.linear_probe(wants(Method::LinearProbe), done(self, "linear-probe"))?)
+        let pending = |lab: &Self, m: Method| wants(m) && !done(lab, m.name());
+        let (probe, probe_transfer) = if pending(self, Method::LinearProbe) || pending(self, Method::Kd) || pending(self, Method::KdTransfer) {
+            let (train, transfer) = self.linear_probe(wants(Method::LinearProbe), done(self, "linear-probe"), pending(self, Method::KdTransfer))?;
+            (Some(train), transfer)
         } else {
-            None
+            (None, None)
         };
-        if wants(Method::Vp) && !done(self, "vp") {
+        if pending(self, Method::Vp) {
             self.reprogram_foundation("vp", false, false)?;
         }
-        if wants(Method::Tdmr) && !done(self, "tdmr") {
+        let teacher_methods = [Method::Tdmr, Method::KdTdmrTeacher, Method::TdmrTransfer];
+        if teacher_methods.iter().any(|&m| pending(self, m)) {
             let restored = done(self, "tdmr-teacher");
             let teacher = self.reprogram_foundation("tdmr-teacher", true, restored)?;
-            let cache = self.cache_teacher("tdmr", &teacher, restored)?;
-            self.train_target("tdmr", Some((&cache, Some(&teacher.head))))?;
+            if pending(self, Method::Tdmr) || pending(self, Method::KdTdmrTeacher) {
+                let cache = self.cache_teacher("tdmr", &teacher, Views::Labelled, restored)?;
+                if pending(self, Method::Tdmr) {
+                    self.train_target("tdmr", Some((&cache, Some(&teacher.head))), Views::Labelled)?;
+                }
+                if pending(self, Method::KdTdmrTeacher) {
+                    self.train_target("kd-tdmr-teacher", Some((&cache, None)), Views::Labelled)?;
+                }
+            }
+            if pending(self, Method::TdmrTransfer) {
+                let cache = self.cache_teacher("tdmr-transfer", &teacher, Views::Transfer, restored)?;
+                self.train_target("tdmr-transfer", Some((&cache, Some(&teacher.head))), Views::Transfer)?;
+            }
         }
-        if wants(Method::Scratch) && !done(self, "scratch") {
-            self.train_target("scratch", None)?;
+        if pending(self, Method::Scratch) {
+            self.train_target("scratch", None, Views::Labelled)?;
         }
-        if let (true, false, Some(cache)) = (wants(Method::Kd), done(self, "kd"), &probe) {
-            self.train_target("kd", Some((cache, None)))?;
+        if let (true, Some(cache)) = (pending(self, Method::Kd), &probe) {
+            self.train_target("kd", Some((cache, None)), Views::Labelled)?;
+        }
+        if let (true, Some(cache)) = (pending(self, Method::KdTransfer), &probe_transfer) {
+            self.train_target("kd-transfer", Some((cache, None)), Views::Transfer)?;
         }
         Ok(())
     }

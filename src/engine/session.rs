@@ -163,6 +163,8 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
         cache_budget: budget.saturating_sub(data.resident_bytes),
         train: data.train,
         test: data.eval,
+        validation: data.validation,
+        transfer: data.transfer,
         items: data.items,
         device,
         foundation: &foundation,

@@ -75,6 +75,9 @@ pub struct StepCtx<'a> {
 /// A stage's loss for a batch of view rows.
 pub type StepFn<'a> = dyn FnMut(&[usize], &StepCtx) -> Result<StepOut> + 'a;
 
+/// Called after every finished epoch with its number (stage 1's validation selection).
+pub type EpochHook<'a> = dyn FnMut(usize) -> Result<()> + 'a;
+
 /// Run `f` and time it: batch assembly is timed so views can show the data-wait share.
 pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     let t = Instant::now();
@@ -143,6 +146,7 @@ pub fn train_stage(
     prefixes: &[String],
     step: &mut StepFn,
     eval: &mut dyn FnMut() -> Result<f64>,
+    mut after_epoch: Option<&mut EpochHook>,
 ) -> Result<StageOutcome> {
     let named = params.named_vars(prefixes);
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
@@ -304,6 +308,9 @@ pub fn train_stage(
             images_per_s: n / elapsed.max(1e-9),
             gpu_memory_mib: opt.device().and_then(super::session::gpu_memory_mib),
         });
+        if let Some(hook) = after_epoch.as_mut() {
+            hook(epoch)?;
+        }
         if epoch.is_multiple_of(policy(ctl).every_epochs) || epoch == spec.epochs {
             let next = Position {
                 epoch: epoch + 1,

@@ -90,7 +90,7 @@ impl Plan {
         let s2 = batch_bounds(items, exp.distill.batch_size).len();
         let wants = |m: Method| exp.methods.contains(&m);
         let mut rows = Vec::new();
-        if wants(Method::LinearProbe) || wants(Method::Kd) {
+        if wants(Method::LinearProbe) || wants(Method::Kd) || wants(Method::KdTransfer) {
             rows.push(row(
                 "linear-probe",
                 "probe",
@@ -104,17 +104,9 @@ impl Plan {
             rows.push(row("vp", "reprogram", exp.stage1.epochs, s1, Kind::Foundation, exp.stage1.lr));
         }
         let peak = exp.distill.stages.iter().map(|s| s.lr).fold(0.0, f64::max);
-        if wants(Method::Tdmr) {
-            rows.push(row(
-                "tdmr-teacher",
-                "reprogram",
-                exp.stage1.epochs,
-                s1,
-                Kind::Foundation,
-                exp.stage1.lr,
-            ));
+        let distill_rows = |method: &str, rows: &mut Vec<Row>| {
             for (i, s) in exp.distill.stages.iter().enumerate() {
-                let mut r = row("tdmr", &s.name, s.epochs, s2, Kind::Target, s.lr);
+                let mut r = row(method, &s.name, s.epochs, s2, Kind::Target, s.lr);
                 r.distill_index = Some(i);
                 r.groups = s
                     .train
@@ -125,12 +117,46 @@ impl Plan {
                 r.weights = format!("a{} k{} c{}", s.weights.align, s.weights.kd, s.weights.ce);
                 rows.push(r);
             }
+        };
+        if [Method::Tdmr, Method::KdTdmrTeacher, Method::TdmrTransfer].iter().any(|&m| wants(m)) {
+            if exp.stage1.probe_init_epochs > 0 {
+                rows.push(row(
+                    "tdmr-teacher",
+                    "probe-init",
+                    exp.stage1.probe_init_epochs,
+                    s1,
+                    Kind::Probe,
+                    exp.baselines.linear_probe_lr,
+                ));
+            }
+            rows.push(row(
+                "tdmr-teacher",
+                "reprogram",
+                exp.stage1.epochs,
+                s1,
+                Kind::Foundation,
+                exp.stage1.lr,
+            ));
+        }
+        if wants(Method::Tdmr) {
+            distill_rows("tdmr", &mut rows);
+        }
+        if wants(Method::KdTdmrTeacher) {
+            rows.push(row("kd-tdmr-teacher", "train", exp.target_epochs(), s2, Kind::Target, peak));
+        }
+        // The transfer set's size is known once the data is split; until then its steps
+        // per epoch are shown as those of the labelled images.
+        if wants(Method::TdmrTransfer) {
+            distill_rows("tdmr-transfer", &mut rows);
         }
         if wants(Method::Scratch) {
             rows.push(row("scratch", "train", exp.target_epochs(), s2, Kind::Target, peak));
         }
         if wants(Method::Kd) {
             rows.push(row("kd", "train", exp.target_epochs(), s2, Kind::Target, peak));
+        }
+        if wants(Method::KdTransfer) {
+            rows.push(row("kd-transfer", "train", exp.target_epochs(), s2, Kind::Target, peak));
         }
         // Stages that already ran keep their place even if the file no longer lists them.
         let mut kept: Vec<Row> = self

@@ -1,0 +1,119 @@
+//! The clip-art pipeline on a real subset of the bundled data: the split's parts stay
+//! apart, stage 1 keeps what the probe knows, and the target distilled on the
+//! unlabelled transfer set beats the same target trained from scratch by a margin.
+
+mod common;
+
+use common::*;
+use tdmr::config::Experiment;
+use tdmr::engine::run_blocking;
+use tdmr::engine::run_dir::RunDir;
+
+/// Four of the ten classes, copied (real files) into a fresh ImageFolder.
+const CLASSES: [&str; 4] = ["bird", "building", "fruit", "vehicle"];
+
+fn subset(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("clipart4");
+    for class in CLASSES {
+        let (from, to) = (root_path().join("sample-data/clipart").join(class), root.join(class));
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&from).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    root
+}
+
+fn root_path() -> std::path::PathBuf {
+    root()
+}
+
+/// The default experiment, shrunk: 64² foundation canvas, k = 5, short schedules.
+fn small_clipart(data: &std::path::Path, methods: &str) -> Experiment {
+    let sets: Vec<String> = [
+        format!("data.path={:?}", data.display().to_string()),
+        "device=\"cpu\"".into(),
+        format!("methods={methods}"),
+        "data.k=5".into(),
+        "data.views=8".into(),
+        "data.unlabeled_views=4".into(),
+        "data.eval_every=100".into(),
+        "foundation.image_size=64".into(),
+        "foundation.inner_size=56".into(),
+        "reprogram.pad=4".into(),
+        "stage1.epochs=4".into(),
+        "stage1.probe_init_epochs=40".into(),
+        "baselines.linear_probe_epochs=40".into(),
+        "distill.transfer_budget=2.0".into(),
+        "distill.stages=[{name=\"align\",epochs=15,lr=3e-3,train=[\"backbone\",\"projector\"],weights={align=1.0}},\
+{name=\"align+kd\",epochs=15,lr=3e-3,weights={align=1.0,kd=1.0,ce=0.1}},\
+{name=\"task\",epochs=15,lr=1e-3,weights={kd=0.2,ce=1.0}}]"
+            .into(),
+    ]
+    .to_vec();
+    Experiment::load(&root().join("sample-data/experiments/clipart.toml"), &sets).unwrap()
+}
+
+#[test]
+fn split_keeps_test_validation_train_and_pool_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = subset(dir.path());
+    let store = tdmr::data::ImageFolder::load(
+        &data,
+        tdmr::data::image_folder::LoadOptions {
+            stored_side: 64,
+            memory_budget_bytes: 1 << 30,
+            workers: 1,
+        },
+    )
+    .unwrap();
+    let a = store.split(5, 0.25, 0.15, 1).unwrap();
+    let b = store.split(10, 0.25, 0.15, 1).unwrap();
+    // Test and validation are the same images at every k; the pool is what k leaves.
+    assert_eq!(a.test, b.test);
+    assert_eq!(a.validation, b.validation);
+    let mut all: Vec<usize> = [&a.test, &a.validation, &a.train, &a.unlabeled].into_iter().flatten().copied().collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((all.len(), n), (store.len(), store.len()), "the four parts overlap or miss images");
+    assert_eq!(a.train.len(), 5 * CLASSES.len());
+    assert_eq!(a.unlabeled.len(), b.unlabeled.len() + 5 * CLASSES.len());
+    // Without a validation fraction the split is the one earlier versions made.
+    assert!(store.split(5, 0.25, 0.0, 1).unwrap().unlabeled.is_empty());
+}
+
+#[test]
+fn transfer_set_needs_a_separate_validation_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = subset(dir.path());
+    let e = Experiment::load(
+        &root().join("sample-data/experiments/clipart.toml"),
+        &[format!("data.path={:?}", data.display().to_string()), "data.validation_fraction=0".into()],
+    )
+    .err()
+    .expect("a pool without validation must be refused")
+    .to_string();
+    assert!(e.contains("data.unlabeled") && e.contains("validation_fraction"), "{e}");
+}
+
+#[test]
+fn distilling_on_the_transfer_set_beats_scratch_and_stage1_keeps_the_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = subset(dir.path());
+    let exp = small_clipart(&data, r#"["linear-probe","tdmr-transfer","scratch"]"#);
+    let run = RunDir::create(Some(&dir.path().join("run")), "clipart4").unwrap();
+    let s = run_blocking(&exp, &run, None, None).unwrap();
+    let acc = |k: &str| s.get(k).unwrap_or_else(|| panic!("no {k} in {s:?}")).test_acc;
+    let (probe, teacher, scratch, transfer) = (acc("linear-probe"), acc("tdmr-teacher"), acc("scratch"), acc("tdmr-transfer"));
+    eprintln!("probe {probe:.3} teacher {teacher:.3} scratch {scratch:.3} tdmr-transfer {transfer:.3}");
+    // Chance is 25%; the foundation knows far more than 20 labelled images teach.
+    assert!(probe > 0.45, "linear probe {probe}");
+    assert!(teacher > probe - 0.10, "stage 1 lost what the probe knows: {teacher} vs {probe}");
+    assert!(transfer > scratch + 0.08, "tdmr-transfer {transfer} vs scratch {scratch}");
+    // The pool's images were labelled by the teacher only: split.json records them apart.
+    let split: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.root.join("split.json")).unwrap()).unwrap();
+    let pool = split["unlabeled"].as_array().unwrap();
+    assert!(!pool.is_empty() && pool.iter().all(|p| !split["train"].as_array().unwrap().contains(p)));
+}
