@@ -34,7 +34,7 @@ fn bad_inputs_are_clear_errors() {
     let (ok, text) = tdmr(&["run", "--set", "data.k=51", "--out", dir.path().join("r2").to_str().unwrap()]);
     assert!(!ok && text.contains("data.k"), "{text}");
 
-    let (ok, text) = tdmr(&["run", "--set", "reprogram.pad=49"]);
+    let (ok, text) = tdmr(&["run", "--set", "reprogram.pad=65"]);
     assert!(!ok && text.contains("reprogram.pad"), "{text}");
 
     let (ok, text) = tdmr(&["run", "/nonexistent/exp.toml"]);

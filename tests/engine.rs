@@ -107,6 +107,8 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
         foundation: &f,
         train: tdmr::data::ViewSet::new(&digits, &split.train, 2, 0, &Device::Cpu).unwrap(),
         test: tdmr::data::ViewSet::plain(&digits, &split.test[..50], &Device::Cpu).unwrap(),
+        validation: tdmr::data::ViewSet::plain(&digits, &split.validation[..20], &Device::Cpu).unwrap(),
+        transfer: None,
         items: split.train.len(),
         classes: 10,
         cache_budget: 1 << 30,
@@ -119,7 +121,9 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
     let moved = delta.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(moved > 0.0, "the prompt did not train");
     let calls = f.forward_calls();
-    let cache = lab.cache_teacher("tdmr", &teacher, false).unwrap();
+    let cache = lab
+        .cache_teacher("tdmr", &teacher, tdmr::engine::methods::Views::Labelled, false)
+        .unwrap();
     assert_eq!(f.forward_calls() - calls, 1, "4 training views fit one cache batch");
     assert_eq!((cache.rows(), cache.z_dim()), (split.train.len() * 2, exp.reprogram.proxy_dim));
 }

@@ -35,21 +35,50 @@ const TP: &str = "tuxpaint";
 
 /// The default benchmark: everyday semantic categories an ImageNet model has seen.
 const CLIPART: &[Class] = &[
-    Class { name: "bird", sources: &[(OC, "animals/birds", &[]), (TP, "animals/birds", &[])] },
+    Class {
+        name: "bird",
+        sources: &[(OC, "animals/birds", &[]), (TP, "animals/birds", &[])],
+    },
     Class {
         name: "building",
-        sources: &[(OC, "buildings", &["furniture"]), (TP, "town/houses", &[]), (TP, "town/monuments", &[])],
+        sources: &[
+            (OC, "buildings", &["furniture"]),
+            (TP, "town/houses", &[]),
+            (TP, "town/monuments", &[]),
+        ],
     },
-    Class { name: "dessert", sources: &[(OC, "food/desserts", &[])] },
-    Class { name: "fruit", sources: &[(OC, "food/fruit", &[]), (TP, "food/fruit", &[])] },
-    Class { name: "insect", sources: &[(OC, "animals/bugs", &[]), (TP, "animals/insects", &[])] },
+    Class {
+        name: "dessert",
+        sources: &[(OC, "food/desserts", &[])],
+    },
+    Class {
+        name: "fruit",
+        sources: &[(OC, "food/fruit", &[]), (TP, "food/fruit", &[])],
+    },
+    Class {
+        name: "insect",
+        sources: &[(OC, "animals/bugs", &[]), (TP, "animals/insects", &[])],
+    },
     Class {
         name: "mammal",
-        sources: &[(OC, "animals/mammals", &[]), (TP, "animals/mammals", &[]), (TP, "animals/marsupials", &[])],
+        sources: &[
+            (OC, "animals/mammals", &[]),
+            (TP, "animals/mammals", &[]),
+            (TP, "animals/marsupials", &[]),
+        ],
     },
-    Class { name: "musical-instrument", sources: &[(OC, "recreation/music", &[]), (TP, "hobbies/music", &[])] },
-    Class { name: "plant", sources: &[(OC, "plants", &[]), (TP, "plants", &[])] },
-    Class { name: "tool", sources: &[(OC, "tools", &["weapons", "toys"]), (TP, "household/tools", &[])] },
+    Class {
+        name: "musical-instrument",
+        sources: &[(OC, "recreation/music", &[]), (TP, "hobbies/music", &[])],
+    },
+    Class {
+        name: "plant",
+        sources: &[(OC, "plants", &[]), (TP, "plants", &[])],
+    },
+    Class {
+        name: "tool",
+        sources: &[(OC, "tools", &["weapons", "toys"]), (TP, "household/tools", &[])],
+    },
     Class {
         name: "vehicle",
         sources: &[(OC, "transportation/vehicles", &[]), (TP, "vehicles", &["ship", "flight"])],
@@ -59,18 +88,44 @@ const CLIPART: &[Class] = &[
 /// A second set of other categories, for checking that what was tuned on the default
 /// carries over to classes it was not tuned on.
 const OBJECTS: &[Class] = &[
-    Class { name: "beverage", sources: &[(OC, "food/beverages", &[])] },
-    Class { name: "computer-hardware", sources: &[(OC, "computer/hardware", &[])] },
-    Class { name: "electronics", sources: &[(OC, "electronics", &[])] },
-    Class { name: "office", sources: &[(OC, "office", &[])] },
-    Class { name: "road-sign", sources: &[(OC, "transportation/roadsigns", &[]), (TP, "town/roadsigns", &[])] },
-    Class { name: "smiley", sources: &[(OC, "people/smilies", &[])] },
-    Class { name: "sport", sources: &[(OC, "recreation/sports", &[])] },
-    Class { name: "weather", sources: &[(OC, "signs_and_symbols/weather", &[])] },
+    Class {
+        name: "beverage",
+        sources: &[(OC, "food/beverages", &[])],
+    },
+    Class {
+        name: "computer-hardware",
+        sources: &[(OC, "computer/hardware", &[])],
+    },
+    Class {
+        name: "electronics",
+        sources: &[(OC, "electronics", &[])],
+    },
+    Class {
+        name: "office",
+        sources: &[(OC, "office", &[])],
+    },
+    Class {
+        name: "road-sign",
+        sources: &[(OC, "transportation/roadsigns", &[]), (TP, "town/roadsigns", &[])],
+    },
+    Class {
+        name: "smiley",
+        sources: &[(OC, "people/smilies", &[])],
+    },
+    Class {
+        name: "sport",
+        sources: &[(OC, "recreation/sports", &[])],
+    },
+    Class {
+        name: "weather",
+        sources: &[(OC, "signs_and_symbols/weather", &[])],
+    },
 ];
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x1000_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x1000_0000_01b3))
 }
 
 /// Every PNG under `dir`, skipping sub-folders named in `skip`, as sorted relative paths.
@@ -95,7 +150,9 @@ fn pngs(dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// Alpha composited on white, padded to a white square, resized to `SIDE`.
 fn square_on_white(path: &Path) -> Result<RgbImage> {
-    let rgba = image::open(path).with_context(|| format!("decoding {}", path.display()))?.to_rgba8();
+    let rgba = image::open(path)
+        .with_context(|| format!("decoding {}", path.display()))?
+        .to_rgba8();
     let (w, h) = rgba.dimensions();
     let side = w.max(h);
     let mut canvas = RgbImage::from_pixel(side, side, Rgb([255, 255, 255]));
@@ -119,7 +176,13 @@ fn write_png(img: &RgbImage, path: &Path) -> Result<()> {
 fn slug(rel: &Path) -> String {
     rel.to_string_lossy()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -182,7 +245,10 @@ fn build(set: &str, classes: &[Class], cap: usize, roots: &[(&str, PathBuf)], ou
         bail!("no classes for {set}");
     }
     std::fs::write(dir.join("SOURCES.tsv"), listing)?;
-    std::fs::write(dir.join("CLASSES.md"), format!("| class | images kept | source folders |\n|---|---|---|\n{summary}"))?;
+    std::fs::write(
+        dir.join("CLASSES.md"),
+        format!("| class | images kept | source folders |\n|---|---|---|\n{summary}"),
+    )?;
     Ok(())
 }
 

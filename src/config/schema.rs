@@ -542,9 +542,7 @@ impl Experiment {
                 )
             }
             "" => {}
-            "pool" if d.kind != "image-folder" => {
-                return err("data.unlabeled", "a transfer set needs data.kind = \"image-folder\"".into())
-            }
+            "pool" if d.kind != "image-folder" => return err("data.unlabeled", "a transfer set needs data.kind = \"image-folder\"".into()),
             "pool" if d.validation_fraction <= 0.0 => {
                 return err(
                     "data.unlabeled",

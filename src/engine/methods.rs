@@ -240,7 +240,11 @@ impl Lab<'_> {
         let (foundation, train, test, inner, smoothing) = (self.foundation, &self.train, &self.test, f.inner_size, r.label_smoothing);
         let validation = &self.validation;
         let select = exp.stage1.select_on_validation && !validation.is_empty();
-        let val_acc = |m: &Reprogrammed| accuracy(validation, |rows| Ok(m.forward(foundation, &validation.batch(rows, inner)?, false)?.1));
+        let val_acc = |m: &Reprogrammed| {
+            accuracy(validation, |rows| {
+                Ok(m.forward(foundation, &validation.batch(rows, inner)?, false)?.1)
+            })
+        };
         // (validation accuracy, epoch, weights) of the best epoch so far; epoch 0 is the
         // start, which with `probe_init_epochs` is already a probe in the proxy space.
         let mut best = match select {
@@ -280,7 +284,10 @@ impl Lab<'_> {
             Some((acc, epoch, weights)) if epoch != last_epoch => {
                 model.params.restore(&weights, &self.run.checkpoint(&ckpt))?;
                 self.ctl.emit(Event::Log {
-                    message: format!("{key}: kept epoch {epoch} of {last_epoch}, the best on validation ({:.1}%)", acc * 100.0),
+                    message: format!(
+                        "{key}: kept epoch {epoch} of {last_epoch}, the best on validation ({:.1}%)",
+                        acc * 100.0
+                    ),
                 });
                 true
             }
@@ -344,9 +351,10 @@ impl Lab<'_> {
     fn views(&self, views: Views) -> Result<&ViewSet> {
         match views {
             Views::Labelled => Ok(&self.train),
-            Views::Transfer => self.transfer.as_ref().ok_or_else(|| {
-                crate::Error::config("data.unlabeled", "this method needs a transfer set: set data.unlabeled = \"pool\"")
-            }),
+            Views::Transfer => self
+                .transfer
+                .as_ref()
+                .ok_or_else(|| crate::Error::config("data.unlabeled", "this method needs a transfer set: set data.unlabeled = \"pool\"")),
         }
     }
 
@@ -569,7 +577,10 @@ impl Lab<'_> {
         let train = match views {
             Views::Labelled => &self.train,
             Views::Transfer => self.transfer.as_ref().ok_or_else(|| {
-                crate::Error::config("data.unlabeled", format!("{key} needs a transfer set: set data.unlabeled = \"pool\""))
+                crate::Error::config(
+                    "data.unlabeled",
+                    format!("{key} needs a transfer set: set data.unlabeled = \"pool\""),
+                )
             })?,
         };
         let (test, items) = (&self.test, train.images());
@@ -749,12 +760,17 @@ impl Lab<'_> {
         // checkpoints where a later method needs them.
         let done = |lab: &Self, key: &str| lab.ckpt.is_completed(key);
         let pending = |lab: &Self, m: Method| wants(m) && !done(lab, m.name());
-        let (probe, probe_transfer) = if pending(self, Method::LinearProbe) || pending(self, Method::Kd) || pending(self, Method::KdTransfer) {
-            let (train, transfer) = self.linear_probe(wants(Method::LinearProbe), done(self, "linear-probe"), pending(self, Method::KdTransfer))?;
-            (Some(train), transfer)
-        } else {
-            (None, None)
-        };
+        let (probe, probe_transfer) =
+            if pending(self, Method::LinearProbe) || pending(self, Method::Kd) || pending(self, Method::KdTransfer) {
+                let (train, transfer) = self.linear_probe(
+                    wants(Method::LinearProbe),
+                    done(self, "linear-probe"),
+                    pending(self, Method::KdTransfer),
+                )?;
+                (Some(train), transfer)
+            } else {
+                (None, None)
+            };
         if pending(self, Method::Vp) {
             self.reprogram_foundation("vp", false, false)?;
         }

@@ -118,7 +118,10 @@ impl Plan {
                 rows.push(r);
             }
         };
-        if [Method::Tdmr, Method::KdTdmrTeacher, Method::TdmrTransfer].iter().any(|&m| wants(m)) {
+        if [Method::Tdmr, Method::KdTdmrTeacher, Method::TdmrTransfer]
+            .iter()
+            .any(|&m| wants(m))
+        {
             if exp.stage1.probe_init_epochs > 0 {
                 rows.push(row(
                     "tdmr-teacher",
