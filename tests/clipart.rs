@@ -99,8 +99,7 @@ fn transfer_set_needs_a_separate_validation_set() {
             "data.validation_fraction=0".into(),
         ],
     )
-    .err()
-    .expect("a pool without validation must be refused")
+    .expect_err("a pool without validation must be refused")
     .to_string();
     assert!(e.contains("data.unlabeled") && e.contains("validation_fraction"), "{e}");
 }
