@@ -150,12 +150,12 @@ pub fn export(run: &Path, method: &str, out: &Path) -> Result<ModelCard> {
     let exp = Experiment::load(&run.join("config.toml"), &[])?;
     let record: SplitRecord = read_json(&run.join("split.json"), "split record")?;
     let distilled = match method {
-        "tdmr" => true,
-        "scratch" | "kd" => false,
+        "tdmr" | "tdmr-transfer" => true,
+        "scratch" | "kd" | "kd-tdmr-teacher" | "kd-transfer" => false,
         other => {
             return Err(Error::config(
                 "--method",
-                format!("`{other}` trains no target model (tdmr, scratch or kd do)"),
+                format!("`{other}` trains no target model (tdmr, tdmr-transfer, scratch, kd, kd-tdmr-teacher or kd-transfer do)"),
             ))
         }
     };

@@ -5,7 +5,17 @@ use std::collections::BTreeMap;
 use super::events::{MethodResult, Summary};
 
 /// Methods in the order the table shows them.
-pub const ORDER: [&str; 6] = ["scratch", "linear-probe", "vp", "kd", "tdmr-teacher", "tdmr"];
+pub const ORDER: [&str; 9] = [
+    "scratch",
+    "linear-probe",
+    "vp",
+    "kd",
+    "tdmr-teacher",
+    "tdmr",
+    "kd-tdmr-teacher",
+    "kd-transfer",
+    "tdmr-transfer",
+];
 
 fn describe(method: &str) -> &'static str {
     match method {
@@ -15,6 +25,9 @@ fn describe(method: &str) -> &'static str {
         "kd" => "target distilled from the linear-probe teacher (Hinton KD)",
         "tdmr-teacher" => "stage 1: reprogrammed foundation (prompt + proxy projector + head)",
         "tdmr" => "stage 2: target reprogrammed by progressive distillation",
+        "kd-tdmr-teacher" => "target distilled from the stage-1 teacher's logits (Hinton KD, no proxy space)",
+        "kd-transfer" => "kd, also on the unlabelled transfer set",
+        "tdmr-transfer" => "tdmr, stage 2 also on the unlabelled transfer set",
         _ => "",
     }
 }
