@@ -2,9 +2,8 @@
 //!
 //! A frozen foundation model is reprogrammed (input prompt + output projector into a
 //! proxy space + task head), then a small target model is distilled from that proxy
-//! space with a progressive schedule. See `DESIGN.md` in the shared folder and the
-//! README for the method; the engine is headless and talks through [`engine::Event`]
-//! and [`engine::Command`].
+//! space with a progressive schedule. See the README for the method; the engine is
+//! headless and talks through [`engine::Event`] and [`engine::Command`].
 
 pub mod bench;
 pub mod config;

@@ -122,7 +122,10 @@ const OBJECTS: &[Class] = &[
     },
 ];
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// The order images are picked in. FNV-1a's shape with another multiplier (not FNV's
+/// prime, so not `tdmr::engine::checkpoint::fnv1a`): the committed sets were chosen with
+/// it, and changing it would choose other images.
+fn selection_hash(bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x1000_0000_01b3))
@@ -188,8 +191,17 @@ fn slug(rel: &Path) -> String {
 
 fn build(set: &str, classes: &[Class], cap: usize, roots: &[(&str, PathBuf)], out: &Path) -> Result<()> {
     let dir = out.join(set);
+    // Everything but the hand-written README.md is rebuilt.
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            match (p.is_dir(), p.file_name().and_then(|n| n.to_str())) {
+                (true, _) => std::fs::remove_dir_all(&p),
+                (false, Some("README.md")) => Ok(()),
+                (false, _) => std::fs::remove_file(&p),
+            }
+            .with_context(|| format!("clearing {}", p.display()))?;
+        }
     }
     let mut listing = String::from("class\tfile\tpackage\tsource\n");
     let mut summary = String::new();
@@ -201,7 +213,7 @@ fn build(set: &str, classes: &[Class], cap: usize, roots: &[(&str, PathBuf)], ou
             pngs(&root.join(folder), skip, &mut files)?;
             for f in files {
                 let rel = f.strip_prefix(root)?.to_path_buf();
-                let key = fnv1a(format!("{pkg}/{}", rel.display()).as_bytes());
+                let key = selection_hash(format!("{pkg}/{}", rel.display()).as_bytes());
                 found.push((key, pkg, rel, f));
             }
         }

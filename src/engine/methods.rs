@@ -70,6 +70,17 @@ fn accuracy(test: &ViewSet, mut logits: impl FnMut(&[usize]) -> Result<Tensor>) 
     Ok(correct as f64 / test.len() as f64)
 }
 
+/// Frozen foundation features of every row of `views` at `size`, through `prompt` as it
+/// stands (the linear probe's plain input, or stage 1's prompt before training).
+fn frozen_features(foundation: &Foundation, prompt: &Prompt, views: &ViewSet, size: usize) -> Result<Tensor> {
+    let rows: Vec<usize> = (0..views.len()).collect();
+    let mut out = Vec::new();
+    for chunk in rows.chunks(CACHE_BATCH) {
+        out.push(foundation.features(&prompt.apply(&views.batch(chunk, size)?, false)?)?);
+    }
+    Ok(Tensor::cat(&out, 0)?)
+}
+
 /// A plain cross-entropy step (stage 1, `vp`, the linear probe).
 fn ce_step(logits: &Tensor, labels: &Tensor, smoothing: f64, data_wait_s: f64) -> Result<StepOut> {
     let ce = loss::cross_entropy(logits, labels, smoothing)?;
@@ -309,14 +320,7 @@ impl Lab<'_> {
     fn fit_proxy_probe(&mut self, key: &str, prefix: &str, model: &Reprogrammed) -> Result<()> {
         let exp = self.exp;
         let (foundation, inner) = (self.foundation, exp.foundation.inner_size);
-        let feats = |views: &ViewSet| -> Result<Tensor> {
-            let rows: Vec<usize> = (0..views.len()).collect();
-            let mut out = Vec::new();
-            for chunk in rows.chunks(CACHE_BATCH) {
-                out.push(foundation.features(&model.prompt.apply(&views.batch(chunk, inner)?, false)?)?);
-            }
-            Ok(Tensor::cat(&out, 0)?)
-        };
+        let feats = |views: &ViewSet| frozen_features(foundation, &model.prompt, views, inner);
         let (train_f, test_f) = (feats(&self.train)?, feats(&self.test)?);
         let mut spec = self.spec(key, "probe-init", 4);
         spec.epochs = exp.stage1.probe_init_epochs;
@@ -474,14 +478,7 @@ impl Lab<'_> {
             self.foundation.normalization(),
         )?;
         let foundation = self.foundation;
-        let feats = |views: &ViewSet| -> Result<Tensor> {
-            let rows: Vec<usize> = (0..views.len()).collect();
-            let mut out = Vec::new();
-            for chunk in rows.chunks(CACHE_BATCH) {
-                out.push(foundation.features(&plain.apply(&views.batch(chunk, size)?, false)?)?);
-            }
-            Ok(Tensor::cat(&out, 0)?)
-        };
+        let feats = |views: &ViewSet| frozen_features(foundation, &plain, views, size);
         let train_f = feats(&self.train)?;
         let head = Head::new(&mut params, "probe.head.", foundation.feature_dim(), self.classes, 1.0)?;
         let file = "linear-probe.safetensors";

@@ -1,6 +1,6 @@
 //! Differentiable building blocks whose backward passes are verified against finite
 //! differences (tests in `tests/gradcheck.rs`). candle 0.11 silently drops or gets wrong
-//! some gradients (DESIGN.md §5: fused layer-norm, `softmax_last_dim`, pooling, bilinear
+//! some gradients (README "Exact gradients": fused layer-norm, `softmax_last_dim`, pooling, bilinear
 //! upsampling), so every forward path that a gradient must cross is built from this
 //! module and from candle ops measured to be correct.
 //!

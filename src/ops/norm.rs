@@ -1,5 +1,5 @@
 //! Normalisations composed from ops whose gradients are correct (the fused candle
-//! `layer_norm`/`rms_norm` give none: DESIGN.md §5).
+//! `layer_norm`/`rms_norm` give none: README "Exact gradients").
 
 use candle_core::{Tensor, D};
 

@@ -1,6 +1,6 @@
 //! Max and average pooling over `[B, C, H, W]` for any kernel, stride and padding, with
 //! backward passes that are right (candle 0.11's max-pool backward spreads 1/4 to the
-//! maximum, and neither pool has a backward when kernel ≠ stride: DESIGN.md §5).
+//! maximum, and neither pool has a backward when kernel ≠ stride: README "Exact gradients").
 //!
 //! Semantics are PyTorch's (`ceil_mode=False`): max-pool padding never wins (−∞), the
 //! gradient goes to the first maximum of each window; average pooling divides by K²

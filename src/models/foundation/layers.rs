@@ -2,7 +2,7 @@
 //! exact (the prompt is trained through them): convolutions and pooling from
 //! `crate::ops`, non-overlapping patch convolutions as one GEMM, and layer/group norm
 //! composed from elementwise ops (candle's fused layer norm and `softmax_last_dim` give
-//! no gradient; its max-pool has no correct backward: DESIGN.md §5).
+//! no gradient; its max-pool has no correct backward: README "Exact gradients").
 
 use candle_core::{Tensor, D};
 

@@ -4,7 +4,7 @@
 //! `openai/clip-vit-*`, plus timm's hybrid R+ViT (a ResNet stem before the patch
 //! embedding). One implementation on the project's verified ops: candle-transformers'
 //! ViT and CLIP use `softmax_last_dim` and the fused layer norm, which give no
-//! gradient to the input (DESIGN.md §5), and the prompt is trained through this.
+//! gradient to the input (README "Exact gradients"), and the prompt is trained through this.
 //! Heads are `dim / 64` (every published ViT). Position embeddings are resampled
 //! bilinearly when the input grid differs from the checkpoint's.
 

@@ -131,7 +131,7 @@ impl ConvBn {
 }
 
 /// Layer norm over the last dimension, composed from ops with correct gradients (the
-/// fused candle op gives none: DESIGN.md §5).
+/// fused candle op gives none: README "Exact gradients").
 pub struct LayerNorm {
     gamma: Tensor,
     beta: Tensor,
