@@ -132,11 +132,45 @@ fn normalisation_and_loss_gradients() {
     let to_candle = |r: tdmr::Result<Tensor>| r.map_err(|e| candle_core::Error::Msg(e.to_string()));
     check("cross-entropy", &z, |z| to_candle(loss::cross_entropy(z, &labels, 0.0)));
     check("cross-entropy smoothed", &z, |z| to_candle(loss::cross_entropy(z, &labels, 0.1)));
+    let second = Tensor::new(&[4u32, 0, 1, 6, 7], &Device::Cpu).unwrap();
+    let lambda = Tensor::new(&[0.5f32, 1.0, 0.7, 0.9, 0.6], &Device::Cpu).unwrap();
+    check("mixup cross-entropy", &z, |z| {
+        to_candle(loss::mixup_cross_entropy(z, &labels, &second, &lambda, 0.1))
+    });
     check("kd", &z, |z| to_candle(loss::kd(z, &teacher, 4.0)));
     check("align cosine", &z, |z| to_candle(loss::align(z, &teacher, AlignLoss::Cosine)));
     check("align mse", &z, |z| to_candle(loss::align(z, &teacher, AlignLoss::Mse)));
     // The generic softmax is the one the project relies on; it must carry a gradient.
     check("softmax", &z, |z| weighted_sum(&candle_nn::ops::softmax(z, D::Minus1)?, 29));
+}
+
+#[test]
+fn mixup_cross_entropy_is_the_weighted_sum_of_two_cross_entropies() {
+    let z = randn(&[3, 6], 33);
+    let a = Tensor::new(&[0u32, 2, 5], &Device::Cpu).unwrap();
+    let b = Tensor::new(&[1u32, 2, 3], &Device::Cpu).unwrap();
+    let lambda = [0.75f32, 0.5, 1.0];
+    let mixed = loss::mixup_cross_entropy(&z, &a, &b, &Tensor::new(&lambda, &Device::Cpu).unwrap(), 0.0).unwrap();
+    // By hand, row by row, from single-row cross-entropies.
+    let mut expected = 0.0;
+    for (i, l) in lambda.iter().enumerate() {
+        let row = z.narrow(0, i, 1).unwrap();
+        let ce = |y: &Tensor| -> f32 {
+            let y = y.narrow(0, i, 1).unwrap();
+            loss::cross_entropy(&row, &y, 0.0).unwrap().to_scalar::<f32>().unwrap()
+        };
+        expected += (l * ce(&a) + (1.0 - l) * ce(&b)) / 3.0;
+    }
+    let got = mixed.to_scalar::<f32>().unwrap();
+    assert!((got - expected).abs() < 1e-5, "mixup CE {got} vs {expected}");
+    // All weights 1 is plain cross-entropy.
+    let ones = Tensor::new(&[1f32, 1.0, 1.0], &Device::Cpu).unwrap();
+    let plain = loss::cross_entropy(&z, &a, 0.1).unwrap().to_scalar::<f32>().unwrap();
+    let same = loss::mixup_cross_entropy(&z, &a, &b, &ones, 0.1)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!((plain - same).abs() < 1e-6, "{plain} vs {same}");
 }
 
 #[test]

@@ -140,6 +140,71 @@ fn rendered_views_match_the_decoded_pixels() {
 }
 
 #[test]
+fn mixed_views_blend_two_images_and_carry_both_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    // One flat colour per image, so every crop of an image has that colour.
+    let colours = [[200u8, 0, 0], [0, 100, 0], [0, 0, 50]];
+    for (c, name) in ["a", "b", "c"].iter().enumerate() {
+        std::fs::create_dir_all(dir.path().join(name)).unwrap();
+        RgbImage::from_pixel(8, 8, Rgb(colours[c]))
+            .save(dir.path().join(name).join("x.png"))
+            .unwrap();
+    }
+    let store = Arc::new(ImageFolder::load(dir.path(), opts(8, 1 << 20)).unwrap());
+    let pool = Arc::new(image_folder::pool(1).unwrap());
+    let augment = tdmr::data::Augment {
+        scale: [0.5, 1.0],
+        ratio: [0.75, 4.0 / 3.0],
+        flip: true,
+    };
+    let device = candle_core::Device::Cpu;
+    let mut set = tdmr::data::ViewSet::folder(&store, &[0, 1, 2], 2, augment, 7, &pool, &device).unwrap();
+    set.hide_labels_from(2);
+    let set = set.with_mixes(3, 7).unwrap();
+    assert_eq!((set.views, set.len(), set.images()), (5, 15, 3));
+    let rows: Vec<usize> = (0..set.len()).collect();
+    let pixels: Vec<f32> = set.batch(&rows, 4).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let (mixing_labels, mixing_weights) = set.mixing(&rows).unwrap().expect("mixed rows");
+    let (mixing_labels, mixing_weights): (Vec<u32>, Vec<f32>) = (mixing_labels.to_vec1().unwrap(), mixing_weights.to_vec1().unwrap());
+    let colour = |image: usize| colours[image].map(|v| v as f32 / 255.0);
+    for row in rows {
+        let image = row / 5;
+        let got = &pixels[row * 48..(row + 1) * 48];
+        match set.mix(row) {
+            None => {
+                assert!(row % 5 < 2, "row {row}: the first two views of an image are its own");
+                assert_eq!(mixing_weights[row], 1.0);
+                for c in 0..3 {
+                    assert!(got[c * 16..(c + 1) * 16].iter().all(|&v| v == colour(image)[c]), "row {row}");
+                }
+            }
+            Some(m) => {
+                assert!(row % 5 >= 2, "row {row}");
+                assert!((0.5..=1.0).contains(&m.lambda), "λ = {}", m.lambda);
+                assert_ne!(m.partner.image, image, "row {row} is mixed with another image");
+                let (own, other) = (colour(image), colour(m.partner.image));
+                for c in 0..3 {
+                    let want = m.lambda * own[c] + (1.0 - m.lambda) * other[c];
+                    assert!(
+                        got[c * 16..(c + 1) * 16].iter().all(|&v| (v - want).abs() < 1e-6),
+                        "row {row} channel {c}"
+                    );
+                }
+                assert_eq!((mixing_labels[row], mixing_weights[row]), (m.label, m.lambda));
+                // A blend with the unlabelled image 2, or of it, has no label.
+                let unlabelled = image == 2 || m.partner.image == 2;
+                assert_eq!(set.labels[row] == tdmr::data::views::UNLABELED, unlabelled, "row {row}");
+            }
+        }
+    }
+    // Digits views are one tensor: mixing them is refused by name.
+    let digits = tdmr::data::Digits::load(&common::root().join("sample-data/digits")).unwrap();
+    let plain = tdmr::data::ViewSet::new(&digits, &[0, 1], 2, 0, &device).unwrap();
+    let err = plain.with_mixes(1, 0).err().expect("refused").to_string();
+    assert!(err.contains("data.mix_views"), "{err}");
+}
+
+#[test]
 fn the_split_is_reproducible_from_the_seed_and_disjoint() {
     let dir = tempfile::tempdir().unwrap();
     make_folder(dir.path(), 10, 16);

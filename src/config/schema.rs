@@ -154,6 +154,14 @@ pub struct Data {
     /// Views per image of the transfer set (0: `views`). Every view is one teacher
     /// forward when the cache is built, and the pool is several times the labelled set.
     pub unlabeled_views: usize,
+    /// ImageFolder: mixed views added per training image, each a blend of one of its
+    /// views with a view of another training image (mixup, own weight in [½, 1]). Like
+    /// every view they are fixed, so the teacher labels each once through the cache;
+    /// cross-entropy on them is mixup cross-entropy, for every method.
+    pub mix_views: usize,
+    /// ImageFolder: mixed views added per image of the transfer set, blended with
+    /// another image of the transfer set; unlabelled when either image is.
+    pub unlabeled_mix_views: usize,
     /// ImageFolder: shorter side images are stored at (0: the largest model input).
     pub stored_side: usize,
     /// ImageFolder: decoded images stay in memory up to this many MiB; the rest are
@@ -350,6 +358,8 @@ impl Default for Data {
             validation_fraction: 0.0,
             unlabeled: String::new(),
             unlabeled_views: 0,
+            mix_views: 0,
+            unlabeled_mix_views: 0,
             stored_side: 0,
             memory_budget_mb: 1024,
             workers: 0,
@@ -552,6 +562,13 @@ impl Experiment {
             "pool" => {}
             other => return err("data.unlabeled", format!("`{other}` is not a transfer set (\"\" or \"pool\")")),
         }
+        if d.kind != "image-folder" {
+            for (key, n) in [("data.mix_views", d.mix_views), ("data.unlabeled_mix_views", d.unlabeled_mix_views)] {
+                if n > 0 {
+                    return err(key, "mixed views need data.kind = \"image-folder\"".into());
+                }
+            }
+        }
         if !(d.crop_scale[0] > 0.0 && d.crop_scale[0] <= d.crop_scale[1] && d.crop_scale[1] <= 1.0) {
             return err(
                 "data.crop_scale",
@@ -672,6 +689,8 @@ impl Experiment {
         let mut counts = vec![
             ("data.views", self.data.views, 1, 256),
             ("data.unlabeled_views", self.data.unlabeled_views, 0, 256),
+            ("data.mix_views", self.data.mix_views, 0, 256),
+            ("data.unlabeled_mix_views", self.data.unlabeled_mix_views, 0, 256),
             ("data.stored_side", self.data.stored_side, 0, 4096),
             ("data.workers", self.data.workers, 0, 256),
             ("foundation.image_size", self.foundation.image_size, 32, 1024),

@@ -164,7 +164,7 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                     };
                     let mut set = ViewSet::folder(&store, &all, views, augment, exp.seed ^ 0x7a11, &pool, device)?;
                     set.hide_labels_from(split.train.len());
-                    Some(set)
+                    Some(set.with_mixes(d.unlabeled_mix_views, exp.seed ^ 0x7a11)?)
                 }
             };
             Ok(Loaded {
@@ -172,7 +172,8 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                 validation: ViewSet::folder(&store, &split.validation, 1, augment, 0, &pool, device)?,
                 transfer,
                 classes: store.classes.clone(),
-                train: ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?,
+                train: ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?
+                    .with_mixes(d.mix_views, exp.seed)?,
                 eval: ViewSet::folder(&store, eval, 1, augment, 0, &pool, device)?,
                 items: split.train.len(),
                 resident_bytes: store.resident_bytes,

@@ -6,6 +6,11 @@
 //! ImageFolder views are random-resized crops (and optional flips) described by their
 //! crop box and rendered per batch from the decoded images, so memory holds each image
 //! once, not once per view.
+//!
+//! Mixed views (`data.mix_views`) blend one view of an image with a view of another
+//! image. They are fixed too, so the teacher labels each of them once through the
+//! cache: the inputs between two training images are where a teacher's soft outputs
+//! say more than the labels do.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,6 +38,15 @@ pub struct Augment {
     pub flip: bool,
 }
 
+/// A mixed view: its own view weighted `lambda` (at least ½), plus `1 − lambda` of
+/// `partner`, a view of another image whose label is `label`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mix {
+    pub partner: View,
+    pub label: u32,
+    pub lambda: f32,
+}
+
 struct Prefetch {
     rows: Vec<usize>,
     side: usize,
@@ -45,9 +59,40 @@ enum Pixels {
     Folder {
         store: Arc<ImageFolder>,
         views: Arc<Vec<View>>,
+        /// Per row: the partner it is blended with (empty: no mixed rows).
+        mixes: Arc<Vec<Option<Mix>>>,
         pool: Arc<rayon::ThreadPool>,
         next: Mutex<Option<Prefetch>>,
     },
+}
+
+/// Rows `rows` of `views` rendered at `side`, mixed rows blended with their partners.
+fn render_rows(
+    store: &Arc<ImageFolder>,
+    views: &[View],
+    mixes: &[Option<Mix>],
+    rows: &[usize],
+    side: usize,
+    pool: &rayon::ThreadPool,
+) -> Result<Vec<f32>> {
+    let chosen: Vec<View> = rows.iter().map(|&r| views[r]).collect();
+    let mut out = render_batch(store, &chosen, side, pool)?;
+    let mixed: Vec<(usize, Mix)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &r)| mixes.get(r).copied().flatten().map(|m| (i, m)))
+        .collect();
+    if mixed.is_empty() {
+        return Ok(out);
+    }
+    let partners: Vec<View> = mixed.iter().map(|(_, m)| m.partner).collect();
+    let other = render_batch(store, &partners, side, pool)?;
+    let n = 3 * side * side;
+    for (j, (i, m)) in mixed.iter().enumerate() {
+        let (a, b) = (&mut out[i * n..(i + 1) * n], &other[j * n..(j + 1) * n]);
+        a.iter_mut().zip(b).for_each(|(x, y)| *x = m.lambda * *x + (1.0 - m.lambda) * y);
+    }
+    Ok(out)
 }
 
 pub struct ViewSet {
@@ -136,6 +181,7 @@ impl ViewSet {
             pixels: Pixels::Folder {
                 store: store.clone(),
                 views: Arc::new(list),
+                mixes: Arc::new(Vec::new()),
                 pool: pool.clone(),
                 next: Mutex::new(None),
             },
@@ -143,6 +189,101 @@ impl ViewSet {
             labels,
             views,
         })
+    }
+
+    /// Add `per_image` mixed views to every image, drawn from `seed`: one of the
+    /// image's own views blended with a view of another image of the set, the weight of
+    /// its own uniform in [½, 1]. A mixed view of an unlabelled image, or with one, is
+    /// unlabelled. ImageFolder views only.
+    pub fn with_mixes(self, per_image: usize, seed: u64) -> Result<Self> {
+        if per_image == 0 {
+            return Ok(self);
+        }
+        let ViewSet {
+            pixels,
+            device,
+            labels,
+            views,
+        } = self;
+        let Pixels::Folder {
+            store, views: list, pool, ..
+        } = pixels
+        else {
+            return Err(crate::Error::config("data.mix_views", "mixed views need image-folder data"));
+        };
+        let images = labels.len() / views;
+        if images < 2 {
+            return Err(crate::Error::config(
+                "data.mix_views",
+                "mixed views need at least two training images",
+            ));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3a1e_u64);
+        let per = views + per_image;
+        let (mut out, mut out_labels, mut mixes) = (
+            Vec::with_capacity(images * per),
+            Vec::with_capacity(images * per),
+            Vec::with_capacity(images * per),
+        );
+        for i in 0..images {
+            for v in 0..views {
+                out.push(list[i * views + v]);
+                out_labels.push(labels[i * views + v]);
+                mixes.push(None);
+            }
+            for _ in 0..per_image {
+                let a = i * views + rng.random_range(0..views);
+                let other = rng.random_range(0..images - 1);
+                let j = if other >= i { other + 1 } else { other };
+                let b = j * views + rng.random_range(0..views);
+                let u: f32 = rng.random();
+                let unlabelled = labels[a] == UNLABELED || labels[b] == UNLABELED;
+                out.push(list[a]);
+                out_labels.push(if unlabelled { UNLABELED } else { labels[a] });
+                mixes.push(Some(Mix {
+                    partner: list[b],
+                    label: labels[b],
+                    lambda: u.max(1.0 - u),
+                }));
+            }
+        }
+        Ok(ViewSet {
+            pixels: Pixels::Folder {
+                store,
+                views: Arc::new(out),
+                mixes: Arc::new(mixes),
+                pool,
+                next: Mutex::new(None),
+            },
+            device,
+            labels: out_labels,
+            views: per,
+        })
+    }
+
+    /// The mixed view of `row`, if it is one.
+    pub fn mix(&self, row: usize) -> Option<Mix> {
+        match &self.pixels {
+            Pixels::Folder { mixes, .. } => mixes.get(row).copied().flatten(),
+            Pixels::Tensor(_) => None,
+        }
+    }
+
+    /// For mixup cross-entropy over `rows`: each row's second label and the weight of
+    /// its first (its own label, weight 1, where the row is not mixed). `None` when no
+    /// row of `rows` is mixed, so unmixed batches keep the plain loss.
+    pub fn mixing(&self, rows: &[usize]) -> Result<Option<(Tensor, Tensor)>> {
+        if rows.iter().all(|&r| self.mix(r).is_none()) {
+            return Ok(None);
+        }
+        let (labels, weights): (Vec<u32>, Vec<f32>) = rows
+            .iter()
+            .map(|&r| match self.mix(r) {
+                Some(m) => (m.label, m.lambda),
+                None => (self.labels[r], 1.0),
+            })
+            .unzip();
+        Ok(Some((Tensor::new(labels, &self.device)?, Tensor::new(weights, &self.device)?)))
     }
 
     pub fn len(&self) -> usize {
@@ -177,14 +318,18 @@ impl ViewSet {
     /// Start rendering `rows` at `side` in the background, so the next [`ViewSet::batch`]
     /// with the same rows finds them ready (ImageFolder views only: digits are a tensor).
     pub fn prefetch(&self, rows: &[usize], side: usize) {
-        let Pixels::Folder { store, views, pool, next } = &self.pixels else {
+        let Pixels::Folder {
+            store,
+            views,
+            mixes,
+            pool,
+            next,
+        } = &self.pixels
+        else {
             return;
         };
-        let (store, views, pool, owned) = (store.clone(), views.clone(), pool.clone(), rows.to_vec());
-        let job = std::thread::spawn(move || {
-            let chosen: Vec<View> = owned.iter().map(|&r| views[r]).collect();
-            render_batch(&store, &chosen, side, &pool)
-        });
+        let (store, views, mixes, pool, owned) = (store.clone(), views.clone(), mixes.clone(), pool.clone(), rows.to_vec());
+        let job = std::thread::spawn(move || render_rows(&store, &views, &mixes, &owned, side, &pool));
         if let Ok(mut slot) = next.lock() {
             // A stale prefetch (rows never asked for) is simply dropped.
             *slot = Some(Prefetch {
@@ -203,17 +348,20 @@ impl ViewSet {
                 let x = resize_bilinear(&x, size, size)?;
                 Ok(if x.dim(1)? == 1 { x.repeat((1, 3, 1, 1))? } else { x })
             }
-            Pixels::Folder { store, views, pool, next } => {
+            Pixels::Folder {
+                store,
+                views,
+                mixes,
+                pool,
+                next,
+            } => {
                 let ready = next.lock().ok().and_then(|mut slot| match slot.take() {
                     Some(p) if p.rows == rows && p.side == size => Some(p.job),
                     _ => None,
                 });
                 let pixels = match ready.map(|job| job.join()) {
                     Some(Ok(result)) => result?,
-                    _ => {
-                        let chosen: Vec<View> = rows.iter().map(|&r| views[r]).collect();
-                        render_batch(store, &chosen, size, pool)?
-                    }
+                    _ => render_rows(store, views, mixes, rows, size, pool)?,
                 };
                 Ok(Tensor::from_vec(pixels, (rows.len(), 3, size, size), &self.device)?)
             }

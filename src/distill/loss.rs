@@ -18,6 +18,30 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result
     Ok(((nll * (1.0 - smoothing))? + (uniform * smoothing)?)?)
 }
 
+/// Mixup cross-entropy: `λ·CE(y_a) + (1 − λ)·CE(y_b)` per row, mean over the batch,
+/// with label smoothing as [`cross_entropy`]. `lambda` holds one weight per row.
+pub fn mixup_cross_entropy(logits: &Tensor, y_a: &Tensor, y_b: &Tensor, lambda: &Tensor, smoothing: f64) -> Result<Tensor> {
+    let logp = log_softmax(logits, D::Minus1)?;
+    let pick = |y: &Tensor| -> Result<Tensor> { Ok(logp.gather(&y.unsqueeze(1)?, 1)?.squeeze(1)?) };
+    let mixed = ((pick(y_a)? * lambda)? + (pick(y_b)? * lambda.affine(-1.0, 1.0)?)?)?;
+    let nll = mixed.neg()?.mean_all()?;
+    if smoothing <= 0.0 {
+        return Ok(nll);
+    }
+    let uniform = logp.mean(D::Minus1)?.neg()?.mean_all()?;
+    Ok(((nll * (1.0 - smoothing))? + (uniform * smoothing)?)?)
+}
+
+/// Cross-entropy of `logits` for rows `rows` of `set`: mixup cross-entropy where the
+/// batch holds mixed views, the plain one otherwise.
+pub fn set_cross_entropy(logits: &Tensor, set: &crate::data::ViewSet, rows: &[usize], smoothing: f64) -> Result<Tensor> {
+    let y = set.label_tensor(rows)?;
+    match set.mixing(rows)? {
+        None => cross_entropy(logits, &y, smoothing),
+        Some((y_b, lambda)) => mixup_cross_entropy(logits, &y, &y_b, &lambda, smoothing),
+    }
+}
+
 /// Hinton distillation: `T² · KL(softmax(t/T) ‖ softmax(s/T))`, mean over the batch.
 pub fn kd(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
     let log_q = log_softmax(&(student / temperature)?, D::Minus1)?;

@@ -81,9 +81,11 @@ fn frozen_features(foundation: &Foundation, prompt: &Prompt, views: &ViewSet, si
     Ok(Tensor::cat(&out, 0)?)
 }
 
-/// A plain cross-entropy step (stage 1, `vp`, the linear probe).
-fn ce_step(logits: &Tensor, labels: &Tensor, smoothing: f64, data_wait_s: f64) -> Result<StepOut> {
-    let ce = loss::cross_entropy(logits, labels, smoothing)?;
+/// A cross-entropy step on rows `rows` of `set` (stage 1, `vp`, the linear probe);
+/// mixup cross-entropy on mixed views.
+fn ce_step(logits: &Tensor, set: &ViewSet, rows: &[usize], smoothing: f64, data_wait_s: f64) -> Result<StepOut> {
+    let labels = &set.label_tensor(rows)?;
+    let ce = loss::set_cross_entropy(logits, set, rows, smoothing)?;
     let v = ce.to_scalar::<f32>()? as f64;
     Ok(StepOut {
         correct: loss::correct(logits, labels)?,
@@ -285,7 +287,7 @@ impl Lab<'_> {
                     train.prefetch(ctx.next, inner);
                     let (x, wait) = timed(|| train.batch(rows, inner))?;
                     let (_, logits) = m.forward(foundation, &x, true)?;
-                    ce_step(&logits, &train.label_tensor(rows)?, smoothing, wait)
+                    ce_step(&logits, train, rows, smoothing, wait)
                 },
                 &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
                 Some(&mut keep_best),
@@ -343,7 +345,7 @@ impl Lab<'_> {
             &[format!("{prefix}projector."), format!("{prefix}head.")],
             &mut |rows, _| {
                 let (x, wait) = timed(|| select_rows(&train_f, rows))?;
-                ce_step(&proxy(&x)?, &train.label_tensor(rows)?, smoothing, wait)
+                ce_step(&proxy(&x)?, train, rows, smoothing, wait)
             },
             &mut || accuracy(test, |rows| proxy(&select_rows(&test_f, rows)?)),
             None,
@@ -502,7 +504,7 @@ impl Lab<'_> {
                 &all_prefixes("probe.head."),
                 &mut |rows, _| {
                     let (x, wait) = timed(|| select_rows(&train_f, rows))?;
-                    ce_step(&head.forward(&x)?, &train.label_tensor(rows)?, 0.0, wait)
+                    ce_step(&head.forward(&x)?, train, rows, 0.0, wait)
                 },
                 &mut || accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
                 None,
@@ -670,12 +672,11 @@ impl Lab<'_> {
                     let (z, logits) = forward(&x, true)?;
                     // Cross-entropy sees only the labelled views of a transfer batch.
                     let labelled = train.labelled(rows);
-                    let (logits_l, y) = if labelled.len() == rows.len() {
-                        (logits.clone(), train.label_tensor(rows)?)
+                    let (logits_l, rows_l) = if labelled.len() == rows.len() {
+                        (logits.clone(), rows.to_vec())
                     } else {
                         let at = Tensor::new(labelled.iter().map(|&i| i as u32).collect::<Vec<_>>(), logits.device())?;
-                        let rows_l: Vec<usize> = labelled.iter().map(|&i| rows[i]).collect();
-                        (logits.index_select(&at, 0)?, train.label_tensor(&rows_l)?)
+                        (logits.index_select(&at, 0)?, labelled.iter().map(|&i| rows[i]).collect())
                     };
                     let mut parts = LossParts::default();
                     let mut total = Tensor::zeros((), candle_core::DType::F32, z.device())?;
@@ -693,13 +694,17 @@ impl Lab<'_> {
                         }
                     }
                     if w.ce > 0.0 && !labelled.is_empty() {
-                        let c = loss::cross_entropy(&logits_l, &y, r.label_smoothing)?;
+                        let c = loss::set_cross_entropy(&logits_l, train, &rows_l, r.label_smoothing)?;
                         parts.ce = c.to_scalar::<f32>()? as f64;
                         total = (total + (c * w.ce)?)?;
                     }
                     parts.total = total.to_scalar::<f32>()? as f64;
                     Ok(StepOut {
-                        correct: if labelled.is_empty() { 0 } else { loss::correct(&logits_l, &y)? },
+                        correct: if labelled.is_empty() {
+                            0
+                        } else {
+                            loss::correct(&logits_l, &train.label_tensor(&rows_l)?)?
+                        },
                         loss: total,
                         parts,
                         data_wait_s,
