@@ -72,6 +72,9 @@ impl SplitRecord {
 pub struct Loaded {
     pub classes: Vec<String>,
     pub train: ViewSet,
+    /// `train` followed, per image, by its mixed views (`data.mix_views`): what the
+    /// target methods train on. The teacher and the probe train on `train` alone.
+    pub target_train: Option<ViewSet>,
     /// The evaluation set (`data.eval_on`), one un-augmented view per image.
     pub eval: ViewSet,
     /// The validation split, one un-augmented view per image (empty when no images are
@@ -124,6 +127,7 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                 train: ViewSet::new(&data, &split.train, d.views, exp.seed, device)?,
                 eval: ViewSet::plain(&data, eval, device)?,
                 validation: ViewSet::plain(&data, &split.validation, device)?,
+                target_train: None,
                 transfer: None,
                 items: split.train.len(),
                 resident_bytes: data.images.len() * digits::PIXELS * 4,
@@ -172,8 +176,14 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                 validation: ViewSet::folder(&store, &split.validation, 1, augment, 0, &pool, device)?,
                 transfer,
                 classes: store.classes.clone(),
-                train: ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?
-                    .with_mixes(d.mix_views, exp.seed)?,
+                train: ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?,
+                target_train: match d.mix_views {
+                    0 => None,
+                    n => Some(
+                        ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?
+                            .with_mixes(n, exp.seed)?,
+                    ),
+                },
                 eval: ViewSet::folder(&store, eval, 1, augment, 0, &pool, device)?,
                 items: split.train.len(),
                 resident_bytes: store.resident_bytes,

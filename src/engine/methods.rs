@@ -44,6 +44,9 @@ pub struct Lab<'a> {
     pub device: Device,
     pub foundation: &'a Foundation,
     pub train: ViewSet,
+    /// `train` with its mixed views, where `data.mix_views` asks for them: the
+    /// labelled views of the target methods.
+    pub target_train: Option<ViewSet>,
     /// The evaluation set (`data.eval_on`).
     pub test: ViewSet,
     /// The validation split (stage-1 selection); may be empty.
@@ -113,6 +116,23 @@ fn prefixes(groups: &[Group]) -> Vec<String> {
 
 fn all_prefixes(prefix: &str) -> Vec<String> {
     vec![prefix.to_string()]
+}
+
+/// The training views of a target method: the labelled views (with their mixed views
+/// where there are any) or the transfer set. Free of `Lab` so its fields stay
+/// separately borrowable while a stage trains.
+fn target_views<'a>(
+    train: &'a ViewSet,
+    target_train: &'a Option<ViewSet>,
+    transfer: &'a Option<ViewSet>,
+    views: Views,
+) -> Result<&'a ViewSet> {
+    match views {
+        Views::Labelled => Ok(target_train.as_ref().unwrap_or(train)),
+        Views::Transfer => transfer
+            .as_ref()
+            .ok_or_else(|| crate::Error::config("data.unlabeled", "this method needs a transfer set: set data.unlabeled = \"pool\"")),
+    }
 }
 
 /// The stage-1 model: prompt → frozen foundation → (projector) → head.
@@ -353,15 +373,9 @@ impl Lab<'_> {
         Ok(())
     }
 
-    /// The training views of `views`.
+    /// The training views a target method learns from under `views`.
     fn views(&self, views: Views) -> Result<&ViewSet> {
-        match views {
-            Views::Labelled => Ok(&self.train),
-            Views::Transfer => self
-                .transfer
-                .as_ref()
-                .ok_or_else(|| crate::Error::config("data.unlabeled", "this method needs a transfer set: set data.unlabeled = \"pool\"")),
-        }
+        target_views(&self.train, &self.target_train, &self.transfer, views)
     }
 
     fn final_accuracy(&self, outcome: &StageOutcome, logits: impl FnMut(&[usize]) -> Result<Tensor>) -> Result<f64> {
@@ -481,7 +495,20 @@ impl Lab<'_> {
         )?;
         let foundation = self.foundation;
         let feats = |views: &ViewSet| frozen_features(foundation, &plain, views, size);
-        let train_f = feats(&self.train)?;
+        // The probe trains on the plain views; `kd` needs its logits on the target's
+        // views too, which begin, per image, with those same plain views.
+        let (train_f, target_f) = match &self.target_train {
+            None => {
+                let f = feats(&self.train)?;
+                (f.clone(), f)
+            }
+            Some(set) => {
+                let f = feats(set)?;
+                let v = self.train.views;
+                let own: Vec<usize> = (0..self.train.len()).map(|r| (r / v) * set.views + r % v).collect();
+                (select_rows(&f, &own)?, f)
+            }
+        };
         let head = Head::new(&mut params, "probe.head.", foundation.feature_dim(), self.classes, 1.0)?;
         let file = "linear-probe.safetensors";
         if restore {
@@ -517,7 +544,7 @@ impl Lab<'_> {
                 self.ckpt.complete("linear-probe", None);
             }
         }
-        let logits = head.forward(&train_f)?.detach();
+        let logits = head.forward(&target_f)?.detach();
         let transfer = match (transfer_too, &self.transfer) {
             (true, Some(set)) => {
                 let f = feats(set)?;
@@ -526,7 +553,7 @@ impl Lab<'_> {
             }
             _ => None,
         };
-        Ok((TeacherCache::from_tensors(train_f, logits), transfer))
+        Ok((TeacherCache::from_tensors(target_f, logits), transfer))
     }
 
     /// A target network trained on the target budget: `scratch`, `kd` or stage 2 of
@@ -573,15 +600,7 @@ impl Lab<'_> {
             let logits = head.forward(&z)?;
             Ok((z, logits))
         };
-        let train = match views {
-            Views::Labelled => &self.train,
-            Views::Transfer => self.transfer.as_ref().ok_or_else(|| {
-                crate::Error::config(
-                    "data.unlabeled",
-                    format!("{key} needs a transfer set: set data.unlabeled = \"pool\""),
-                )
-            })?,
-        };
+        let train = target_views(&self.train, &self.target_train, &self.transfer, views)?;
         let (test, items) = (&self.test, train.images());
         let eval_logits = |rows: &[usize]| -> Result<Tensor> { Ok(forward(&test.batch(rows, size)?, false)?.1) };
         let mut prev = LossWeights::default();

@@ -162,6 +162,7 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
         classes: data.classes.len(),
         cache_budget: budget.saturating_sub(data.resident_bytes),
         train: data.train,
+        target_train: data.target_train,
         test: data.eval,
         validation: data.validation,
         transfer: data.transfer,
