@@ -129,3 +129,32 @@ fn clipart_pipeline_keeps_the_probe_in_stage1_and_distils_on_the_transfer_set() 
     let pool = split["unlabeled"].as_array().unwrap();
     assert!(!pool.is_empty() && pool.iter().all(|p| !split["train"].as_array().unwrap().contains(p)));
 }
+
+#[test]
+fn mixed_views_are_the_targets_and_leave_the_teacher_and_probe_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = subset(dir.path());
+    let methods = r#"["linear-probe","kd-tdmr-teacher"]"#;
+    let mut run = |name: &str, mix: usize| {
+        let mut exp = small_clipart(&data, methods);
+        exp.data.mix_views = mix;
+        exp.distill.stages.iter_mut().for_each(|s| s.epochs = 5);
+        exp.baselines.linear_probe_epochs = 10;
+        exp.stage1.epochs = 2;
+        let run = RunDir::create(Some(&dir.path().join(name)), "clipart4").unwrap();
+        let s = run_blocking(&exp, &run, None, None).unwrap();
+        (s, events(&run.root, "cache-built"))
+    };
+    let (plain, plain_cache) = run("plain", 0);
+    let (mixed, mixed_cache) = run("mixed", 4);
+    for key in ["linear-probe", "tdmr-teacher"] {
+        assert_eq!(
+            plain.get(key).unwrap().test_acc,
+            mixed.get(key).unwrap().test_acc,
+            "{key} changed with mixed views"
+        );
+    }
+    // The teacher labels every mixed view: 20 images × (8 views + 4 mixed).
+    let rows = |c: &[serde_json::Value]| c[0]["rows"].as_u64().unwrap();
+    assert_eq!((rows(&plain_cache), rows(&mixed_cache)), (20 * 8, 20 * 12));
+}

@@ -179,10 +179,7 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                 train: ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?,
                 target_train: match d.mix_views {
                     0 => None,
-                    n => Some(
-                        ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?
-                            .with_mixes(n, exp.seed)?,
-                    ),
+                    n => Some(ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?.with_mixes(n, exp.seed)?),
                 },
                 eval: ViewSet::folder(&store, eval, 1, augment, 0, &pool, device)?,
                 items: split.train.len(),
