@@ -19,7 +19,8 @@ const DEFAULT_EXPERIMENT: &str = "sample-data/experiments/clipart.toml";
 #[command(
     name = "tdmr",
     version,
-    about = "Task-Driven Model Reprogramming: reprogram a frozen foundation model, distil it into a small target"
+    about = "Task-Driven Model Reprogramming: reprogram a frozen foundation model, distil it into a small target",
+    after_help = "Exit status: 0 success; 2 bad config or arguments; 3 the run diverged; 4 the run was aborted; 1 any other error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,6 +45,19 @@ enum Cmd {
     Export(ExportArgs),
     /// Evaluate an exported model on a dataset: accuracy and a confusion matrix.
     Eval(EvalArgs),
+    /// Print a shell completion script: `tdmr completions bash > ~/.local/share/bash-completion/completions/tdmr`.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// The exit status scripts branch on: the first tdmr error in the chain decides.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    let kind = e.chain().find_map(|c| c.downcast_ref::<tdmr::Error>());
+    match kind {
+        Some(tdmr::Error::Config { .. }) => 2,
+        Some(tdmr::Error::Diverged(_)) => 3,
+        Some(tdmr::Error::Aborted) => 4,
+        _ => 1,
+    }
 }
 
 #[derive(clap::Args)]
@@ -549,6 +563,10 @@ fn main() -> ExitCode {
         Some(Cmd::Attach(args)) => attach(args),
         Some(Cmd::Export(args)) => export(args),
         Some(Cmd::Eval(args)) => eval(args),
+        Some(Cmd::Completions { shell }) => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "tdmr", &mut std::io::stdout());
+            Ok(())
+        }
         None => tui(TuiArgs {
             config: Some(DEFAULT_EXPERIMENT.into()),
             resume: None,
@@ -564,7 +582,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_status(&e))
         }
     }
 }

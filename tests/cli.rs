@@ -6,7 +6,7 @@ use std::process::Command;
 
 use common::*;
 
-fn tdmr(args: &[&str]) -> (bool, String) {
+fn tdmr_status(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tdmr"))
         .args(args)
         .current_dir(root())
@@ -14,7 +14,66 @@ fn tdmr(args: &[&str]) -> (bool, String) {
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("panicked"), "the binary panicked:\n{text}");
-    (out.status.success(), text)
+    (out.status.code(), text)
+}
+
+fn tdmr(args: &[&str]) -> (bool, String) {
+    let (code, text) = tdmr_status(args);
+    (code == Some(0), text)
+}
+
+#[test]
+fn exit_status_tells_bad_config_from_other_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    // Bad config, a missing experiment file, and bad arguments: 2.
+    for args in [
+        vec!["run", "--set", "data.k=0", "--out", &out("a")],
+        vec!["run", "/nonexistent/exp.toml"],
+        vec!["run", "--set", "precision=\"fp8\""],
+        vec!["run", "--no-such-flag"],
+    ] {
+        let (code, text) = tdmr_status(&args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+    }
+    // A weight file that is not there is an error of the run, not of the config: 1.
+    let set = format!("foundation.path={}", out("none.safetensors"));
+    let (code, text) = tdmr_status(&["run", "--out", &out("b"), "--set", &set]);
+    assert_eq!(code, Some(1), "{text}");
+    // A run whose loss overflows, with no learning-rate back-off left: 3.
+    let tiny = dir.path().join("tiny.toml");
+    std::fs::write(&tiny, tiny_text()).unwrap();
+    let (code, text) = tdmr_status(&[
+        "run",
+        tiny.to_str().unwrap(),
+        "--out",
+        &out("c"),
+        "--set",
+        "methods=[\"vp\"]",
+        "--set",
+        "stage1.lr=1e38",
+        "--set",
+        "checkpoint.lr_backoff=0",
+    ]);
+    assert_eq!(code, Some(3), "{text}");
+    // The statuses are documented where a script writer looks.
+    let (code, help) = tdmr_status(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        help.contains("2 bad config") && help.contains("3 the run diverged") && help.contains("4 the run was aborted"),
+        "{help}"
+    );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef tdmr"), ("fish", "complete -c tdmr")] {
+        let (code, text) = tdmr_status(&["completions", shell]);
+        assert_eq!(code, Some(0), "{shell}: {text}");
+        assert!(text.contains(marker) && text.contains("export"), "{shell} completions:\n{text}");
+    }
+    let (code, _) = tdmr_status(&["completions", "tcsh"]);
+    assert_eq!(code, Some(2));
 }
 
 #[test]

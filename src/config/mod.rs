@@ -16,7 +16,9 @@ use crate::{Error, Result};
 impl Experiment {
     /// Parse and validate an experiment file, then apply `--set KEY=VALUE` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        // An unreadable experiment file is a bad argument (exit status 2), not an I/O
+        // failure of a run.
+        let text = std::fs::read_to_string(path).map_err(|e| Error::config(path.display().to_string(), format!("cannot read it: {e}")))?;
         let mut exp = Self::parse(&text, &path.display().to_string(), overrides)?;
         exp.source = Some(path.to_path_buf());
         Ok(exp)
