@@ -16,6 +16,7 @@ pub mod models;
 pub mod ops;
 pub mod params;
 pub mod reprogram;
+pub mod resources;
 pub mod tui;
 
 pub use error::{Error, Result};

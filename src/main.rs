@@ -203,7 +203,8 @@ struct BenchArgs {
     workload: Option<usize>,
 }
 
-fn bench(args: BenchArgs) -> anyhow::Result<()> {
+fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
+    args.weights = tdmr::resources::find(&args.weights);
     let (device, why) = tdmr::engine::session::select_device(&args.device)?;
     if let Some(why) = why {
         eprintln!("{why}");
@@ -307,14 +308,15 @@ fn workbench_options(out: Option<PathBuf>, theme: Option<String>) -> tdmr::tui::
     }
 }
 
-/// `themes/` of the working directory, else the one next to the sources.
+/// `themes/` of the working directory, else of the first place bundled files are
+/// installed that has it.
 fn themes_dir() -> PathBuf {
-    let here = PathBuf::from("themes");
-    if here.is_dir() {
-        here
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("themes")
-    }
+    tdmr::resources::find(std::path::Path::new("themes"))
+}
+
+/// The default experiment file, found like every bundled file.
+fn default_experiment() -> PathBuf {
+    tdmr::resources::find(std::path::Path::new(DEFAULT_EXPERIMENT))
 }
 
 fn tui(args: TuiArgs) -> anyhow::Result<()> {
@@ -334,7 +336,7 @@ fn tui(args: TuiArgs) -> anyhow::Result<()> {
     let config = match (&args.config, &args.resume) {
         (Some(c), _) => c.clone(),
         (None, Some(dir)) => dir.join("config.toml"),
-        (None, None) => DEFAULT_EXPERIMENT.into(),
+        (None, None) => default_experiment(),
     };
     let begin = match (args.resume, args.start) {
         (Some(dir), _) => tdmr::tui::Begin::Resume(dir),
@@ -515,7 +517,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         follow_session(Session::launch(exp, run, launch), args.json)?;
         return Ok(());
     }
-    let config = args.config.unwrap_or_else(|| DEFAULT_EXPERIMENT.into());
+    let config = args.config.unwrap_or_else(default_experiment);
     let mut exp = Experiment::load(&config, &set)?;
     if let Some(seed) = args.seed {
         exp.seed = seed;
@@ -568,7 +570,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         None => tui(TuiArgs {
-            config: Some(DEFAULT_EXPERIMENT.into()),
+            config: Some(default_experiment()),
             resume: None,
             theme: None,
             out: None,
@@ -576,7 +578,7 @@ fn main() -> ExitCode {
             start: true,
             device: None,
         })
-        .context("running the default experiment (sample-data/experiments/clipart.toml) from the repository root"),
+        .context(format!("running the default experiment ({})", default_experiment().display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -219,3 +219,50 @@ fn inspect_detects_the_family_and_explains_misfits() {
     let (ok, text) = tdmr(&["inspect", cut.to_str().unwrap()]);
     assert!(!ok && text.contains("cut.safetensors") && text.contains("truncated"), "{text}");
 }
+
+fn tdmr_in(dir: &std::path::Path, env: &[(&str, &std::path::Path)], args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tdmr"));
+    cmd.args(args).current_dir(dir).env_remove("TDMR_HOME");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("panicked"), "the binary panicked:\n{text}");
+    (out.status.code(), text)
+}
+
+#[test]
+fn the_binary_runs_the_default_experiment_from_any_directory() {
+    let empty = tempfile::tempdir().unwrap();
+    let quick = [
+        "--set",
+        "methods=[\"linear-probe\"]",
+        "--set",
+        "data.views=1",
+        "--set",
+        "baselines.linear_probe_epochs=2",
+    ];
+    let run = empty.path().join("run");
+    let mut args = vec!["run", "--out", run.to_str().unwrap()];
+    args.extend(quick);
+    let (code, text) = tdmr_in(empty.path(), &[], &args);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("clipart-tdmr") && text.contains("linear-probe: test"), "{text}");
+    // $TDMR_HOME comes before the source tree: its own default experiment is the one run.
+    let home = tempfile::tempdir().unwrap();
+    let exp = home.path().join("sample-data/experiments");
+    std::fs::create_dir_all(&exp).unwrap();
+    let text = std::fs::read_to_string(root().join("sample-data/experiments/clipart.toml")).unwrap();
+    std::fs::write(
+        exp.join("clipart.toml"),
+        text.replace("name = \"clipart-tdmr\"", "name = \"from-tdmr-home\""),
+    )
+    .unwrap();
+    let run = empty.path().join("run2");
+    let mut args = vec!["run", "--out", run.to_str().unwrap()];
+    args.extend(quick);
+    let (code, text) = tdmr_in(empty.path(), &[("TDMR_HOME", home.path())], &args);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("from-tdmr-home"), "{text}");
+}

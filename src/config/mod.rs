@@ -61,7 +61,8 @@ impl Experiment {
 
     /// Relative paths are taken from the working directory when they exist there, else
     /// from the config file's directory's ancestors (so a config under
-    /// `sample-data/experiments/` works from anywhere inside the repository).
+    /// `sample-data/experiments/` works from anywhere inside the repository), else from
+    /// the places bundled files are installed ([`crate::resources`]).
     fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() || p.exists() {
             return p.to_path_buf();
@@ -74,7 +75,7 @@ impl Experiment {
                 }
             }
         }
-        p.to_path_buf()
+        crate::resources::find(p)
     }
 }
 
