@@ -7,14 +7,7 @@ use std::process::Command;
 use common::*;
 
 fn tdmr_status(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tdmr"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!text.contains("panicked"), "the binary panicked:\n{text}");
-    (out.status.code(), text)
+    tdmr_in(&root(), &[], args)
 }
 
 fn tdmr(args: &[&str]) -> (bool, String) {
@@ -220,6 +213,8 @@ fn inspect_detects_the_family_and_explains_misfits() {
     assert!(!ok && text.contains("cut.safetensors") && text.contains("truncated"), "{text}");
 }
 
+/// The binary's exit status and output, run in `dir` with `env` set (and no
+/// `TDMR_HOME` from the caller's environment).
 fn tdmr_in(dir: &std::path::Path, env: &[(&str, &std::path::Path)], args: &[&str]) -> (Option<i32>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tdmr"));
     cmd.args(args).current_dir(dir).env_remove("TDMR_HOME");

@@ -135,7 +135,7 @@ fn mixed_views_are_the_targets_and_leave_the_teacher_and_probe_alone() {
     let dir = tempfile::tempdir().unwrap();
     let data = subset(dir.path());
     let methods = r#"["linear-probe","kd-tdmr-teacher"]"#;
-    let mut run = |name: &str, mix: usize| {
+    let run = |name: &str, mix: usize| {
         let mut exp = small_clipart(&data, methods);
         exp.data.mix_views = mix;
         exp.distill.stages.iter_mut().for_each(|s| s.epochs = 5);

@@ -106,6 +106,7 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
         device: Device::Cpu,
         foundation: &f,
         train: tdmr::data::ViewSet::new(&digits, &split.train, 2, 0, &Device::Cpu).unwrap(),
+        target_train: None,
         test: tdmr::data::ViewSet::plain(&digits, &split.test[..50], &Device::Cpu).unwrap(),
         validation: tdmr::data::ViewSet::plain(&digits, &split.validation[..20], &Device::Cpu).unwrap(),
         transfer: None,
