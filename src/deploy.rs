@@ -284,8 +284,8 @@ fn is_digits(data: &Path) -> bool {
     data.is_file() || data.join("digits.csv.gz").is_file() || data.join("digits.csv").is_file()
 }
 
-/// `tdmr eval`: load `model` (and its card) and evaluate it on `data_path`.
-pub fn evaluate(model_path: &Path, data_path: &Path, opts: &EvalOptions) -> Result<Evaluation> {
+/// An exported model and its card, on the CPU.
+pub fn load(model_path: &Path) -> Result<(ModelCard, Deployable)> {
     let card_file = card_path(model_path);
     let card: ModelCard = read_json(&card_file, "tdmr model card")?;
     if card.format != FORMAT {
@@ -294,9 +294,97 @@ pub fn evaluate(model_path: &Path, data_path: &Path, opts: &EvalOptions) -> Resu
             msg: format!("format `{}`, expected `{FORMAT}`", card.format),
         });
     }
-    let device = Device::Cpu;
-    let model = Deployable::build(&card, &device)?;
+    let model = Deployable::build(&card, &Device::Cpu)?;
     model.params.load(model_path)?;
+    Ok((card, model))
+}
+
+/// One image's most probable classes, most probable first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub path: String,
+    pub top: Vec<ClassProbability>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassProbability {
+    pub class: String,
+    pub probability: f64,
+}
+
+/// Image files under `inputs`: a file as given (it must be an image), a folder's image
+/// files at any depth, sorted, hidden entries left out.
+pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if data::image_folder::is_image_file(&p) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            walk(input, &mut out)?;
+        } else if input.exists() {
+            out.push(input.clone());
+        } else {
+            return Err(Error::File {
+                path: input.clone(),
+                msg: "no such image or folder".into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `tdmr predict`: the `top` most probable classes of each image, with the resize of
+/// training and evaluation (see [`data::image_folder::file_input`]).
+pub fn predict(model_path: &Path, images: &[PathBuf], top: usize) -> Result<Vec<Prediction>> {
+    let (card, model) = load(model_path)?;
+    let side = card.input.image_size;
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(EVAL_BATCH) {
+        let mut pixels = Vec::with_capacity(chunk.len() * 3 * side * side);
+        for path in chunk {
+            pixels.extend(data::image_folder::file_input(path, card.input.stored_side, side)?);
+        }
+        let x = Tensor::from_vec(pixels, (chunk.len(), 3, side, side), &Device::Cpu)?;
+        let probs = candle_nn::ops::softmax(&model.logits(&x)?, candle_core::D::Minus1)?;
+        let probs: Vec<Vec<f32>> = probs.to_vec2()?;
+        for (path, p) in chunk.iter().zip(probs) {
+            let mut order: Vec<usize> = (0..p.len()).collect();
+            // Ties keep the lower class index first, as argmax does.
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+            out.push(Prediction {
+                path: path.display().to_string(),
+                top: order
+                    .into_iter()
+                    .take(top.max(1))
+                    .map(|c| ClassProbability {
+                        class: card.classes[c].clone(),
+                        probability: p[c] as f64,
+                    })
+                    .collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `tdmr eval`: load `model` (and its card) and evaluate it on `data_path`.
+pub fn evaluate(model_path: &Path, data_path: &Path, opts: &EvalOptions) -> Result<Evaluation> {
+    let (card, model) = load(model_path)?;
+    let device = Device::Cpu;
     let split: Option<SplitRecord> = match &opts.split {
         Some(p) => Some(read_json(p, "split record (a run's split.json)")?),
         None => None,
@@ -336,7 +424,7 @@ pub fn evaluate(model_path: &Path, data_path: &Path, opts: &EvalOptions) -> Resu
                     "classes {:?} differ from the model's {:?} (from {})",
                     store.classes,
                     card.classes,
-                    card_file.display()
+                    card_path(model_path).display()
                 ),
             });
         }

@@ -45,6 +45,9 @@ enum Cmd {
     Export(ExportArgs),
     /// Evaluate an exported model on a dataset: accuracy and a confusion matrix.
     Eval(EvalArgs),
+    /// Classify image files (or every image under folders) with an exported model: the
+    /// top classes and their probabilities.
+    Predict(PredictArgs),
     /// Print a shell completion script: `tdmr completions bash > ~/.local/share/bash-completion/completions/tdmr`.
     Completions { shell: clap_complete::Shell },
 }
@@ -121,6 +124,38 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
         print!("{}", e.report());
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// An exported model (`tdmr export`): the .safetensors file, its .json card beside it.
+    model: PathBuf,
+    /// Image files or folders of images.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to print per image.
+    #[arg(long, default_value_t = 3)]
+    top: usize,
+    /// Print the predictions as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn predict(args: PredictArgs) -> anyhow::Result<()> {
+    let files = tdmr::deploy::image_files(&args.images)?;
+    if files.is_empty() {
+        anyhow::bail!("no image files (png, jpeg, bmp, webp) under {:?}", args.images);
+    }
+    let predictions = tdmr::deploy::predict(&args.model, &files, args.top)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&predictions)?);
+        return Ok(());
+    }
+    for p in predictions {
+        let top: Vec<String> = p.top.iter().map(|c| format!("{} {:.1}%", c.class, 100.0 * c.probability)).collect();
+        println!("{}: {}", p.path, top.join(", "));
     }
     Ok(())
 }
@@ -565,6 +600,7 @@ fn main() -> ExitCode {
         Some(Cmd::Attach(args)) => attach(args),
         Some(Cmd::Export(args)) => export(args),
         Some(Cmd::Eval(args)) => eval(args),
+        Some(Cmd::Predict(args)) => predict(args),
         Some(Cmd::Completions { shell }) => {
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "tdmr", &mut std::io::stdout());
             Ok(())

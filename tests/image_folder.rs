@@ -348,4 +348,54 @@ fn an_image_folder_experiment_trains_exports_and_repeats_from_disk_exactly() {
     assert_eq!(eval.confusion.iter().flatten().sum::<usize>(), 9);
     let text = tdmr_bin(&["eval", model.to_str().unwrap(), data.to_str().unwrap()]);
     assert!(text.contains("confusion matrix") && text.contains("horizontal"), "{text}");
+
+    // `tdmr predict` on the test images, one file each, sees what eval saw: the same
+    // top-1 accuracy, and probabilities that are ordered and sum to at most 1.
+    let tests: Vec<String> = split.test.iter().map(|n| data.join(n).display().to_string()).collect();
+    let mut args = vec!["predict", model.to_str().unwrap(), "--top", "3", "--json"];
+    args.extend(tests.iter().map(String::as_str));
+    let predictions: Vec<tdmr::deploy::Prediction> = serde_json::from_str(&tdmr_bin(&args)).unwrap();
+    assert_eq!(predictions.len(), 9);
+    let mut correct = 0;
+    for (p, name) in predictions.iter().zip(&split.test) {
+        assert_eq!(p.top.len(), 3, "{p:?}");
+        assert!(p.top.windows(2).all(|w| w[0].probability >= w[1].probability), "{p:?}");
+        assert!(p.top.iter().map(|c| c.probability).sum::<f64>() <= 1.0 + 1e-6, "{p:?}");
+        correct += usize::from(name.starts_with(&format!("{}/", p.top[0].class)));
+    }
+    assert_eq!(correct, eval.correct, "predict and eval disagree");
+    // A folder is walked for its images (the text file and the hidden one are left out,
+    // the truncated PNG is an error naming it).
+    let (ok, text) = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tdmr"))
+            .args([
+                "predict",
+                model.to_str().unwrap(),
+                data.join("vertical").to_str().unwrap(),
+                data.join("horizontal").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    assert!(ok, "{text}");
+    assert!(!text.contains("notes.txt") && !text.contains(".DS_Store"), "{text}");
+    let classified = |l: &str| {
+        l.split_once(": ")
+            .is_some_and(|(_, top)| CLASSES.iter().any(|c| top.starts_with(c)))
+    };
+    assert!(text.lines().count() >= 6 && text.lines().all(classified), "{text}");
+    let err = std::process::Command::new(env!("CARGO_BIN_EXE_tdmr"))
+        .args([
+            "predict",
+            model.to_str().unwrap(),
+            data.join("checker/broken.png").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&err.stderr);
+    assert!(!err.status.success() && msg.contains("broken.png"), "{msg}");
 }

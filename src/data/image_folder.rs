@@ -75,6 +75,13 @@ fn fit_shorter_side(image: RgbImage, side: usize) -> RgbImage {
     imageops::resize(&image, nw, nh, FilterType::Triangle)
 }
 
+/// A file name with an image extension the decoder reads (png, jpeg, bmp, webp).
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "webp"))
+}
+
 fn is_hidden(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
 }
@@ -306,14 +313,25 @@ pub fn random_resized_crop(rng: &mut impl rand::Rng, width: usize, height: usize
 
 /// Render `view` of `store` as `3 × side × side` floats in [0, 1], channel-major.
 pub fn render(store: &ImageFolder, view: &View, side: usize) -> Result<Vec<f32>> {
-    let image = store.image(view.image)?;
+    Ok(render_image(&*store.image(view.image)?, view, side))
+}
+
+/// The model input of one image file, exactly as training and evaluation see an image:
+/// decoded, its shorter side fitted to `stored_side`, then the whole image resized to
+/// `side` square (triangle filter both times) and scaled to [0, 1].
+pub fn file_input(path: &Path, stored_side: usize, side: usize) -> Result<Vec<f32>> {
+    let image = fit_shorter_side(load_rgb(path, DEFAULT_MAX_PIXELS)?, stored_side.max(1));
+    Ok(render_image(&image, &View::whole(0), side))
+}
+
+fn render_image(image: &RgbImage, view: &View, side: usize) -> Vec<f32> {
     let (w, h) = image.dimensions();
     let [cx, cy, cw, ch] = view.crop;
     let x0 = ((cx * w as f32).round() as u32).min(w - 1);
     let y0 = ((cy * h as f32).round() as u32).min(h - 1);
     let cw = ((cw * w as f32).round() as u32).clamp(1, w - x0);
     let ch = ((ch * h as f32).round() as u32).clamp(1, h - y0);
-    let crop = imageops::crop_imm(&*image, x0, y0, cw, ch).to_image();
+    let crop = imageops::crop_imm(image, x0, y0, cw, ch).to_image();
     let mut out_img = imageops::resize(&crop, side as u32, side as u32, FilterType::Triangle);
     if view.flip {
         imageops::flip_horizontal_in_place(&mut out_img);
@@ -325,7 +343,7 @@ pub fn render(store: &ImageFolder, view: &View, side: usize) -> Result<Vec<f32>>
             out[c * plane + i] = px[c] as f32 / 255.0;
         }
     }
-    Ok(out)
+    out
 }
 
 /// Render many views on `pool`, in order.
