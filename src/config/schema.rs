@@ -156,8 +156,9 @@ pub struct Data {
     pub unlabeled_views: usize,
     /// ImageFolder: mixed views added per training image, each a blend of one of its
     /// views with a view of another training image (mixup, own weight in [½, 1]). Like
-    /// every view they are fixed, so the teacher labels each once through the cache;
-    /// cross-entropy on them is mixup cross-entropy, for every method.
+    /// every view they are fixed, so the teacher labels each once through the cache.
+    /// Every target method (scratch and kd too) trains on them with mixup
+    /// cross-entropy; the probe and stage 1 keep to the plain views.
     pub mix_views: usize,
     /// ImageFolder: mixed views added per image of the transfer set, blended with
     /// another image of the transfer set; unlabelled when either image is.
