@@ -328,7 +328,8 @@ fn resume_takes_live_changes_and_refuses_the_rest_by_name() {
     .output()
     .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    // A refused change is a config error: exit status 2.
+    assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
         err.contains("reprogram.proxy_dim: 16 → 8") && err.contains("needs a new run"),
         "{err}"
