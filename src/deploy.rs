@@ -316,13 +316,7 @@ pub struct ClassProbability {
 /// files at any depth, sorted, hidden entries left out.
 pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
-            .collect();
-        entries.sort();
-        for p in entries {
+        for p in data::image_folder::sorted_dir(dir)? {
             if p.is_dir() {
                 walk(&p, out)?;
             } else if data::image_folder::is_image_file(&p) {

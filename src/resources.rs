@@ -8,9 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The directories searched for bundled files, in order (the working directory first).
+/// The directories searched for bundled files after the working directory, in order.
 pub fn roots() -> Vec<PathBuf> {
-    let mut roots = vec![PathBuf::from(".")];
+    let mut roots = Vec::new();
     if let Some(home) = std::env::var_os("TDMR_HOME").filter(|v| !v.is_empty()) {
         roots.push(home.into());
     }
@@ -33,18 +33,12 @@ pub fn roots() -> Vec<PathBuf> {
 /// `rel` under the first root that has it; `rel` itself when none does (so the error
 /// that follows names the path the user gave).
 pub fn find(rel: &Path) -> PathBuf {
-    if rel.is_absolute() {
+    if rel.is_absolute() || rel.exists() {
         return rel.to_path_buf();
     }
     roots()
         .into_iter()
-        .map(|root| {
-            if root == Path::new(".") {
-                rel.to_path_buf()
-            } else {
-                root.join(rel)
-            }
-        })
+        .map(|root| root.join(rel))
         .find(|p| p.exists())
         .unwrap_or_else(|| rel.to_path_buf())
 }

@@ -86,7 +86,8 @@ fn is_hidden(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
 }
 
-fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The entries of `dir`, hidden ones left out, sorted by path.
+pub fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -168,19 +168,24 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                     };
                     let mut set = ViewSet::folder(&store, &all, views, augment, exp.seed ^ 0x7a11, &pool, device)?;
                     set.hide_labels_from(split.train.len());
-                    Some(set.with_mixes(d.unlabeled_mix_views, exp.seed ^ 0x7a11)?)
+                    Some(match d.unlabeled_mix_views {
+                        0 => set,
+                        n => set.with_mixes(n, exp.seed ^ 0x7a11)?,
+                    })
                 }
+            };
+            let train = ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?;
+            let target_train = match d.mix_views {
+                0 => None,
+                n => Some(train.with_mixes(n, exp.seed)?),
             };
             Ok(Loaded {
                 record: SplitRecord::new(exp, &path, &store.classes, &split, |r| store.name(r), &store.skipped),
                 validation: ViewSet::folder(&store, &split.validation, 1, augment, 0, &pool, device)?,
                 transfer,
                 classes: store.classes.clone(),
-                train: ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?,
-                target_train: match d.mix_views {
-                    0 => None,
-                    n => Some(ViewSet::folder(&store, &split.train, d.views, augment, exp.seed, &pool, device)?.with_mixes(n, exp.seed)?),
-                },
+                train,
+                target_train,
                 eval: ViewSet::folder(&store, eval, 1, augment, 0, &pool, device)?,
                 items: split.train.len(),
                 resident_bytes: store.resident_bytes,

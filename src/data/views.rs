@@ -191,23 +191,15 @@ impl ViewSet {
         })
     }
 
-    /// Add `per_image` mixed views to every image, drawn from `seed`: one of the
-    /// image's own views blended with a view of another image of the set, the weight of
-    /// its own uniform in [½, 1]. A mixed view of an unlabelled image, or with one, is
-    /// unlabelled. ImageFolder views only.
-    pub fn with_mixes(self, per_image: usize, seed: u64) -> Result<Self> {
-        if per_image == 0 {
-            return Ok(self);
-        }
-        let ViewSet {
-            pixels,
-            device,
-            labels,
-            views,
-        } = self;
+    /// These views followed, per image, by `per_image` mixed views drawn from `seed`:
+    /// one of the image's own views blended with a view of another image of the set,
+    /// the weight of its own uniform in [½, 1]. A mixed view of an unlabelled image, or
+    /// with one, is unlabelled. ImageFolder views only.
+    pub fn with_mixes(&self, per_image: usize, seed: u64) -> Result<Self> {
+        let (labels, views) = (&self.labels, self.views);
         let Pixels::Folder {
             store, views: list, pool, ..
-        } = pixels
+        } = &self.pixels
         else {
             return Err(crate::Error::config("data.mix_views", "mixed views need image-folder data"));
         };
@@ -249,13 +241,13 @@ impl ViewSet {
         }
         Ok(ViewSet {
             pixels: Pixels::Folder {
-                store,
+                store: store.clone(),
                 views: Arc::new(out),
                 mixes: Arc::new(mixes),
-                pool,
+                pool: pool.clone(),
                 next: Mutex::new(None),
             },
-            device,
+            device: self.device.clone(),
             labels: out_labels,
             views: per,
         })

@@ -11,6 +11,11 @@ use crate::Result;
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result<Tensor> {
     let logp = log_softmax(logits, D::Minus1)?;
     let nll = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?.mean_all()?;
+    smoothed(nll, &logp, smoothing)
+}
+
+/// `nll` with label smoothing: `(1 − s)·nll + s·mean(−log p)` over the classes.
+fn smoothed(nll: Tensor, logp: &Tensor, smoothing: f64) -> Result<Tensor> {
     if smoothing <= 0.0 {
         return Ok(nll);
     }
@@ -24,21 +29,15 @@ pub fn mixup_cross_entropy(logits: &Tensor, y_a: &Tensor, y_b: &Tensor, lambda: 
     let logp = log_softmax(logits, D::Minus1)?;
     let pick = |y: &Tensor| -> Result<Tensor> { Ok(logp.gather(&y.unsqueeze(1)?, 1)?.squeeze(1)?) };
     let mixed = ((pick(y_a)? * lambda)? + (pick(y_b)? * lambda.affine(-1.0, 1.0)?)?)?;
-    let nll = mixed.neg()?.mean_all()?;
-    if smoothing <= 0.0 {
-        return Ok(nll);
-    }
-    let uniform = logp.mean(D::Minus1)?.neg()?.mean_all()?;
-    Ok(((nll * (1.0 - smoothing))? + (uniform * smoothing)?)?)
+    smoothed(mixed.neg()?.mean_all()?, &logp, smoothing)
 }
 
-/// Cross-entropy of `logits` for rows `rows` of `set`: mixup cross-entropy where the
-/// batch holds mixed views, the plain one otherwise.
-pub fn set_cross_entropy(logits: &Tensor, set: &crate::data::ViewSet, rows: &[usize], smoothing: f64) -> Result<Tensor> {
-    let y = set.label_tensor(rows)?;
+/// Cross-entropy of `logits` for rows `rows` of `set`, whose labels are `y`: mixup
+/// cross-entropy where the batch holds mixed views, the plain one otherwise.
+pub fn set_cross_entropy(logits: &Tensor, y: &Tensor, set: &crate::data::ViewSet, rows: &[usize], smoothing: f64) -> Result<Tensor> {
     match set.mixing(rows)? {
-        None => cross_entropy(logits, &y, smoothing),
-        Some((y_b, lambda)) => mixup_cross_entropy(logits, &y, &y_b, &lambda, smoothing),
+        None => cross_entropy(logits, y, smoothing),
+        Some((y_b, lambda)) => mixup_cross_entropy(logits, y, &y_b, &lambda, smoothing),
     }
 }
 

@@ -88,7 +88,7 @@ fn frozen_features(foundation: &Foundation, prompt: &Prompt, views: &ViewSet, si
 /// mixup cross-entropy on mixed views.
 fn ce_step(logits: &Tensor, set: &ViewSet, rows: &[usize], smoothing: f64, data_wait_s: f64) -> Result<StepOut> {
     let labels = &set.label_tensor(rows)?;
-    let ce = loss::set_cross_entropy(logits, set, rows, smoothing)?;
+    let ce = loss::set_cross_entropy(logits, labels, set, rows, smoothing)?;
     let v = ce.to_scalar::<f32>()? as f64;
     Ok(StepOut {
         correct: loss::correct(logits, labels)?,
@@ -697,6 +697,7 @@ impl Lab<'_> {
                         let at = Tensor::new(labelled.iter().map(|&i| i as u32).collect::<Vec<_>>(), logits.device())?;
                         (logits.index_select(&at, 0)?, labelled.iter().map(|&i| rows[i]).collect())
                     };
+                    let y = train.label_tensor(&rows_l)?;
                     let mut parts = LossParts::default();
                     let mut total = Tensor::zeros((), candle_core::DType::F32, z.device())?;
                     if let Some((cache, _)) = teacher {
@@ -713,17 +714,13 @@ impl Lab<'_> {
                         }
                     }
                     if w.ce > 0.0 && !labelled.is_empty() {
-                        let c = loss::set_cross_entropy(&logits_l, train, &rows_l, r.label_smoothing)?;
+                        let c = loss::set_cross_entropy(&logits_l, &y, train, &rows_l, r.label_smoothing)?;
                         parts.ce = c.to_scalar::<f32>()? as f64;
                         total = (total + (c * w.ce)?)?;
                     }
                     parts.total = total.to_scalar::<f32>()? as f64;
                     Ok(StepOut {
-                        correct: if labelled.is_empty() {
-                            0
-                        } else {
-                            loss::correct(&logits_l, &train.label_tensor(&rows_l)?)?
-                        },
+                        correct: if labelled.is_empty() { 0 } else { loss::correct(&logits_l, &y)? },
                         loss: total,
                         parts,
                         data_wait_s,
