@@ -1,7 +1,8 @@
 //! What a user takes away: `tdmr export` writes a run's distilled target (backbone,
-//! projector where its head reads the proxy space, head) as safetensors with a JSON
-//! model card beside it; `tdmr eval` rebuilds the model from those two files alone and
-//! evaluates it on a dataset, with a confusion matrix.
+//! projector where its head reads the proxy space, head) as safetensors or as an ONNX
+//! graph, with a JSON model card beside it; `tdmr eval` rebuilds the model from the
+//! safetensors and its card and evaluates it on a dataset, with a confusion matrix;
+//! `tdmr predict` classifies image files with either export.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Experiment, ProjectorKind};
 use crate::data::{self, Digits, ImageFolder, SplitRecord, ViewSet};
-use crate::engine::run_dir::write_text_atomic;
+use crate::engine::run_dir::{write_atomic, write_text_atomic};
 use crate::models::targets::{head_macs, Backbone, TargetSpec};
+use crate::onnx;
 use crate::params::Params;
 use crate::reprogram::{Head, Projector};
 use crate::{Error, Result};
@@ -39,6 +41,48 @@ pub struct InputSpec {
     /// How images were resized: shorter side to `stored_side` (aspect kept), then the
     /// whole image to `image_size` square, both with a triangle (bilinear) filter.
     pub stored_side: usize,
+    /// The preprocessing in words, exactly enough for another runtime to repeat it.
+    #[serde(default)]
+    pub preprocessing: String,
+}
+
+/// The resize training, evaluation and `tdmr predict` apply, stated for other runtimes
+/// (`scripts/check-onnx.py` implements it in NumPy).
+pub fn preprocessing_text(stored_side: usize, side: usize) -> String {
+    format!(
+        "Decode to 8-bit RGB (alpha dropped, no compositing). Resize with the `image` crate's \
+         Triangle filter (image::imageops::resize): the shorter side to {stored_side} pixels, the \
+         longer side to round(longer * {stored_side} / shorter), unless the shorter side is already \
+         {stored_side}; then the whole image, no crop, to {side}x{side}. Each resize (skipped when the size \
+         already matches) resamples vertically first into float32 without rounding, then \
+         horizontally, rounding half away from zero and clamping to [0, 255]; the triangle kernel is 1 - |x| with its support widened by the \
+         downscale ratio, sampled at (i + 0.5) * ratio - 0.5. Divide by 255 to get [0, 1], \
+         channels first (NCHW). Normalisation, if any, is inside the model."
+    )
+}
+
+/// What `tdmr export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Safetensors,
+    Onnx,
+}
+
+impl ExportFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Safetensors => "safetensors",
+            ExportFormat::Onnx => "onnx",
+        }
+    }
+
+    /// The format a model file's extension names (`.onnx`; anything else is safetensors).
+    pub fn of_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("onnx") => ExportFormat::Onnx,
+            _ => ExportFormat::Safetensors,
+        }
+    }
 }
 
 /// Where the model came from.
@@ -79,6 +123,9 @@ pub struct Deployable {
     backbone: Backbone,
     projector: Option<Projector>,
     head: Head,
+    /// The card's input normalisation, `[1, 3, 1, 1]` each.
+    mean: Tensor,
+    std: Tensor,
 }
 
 impl Deployable {
@@ -94,11 +141,14 @@ impl Deployable {
         };
         let head_in = card.projector.as_ref().map_or(d_t, |p| p.proxy_dim);
         let head = Head::new(&mut params, "head.", head_in, card.classes.len(), card.head_scale)?;
+        let channel = |v: [f32; 3]| Tensor::from_vec(v.to_vec(), (1, 3, 1, 1), device);
         Ok(Deployable {
             params,
             backbone,
             projector,
             head,
+            mean: channel(card.input.mean)?,
+            std: channel(card.input.std)?,
         })
     }
 
@@ -107,14 +157,55 @@ impl Deployable {
         self.backbone.macs() + head_macs(self.backbone.feature_dim(), proxy, card.classes.len())
     }
 
-    /// Logits in evaluation mode (batch norm on running statistics).
+    /// Re-estimate the batch-norm running statistics on `x` (pixels in [0, 1]) with
+    /// `passes` training-mode forward passes: BN recalibration after the weights changed.
+    pub fn recalibrate_batch_norm(&self, x: &Tensor, passes: usize) -> Result<()> {
+        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        for _ in 0..passes {
+            self.backbone.features(&x, true)?;
+        }
+        Ok(())
+    }
+
+    /// Logits of pixels in [0, 1], in evaluation mode (batch norm on running statistics).
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        let f = self.backbone.features(x, false)?;
+        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let f = self.backbone.features(&x, false)?;
         let z = match &self.projector {
             Some(p) => p.forward(&f)?,
             None => f,
         };
         self.head.forward(&z)
+    }
+
+    /// The whole inference graph as an ONNX model: `pixels` `[batch, 3, S, S]` in [0, 1],
+    /// normalised inside, batch norm folded; outputs `logits` and `probabilities`; the
+    /// class names, input side and card in the metadata.
+    pub fn to_onnx(&self, card: &ModelCard) -> Result<Vec<u8>> {
+        let mut g = onnx::Graph::new();
+        let mean: Vec<f32> = card.input.mean.to_vec();
+        let std: Vec<f32> = card.input.std.to_vec();
+        let mean = g.floats("input_mean", &[1, 3, 1, 1], &mean);
+        let std = g.floats("input_std", &[1, 3, 1, 1], &std);
+        let x = g.binary("Sub", onnx::INPUT, &mean);
+        let x = g.binary("Div", &x, &std);
+        let f = self.backbone.emit_onnx(&mut g, &x)?;
+        let z = match &self.projector {
+            Some(p) => p.emit_onnx(&mut g, &f)?,
+            None => f,
+        };
+        let logits = self.head.emit_onnx(&mut g, &z)?;
+        g.node_into("Identity", &[&logits], vec![], onnx::LOGITS);
+        g.node_into("Softmax", &[onnx::LOGITS], vec![("axis", onnx::Attr::Int(1))], onnx::PROBABILITIES);
+        let metadata = vec![
+            (
+                onnx::CLASSES_KEY.to_string(),
+                serde_json::to_string(&card.classes).unwrap_or_default(),
+            ),
+            (onnx::IMAGE_SIZE_KEY.to_string(), card.input.image_size.to_string()),
+            (onnx::CARD_KEY.to_string(), serde_json::to_string(card).unwrap_or_default()),
+        ];
+        Ok(onnx::encode(&g.into_model(card.input.image_size, card.classes.len(), metadata)))
     }
 }
 
@@ -145,8 +236,14 @@ fn final_checkpoint(run: &Path, method: &str) -> Result<PathBuf> {
     Ok(if local.is_file() { local } else { path })
 }
 
-/// `tdmr export`: write `method`'s final target from `run` to `out` and its card beside it.
-pub fn export(run: &Path, method: &str, out: &Path) -> Result<ModelCard> {
+/// Where `tdmr export` writes when no `--out` is given: `RUN/export/METHOD.EXT`.
+pub fn default_export_path(run: &Path, method: &str, format: ExportFormat) -> PathBuf {
+    run.join("export").join(format!("{method}.{}", format.extension()))
+}
+
+/// `tdmr export`: write `method`'s final target from `run` to `out` in `format`, and its
+/// card beside it.
+pub fn export(run: &Path, method: &str, out: &Path, format: ExportFormat) -> Result<ModelCard> {
     let exp = Experiment::load(&run.join("config.toml"), &[])?;
     let record: SplitRecord = read_json(&run.join("split.json"), "split record")?;
     let distilled = match method {
@@ -177,6 +274,7 @@ pub fn export(run: &Path, method: &str, out: &Path) -> Result<ModelCard> {
             mean: [0.0; 3],
             std: [1.0; 3],
             stored_side: data::stored_side(&exp),
+            preprocessing: preprocessing_text(data::stored_side(&exp), exp.target.image_size),
         },
         projector: distilled.then_some(ProjectorSpec {
             kind: r.projector,
@@ -223,7 +321,13 @@ pub fn export(run: &Path, method: &str, out: &Path) -> Result<ModelCard> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    model.params.save(out)?;
+    match format {
+        ExportFormat::Safetensors => model.params.save(out)?,
+        ExportFormat::Onnx => {
+            let bytes = model.to_onnx(&card)?;
+            write_atomic(out, |tmp| std::fs::write(tmp, &bytes).map_err(|e| Error::io(tmp, e)))?;
+        }
+    }
     write_text_atomic(&card_path(out), &serde_json::to_string_pretty(&card).unwrap_or_default())?;
     Ok(card)
 }
@@ -341,10 +445,47 @@ pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A loaded export of either format, as `tdmr predict` runs it.
+enum Classifier {
+    Native(Box<Deployable>),
+    Onnx(onnx::runtime::OnnxClassifier),
+}
+
+impl Classifier {
+    /// Softmax probabilities of `n` images of `[3, side, side]`.
+    fn probabilities(&self, pixels: Vec<f32>, n: usize, side: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Classifier::Native(model) => {
+                let x = Tensor::from_vec(pixels, (n, 3, side, side), &Device::Cpu)?;
+                Ok(candle_nn::ops::softmax(&model.logits(&x)?, candle_core::D::Minus1)?.to_vec2()?)
+            }
+            Classifier::Onnx(model) => Ok(model.run(&pixels, n)?.probabilities),
+        }
+    }
+}
+
+/// The card of an export: beside it as `.json`, or for ONNX inside its metadata.
+fn load_classifier(model_path: &Path) -> Result<(ModelCard, Classifier)> {
+    if ExportFormat::of_path(model_path) == ExportFormat::Safetensors {
+        let (card, model) = load(model_path)?;
+        return Ok((card, Classifier::Native(Box::new(model))));
+    }
+    let model = onnx::runtime::OnnxClassifier::load(model_path)?;
+    let card: ModelCard = match model.property(onnx::CARD_KEY) {
+        Some(text) => serde_json::from_str(text).map_err(|e| Error::File {
+            path: model_path.into(),
+            msg: format!("metadata `{}` is not a tdmr model card: {e}", onnx::CARD_KEY),
+        })?,
+        None => read_json(&card_path(model_path), "tdmr model card")?,
+    };
+    Ok((card, Classifier::Onnx(model)))
+}
+
 /// `tdmr predict`: the `top` most probable classes of each image, with the resize of
-/// training and evaluation (see [`data::image_folder::file_input`]).
+/// training and evaluation (see [`data::image_folder::file_input`]). `model_path` is a
+/// `.safetensors` export with its card, or an `.onnx` export run through tract.
 pub fn predict(model_path: &Path, images: &[PathBuf], top: usize) -> Result<Vec<Prediction>> {
-    let (card, model) = load(model_path)?;
+    let (card, model) = load_classifier(model_path)?;
     let side = card.input.image_size;
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(EVAL_BATCH) {
@@ -352,9 +493,7 @@ pub fn predict(model_path: &Path, images: &[PathBuf], top: usize) -> Result<Vec<
         for path in chunk {
             pixels.extend(data::image_folder::file_input(path, card.input.stored_side, side)?);
         }
-        let x = Tensor::from_vec(pixels, (chunk.len(), 3, side, side), &Device::Cpu)?;
-        let probs = candle_nn::ops::softmax(&model.logits(&x)?, candle_core::D::Minus1)?;
-        let probs: Vec<Vec<f32>> = probs.to_vec2()?;
+        let probs = model.probabilities(pixels, chunk.len(), side)?;
         for (path, p) in chunk.iter().zip(probs) {
             let mut order: Vec<usize> = (0..p.len()).collect();
             // Ties keep the lower class index first, as argmax does.

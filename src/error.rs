@@ -16,6 +16,9 @@ pub enum Error {
     Data(String),
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// Building or running an ONNX graph (names the tensor or node at fault).
+    #[error("ONNX: {0}")]
+    Onnx(String),
     #[error("run aborted by the user")]
     Aborted,
     #[error(transparent)]

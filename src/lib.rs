@@ -13,6 +13,7 @@ pub mod distill;
 pub mod engine;
 pub mod error;
 pub mod models;
+pub mod onnx;
 pub mod ops;
 pub mod params;
 pub mod reprogram;

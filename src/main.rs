@@ -67,16 +67,32 @@ fn exit_status(e: &anyhow::Error) -> u8 {
 struct ExportArgs {
     /// The run directory.
     run_dir: PathBuf,
-    /// Where to write the model; the card goes beside it as `.json`.
+    /// Where to write the model; the card goes beside it as `.json`
+    /// (default: RUN_DIR/export/METHOD.onnx or .safetensors).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// safetensors (tdmr's own names, for `tdmr eval` and scripts/tdmr_targets.py) or
+    /// onnx (the whole inference graph, opset 17, dynamic batch). Default: from the
+    /// `--out` extension, else safetensors.
+    #[arg(long, value_parser = ["safetensors", "onnx"])]
+    format: Option<String>,
     /// Which trained target: tdmr (default), scratch or kd.
     #[arg(long, default_value = "tdmr")]
     method: String,
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let card = tdmr::deploy::export(&args.run_dir, &args.method, &args.out)?;
+    use tdmr::deploy::ExportFormat;
+    let format = match (args.format.as_deref(), &args.out) {
+        (Some("onnx"), _) => ExportFormat::Onnx,
+        (Some(_), _) => ExportFormat::Safetensors,
+        (None, Some(out)) => ExportFormat::of_path(out),
+        (None, None) => ExportFormat::Safetensors,
+    };
+    let out = args
+        .out
+        .unwrap_or_else(|| tdmr::deploy::default_export_path(&args.run_dir, &args.method, format));
+    let card = tdmr::deploy::export(&args.run_dir, &args.method, &out, format)?;
     let acc = card
         .source
         .accuracy
@@ -91,8 +107,8 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         card.macs,
         card.input.image_size,
         card.input.image_size,
-        args.out.display(),
-        tdmr::deploy::card_path(&args.out).display()
+        out.display(),
+        tdmr::deploy::card_path(&out).display()
     );
     Ok(())
 }
@@ -130,7 +146,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 struct PredictArgs {
-    /// An exported model (`tdmr export`): the .safetensors file, its .json card beside it.
+    /// An exported model (`tdmr export`): a .safetensors file with its .json card beside
+    /// it, or an .onnx file (run with tract).
     model: PathBuf,
     /// Image files or folders of images.
     #[arg(required = true)]

@@ -398,4 +398,22 @@ fn an_image_folder_experiment_trains_exports_and_repeats_from_disk_exactly() {
         .unwrap();
     let msg = String::from_utf8_lossy(&err.stderr);
     assert!(!err.status.success() && msg.contains("broken.png"), "{msg}");
+
+    // The ONNX export (default path RUN/export/tdmr.onnx) run through tract by `tdmr
+    // predict` gives the safetensors export's probabilities on the same images.
+    tdmr_bin(&["export", &root, "--format", "onnx"]);
+    let onnx_model = first.root.join("export/tdmr.onnx");
+    assert!(onnx_model.is_file() && first.root.join("export/tdmr.json").is_file());
+    let mut args = vec!["predict", onnx_model.to_str().unwrap(), "--top", "3", "--json"];
+    args.extend(tests.iter().map(String::as_str));
+    let via_onnx: Vec<tdmr::deploy::Prediction> = serde_json::from_str(&tdmr_bin(&args)).unwrap();
+    assert_eq!(via_onnx.len(), predictions.len());
+    for (o, p) in via_onnx.iter().zip(&predictions) {
+        assert_eq!(o.top[0].class, p.top[0].class, "{o:?} vs {p:?}");
+        for (a, b) in o.top.iter().zip(&p.top) {
+            assert!((a.probability - b.probability).abs() < 1e-5, "{o:?} vs {p:?}");
+        }
+    }
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(first.root.join("export/tdmr.json")).unwrap()).unwrap();
+    assert!(card["input"]["preprocessing"].as_str().unwrap().contains("Triangle"), "{card}");
 }

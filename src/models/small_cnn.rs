@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 
 use super::targets::blocks::{ConvBn, Macs};
+use crate::onnx::{Attr, Graph};
 use crate::ops::{act::Act, pool::avg_pool2d};
 use crate::params::Params;
 use crate::Result;
@@ -62,5 +63,21 @@ impl SmallCnn {
             }
         }
         Ok(x.mean((2, 3))?)
+    }
+
+    /// The evaluation-mode features as ONNX nodes after `x`.
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let mut x = x.to_string();
+        for (i, l) in self.layers.iter().enumerate() {
+            x = l.emit_onnx(g, &x, Act::Relu)?;
+            if i + 1 < self.layers.len() {
+                x = g.node(
+                    "AveragePool",
+                    &[&x],
+                    vec![("kernel_shape", Attr::Ints(vec![2, 2])), ("strides", Attr::Ints(vec![2, 2]))],
+                );
+            }
+        }
+        Ok(g.global_mean(&x))
     }
 }

@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use crate::config::ProjectorKind;
+use crate::onnx::{Attr, Graph};
 use crate::ops::{conv::linear, norm::l2_normalize};
 use crate::params::Params;
 use crate::Result;
@@ -37,6 +38,29 @@ impl Projector {
             x = linear(&x, w, Some(b))?;
         }
         Ok(if self.normalize { l2_normalize(&x)? } else { x })
+    }
+
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let mut x = x.to_string();
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            if i > 0 {
+                x = g.node("Relu", &[&x], vec![]);
+            }
+            x = g.linear(&format!("projector.fc{i}"), &x, w, b)?;
+        }
+        if !self.normalize {
+            return Ok(x);
+        }
+        // As `l2_normalize`: x / sqrt(Σx² + 1e-12).
+        let sq = g.node(
+            "ReduceSumSquare",
+            &[&x],
+            vec![("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))],
+        );
+        let eps = g.floats("eps", &[], &[1e-12]);
+        let sq = g.binary("Add", &sq, &eps);
+        let norm = g.node("Sqrt", &[&sq], vec![]);
+        Ok(g.binary("Div", &x, &norm))
     }
 }
 
@@ -78,5 +102,14 @@ impl Head {
     pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
         let z = if self.scale != 1.0 { (z * self.scale)? } else { z.clone() };
         Ok(linear(&z, &self.weight, Some(&self.bias))?)
+    }
+
+    pub fn emit_onnx(&self, g: &mut Graph, z: &str) -> Result<String> {
+        let z = if self.scale != 1.0 {
+            g.scale(z, self.scale as f32)
+        } else {
+            z.to_string()
+        };
+        g.linear("head", &z, &self.weight, &self.bias)
     }
 }

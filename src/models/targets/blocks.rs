@@ -3,6 +3,7 @@
 
 use candle_core::{Tensor, Var, D};
 
+use crate::onnx::{Attr, Graph};
 use crate::ops::{
     act::Act,
     conv::{conv2d, pad4},
@@ -14,6 +15,7 @@ use crate::Result;
 
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
+const LN_EPS: f64 = 1e-6;
 
 /// Multiply-accumulates per image, summed while a model is built (the deployed model's
 /// cost, whatever shortcut the CPU kernels take).
@@ -73,9 +75,28 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// The evaluation-mode affine map `y = x·scale + shift` per channel.
+    fn affine(&self) -> Result<(Tensor, Tensor)> {
+        let scale = self.gamma.div(&(self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
+        let shift = (&self.beta - self.running_mean.as_tensor().mul(&scale)?)?;
+        Ok((scale, shift))
+    }
+}
+
+/// `act` as ONNX nodes after `x`.
+pub fn emit_act(g: &mut Graph, x: &str, act: Act) -> String {
+    match act {
+        Act::Identity => x.to_string(),
+        Act::Relu => g.node("Relu", &[x], vec![]),
+        Act::Relu6 => g.clip(x, 0.0, 6.0),
+    }
+}
+
 /// A K×K convolution (K odd, padding K/2 as PyTorch's `padding=K//2`), stride 1 or 2,
 /// dense or depthwise, followed by batch norm.
 pub struct ConvBn {
+    name: String,
     weight: Tensor,
     bn: BatchNorm,
     stride: usize,
@@ -104,6 +125,7 @@ impl ConvBn {
         *side = if stride == 2 { side.div_ceil(2) } else { *side };
         macs.add(wshape.iter().product::<usize>() * *side * *side);
         Ok(ConvBn {
+            name: name.into(),
             weight: p.kaiming_normal(&format!("{name}.weight"), &wshape, fan_in)?,
             bn: BatchNorm::new(p, &format!("{name}.bn"), cout)?,
             stride,
@@ -128,11 +150,23 @@ impl ConvBn {
     pub fn forward_act(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         self.bn.forward_act(&self.conv(x)?, train, act)
     }
+
+    /// The evaluation-mode layer as one ONNX convolution, batch norm folded into its
+    /// weight and bias, then `act`.
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str, act: Act) -> Result<String> {
+        let (scale, shift) = self.bn.affine()?;
+        let w = self.weight.broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
+        let k = self.weight.dim(2)?;
+        let group = if self.depthwise { self.weight.dim(0)? } else { 1 };
+        let y = g.conv(&self.name, x, &w, &shift, self.stride, k / 2, group)?;
+        Ok(emit_act(g, &y, act))
+    }
 }
 
 /// Layer norm over the last dimension, composed from ops with correct gradients (the
 /// fused candle op gives none: README "Exact gradients").
 pub struct LayerNorm {
+    name: String,
     gamma: Tensor,
     beta: Tensor,
 }
@@ -140,6 +174,7 @@ pub struct LayerNorm {
 impl LayerNorm {
     pub fn new(p: &mut Params, name: &str, d: usize) -> Result<Self> {
         Ok(LayerNorm {
+            name: name.into(),
             gamma: p.constant(&format!("{name}.weight"), &[d], 1.0)?,
             beta: p.constant(&format!("{name}.bias"), &[d], 0.0)?,
         })
@@ -149,8 +184,19 @@ impl LayerNorm {
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let xhat = centered.broadcast_div(&(var + 1e-6)?.sqrt()?)?;
+        let xhat = centered.broadcast_div(&(var + LN_EPS)?.sqrt()?)?;
         Ok(xhat.broadcast_mul(&self.gamma)?.broadcast_add(&self.beta)?)
+    }
+
+    /// ONNX LayerNormalization over the last axis.
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let gamma = g.tensor(&format!("{}.weight", self.name), &self.gamma)?;
+        let beta = g.tensor(&format!("{}.bias", self.name), &self.beta)?;
+        Ok(g.node(
+            "LayerNormalization",
+            &[x, &gamma, &beta],
+            vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(LN_EPS as f32))],
+        ))
     }
 }
 
@@ -164,6 +210,7 @@ pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// A linear layer on `[..., D_in]` (PyTorch default initialisation).
 pub struct Dense {
+    name: String,
     weight: Tensor,
     bias: Tensor,
 }
@@ -171,6 +218,7 @@ pub struct Dense {
 impl Dense {
     pub fn new(p: &mut Params, name: &str, din: usize, dout: usize) -> Result<Self> {
         Ok(Dense {
+            name: name.into(),
             weight: p.uniform(&format!("{name}.weight"), &[dout, din], din)?,
             bias: p.uniform(&format!("{name}.bias"), &[dout], din)?,
         })
@@ -178,5 +226,9 @@ impl Dense {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.broadcast_matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        g.linear(&self.name, x, &self.weight, &self.bias)
     }
 }

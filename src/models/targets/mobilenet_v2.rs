@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use super::blocks::{ConvBn, Macs};
+use crate::onnx::Graph;
 use crate::ops::act::Act;
 use crate::params::Params;
 use crate::Result;
@@ -72,6 +73,16 @@ impl InvertedResidual {
         let y = self.project.forward(&h, train)?;
         Ok(if self.residual { (y + x)? } else { y })
     }
+
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let h = match &self.expand {
+            Some(e) => e.emit_onnx(g, x, Act::Relu6)?,
+            None => x.to_string(),
+        };
+        let h = self.depthwise.emit_onnx(g, &h, Act::Relu6)?;
+        let y = self.project.emit_onnx(g, &h, Act::Identity)?;
+        Ok(if self.residual { g.binary("Add", &y, x) } else { y })
+    }
 }
 
 pub struct MobileNetV2 {
@@ -127,5 +138,14 @@ impl MobileNetV2 {
         }
         let x = self.head.forward_act(&x, train, Act::Relu6)?;
         Ok(x.mean((2, 3))?)
+    }
+
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let mut x = self.stem.emit_onnx(g, x, Act::Relu6)?;
+        for b in &self.blocks {
+            x = b.emit_onnx(g, &x)?;
+        }
+        let x = self.head.emit_onnx(g, &x, Act::Relu6)?;
+        Ok(g.global_mean(&x))
     }
 }

@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::small_cnn::SmallCnn;
+use crate::onnx::Graph;
 use crate::params::Params;
 use crate::{Error, Result};
 
@@ -89,6 +90,16 @@ impl Backbone {
             Backbone::ResNet(m) => m.features(x, train),
             Backbone::MobileNetV2(m) => m.features(x, train),
             Backbone::VitTiny(m) => m.features(x, train),
+        }
+    }
+
+    /// The evaluation-mode features as ONNX nodes after `x` `[B, C, H, W]`.
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        match self {
+            Backbone::SmallCnn(m, _) => m.emit_onnx(g, x),
+            Backbone::ResNet(m) => m.emit_onnx(g, x),
+            Backbone::MobileNetV2(m) => m.emit_onnx(g, x),
+            Backbone::VitTiny(m) => m.emit_onnx(g, x),
         }
     }
 }

@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use super::blocks::{ConvBn, Macs};
+use crate::onnx::Graph;
 use crate::ops::act::Act;
 use crate::params::Params;
 use crate::Result;
@@ -49,6 +50,17 @@ impl BasicBlock {
             None => x.clone(),
         };
         Ok((y + skip)?.relu()?)
+    }
+
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let y = self.conv1.emit_onnx(g, x, Act::Relu)?;
+        let y = self.conv2.emit_onnx(g, &y, Act::Identity)?;
+        let skip = match &self.shortcut {
+            Some(s) => s.emit_onnx(g, x, Act::Identity)?,
+            None => x.to_string(),
+        };
+        let sum = g.binary("Add", &y, &skip);
+        Ok(g.node("Relu", &[&sum], vec![]))
     }
 }
 
@@ -114,5 +126,13 @@ impl ResNet {
             x = b.forward(&x, train)?;
         }
         Ok(x.mean((2, 3))?)
+    }
+
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let mut x = self.stem.emit_onnx(g, x, Act::Relu)?;
+        for b in &self.blocks {
+            x = b.emit_onnx(g, &x)?;
+        }
+        Ok(g.global_mean(&x))
     }
 }

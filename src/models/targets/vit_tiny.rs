@@ -6,6 +6,7 @@
 use candle_core::Tensor;
 
 use super::blocks::{softmax_last, Dense, LayerNorm, Macs};
+use crate::onnx::{Attr, Graph};
 use crate::params::Params;
 use crate::{Error, Result};
 
@@ -23,6 +24,7 @@ pub struct Block {
     ln2: LayerNorm,
     fc1: Dense,
     fc2: Dense,
+    dim: usize,
     heads: usize,
 }
 
@@ -36,6 +38,7 @@ impl Block {
             ln2: LayerNorm::new(p, &format!("{name}.norm2"), dim)?,
             fc1: Dense::new(p, &format!("{name}.mlp.fc1"), dim, MLP_RATIO * dim)?,
             fc2: Dense::new(p, &format!("{name}.mlp.fc2"), MLP_RATIO * dim, dim)?,
+            dim,
             heads,
         })
     }
@@ -58,6 +61,38 @@ impl Block {
         let x = (x + self.proj.forward(&attn)?)?;
         let h = self.fc1.forward(&self.ln2.forward(&x)?)?.gelu_erf()?;
         Ok((&x + self.fc2.forward(&h)?)?)
+    }
+
+    /// The block as ONNX nodes on `x` `[B, N, D]`; attention per head from MatMul and
+    /// Softmax, GELU from Erf.
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let (d, heads) = (self.dim as i64, self.heads as i64);
+        let hd = d / heads;
+        let h = self.ln1.emit_onnx(g, x)?;
+        let qkv = self.qkv.emit_onnx(g, &h)?;
+        let qkv = g.reshape(&qkv, &[0, 0, 3, heads, hd]);
+        let qkv = g.transpose(&qkv, &[2, 0, 3, 1, 4]);
+        let (q, k, v) = (g.take(&qkv, 0, 0), g.take(&qkv, 0, 1), g.take(&qkv, 0, 2));
+        let kt = g.transpose(&k, &[0, 1, 3, 2]);
+        let scores = g.binary("MatMul", &q, &kt);
+        let scores = g.scale(&scores, 1.0 / (hd as f32).sqrt());
+        let attn = g.node("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
+        let ctx = g.binary("MatMul", &attn, &v);
+        let ctx = g.transpose(&ctx, &[0, 2, 1, 3]);
+        let ctx = g.reshape(&ctx, &[0, 0, d]);
+        let attended = self.proj.emit_onnx(g, &ctx)?;
+        let x = g.binary("Add", x, &attended);
+        let h = self.ln2.emit_onnx(g, &x)?;
+        let h = self.fc1.emit_onnx(g, &h)?;
+        let root2 = g.floats("sqrt2", &[], &[std::f32::consts::SQRT_2]);
+        let e = g.binary("Div", &h, &root2);
+        let e = g.node("Erf", &[&e], vec![]);
+        let one = g.floats("one", &[], &[1.0]);
+        let e = g.binary("Add", &e, &one);
+        let gelu = g.binary("Mul", &h, &e);
+        let gelu = g.scale(&gelu, 0.5);
+        let out = self.fc2.emit_onnx(g, &gelu)?;
+        Ok(g.binary("Add", &x, &out))
     }
 }
 
@@ -134,5 +169,26 @@ impl VitTiny {
             x = blk.forward(&x)?;
         }
         Ok(self.norm.forward(&x)?.narrow(1, 0, 1)?.squeeze(1)?)
+    }
+
+    /// The features as ONNX nodes. The class token is a constant, so it enters as a
+    /// zero token padded in front of the patches with the token added to the first
+    /// position embedding: no shape arithmetic on the batch dimension.
+    pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let tokens = g.conv("patch_embed.proj", x, &self.patch_weight, &self.patch_bias, PATCH, 0, 1)?;
+        let tokens = g.reshape(&tokens, &[0, DIM as i64, -1]);
+        let tokens = g.transpose(&tokens, &[0, 2, 1]);
+        let pads = g.ints("pads", &[6], &[0, 1, 0, 0, 0, 0]);
+        let padded = g.node("Pad", &[&tokens, &pads], vec![]);
+        let n = self.pos.dim(1)?;
+        let first = (self.pos.narrow(1, 0, 1)? + &self.cls)?;
+        let base = Tensor::cat(&[&first, &self.pos.narrow(1, 1, n - 1)?], 1)?;
+        let base = g.tensor("pos_embed_with_cls", &base)?;
+        let mut x = g.binary("Add", &padded, &base);
+        for blk in &self.blocks {
+            x = blk.emit_onnx(g, &x)?;
+        }
+        let x = self.norm.emit_onnx(g, &x)?;
+        Ok(g.take(&x, 1, 0))
     }
 }
