@@ -421,7 +421,7 @@ fn hot_reload_sees_atomic_rename_saves() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &tiny_text());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let _w = tdmr::tui::watch::watch(&cfg, None, tx).expect("inotify works here");
+    let _w = tdmr::tui::watch::watch(std::slice::from_ref(&cfg), None, tx).expect("inotify works here");
     // What editors do: write a temp file beside it, rename it over the original.
     let tmp = dir.path().join(".exp.toml.swp");
     std::fs::write(&tmp, tiny_text().replace("temperature", "# t\ntemperature")).unwrap();
@@ -550,4 +550,82 @@ fn divergence_pauses_the_workbench_and_space_continues_with_the_edited_lr() {
     pump(&mut app, 120, "the run to finish after the divergence", |a| a.run == RunState::Done);
     assert_eq!(app.results.len(), 1, "{}", log_text(&app));
     app.shutdown();
+}
+
+#[test]
+fn extends_chains_merge_tables_replace_arrays_and_reload_when_a_base_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bases = dir.path().join("bases");
+    std::fs::create_dir_all(&bases).unwrap();
+    // base ← child (in another folder, named relative to itself) ← grandchild.
+    let base = bases.join("base.toml");
+    std::fs::write(&base, tiny_text()).unwrap();
+    let child = dir.path().join("child.toml");
+    std::fs::write(
+        &child,
+        "extends = \"bases/base.toml\"\nname = \"child\"\n[data]\nk = 3\n[distill]\ntemperature = 2.0\n\
+         [[distill.stages]]\nname = \"only\"\nepochs = 2\nlr = 5e-3\nweights = { ce = 1.0 }\n",
+    )
+    .unwrap();
+    let grandchild = dir.path().join("grandchild.toml");
+    std::fs::write(&grandchild, "extends = \"child.toml\"\n[data]\nviews = 3\n").unwrap();
+
+    let exp = Experiment::load(&grandchild, &[]).unwrap();
+    let plain = Experiment::load(&base, &[]).unwrap();
+    assert_eq!(exp.name, "child");
+    // Tables merge key by key: k from the child, views from the grandchild, the rest
+    // (eval_every, the data path) from the base.
+    assert_eq!((exp.data.k, exp.data.views, exp.data.eval_every), (3, 3, plain.data.eval_every));
+    assert_eq!(exp.data.path, plain.data.path);
+    assert_eq!(exp.distill.temperature, 2.0);
+    assert_eq!(exp.distill.batch_size, plain.distill.batch_size);
+    // Arrays replace: the child's one stage, not the base's three plus one.
+    let names: Vec<_> = exp.distill.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["only"]);
+    assert_eq!(exp.bases.len(), 2);
+    // `--set` still applies last, and a bad value names the whole chain.
+    let set = Experiment::load(&grandchild, &["data.k=4".into()]).unwrap();
+    assert_eq!(set.data.k, 4);
+    let err = Experiment::load(&grandchild, &["data.k=\"many\"".into()]).unwrap_err().to_string();
+    assert!(
+        err.contains("grandchild.toml") && err.contains("child.toml") && err.contains("base.toml"),
+        "{err}"
+    );
+    // The run directory gets the merged experiment, no `extends` left in it.
+    let merged = exp.to_toml();
+    assert!(!merged.contains("extends") && merged.contains("name = \"only\""), "{merged}");
+
+    // A circle and a missing base are config errors that name the files.
+    let a = dir.path().join("a.toml");
+    let b = dir.path().join("b.toml");
+    std::fs::write(&a, "extends = \"b.toml\"\n").unwrap();
+    std::fs::write(&b, "extends = \"a.toml\"\n").unwrap();
+    let err = Experiment::load(&a, &[]).unwrap_err();
+    assert!(
+        matches!(err, tdmr::Error::Config { .. }) && err.to_string().contains("circle"),
+        "{err}"
+    );
+    std::fs::write(&b, "extends = \"nowhere.toml\"\n").unwrap();
+    let err = Experiment::load(&a, &[]).unwrap_err().to_string();
+    assert!(err.contains("nowhere.toml") && err.contains("b.toml"), "{err}");
+
+    // The workbench on the grandchild watches the base too: an edit there reaches the
+    // session, and a watcher event names it as a config change.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut app = open_app(grandchild.clone(), Some(dir.path().join("run")), None, false);
+    assert_eq!(app.config_files().len(), 3);
+    let _w = tdmr::tui::watch::watch(&app.config_files(), None, tx).expect("inotify works here");
+    assert!(!app.reload_config(false), "nothing changed yet");
+    std::fs::write(&base, tiny_text().replace("batch_size = 10", "batch_size = 12")).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.try_recv() {
+            Ok(tdmr::tui::watch::Changed::Config) => break,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("no event for the edited base: {e}"),
+        }
+    }
+    assert!(app.reload_config(false), "the base's edit was not seen");
+    assert_eq!(app.exp.distill.batch_size, 12, "{}", log_text(&app));
 }

@@ -3,6 +3,7 @@
 //! Every key has a default, unknown keys are errors, and errors name the file, the line
 //! and the key (or the `--set` override that introduced the value).
 
+pub mod inherit;
 pub mod live;
 mod schema;
 pub mod stage_edit;
@@ -15,12 +16,38 @@ use crate::{Error, Result};
 
 impl Experiment {
     /// Parse and validate an experiment file, then apply `--set KEY=VALUE` overrides.
+    /// An unreadable file (or base) is a bad argument (exit status 2), not an I/O
+    /// failure of a run.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        // An unreadable experiment file is a bad argument (exit status 2), not an I/O
-        // failure of a run.
-        let text = std::fs::read_to_string(path).map_err(|e| Error::config(path.display().to_string(), format!("cannot read it: {e}")))?;
-        let mut exp = Self::parse(&text, &path.display().to_string(), overrides)?;
-        exp.source = Some(path.to_path_buf());
+        Self::from_chain(&inherit::chain(path)?, overrides)
+    }
+
+    /// The experiment of a file and the bases it extends ([`inherit::chain`]).
+    pub fn from_chain(links: &[inherit::Link], overrides: &[String]) -> Result<Self> {
+        let Some(file) = links.first() else {
+            return Err(Error::config("experiment", "no file"));
+        };
+        let origin = file.path.display().to_string();
+        let mut exp = if links.len() == 1 {
+            Self::parse(&file.text, &origin, overrides)?
+        } else {
+            let mut table = inherit::merged(links)?;
+            for ov in overrides {
+                apply_override(&mut table, ov)?;
+            }
+            let bases: Vec<String> = links[1..].iter().map(|l| l.path.display().to_string()).collect();
+            let mut described = format!("{origin} (extending {})", bases.join(", which extends "));
+            if !overrides.is_empty() {
+                described += &format!(" with --set {}", overrides.join(" --set "));
+            }
+            let exp: Experiment = table
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::config(described.clone(), e.message().to_string()))?;
+            exp.validate(&described)?;
+            exp
+        };
+        exp.source = Some(file.path.clone());
+        exp.bases = links[1..].iter().map(|l| l.path.clone()).collect();
         Ok(exp)
     }
 

@@ -127,6 +127,9 @@ pub struct Experiment {
     pub theme: String,
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// The files `source` extends, nearest first (`extends = "…"`; empty without).
+    #[serde(skip)]
+    pub bases: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -342,6 +345,7 @@ impl Default for Experiment {
             checkpoint: Checkpointing::default(),
             theme: "dark".into(),
             source: None,
+            bases: Vec::new(),
         }
     }
 }

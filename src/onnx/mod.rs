@@ -37,6 +37,15 @@ pub enum Attr {
     Float(f32),
 }
 
+/// Stride, padding (all four sides) and groups of a convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec {
+    pub stride: usize,
+    pub pad: usize,
+    /// 1, or the channel count for a depthwise convolution.
+    pub group: usize,
+}
+
 /// A graph under construction: nodes in topological order and their constant inputs.
 #[derive(Default)]
 pub struct Graph {
@@ -154,12 +163,12 @@ impl Graph {
         self.node("Clip", &[x, &lo, &hi], vec![])
     }
 
-    /// A 2-D convolution with bias; `pad` on all four sides, `group` 1 or the channels.
-    pub fn conv(&mut self, hint: &str, x: &str, w: &Tensor, b: &Tensor, stride: usize, pad: usize, group: usize) -> Result<String> {
+    /// A 2-D convolution with bias.
+    pub fn conv(&mut self, hint: &str, x: &str, w: &Tensor, b: &Tensor, spec: ConvSpec) -> Result<String> {
         let k = w.dim(2).map_err(|e| onnx_err(hint, e))? as i64;
         let w = self.tensor(&format!("{hint}.weight"), w)?;
         let b = self.tensor(&format!("{hint}.bias"), b)?;
-        let (s, p) = (stride as i64, pad as i64);
+        let (s, p) = (spec.stride as i64, spec.pad as i64);
         Ok(self.node(
             "Conv",
             &[x, &w, &b],
@@ -167,7 +176,7 @@ impl Graph {
                 ("kernel_shape", Attr::Ints(vec![k, k])),
                 ("strides", Attr::Ints(vec![s, s])),
                 ("pads", Attr::Ints(vec![p, p, p, p])),
-                ("group", Attr::Int(group as i64)),
+                ("group", Attr::Int(spec.group as i64)),
             ],
         ))
     }

@@ -129,8 +129,11 @@ pub struct Options {
 
 pub struct App {
     pub config_path: PathBuf,
-    /// The text the session's config came from: a reload with the same text is a no-op.
+    /// The text the session's config came from (the file itself, not its bases).
     config_text: String,
+    /// The texts of the file and every base it extends: a reload that finds the same
+    /// texts is a no-op.
+    chain_texts: Vec<String>,
     pub overrides: Vec<String>,
     /// What the session runs (or will run when started).
     pub exp: Experiment,
@@ -182,10 +185,12 @@ const LOG_MAX: usize = 5000;
 
 impl App {
     pub fn new(config_path: PathBuf, overrides: Vec<String>, exp: Experiment, options: Options) -> App {
-        let config_text = std::fs::read_to_string(&config_path).unwrap_or_default();
+        let chain = crate::config::inherit::chain(&config_path).unwrap_or_default();
+        let config_text = chain.first().map(|l| l.text.clone()).unwrap_or_default();
         let mut app = App {
             config_path,
             config_text,
+            chain_texts: chain.into_iter().map(|l| l.text).collect(),
             overrides,
             plan: Plan::new(&exp),
             exp,
@@ -669,25 +674,23 @@ impl App {
         if self.read_only {
             return false;
         }
-        let text = match std::fs::read_to_string(&self.config_path) {
-            Ok(t) => t,
+        let chain = match crate::config::inherit::chain(&self.config_path) {
+            Ok(c) => c,
             // Mid-rename, or deleted: keep everything, say so only when asked.
             Err(e) => {
                 if forced {
-                    self.error(format!("config {}: {e}", self.config_path.display()));
+                    self.error(e.to_string());
                 }
                 return forced;
             }
         };
-        if text == self.config_text && !forced {
+        let texts: Vec<String> = chain.iter().map(|l| l.text.clone()).collect();
+        if texts == self.chain_texts && !forced {
             return false;
         }
-        self.config_text = text.clone();
-        let origin = self.config_path.display().to_string();
-        let parsed = Experiment::parse(&text, &origin, &self.overrides).map(|mut e| {
-            e.source = Some(self.config_path.clone());
-            e
-        });
+        self.chain_texts = texts;
+        self.config_text = chain[0].text.clone();
+        let parsed = Experiment::from_chain(&chain, &self.overrides);
         let new = match parsed {
             Ok(e) => e,
             Err(e) => {
@@ -944,5 +947,12 @@ impl App {
 
     pub fn config_file(&self) -> &Path {
         &self.config_path
+    }
+
+    /// The config file and the bases it extends: every file a reload reads.
+    pub fn config_files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.config_path.clone())
+            .chain(self.exp.bases.iter().cloned())
+            .collect()
     }
 }

@@ -107,7 +107,7 @@ async fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Re
     let input_paused = Arc::new(AtomicBool::new(false));
     spawn_input(input_tx, input_paused.clone());
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
-    let _watcher = match watch::watch(app.config_file(), app.theme_path.as_deref(), watch_tx) {
+    let _watcher = match watch::watch(&app.config_files(), app.theme_path.as_deref(), watch_tx) {
         Ok(w) => Some(w),
         Err(e) => {
             app.warn(format!("file watching unavailable ({e}); polling every 2 s instead"));

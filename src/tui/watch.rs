@@ -25,10 +25,13 @@ fn canonical(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Watch `config` and `theme`; `None` (with the reason) when the platform refuses, in
-/// which case polling alone keeps reloads working.
-pub fn watch(config: &Path, theme: Option<&Path>, tx: UnboundedSender<Changed>) -> Result<Watcher, String> {
-    let files: Vec<(PathBuf, Changed)> = std::iter::once((canonical(config), Changed::Config))
+/// Watch the `config` files (the experiment and the bases it extends) and `theme`; an
+/// error (with the reason) when the platform refuses, in which case polling alone keeps
+/// reloads working.
+pub fn watch(config: &[PathBuf], theme: Option<&Path>, tx: UnboundedSender<Changed>) -> Result<Watcher, String> {
+    let files: Vec<(PathBuf, Changed)> = config
+        .iter()
+        .map(|c| (canonical(c), Changed::Config))
         .chain(theme.map(|t| (canonical(t), Changed::Theme)))
         .collect();
     let names: Vec<(PathBuf, Changed)> = files.clone();
@@ -52,6 +55,7 @@ pub fn watch(config: &Path, theme: Option<&Path>, tx: UnboundedSender<Changed>) 
     })
     .map_err(|e| e.to_string())?;
     let mut dirs: Vec<PathBuf> = files.iter().filter_map(|(f, _)| f.parent().map(Path::to_path_buf)).collect();
+    dirs.sort();
     dirs.dedup();
     for d in dirs {
         debouncer

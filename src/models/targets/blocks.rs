@@ -3,7 +3,7 @@
 
 use candle_core::{Tensor, Var, D};
 
-use crate::onnx::{Attr, Graph};
+use crate::onnx::{Attr, ConvSpec, Graph};
 use crate::ops::{
     act::Act,
     conv::{conv2d, pad4},
@@ -158,7 +158,12 @@ impl ConvBn {
         let w = self.weight.broadcast_mul(&scale.reshape(((), 1, 1, 1))?)?;
         let k = self.weight.dim(2)?;
         let group = if self.depthwise { self.weight.dim(0)? } else { 1 };
-        let y = g.conv(&self.name, x, &w, &shift, self.stride, k / 2, group)?;
+        let spec = ConvSpec {
+            stride: self.stride,
+            pad: k / 2,
+            group,
+        };
+        let y = g.conv(&self.name, x, &w, &shift, spec)?;
         Ok(emit_act(g, &y, act))
     }
 }

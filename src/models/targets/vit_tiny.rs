@@ -6,7 +6,7 @@
 use candle_core::Tensor;
 
 use super::blocks::{softmax_last, Dense, LayerNorm, Macs};
-use crate::onnx::{Attr, Graph};
+use crate::onnx::{Attr, ConvSpec, Graph};
 use crate::params::Params;
 use crate::{Error, Result};
 
@@ -175,7 +175,12 @@ impl VitTiny {
     /// zero token padded in front of the patches with the token added to the first
     /// position embedding: no shape arithmetic on the batch dimension.
     pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
-        let tokens = g.conv("patch_embed.proj", x, &self.patch_weight, &self.patch_bias, PATCH, 0, 1)?;
+        let patches = ConvSpec {
+            stride: PATCH,
+            pad: 0,
+            group: 1,
+        };
+        let tokens = g.conv("patch_embed.proj", x, &self.patch_weight, &self.patch_bias, patches)?;
         let tokens = g.reshape(&tokens, &[0, DIM as i64, -1]);
         let tokens = g.transpose(&tokens, &[0, 2, 1]);
         let pads = g.ints("pads", &[6], &[0, 1, 0, 0, 0, 0]);
