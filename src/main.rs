@@ -41,8 +41,14 @@ enum Cmd {
     /// What a weight file holds: detected family and variant, parameters, input size and
     /// normalisation, feature dim, dtypes, keys (reads only the header).
     Inspect(InspectArgs),
-    /// Write a run's distilled target model (safetensors) with a JSON model card beside it.
+    /// Write a run's distilled target model (ONNX or safetensors) with a JSON model card
+    /// beside it.
     Export(ExportArgs),
+    /// Compare runs: each method's accuracy in each run (mean ± std over seeds for
+    /// `--seeds` runs), then the config keys whose values differ.
+    Compare(CompareArgs),
+    /// Write a run's per-epoch metrics for pandas and spreadsheets.
+    ExportMetrics(ExportMetricsArgs),
     /// Evaluate an exported model on a dataset: accuracy and a confusion matrix.
     Eval(EvalArgs),
     /// Classify image files (or every image under folders) with an exported model: the
@@ -140,6 +146,51 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
         print!("{}", e.report());
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// Two or more run directories (single or `--seeds` runs).
+    #[arg(required = true, num_args = 2..)]
+    runs: Vec<PathBuf>,
+    /// Print Markdown tables (for a README or a paper).
+    #[arg(long)]
+    md: bool,
+}
+
+fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let runs = args
+        .runs
+        .iter()
+        .map(|r| tdmr::engine::compare::load(r))
+        .collect::<tdmr::Result<Vec<_>>>()?;
+    print!("{}", tdmr::engine::compare::report(&runs, args.md));
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct ExportMetricsArgs {
+    /// The run directory (a `--seeds` run gives every seed's rows, with a `run` column).
+    run_dir: PathBuf,
+    /// CSV: one row per epoch per method and stage (losses, lr, train and evaluation
+    /// accuracy, the latter empty where the epoch was not evaluated).
+    #[arg(long, required = true)]
+    csv: bool,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn export_metrics(args: ExportMetricsArgs) -> anyhow::Result<()> {
+    let text = tdmr::engine::compare::metrics_csv(&args.run_dir)?;
+    match args.out {
+        Some(out) => {
+            write_text_atomic(&out, &text)?;
+            eprintln!("{} rows → {}", text.lines().count().saturating_sub(1), out.display());
+        }
+        None => print!("{text}"),
     }
     Ok(())
 }
@@ -616,6 +667,8 @@ fn main() -> ExitCode {
         Some(Cmd::Inspect(args)) => inspect(args),
         Some(Cmd::Attach(args)) => attach(args),
         Some(Cmd::Export(args)) => export(args),
+        Some(Cmd::Compare(args)) => compare(args),
+        Some(Cmd::ExportMetrics(args)) => export_metrics(args),
         Some(Cmd::Eval(args)) => eval(args),
         Some(Cmd::Predict(args)) => predict(args),
         Some(Cmd::Completions { shell }) => {

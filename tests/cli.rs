@@ -261,3 +261,74 @@ fn the_binary_runs_the_default_experiment_from_any_directory() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("from-tdmr-home"), "{text}");
 }
+
+#[test]
+fn compare_and_csv_read_real_runs_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny.toml");
+    std::fs::write(&tiny, tiny_text()).unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name).display().to_string();
+        let mut args = vec![
+            "run",
+            tiny.to_str().unwrap(),
+            "--out",
+            &out,
+            "--set",
+            "methods=[\"scratch\",\"tdmr\"]",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, text) = tdmr(&args);
+        assert!(ok, "{text}");
+        dir.path().join(name)
+    };
+    let a = run("a", &[]);
+    let b = run("b", &["--set", "distill.temperature=2.0", "--seeds", "1,2"]);
+    let (ok, text) = tdmr(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    // Every figure is the run's own summary, as a percentage with two decimals.
+    let summary = |d: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap()
+    };
+    let (sa, sb) = (summary(&a), summary(&b));
+    for method in ["scratch", "tdmr"] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(method) && !l.starts_with("tdmr-"))
+            .unwrap_or_else(|| panic!("no {method} row:\n{text}"));
+        let single = format!("{:.2}", 100.0 * sa[method]["test_acc"].as_f64().unwrap());
+        let seeded = format!(
+            "{:.2} ± {:.2} (n=2)",
+            100.0 * sb[method]["test_acc"].as_f64().unwrap(),
+            100.0 * sb[method]["test_acc_std"].as_f64().unwrap()
+        );
+        assert!(row.contains(&single) && row.contains(&seeded), "{row}\n{text}");
+    }
+    // The keys that differ, with both values (a --seeds run's seed is its list of seeds);
+    // the keys that agree are left out.
+    let temp = text.lines().find(|l| l.starts_with("distill.temperature")).expect(&text);
+    assert!(temp.contains("4.0") && temp.contains("2.0"), "{temp}");
+    let seed = text.lines().find(|l| l.starts_with("seed ")).expect(&text);
+    assert!(seed.contains(" 3 ") && seed.ends_with("1, 2"), "{seed}");
+    assert!(!text.lines().any(|l| l.starts_with("data.k")), "{text}");
+    let (ok, md) = tdmr(&["compare", "--md", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(ok && md.lines().nth(1).unwrap().starts_with("| ---"), "{md}");
+    // One directory is not a comparison; a folder that is not a run is named.
+    let (ok, _) = tdmr(&["compare", a.to_str().unwrap()]);
+    assert!(!ok);
+    let (ok, err) = tdmr(&["compare", a.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    assert!(!ok && err.contains("summary.json"), "{err}");
+
+    // CSV: one row per epoch event, the seeds of a --seeds run told apart.
+    let (ok, csv) = tdmr(&["export-metrics", b.to_str().unwrap(), "--csv"]);
+    assert!(ok, "{csv}");
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("run,method,stage,epoch,epochs,loss,"));
+    let epochs: usize = ["seed-1", "seed-2"].iter().map(|s| common::events(&b.join(s), "epoch").len()).sum();
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), epochs);
+    assert!(rows.iter().any(|r| r.starts_with("seed-2,tdmr,task,")), "{csv}");
+    let last = common::events(&b.join("seed-2"), "epoch").pop().unwrap();
+    let fields: Vec<&str> = rows.last().unwrap().split(',').collect();
+    assert_eq!(fields[5].parse::<f64>().unwrap(), last["loss"]["total"].as_f64().unwrap());
+}

@@ -153,6 +153,14 @@ fn every_architecture_exports_a_graph_tract_runs_to_the_same_logits() {
         assert!(spread > 0.25, "{arch}: logits too flat to test anything ({spread})");
         let bytes = model.to_onnx(&card).unwrap();
         let onnx = load(&bytes, dir.path(), &format!("{arch}.onnx"));
+        // `TDMR_ZOO_OUT=DIR` keeps both exports of every architecture for
+        // `scripts/check-pytorch.py --zoo DIR` (PyTorch against ONNX Runtime).
+        if let Some(out) = std::env::var_os("TDMR_ZOO_OUT").map(std::path::PathBuf::from) {
+            std::fs::create_dir_all(&out).unwrap();
+            std::fs::write(out.join(format!("{arch}.onnx")), &bytes).unwrap();
+            model.params.save(&out.join(format!("{arch}.safetensors"))).unwrap();
+            std::fs::write(out.join(format!("{arch}.json")), serde_json::to_string(&card).unwrap()).unwrap();
+        }
         let out = onnx.run(&pixels, n).unwrap();
         let diff = max_diff(&out.logits, &rows(&expected));
         eprintln!("{arch}: spread {spread}, diff {diff}");

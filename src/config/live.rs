@@ -57,7 +57,8 @@ pub struct Progress {
     pub stage_running: bool,
 }
 
-fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+/// `v` as dotted keys (`distill.stages.0.lr`) and their TOML values.
+pub fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
     match v {
         toml::Value::Table(t) => {
             for (k, v) in t {
