@@ -416,6 +416,19 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     );
 }
 
+/// The watcher's next event, which must be a config change, within 10 s.
+fn wait_for_config_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<tdmr::tui::watch::Changed>, what: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.try_recv() {
+            Ok(tdmr::tui::watch::Changed::Config) => return,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("no event for {what}: {e}"),
+        }
+    }
+}
+
 #[test]
 fn hot_reload_sees_atomic_rename_saves() {
     let dir = tempfile::tempdir().unwrap();
@@ -427,15 +440,7 @@ fn hot_reload_sees_atomic_rename_saves() {
     std::fs::write(&tmp, tiny_text().replace("temperature", "# t\ntemperature")).unwrap();
     std::fs::write(dir.path().join("unrelated.txt"), "x").unwrap();
     std::fs::rename(&tmp, &cfg).unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        match rx.try_recv() {
-            Ok(tdmr::tui::watch::Changed::Config) => break,
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("no event for the renamed config: {e}"),
-        }
-    }
+    wait_for_config_event(&mut rx, "the renamed config");
 }
 
 #[test]
@@ -608,6 +613,10 @@ fn extends_chains_merge_tables_replace_arrays_and_reload_when_a_base_changes() {
     std::fs::write(&b, "extends = \"nowhere.toml\"\n").unwrap();
     let err = Experiment::load(&a, &[]).unwrap_err().to_string();
     assert!(err.contains("nowhere.toml") && err.contains("b.toml"), "{err}");
+    // A base that is not TOML: the error names it and the line.
+    std::fs::write(&b, "[data\nk = 1\n").unwrap();
+    let err = Experiment::load(&a, &[]).unwrap_err().to_string();
+    assert!(err.contains("b.toml") && err.contains("line 1"), "{err}");
 
     // The workbench on the grandchild watches the base too: an edit there reaches the
     // session, and a watcher event names it as a config change.
@@ -617,15 +626,7 @@ fn extends_chains_merge_tables_replace_arrays_and_reload_when_a_base_changes() {
     let _w = tdmr::tui::watch::watch(&app.config_files(), None, tx).expect("inotify works here");
     assert!(!app.reload_config(false), "nothing changed yet");
     std::fs::write(&base, tiny_text().replace("batch_size = 10", "batch_size = 12")).unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        match rx.try_recv() {
-            Ok(tdmr::tui::watch::Changed::Config) => break,
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("no event for the edited base: {e}"),
-        }
-    }
+    wait_for_config_event(&mut rx, "the edited base");
     assert!(app.reload_config(false), "the base's edit was not seen");
     assert_eq!(app.exp.distill.batch_size, 12, "{}", log_text(&app));
 }

@@ -57,8 +57,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The base `text` (the content of `path`) names, resolved against `path`'s directory.
+/// Text that is not TOML names none: parsing it again reports the error with its line.
 fn base_of(text: &str, path: &Path) -> Result<Option<PathBuf>> {
-    let table = parse(text, path)?;
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Ok(None);
+    };
     match table.get(KEY) {
         None => Ok(None),
         Some(toml::Value::String(s)) => {

@@ -78,26 +78,25 @@ impl Graph {
         Ok(self.floats(hint, t.dims(), &data))
     }
 
+    /// A float constant; `dims` empty for a scalar.
     pub fn floats(&mut self, hint: &str, dims: &[usize], data: &[f32]) -> String {
-        let name = self.fresh(hint);
-        self.initializers.push(TensorProto {
-            name: name.clone(),
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Float as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ..Default::default()
-        });
-        name
+        let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializer(hint, dims, DataType::Float, bytes)
     }
 
     /// An int64 constant; `dims` empty for a scalar.
     pub fn ints(&mut self, hint: &str, dims: &[usize], data: &[i64]) -> String {
+        let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializer(hint, dims, DataType::Int64, bytes)
+    }
+
+    fn initializer(&mut self, hint: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> String {
         let name = self.fresh(hint);
         self.initializers.push(TensorProto {
             name: name.clone(),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Int64 as i32,
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            data_type: data_type as i32,
+            raw_data,
             ..Default::default()
         });
         name
