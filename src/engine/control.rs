@@ -21,6 +21,7 @@ pub struct Control {
     /// stopping it or pressing on.
     attended: bool,
     metrics_failed: bool,
+    tensorboard: Option<super::tensorboard::TensorBoard>,
     /// Events a lagging view has not had room for yet (never step events).
     backlog: std::collections::VecDeque<Event>,
 }
@@ -43,6 +44,7 @@ impl Control {
             live: None,
             attended: false,
             metrics_failed: false,
+            tensorboard: None,
             backlog: std::collections::VecDeque::new(),
         }
     }
@@ -73,6 +75,17 @@ impl Control {
         f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
         self.metrics = Some(BufWriter::new(f));
         Ok(())
+    }
+
+    /// Also write TensorBoard event files under `dir`. A folder that cannot be made is
+    /// a warning: the run goes on without it.
+    pub fn tensorboard_to(&mut self, dir: &Path, config: String) {
+        match super::tensorboard::TensorBoard::new(dir, config) {
+            Ok(tb) => self.tensorboard = Some(tb),
+            Err(e) => self.send(Event::Log {
+                message: format!("warning: TensorBoard files are not written: {e}"),
+            }),
+        }
     }
 
     /// Bytes recorded so far (flushed to the file first).
@@ -120,6 +133,14 @@ impl Control {
                         message: format!("warning: metrics.jsonl: {e}; events are no longer recorded"),
                     });
                 }
+            }
+        }
+        if let Some(tb) = &mut self.tensorboard {
+            if let Err(e) = tb.observe(&event) {
+                self.tensorboard = None;
+                self.send(Event::Log {
+                    message: format!("warning: TensorBoard: {e}; no more events are written there"),
+                });
             }
         }
         self.send(event);

@@ -360,6 +360,9 @@ pub fn run_launched(
             })
         }
     };
+    if started.is_ok() {
+        ctl.tensorboard_to(&run.file("tb"), exp.to_toml());
+    }
     let result = started.and_then(|()| {
         let mut backoffs = restore.as_ref().map_or(0, |r| r.manifest.backoffs);
         let mut fresh = restore.is_none();
