@@ -50,14 +50,16 @@ pub struct InputSpec {
 /// (`scripts/check-onnx.py` implements it in NumPy).
 pub fn preprocessing_text(stored_side: usize, side: usize) -> String {
     format!(
-        "Decode to 8-bit RGB (alpha dropped, no compositing). Resize with the `image` crate's \
-         Triangle filter (image::imageops::resize): the shorter side to {stored_side} pixels, the \
-         longer side to round(longer * {stored_side} / shorter), unless the shorter side is already \
-         {stored_side}; then the whole image, no crop, to {side}x{side}. Each resize (skipped when the size \
-         already matches) resamples vertically first into float32 without rounding, then \
-         horizontally, rounding half away from zero and clamping to [0, 255]; the triangle kernel is 1 - |x| with its support widened by the \
-         downscale ratio, sampled at (i + 0.5) * ratio - 0.5. Divide by 255 to get [0, 1], \
-         channels first (NCHW). Normalisation, if any, is inside the model."
+        "Decode to 8-bit RGB (alpha dropped, no compositing). Resize with the `image` \
+         crate's Triangle filter (image::imageops::resize): the shorter side to \
+         {stored_side} pixels, the longer side to round(longer * {stored_side} / shorter), \
+         unless the shorter side is already {stored_side}; then the whole image, no crop, \
+         to {side}x{side}. Each resize (skipped when the size already matches) resamples \
+         vertically first into float32 without rounding, then horizontally, rounding half \
+         away from zero and clamping to [0, 255]; the triangle kernel is 1 - |x| with its \
+         support widened by the downscale ratio, sampled at (i + 0.5) * ratio - 0.5. \
+         Divide by 255 to get [0, 1], channels first (NCHW). Normalisation, if any, is \
+         inside the model."
     )
 }
 

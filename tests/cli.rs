@@ -95,6 +95,17 @@ fn bad_inputs_are_clear_errors() {
     let (ok, text) = tdmr(&["run", "--set", "precision=\"fp8\""]);
     assert!(!ok && text.contains("precision") && text.contains("fp8"), "{text}");
 
+    // An .onnx file that is not ONNX, and an ONNX export without tdmr's metadata.
+    let image = root().join("sample-data/clipart/bird");
+    let fake = dir.path().join("fake.onnx");
+    std::fs::write(&fake, b"\x0a\xff\xff not protobuf").unwrap();
+    let (ok, text) = tdmr(&["predict", fake.to_str().unwrap(), image.to_str().unwrap()]);
+    assert!(!ok && text.contains("fake.onnx") && text.contains("not an ONNX model"), "{text}");
+    let bare = dir.path().join("bare.onnx");
+    std::fs::write(&bare, b"").unwrap();
+    let (ok, text) = tdmr(&["predict", bare.to_str().unwrap(), image.to_str().unwrap()]);
+    assert!(!ok && text.contains("bare.onnx") && text.contains("tdmr.image_size"), "{text}");
+
     let (ok, text) = tdmr(&["run", "--device", "gpu"]);
     assert!(!ok && text.contains("device") && text.contains("cpu, cuda, cuda:N, auto"), "{text}");
 

@@ -33,9 +33,6 @@ impl OnnxClassifier {
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let metadata = super::metadata(&bytes, path)?;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
-            .map_err(|e| tract_err(path, "tract cannot read this ONNX model", e))?;
         let side = metadata
             .iter()
             .find(|(k, _)| k == super::IMAGE_SIZE_KEY)
@@ -44,6 +41,9 @@ impl OnnxClassifier {
                 path: path.into(),
                 msg: format!("no `{}` metadata: not a model `tdmr export` wrote", super::IMAGE_SIZE_KEY),
             })?;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .map_err(|e| tract_err(path, "tract cannot read this ONNX model", e))?;
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
