@@ -49,6 +49,9 @@ enum Cmd {
     Compare(CompareArgs),
     /// Write a run's per-epoch metrics for pandas and spreadsheets.
     ExportMetrics(ExportMetricsArgs),
+    /// Run a grid of config overrides on the validation split, rank the points by
+    /// validation accuracy, then run the best point once on the test split.
+    Sweep(SweepArgs),
     /// Evaluate an exported model on a dataset: accuracy and a confusion matrix.
     Eval(EvalArgs),
     /// Classify image files (or every image under folders) with an exported model: the
@@ -192,6 +195,113 @@ fn export_metrics(args: ExportMetricsArgs) -> anyhow::Result<()> {
         }
         None => print!("{text}"),
     }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// Experiment file (TOML).
+    config: PathBuf,
+    /// One axis of the grid: KEY=V1,V2,… (repeatable; the points are every combination).
+    #[arg(long, value_name = "KEY=V1,V2", required = true)]
+    grid: Vec<String>,
+    /// Seeds, comma-separated: every point runs each (default: the file's seed).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// The method whose validation accuracy ranks the points.
+    #[arg(long, default_value = "tdmr")]
+    rank_by: String,
+    /// The sweep's directory (default: runs/<name>-sweep-<timestamp>). Run again with
+    /// the same --out to continue: finished sub-runs are kept, interrupted ones resume.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Fixed overrides applied to every point (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+/// A sub-run of a sweep: kept when finished, resumed when interrupted, else started.
+fn sweep_run(exp: Experiment, dir: PathBuf) -> anyhow::Result<Summary> {
+    let summary = dir.join("summary.json");
+    if let Ok(text) = std::fs::read_to_string(&summary) {
+        if let Ok(s) = serde_json::from_str::<Summary>(&text) {
+            println!("kept {} (finished)", dir.display());
+            return Ok(s);
+        }
+    }
+    if dir.join("metrics.jsonl").is_file() && dir.join("checkpoints").is_dir() {
+        let (exp, run, resume) = tdmr::engine::prepare_resume(&dir, Some(exp))?;
+        let launch = tdmr::engine::Launch {
+            resume: Some(resume),
+            attended: false,
+        };
+        return follow_session(Session::launch(exp, run, launch), false);
+    }
+    run_one(exp, Some(dir), false)
+}
+
+fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    use tdmr::engine::sweep;
+    let axes = args.grid.iter().map(|g| sweep::parse_axis(g)).collect::<tdmr::Result<Vec<_>>>()?;
+    let base = Experiment::load(&args.config, &args.set)?;
+    let seeds = if args.seeds.is_empty() {
+        vec![base.seed]
+    } else {
+        args.seeds.clone()
+    };
+    let with = |extra: &[String]| -> tdmr::Result<Experiment> {
+        let all: Vec<String> = args.set.iter().chain(extra).cloned().collect();
+        Experiment::load(&args.config, &all)
+    };
+    let points = sweep::points(&axes);
+    // Every point must be a valid experiment before anything runs.
+    for p in &points {
+        with(&p.overrides)?;
+    }
+    let root = match &args.out {
+        Some(o) => o.clone(),
+        None => RunDir::create(None, &format!("{}-sweep", base.name))?.root,
+    };
+    let validation = "data.eval_on=validation".to_string();
+    let mut results = Vec::new();
+    for (i, p) in points.iter().enumerate() {
+        let name = p.dir_name(i);
+        let mut exp_overrides = p.overrides.clone();
+        exp_overrides.push(validation.clone());
+        let mut per_method: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for &seed in &seeds {
+            let mut exp = with(&exp_overrides)?;
+            exp.seed = seed;
+            println!("sweep point {name}, seed {seed} (validation split)");
+            let summary = sweep_run(exp, root.join(&name).join(format!("seed-{seed}")))?;
+            for (m, r) in summary {
+                per_method.entry(m).or_default().push(r.test_acc);
+            }
+        }
+        results.push(sweep::PointResult {
+            name,
+            overrides: p.overrides.clone(),
+            validation: per_method,
+        });
+    }
+    let order = sweep::rank(&results, &args.rank_by)?;
+    let best = &results[order[0]];
+    let mut best_test = Vec::new();
+    for &seed in &seeds {
+        let mut exp = with(&best.overrides)?;
+        exp.seed = seed;
+        println!("best point {} on the test split, seed {seed}", best.name);
+        let summary = sweep_run(exp, root.join("best-on-test").join(format!("seed-{seed}")))?;
+        let acc = summary
+            .get(&args.rank_by)
+            .map(|r| r.test_acc)
+            .ok_or_else(|| anyhow::anyhow!("the best point's test run has no `{}`", args.rank_by))?;
+        best_test.push(acc);
+    }
+    let text = sweep::report(&results, &order, &args.rank_by, &best_test);
+    write_text_atomic(&root.join("sweep.md"), &text)?;
+    println!("{text}");
+    println!("report: {}", root.join("sweep.md").display());
     Ok(())
 }
 
@@ -669,6 +779,7 @@ fn main() -> ExitCode {
         Some(Cmd::Export(args)) => export(args),
         Some(Cmd::Compare(args)) => compare(args),
         Some(Cmd::ExportMetrics(args)) => export_metrics(args),
+        Some(Cmd::Sweep(args)) => sweep(args),
         Some(Cmd::Eval(args)) => eval(args),
         Some(Cmd::Predict(args)) => predict(args),
         Some(Cmd::Completions { shell }) => {

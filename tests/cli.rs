@@ -343,3 +343,65 @@ fn compare_and_csv_read_real_runs_back() {
     let fields: Vec<&str> = rows.last().unwrap().split(',').collect();
     assert_eq!(fields[5].parse::<f64>().unwrap(), last["loss"]["total"].as_f64().unwrap());
 }
+
+#[test]
+fn sweep_ranks_by_validation_only_and_touches_test_once() {
+    use tdmr::engine::sweep::{parse_axis, points, rank, report, PointResult};
+    // The ranking sees validation figures only: p0 wins on validation although the
+    // test figures (which a PointResult cannot carry) would put p1 first.
+    let result = |name: &str, v: f64| PointResult {
+        name: name.into(),
+        overrides: vec![format!("stage1.lr={name}")],
+        validation: [("tdmr".to_string(), vec![v, v + 0.02])].into_iter().collect(),
+    };
+    let results = vec![result("p0", 0.60), result("p1", 0.40)];
+    let test_if_ranked_by_test = [0.30, 0.70];
+    let order = rank(&results, "tdmr").unwrap();
+    assert_eq!(order, [0, 1]);
+    assert!(test_if_ranked_by_test[order[0]] < test_if_ranked_by_test[order[1]]);
+    let text = report(&results, &order, "tdmr", &[0.30]);
+    assert!(text.find("| 1 | p0").unwrap() < text.find("| 2 | p1").unwrap(), "{text}");
+    assert!(
+        text.contains("61.00 ± 1.41 (n=2)") && text.contains("Best point by validation: p0") && text.contains("30.00%"),
+        "{text}"
+    );
+    assert!(rank(&results, "scratch").is_err());
+    let axes = vec![parse_axis("a=1,2").unwrap(), parse_axis("b.c=x, y ,z").unwrap()];
+    let grid: Vec<Vec<String>> = points(&axes).into_iter().map(|p| p.overrides).collect();
+    assert_eq!(grid.len(), 6);
+    assert_eq!(grid[1], ["a=1", "b.c=y"]);
+    assert!(parse_axis("novalues").is_err() && parse_axis("k=1,,2").is_err());
+
+    // The real thing on the tiny experiment: two learning rates, one seed.
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny.toml");
+    std::fs::write(&tiny, tiny_text()).unwrap();
+    let out = dir.path().join("sweep");
+    let args = [
+        "sweep",
+        tiny.to_str().unwrap(),
+        "--grid",
+        "stage1.lr=1e-3,1e-2",
+        "--set",
+        "methods=[\"scratch\",\"tdmr\"]",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let (ok, text) = tdmr(&args);
+    assert!(ok, "{text}");
+    let val = |p: &str| -> f64 {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(p).join("seed-3/summary.json")).unwrap()).unwrap();
+        s["tdmr"]["test_acc"].as_f64().unwrap()
+    };
+    let config = |p: &str| std::fs::read_to_string(out.join(p).join("seed-3/config.toml")).unwrap();
+    let (a, b) = ("p0-stage1.lr=1e-3", "p1-stage1.lr=1e-2");
+    assert!(config(a).contains("eval_on = \"validation\"") && config(b).contains("eval_on = \"validation\""));
+    assert!(config("best-on-test").contains("eval_on = \"test\""));
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    let first = if val(a) >= val(b) { a } else { b };
+    assert!(md.contains(&format!("| 1 | {first}")), "{md}");
+    // Again with the same --out: every finished sub-run is kept, nothing trains.
+    let (ok, again) = tdmr(&args);
+    assert!(ok && again.matches("kept").count() == 3 && !again.contains("epoch"), "{again}");
+}

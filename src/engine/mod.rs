@@ -11,6 +11,7 @@ pub mod report;
 pub mod run_dir;
 pub mod schedule;
 pub mod session;
+pub mod sweep;
 pub mod tensorboard;
 pub mod trainer;
 
