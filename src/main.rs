@@ -98,6 +98,19 @@ fn export(args: ExportArgs) -> anyhow::Result<()> {
         (None, Some(out)) => ExportFormat::of_path(out),
         (None, None) => ExportFormat::Safetensors,
     };
+    if let (Some(out), Some(_)) = (&args.out, &args.format) {
+        if ExportFormat::of_path(out) != format {
+            return Err(tdmr::Error::config(
+                "--out",
+                format!(
+                    "{} does not end in .{} as --format asks (tdmr predict tells formats by extension)",
+                    out.display(),
+                    format.extension()
+                ),
+            )
+            .into());
+        }
+    }
     let out = args
         .out
         .unwrap_or_else(|| tdmr::deploy::default_export_path(&args.run_dir, &args.method, format));

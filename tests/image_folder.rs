@@ -402,6 +402,14 @@ fn an_image_folder_experiment_trains_exports_and_repeats_from_disk_exactly() {
     // The ONNX export (default path RUN/export/tdmr.onnx) run through tract by `tdmr
     // predict` gives the safetensors export's probabilities on the same images.
     tdmr_bin(&["export", &root, "--format", "onnx"]);
+    // A file name that contradicts --format is refused (exit 2), nothing written.
+    let clash = dir.path().join("model/clash.safetensors");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_tdmr"))
+        .args(["export", &root, "--format", "onnx", "--out", clash.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(!clash.exists());
     let onnx_model = first.root.join("export/tdmr.onnx");
     assert!(onnx_model.is_file() && first.root.join("export/tdmr.json").is_file());
     let mut args = vec!["predict", onnx_model.to_str().unwrap(), "--top", "3", "--json"];
