@@ -159,10 +159,15 @@ impl Deployable {
         self.backbone.macs() + head_macs(self.backbone.feature_dim(), proxy, card.classes.len())
     }
 
+    /// `(x - mean) / std` with the card's per-channel input normalisation.
+    fn normalised(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?)
+    }
+
     /// Re-estimate the batch-norm running statistics on `x` (pixels in [0, 1]) with
     /// `passes` training-mode forward passes: BN recalibration after the weights changed.
     pub fn recalibrate_batch_norm(&self, x: &Tensor, passes: usize) -> Result<()> {
-        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let x = self.normalised(x)?;
         for _ in 0..passes {
             self.backbone.features(&x, true)?;
         }
@@ -171,7 +176,7 @@ impl Deployable {
 
     /// Logits of pixels in [0, 1], in evaluation mode (batch norm on running statistics).
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let x = self.normalised(x)?;
         let f = self.backbone.features(&x, false)?;
         let z = match &self.projector {
             Some(p) => p.forward(&f)?,

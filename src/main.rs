@@ -243,12 +243,7 @@ fn sweep_run(exp: Experiment, dir: PathBuf) -> anyhow::Result<Summary> {
         }
     }
     if dir.join("metrics.jsonl").is_file() && dir.join("checkpoints").is_dir() {
-        let (exp, run, resume) = tdmr::engine::prepare_resume(&dir, Some(exp))?;
-        let launch = tdmr::engine::Launch {
-            resume: Some(resume),
-            attended: false,
-        };
-        return follow_session(Session::launch(exp, run, launch), false);
+        return resume_one(&dir, exp, false);
     }
     run_one(exp, Some(dir), false)
 }
@@ -268,22 +263,20 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     };
     let points = sweep::points(&axes);
     // Every point must be a valid experiment before anything runs.
-    for p in &points {
-        with(&p.overrides)?;
-    }
+    let on_validation = points
+        .iter()
+        .map(|p| with(&[p.overrides.clone(), vec!["data.eval_on=validation".to_string()]].concat()))
+        .collect::<tdmr::Result<Vec<_>>>()?;
     let root = match &args.out {
         Some(o) => o.clone(),
         None => RunDir::create(None, &format!("{}-sweep", base.name))?.root,
     };
-    let validation = "data.eval_on=validation".to_string();
     let mut results = Vec::new();
-    for (i, p) in points.iter().enumerate() {
+    for (i, (p, point_exp)) in points.iter().zip(&on_validation).enumerate() {
         let name = p.dir_name(i);
-        let mut exp_overrides = p.overrides.clone();
-        exp_overrides.push(validation.clone());
         let mut per_method: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
         for &seed in &seeds {
-            let mut exp = with(&exp_overrides)?;
+            let mut exp = point_exp.clone();
             exp.seed = seed;
             println!("sweep point {name}, seed {seed} (validation split)");
             let summary = sweep_run(exp, root.join(&name).join(format!("seed-{seed}")))?;
@@ -716,6 +709,16 @@ fn run_one(exp: Experiment, out: Option<PathBuf>, json: bool) -> anyhow::Result<
     follow_session(Session::spawn(exp, run), json)
 }
 
+/// Continue the run in `dir` from its last good checkpoint, as `new` allows.
+fn resume_one(dir: &std::path::Path, new: Experiment, json: bool) -> anyhow::Result<Summary> {
+    let (exp, run, resume) = tdmr::engine::prepare_resume(dir, Some(new))?;
+    let launch = tdmr::engine::Launch {
+        resume: Some(resume),
+        attended: false,
+    };
+    follow_session(Session::launch(exp, run, launch), json)
+}
+
 fn follow_session(session: Session, json: bool) -> anyhow::Result<Summary> {
     for event in session.events.iter() {
         print_event(&event, json);
@@ -734,13 +737,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let set = with_device(args.set, args.device);
     if let Some(dir) = args.resume {
         let path = args.config.unwrap_or_else(|| dir.join("config.toml"));
-        let new = Experiment::load(&path, &set)?;
-        let (exp, run, resume) = tdmr::engine::prepare_resume(&dir, Some(new))?;
-        let launch = tdmr::engine::Launch {
-            resume: Some(resume),
-            attended: false,
-        };
-        follow_session(Session::launch(exp, run, launch), args.json)?;
+        resume_one(&dir, Experiment::load(&path, &set)?, args.json)?;
         return Ok(());
     }
     let config = args.config.unwrap_or_else(default_experiment);

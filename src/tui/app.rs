@@ -129,8 +129,6 @@ pub struct Options {
 
 pub struct App {
     pub config_path: PathBuf,
-    /// The text the session's config came from (the file itself, not its bases).
-    config_text: String,
     /// The texts of the file and every base it extends: a reload that finds the same
     /// texts is a no-op.
     chain_texts: Vec<String>,
@@ -186,10 +184,8 @@ const LOG_MAX: usize = 5000;
 impl App {
     pub fn new(config_path: PathBuf, overrides: Vec<String>, exp: Experiment, options: Options) -> App {
         let chain = crate::config::inherit::chain(&config_path).unwrap_or_default();
-        let config_text = chain.first().map(|l| l.text.clone()).unwrap_or_default();
         let mut app = App {
             config_path,
-            config_text,
             chain_texts: chain.into_iter().map(|l| l.text).collect(),
             overrides,
             plan: Plan::new(&exp),
@@ -689,7 +685,6 @@ impl App {
             return false;
         }
         self.chain_texts = texts;
-        self.config_text = chain[0].text.clone();
         let parsed = Experiment::from_chain(&chain, &self.overrides);
         let new = match parsed {
             Ok(e) => e,
@@ -873,7 +868,7 @@ impl App {
                     .rows
                     .get(self.selected)
                     .and_then(|r| r.distill_index)
-                    .and_then(|i| stage_edit::stage_line(&self.config_text, i));
+                    .and_then(|i| stage_edit::stage_line(self.config_text(), i));
                 return Effect::OpenEditor {
                     path: self.config_path.clone(),
                     line,
@@ -947,6 +942,11 @@ impl App {
 
     pub fn config_file(&self) -> &Path {
         &self.config_path
+    }
+
+    /// The text the session's config came from (the file itself, not its bases).
+    fn config_text(&self) -> &str {
+        self.chain_texts.first().map_or("", String::as_str)
     }
 
     /// The config file and the bases it extends: every file a reload reads.
