@@ -16,6 +16,7 @@ pub mod models;
 pub mod onnx;
 pub mod ops;
 pub mod params;
+pub mod progress;
 pub mod reprogram;
 pub mod resources;
 pub mod tui;

@@ -49,6 +49,8 @@ enum Cmd {
     Compare(CompareArgs),
     /// Write a run's per-epoch metrics for pandas and spreadsheets.
     ExportMetrics(ExportMetricsArgs),
+    /// Draw a run's loss and accuracy pictures again (each seed's, for a `--seeds` run).
+    Plot(PlotArgs),
     /// Run a grid of config overrides on the validation split, rank the points by
     /// validation accuracy, then run the best point once on the test split.
     Sweep(SweepArgs),
@@ -150,6 +152,9 @@ struct EvalArgs {
     /// Print the evaluation as JSON.
     #[arg(long)]
     json: bool,
+    /// Also draw the confusion matrix as a heatmap: PATH.png and PATH.svg.
+    #[arg(long, value_name = "PATH")]
+    plot: Option<PathBuf>,
 }
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
@@ -163,6 +168,18 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", e.report());
     }
+    if let Some(stem) = args.plot {
+        let title = format!(
+            "{}: accuracy {:.2}% ({} of {})",
+            args.model.display(),
+            100.0 * e.accuracy,
+            e.correct,
+            e.total
+        );
+        for f in tdmr::engine::plots::confusion_plot(&e.classes, &e.confusion, &title, &stem)? {
+            eprintln!("plot: {}", f.display());
+        }
+    }
     Ok(())
 }
 
@@ -174,6 +191,9 @@ struct CompareArgs {
     /// Print Markdown tables (for a README or a paper).
     #[arg(long)]
     md: bool,
+    /// Also draw the accuracies as a grouped bar chart: PATH.png and PATH.svg.
+    #[arg(long, value_name = "PATH")]
+    plot: Option<PathBuf>,
 }
 
 fn compare(args: CompareArgs) -> anyhow::Result<()> {
@@ -183,6 +203,11 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
         .map(|r| tdmr::engine::compare::load(r))
         .collect::<tdmr::Result<Vec<_>>>()?;
     print!("{}", tdmr::engine::compare::report(&runs, args.md));
+    if let Some(stem) = args.plot {
+        for f in tdmr::engine::compare::plot(&runs, &stem)? {
+            println!("plot: {}", f.display());
+        }
+    }
     Ok(())
 }
 
@@ -207,6 +232,25 @@ fn export_metrics(args: ExportMetricsArgs) -> anyhow::Result<()> {
             eprintln!("{} rows → {}", text.lines().count().saturating_sub(1), out.display());
         }
         None => print!("{text}"),
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct PlotArgs {
+    /// The run directory; the pictures are written into it (and into each `seed-N/`).
+    run_dir: PathBuf,
+}
+
+fn plot(args: PlotArgs) -> anyhow::Result<()> {
+    for run in tdmr::engine::compare::single_runs(&args.run_dir)? {
+        // What the dashed curves were measured on, as the run's own config says.
+        let eval_set = Experiment::load(&run.join("config.toml"), &[])
+            .map(|e| e.data.eval_on.describe())
+            .unwrap_or("the evaluation split");
+        for f in tdmr::engine::plots::run_plots(&run, eval_set)? {
+            println!("plot: {}", f.display());
+        }
     }
     Ok(())
 }
@@ -720,9 +764,13 @@ fn resume_one(dir: &std::path::Path, new: Experiment, json: bool) -> anyhow::Res
 }
 
 fn follow_session(session: Session, json: bool) -> anyhow::Result<Summary> {
+    use std::io::IsTerminal;
+    let mut bar = tdmr::progress::StageBar::new(!json && std::io::stdout().is_terminal());
     for event in session.events.iter() {
-        print_event(&event, json);
+        bar.suspend(|| print_event(&event, json));
+        bar.update(&event);
     }
+    bar.finish();
     let summary = session.handle.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))??;
     if !json {
         println!("report: {}", session.run_dir.join("report.md").display());
@@ -764,7 +812,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         &per_seed,
         exp.data.eval_on.describe(),
     );
-    write_text_atomic(&root.join("report.md"), &table)?;
+    let pictures = report::seed_bars(&root, &per_seed, exp.data.eval_on.describe());
+    write_text_atomic(&root.join("report.md"), &format!("{table}{pictures}"))?;
     write_text_atomic(
         &root.join("summary.json"),
         &serde_json::to_string_pretty(&report::aggregate(&per_seed))?,
@@ -789,6 +838,7 @@ fn main() -> ExitCode {
         Some(Cmd::Export(args)) => export(args),
         Some(Cmd::Compare(args)) => compare(args),
         Some(Cmd::ExportMetrics(args)) => export_metrics(args),
+        Some(Cmd::Plot(args)) => plot(args),
         Some(Cmd::Sweep(args)) => sweep(args),
         Some(Cmd::Eval(args)) => eval(args),
         Some(Cmd::Predict(args)) => predict(args),

@@ -330,6 +330,40 @@ fn compare_and_csv_read_real_runs_back() {
     let (ok, err) = tdmr(&["compare", a.to_str().unwrap(), dir.path().to_str().unwrap()]);
     assert!(!ok && err.contains("summary.json"), "{err}");
 
+    // Pictures: each single run's curves, the seeds' bar chart, linked from report.md;
+    // `compare --plot` draws both runs; `tdmr plot` redraws the same SVG.
+    for (run, files) in [
+        (&a, vec!["loss", "accuracy"]),
+        (&b, vec!["accuracy"]),
+        (&b.join("seed-1"), vec!["loss", "accuracy"]),
+    ] {
+        let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+        for f in files {
+            assert!(report.contains(&format!("({f}.png)")), "{report}");
+            assert_png_drawn(&run.join(format!("{f}.png")));
+            assert!(std::fs::read_to_string(run.join(format!("{f}.svg"))).unwrap().contains("<svg"));
+        }
+    }
+    let svg = std::fs::read_to_string(a.join("loss.svg")).unwrap();
+    for label in ["scratch", "tdmr", "align+kd", "epoch (all stages)", "loss (log scale)"] {
+        assert!(svg.contains(label), "loss.svg lacks {label}");
+    }
+    let (ok, text) = tdmr(&["plot", a.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert_eq!(std::fs::read_to_string(a.join("loss.svg")).unwrap(), svg);
+    let stem = dir.path().join("both");
+    let (ok, text) = tdmr(&[
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--plot",
+        stem.to_str().unwrap(),
+    ]);
+    assert!(ok && text.contains("both.png"), "{text}");
+    assert_png_drawn(&dir.path().join("both.png"));
+    let svg = std::fs::read_to_string(dir.path().join("both.svg")).unwrap();
+    assert!(svg.contains(a.to_str().unwrap()) && svg.contains(b.to_str().unwrap()));
+
     // CSV: one row per epoch event, the seeds of a --seeds run told apart.
     let (ok, csv) = tdmr(&["export-metrics", b.to_str().unwrap(), "--csv"]);
     assert!(ok, "{csv}");
@@ -404,4 +438,25 @@ fn sweep_ranks_by_validation_only_and_touches_test_once() {
     // Again with the same --out: every finished sub-run is kept, nothing trains.
     let (ok, again) = tdmr(&args);
     assert!(ok && again.matches("kept").count() == 3 && !again.contains("epoch"), "{again}");
+}
+
+/// A PNG that decodes and is a drawing: mostly white, with text and lines in black and
+/// at least one colour of the Okabe–Ito palette (the first series' blue).
+fn assert_png_drawn(path: &std::path::Path) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
+    assert!(
+        img.width() >= 500 && img.height() >= 400,
+        "{}: {:?}",
+        path.display(),
+        img.dimensions()
+    );
+    let n = (img.width() * img.height()) as usize;
+    let white = img.pixels().filter(|p| p.0 == [255, 255, 255]).count();
+    let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 60)).count();
+    let blue = img.pixels().filter(|p| p.0 == [0, 114, 178]).count();
+    assert!(
+        white > n / 2 && dark > 500 && blue > 50,
+        "{}: white {white}, dark {dark}, blue {blue} of {n}",
+        path.display()
+    );
 }

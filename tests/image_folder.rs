@@ -348,6 +348,34 @@ fn an_image_folder_experiment_trains_exports_and_repeats_from_disk_exactly() {
     assert_eq!(eval.confusion.iter().flatten().sum::<usize>(), 9);
     let text = tdmr_bin(&["eval", model.to_str().unwrap(), data.to_str().unwrap()]);
     assert!(text.contains("confusion matrix") && text.contains("horizontal"), "{text}");
+    // The heatmap carries every class name and every cell's count.
+    let stem = dir.path().join("confusion");
+    let split_arg = split_file.to_str().unwrap();
+    tdmr_bin(&[
+        "eval",
+        model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        "--split",
+        split_arg,
+        "--plot",
+        stem.to_str().unwrap(),
+    ]);
+    let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+    let texts: Vec<&str> = svg
+        .split("<text")
+        .skip(1)
+        .filter_map(|t| t.split_once('>').and_then(|(_, rest)| rest.split("</text>").next()).map(str::trim))
+        .collect();
+    for class in CLASSES {
+        assert!(texts.contains(&class), "no {class} label in {texts:?}");
+    }
+    for value in eval.confusion.iter().flatten() {
+        let want = eval.confusion.iter().flatten().filter(|&c| c == value).count();
+        let drawn = texts.iter().filter(|t| **t == value.to_string()).count();
+        assert!(drawn >= want, "{want} cells hold {value}, the heatmap shows {drawn}: {texts:?}");
+    }
+    let png = image::open(stem.with_extension("png")).unwrap();
+    assert!(png.width() > 300 && png.height() > 300);
 
     // `tdmr predict` on the test images, one file each, sees what eval saw: the same
     // top-1 accuracy, and probabilities that are ordered and sum to at most 1.

@@ -252,3 +252,37 @@ fn a_hang_up_lets_the_run_finish() {
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().last().unwrap().contains("\"done\""), "the last event is `done`");
 }
+
+#[test]
+fn a_headless_run_on_a_terminal_shows_a_stage_progress_bar_and_keeps_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("exp.toml");
+    std::fs::write(&cfg, tiny_text()).unwrap();
+    let run = dir.path().join("run");
+    let shell = format!(
+        "cd {:?} && {:?} run {:?} --out {:?}; sleep 60",
+        root(),
+        env!("CARGO_BIN_EXE_tdmr"),
+        cfg,
+        run
+    );
+    let Some(tmux) = Tmux::start("bar", 160, 40, &shell) else { return };
+    let bar = |s: &str| {
+        s.lines().find_map(|l| {
+            let (head, tail) = l.split_once("] ")?;
+            let (counts, rest) = tail.split_once(" steps")?;
+            let (pos, len) = counts.split_once('/')?;
+            let (pos, len) = (pos.trim().parse::<u64>().ok()?, len.parse::<u64>().ok()?);
+            (head.contains(" [") && rest.contains("img/s") && rest.contains("ETA")).then_some((pos, len))
+        })
+    };
+    let (screen, _) = tmux.wait(120, "a progress bar", |s| bar(s).is_some_and(|(p, _)| p > 1));
+    let (pos, len) = bar(&screen).unwrap();
+    assert!(pos <= len, "{pos}/{len}:\n{screen}");
+    // The epoch lines stay above the bar, as they are without a terminal.
+    tmux.wait(120, "the end of the run", |s| s.contains("report: "));
+    let screen = tmux.screen();
+    assert!(bar(&screen).is_none(), "the bar outlived the run:\n{screen}");
+    let text = String::from_utf8_lossy(&tmux.cmd(&["capture-pane", "-p", "-t", "w", "-S", "-2000"]).stdout).to_string();
+    assert!(text.contains("[tdmr/task] epoch") && text.contains("== tdmr: test"), "{text}");
+}

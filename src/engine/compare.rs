@@ -268,3 +268,38 @@ pub fn metrics_csv(dir: &Path) -> Result<String> {
     let bytes = w.into_inner().map_err(|e| Error::Data(format!("writing CSV: {e}")))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// `tdmr compare --plot`: every method's accuracy (percent), one bar per run, with
+/// ± one standard deviation where the run has seeds.
+pub fn plot(runs: &[RunResult], stem: &Path) -> Result<Vec<PathBuf>> {
+    let mut methods: Vec<String> = super::report::ORDER
+        .iter()
+        .filter(|m| runs.iter().any(|r| r.scores.contains_key(**m)))
+        .map(|m| m.to_string())
+        .collect();
+    for r in runs {
+        for m in r.scores.keys() {
+            if !methods.contains(m) {
+                methods.push(m.clone());
+            }
+        }
+    }
+    let groups: Vec<super::plots::Bars> = methods
+        .iter()
+        .map(|m| super::plots::Bars {
+            method: m.clone(),
+            values: runs
+                .iter()
+                .map(|r| r.scores.get(m).map(|s| (100.0 * s.acc, 100.0 * s.std.map_or(0.0, |(d, _)| d))))
+                .collect(),
+        })
+        .collect();
+    let names: Vec<String> = runs.iter().map(|r| r.dir.display().to_string()).collect();
+    super::plots::bar_chart(
+        "Accuracy per method and run (± std over seeds)",
+        "accuracy (%)",
+        &names,
+        &groups,
+        stem,
+    )
+}

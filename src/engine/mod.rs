@@ -7,6 +7,7 @@ pub mod control;
 pub mod events;
 pub mod methods;
 pub mod optim;
+pub mod plots;
 pub mod report;
 pub mod run_dir;
 pub mod schedule;

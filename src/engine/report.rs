@@ -120,3 +120,24 @@ pub fn multi_seed(title: &str, per_seed: &[(u64, Summary)], eval_set: &str) -> S
     }
     s
 }
+
+/// `accuracy.png|svg` of a `--seeds` run: each method's mean with ± one standard
+/// deviation; returns the report's link to it.
+pub fn seed_bars(root: &std::path::Path, per_seed: &[(u64, Summary)], eval_set: &str) -> String {
+    let Some((_, first)) = per_seed.first() else { return String::new() };
+    let groups: Vec<super::plots::Bars> = ordered(first)
+        .into_iter()
+        .map(|(m, _)| {
+            let accs: Vec<f64> = per_seed.iter().filter_map(|(_, s)| s.get(m).map(|r| 100.0 * r.test_acc)).collect();
+            super::plots::Bars {
+                method: m.to_string(),
+                values: vec![Some(mean_std(&accs))],
+            }
+        })
+        .collect();
+    let title = format!("Accuracy on {eval_set}, mean ± std over {} seeds", per_seed.len());
+    match super::plots::bar_chart(&title, "accuracy (%)", &["mean".into()], &groups, &root.join("accuracy")) {
+        Ok(_) => "\n![Accuracy per method, mean ± std over seeds](accuracy.png)\n\nVector version: [accuracy.svg](accuracy.svg). Each seed's curves are in its own `seed-N/` directory.\n".into(),
+        Err(e) => format!("\nThe accuracy chart could not be drawn: {e}\n"),
+    }
+}

@@ -182,16 +182,24 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
         &run.file("summary.json"),
         &serde_json::to_string_pretty(&summary).unwrap_or_default(),
     )?;
-    write_text_atomic(
-        &run.file("report.md"),
-        &report::single_seed(&title, exp.seed, &summary, exp.data.eval_on.describe()),
-    )?;
+    let mut table = report::single_seed(&title, exp.seed, &summary, exp.data.eval_on.describe());
+    table += &pictures(&run.root, exp.data.eval_on.describe());
+    write_text_atomic(&run.file("report.md"), &table)?;
     outcome?;
     ctl.emit(Event::Done {
         summary: summary.clone(),
         wall_s: started.elapsed().as_secs_f64(),
     });
     Ok(summary)
+}
+
+/// Draws the run's loss and accuracy pictures and returns the report's links to them.
+/// A picture that cannot be drawn is named in the report; the run's results stand.
+fn pictures(run: &std::path::Path, eval_set: &str) -> String {
+    match super::plots::run_plots(run, eval_set) {
+        Ok(_) => "\n![Training loss per method and stage](loss.png)\n\n![Accuracy per epoch](accuracy.png)\n\nVector versions: [loss.svg](loss.svg), [accuracy.svg](accuracy.svg).\n".into(),
+        Err(e) => format!("\nThe loss and accuracy pictures could not be drawn: {e}\n"),
+    }
 }
 
 /// How a session starts.
