@@ -14,6 +14,7 @@ import os
 import sys
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 
 def main():
@@ -38,7 +39,16 @@ def main():
         acc.Reload()
         tags = acc.Tags()
         counts = {t: len(acc.Scalars(t)) for t in sorted(tags["scalars"])}
-        print(f"{method}: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f"; text: {', '.join(tags['tensors'])}")
+        print(f"{method}: " + ", ".join(f"{t} {n}" for t, n in counts.items()) + f"; text: {', '.join(t for t in tags['tensors'] if not t.startswith('_hparams_'))}")
+        hp = acc.PluginTagToContent("hparams")
+        if "_hparams_/session_start_info" in hp:
+            start = hparams_metadata.parse_session_start_info_plugin_data(hp["_hparams_/session_start_info"])
+            values = {k: v.WhichOneof("kind") for k, v in start.hparams.items()}
+            ended = "_hparams_/session_end_info" in hp
+            print(f"  hparams: {len(values)} keys (method = {start.hparams['method'].string_value}), session {'ended' if ended else 'open'}")
+        else:
+            print("  hparams: none")
+            ok = False
         expected = epochs.get(method)
         if expected is not None:
             same = counts.get("epoch/loss") == expected

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use prost::Message;
 use tdmr::engine::run_blocking;
 use tdmr::engine::run_dir::RunDir;
-use tdmr::engine::tensorboard::{frame, read_records, TfEvent};
+use tdmr::engine::tensorboard::{frame, read_records, HParamsPluginData, PbKind, TfEvent};
 
 #[test]
 fn a_run_writes_one_event_file_per_method_that_reads_back() {
@@ -53,6 +53,31 @@ fn a_run_writes_one_event_file_per_method_that_reads_back() {
         assert_eq!(tags.get("epoch/eval_acc").map_or(0, Vec::len), evaluated, "{method}");
         let step_numbers: Vec<i64> = tags["step/loss"].iter().map(|(s, _)| *s).collect();
         assert_eq!(step_numbers, (1..=my_steps.len() as i64).collect::<Vec<_>>());
+
+        // HParams: one session start carrying the method and the config's keys, typed,
+        // before any scalar; one successful session end after the last.
+        let plugin = |tag: &str| -> Vec<HParamsPluginData> {
+            events
+                .iter()
+                .flat_map(|e| e.summary.iter().flat_map(|s| s.value.iter()))
+                .filter(|v| v.tag == tag)
+                .map(|v| {
+                    let data = v.metadata.as_ref().unwrap().plugin_data.as_ref().unwrap();
+                    assert_eq!(data.plugin_name, "hparams");
+                    HParamsPluginData::decode(data.content.as_slice()).unwrap()
+                })
+                .collect()
+        };
+        let starts = plugin("_hparams_/session_start_info");
+        assert_eq!(starts.len(), 1, "{method}");
+        let hp = &starts[0].session_start_info.as_ref().unwrap().hparams;
+        assert_eq!(hp["method"].kind, Some(PbKind::Text(method.into())));
+        assert_eq!(hp["seed"].kind, Some(PbKind::Number(exp.seed as f64)));
+        assert_eq!(hp["data.k"].kind, Some(PbKind::Number(exp.data.k as f64)));
+        assert_eq!(hp["data.flip"].kind, Some(PbKind::Bool(exp.data.flip)));
+        let ends = plugin("_hparams_/session_end_info");
+        assert_eq!(ends.len(), 1, "{method}");
+        assert_eq!(ends[0].session_end_info.as_ref().unwrap().status, 1);
 
         // A flipped bit anywhere in a record is caught by its checksum.
         let mut bad = bytes.clone();

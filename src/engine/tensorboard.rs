@@ -63,6 +63,57 @@ pub struct SummaryMetadata {
 pub struct PluginData {
     #[prost(string, tag = "1")]
     pub plugin_name: String,
+    /// The plugin's own protobuf, serialised (for `hparams`: [`HParamsPluginData`]).
+    #[prost(bytes = "vec", tag = "2")]
+    pub content: Vec<u8>,
+}
+
+/// `tensorboard.hparams.HParamsPluginData` (tensorboard/plugins/hparams/plugin_data.proto):
+/// the session start and end a run's hyperparameters are filed under.
+#[derive(Clone, PartialEq, Message)]
+pub struct HParamsPluginData {
+    #[prost(int32, tag = "1")]
+    pub version: i32,
+    #[prost(message, optional, tag = "3")]
+    pub session_start_info: Option<SessionStartInfo>,
+    #[prost(message, optional, tag = "4")]
+    pub session_end_info: Option<SessionEndInfo>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct SessionStartInfo {
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub hparams: BTreeMap<String, PbValue>,
+    #[prost(string, tag = "4")]
+    pub group_name: String,
+    #[prost(double, tag = "5")]
+    pub start_time_secs: f64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct SessionEndInfo {
+    /// `Status.STATUS_SUCCESS` is 1.
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+    #[prost(double, tag = "2")]
+    pub end_time_secs: f64,
+}
+
+/// `google.protobuf.Value`, the kinds a hyperparameter takes.
+#[derive(Clone, PartialEq, Message)]
+pub struct PbValue {
+    #[prost(oneof = "PbKind", tags = "2, 3, 4")]
+    pub kind: Option<PbKind>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum PbKind {
+    #[prost(double, tag = "2")]
+    Number(f64),
+    #[prost(string, tag = "3")]
+    Text(String),
+    #[prost(bool, tag = "4")]
+    Bool(bool),
 }
 
 /// `tensorflow.TensorProto`, as a scalar string (the text plugin's payload).
@@ -82,6 +133,7 @@ pub struct TensorProto {
 pub struct TensorShape {}
 
 const DT_STRING: i32 = 7;
+const DT_FLOAT: i32 = 1;
 
 /// TFRecord's checksum: CRC32C, rotated right by 15 and offset.
 pub fn masked_crc(data: &[u8]) -> u32 {
@@ -187,11 +239,25 @@ impl TensorBoard {
                 metadata: Some(SummaryMetadata {
                     plugin_data: Some(PluginData {
                         plugin_name: "text".into(),
+                        content: Vec::new(),
                     }),
                 }),
                 ..Default::default()
             };
             write(&mut log, &summary_event(0, vec![text]))?;
+            let start = HParamsPluginData {
+                version: 0,
+                session_start_info: Some(SessionStartInfo {
+                    hparams: hparams(&self.config, method),
+                    group_name: String::new(),
+                    start_time_secs: now(),
+                }),
+                session_end_info: None,
+            };
+            write(
+                &mut log,
+                &summary_event(0, vec![hparams_value("_hparams_/session_start_info", &start)]),
+            )?;
             self.methods.insert(method.to_string(), log);
         }
         Ok(self.methods.get_mut(method).expect("inserted above"))
@@ -232,10 +298,68 @@ impl TensorBoard {
             }
             Event::MethodDone { method, .. } => {
                 let log = self.log(method)?;
+                let end = HParamsPluginData {
+                    version: 0,
+                    session_start_info: None,
+                    session_end_info: Some(SessionEndInfo {
+                        status: 1,
+                        end_time_secs: now(),
+                    }),
+                };
+                let step = log.step;
+                write(log, &summary_event(step, vec![hparams_value("_hparams_/session_end_info", &end)]))?;
                 log.file.flush().map_err(|e| Error::io(&log.path, e))
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// The experiment's keys as hyperparameters (numbers, booleans, else their TOML text),
+/// with the method, so TensorBoard's HParams table holds one row per method.
+pub fn hparams(config: &str, method: &str) -> BTreeMap<String, PbValue> {
+    let mut flat = BTreeMap::new();
+    if let Ok(t) = toml::from_str::<toml::Table>(config) {
+        crate::config::live::flatten("", &toml::Value::Table(t), &mut flat);
+    }
+    let mut out: BTreeMap<String, PbValue> = flat
+        .into_iter()
+        .map(|(k, v)| {
+            let kind = match (v.parse::<f64>(), v.as_str()) {
+                (Ok(x), _) => PbKind::Number(x),
+                (_, "true") => PbKind::Bool(true),
+                (_, "false") => PbKind::Bool(false),
+                _ => PbKind::Text(v.trim_matches('"').to_string()),
+            };
+            (k, PbValue { kind: Some(kind) })
+        })
+        .collect();
+    out.insert(
+        "method".into(),
+        PbValue {
+            kind: Some(PbKind::Text(method.into())),
+        },
+    );
+    out
+}
+
+/// A summary value in the form TensorBoard's hparams plugin writes: the plugin data in
+/// the metadata, and an empty float tensor.
+fn hparams_value(tag: &str, data: &HParamsPluginData) -> SummaryValue {
+    SummaryValue {
+        tag: tag.into(),
+        tensor: Some(TensorProto {
+            dtype: DT_FLOAT,
+            tensor_shape: Some(TensorShape {}),
+            string_val: Vec::new(),
+        }),
+        metadata: Some(SummaryMetadata {
+            plugin_data: Some(PluginData {
+                plugin_name: "hparams".into(),
+                content: data.encode_to_vec(),
+            }),
+        }),
+        ..Default::default()
     }
 }
 
