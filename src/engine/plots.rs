@@ -84,7 +84,7 @@ pub fn epochs_of(run: &Path) -> Result<BTreeMap<String, Vec<EpochPoint>>> {
 }
 
 /// Methods in report order, then any others by name.
-fn ordered<'a, T>(map: &'a BTreeMap<String, T>) -> Vec<(&'a str, &'a T)> {
+fn ordered<T>(map: &BTreeMap<String, T>) -> Vec<(&str, &T)> {
     let mut v: Vec<(&str, &T)> = ORDER
         .iter()
         .filter_map(|m| map.get_key_value(*m).map(|(k, t)| (k.as_str(), t)))
@@ -101,8 +101,10 @@ fn ordered<'a, T>(map: &'a BTreeMap<String, T>) -> Vec<(&'a str, &'a T)> {
 fn save(svg: &str, stem: &Path, size: (u32, u32)) -> Result<Vec<PathBuf>> {
     let (svg_path, png_path) = (stem.with_extension("svg"), stem.with_extension("png"));
     crate::engine::run_dir::write_text_atomic(&svg_path, svg)?;
-    let mut opt = resvg::usvg::Options::default();
-    opt.font_family = FAMILY.into();
+    let mut opt = resvg::usvg::Options {
+        font_family: FAMILY.into(),
+        ..Default::default()
+    };
     let db = opt.fontdb_mut();
     db.load_font_data(FONT.to_vec());
     db.set_sans_serif_family(FAMILY);
@@ -150,6 +152,9 @@ fn stage_starts(points: &[EpochPoint]) -> Vec<(usize, &str)> {
     v
 }
 
+/// A loss term: its legend name, how to read it, its colour.
+type Term = (&'static str, fn(&LossParts) -> f64, RGBColor);
+
 /// `loss.svg|png`: one panel per method, the epoch-mean loss and its align, kd and ce
 /// terms on a log axis, with the stage boundaries marked.
 pub fn loss_plot(runs: &BTreeMap<String, Vec<EpochPoint>>, stem: &Path) -> Result<Vec<PathBuf>> {
@@ -166,7 +171,7 @@ pub fn loss_plot(runs: &BTreeMap<String, Vec<EpochPoint>>, stem: &Path) -> Resul
             .map_err(|e| plot_err("loss", e))?;
         let panels = root.split_evenly((rows, cols));
         for ((method, points), area) in methods.iter().zip(panels.iter()) {
-            let terms: [(&str, fn(&LossParts) -> f64, RGBColor); 4] = [
+            let terms: [Term; 4] = [
                 ("total", |l| l.total, colour(6)),
                 ("align", |l| l.align, colour(0)),
                 ("kd", |l| l.kd, colour(1)),
