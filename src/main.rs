@@ -293,7 +293,7 @@ fn sweep_run(exp: Experiment, dir: PathBuf) -> anyhow::Result<Summary> {
 }
 
 fn sweep(args: SweepArgs) -> anyhow::Result<()> {
-    use tdmr::engine::sweep;
+    use tdmr::engine::{sweep, sweep_status};
     let axes = args.grid.iter().map(|g| sweep::parse_axis(g)).collect::<tdmr::Result<Vec<_>>>()?;
     let base = Experiment::load(&args.config, &args.set)?;
     let seeds = if args.seeds.is_empty() {
@@ -315,6 +315,20 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         Some(o) => o.clone(),
         None => RunDir::create(None, &format!("{}-sweep", base.name))?.root,
     };
+    std::fs::create_dir_all(&root).map_err(|e| tdmr::Error::io(&root, e))?;
+    let manifest = sweep_status::Manifest {
+        rank_by: args.rank_by.clone(),
+        seeds: seeds.clone(),
+        points: points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| sweep_status::ManifestPoint {
+                name: p.dir_name(i),
+                overrides: p.overrides.clone(),
+            })
+            .collect(),
+    };
+    write_text_atomic(&root.join(sweep_status::MANIFEST), &serde_json::to_string_pretty(&manifest)?)?;
     let mut results = Vec::new();
     for (i, (p, point_exp)) in points.iter().zip(&on_validation).enumerate() {
         let name = p.dir_name(i);
@@ -341,7 +355,7 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         let mut exp = with(&best.overrides)?;
         exp.seed = seed;
         println!("best point {} on the test split, seed {seed}", best.name);
-        let summary = sweep_run(exp, root.join("best-on-test").join(format!("seed-{seed}")))?;
+        let summary = sweep_run(exp, root.join(sweep_status::BEST_ON_TEST).join(format!("seed-{seed}")))?;
         let acc = summary
             .get(&args.rank_by)
             .map(|r| r.test_acc)
@@ -390,7 +404,8 @@ fn predict(args: PredictArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 struct AttachArgs {
-    /// The run directory (holds config.toml and metrics.jsonl).
+    /// A run directory (holds config.toml and metrics.jsonl), or a sweep's directory
+    /// (`tdmr sweep --out`): its points, live, each sub-run opened with enter.
     run_dir: PathBuf,
     /// Colour theme: dark, light, high-contrast, or a path to a theme file.
     #[arg(long)]
@@ -400,11 +415,15 @@ struct AttachArgs {
 fn attach(args: AttachArgs) -> anyhow::Result<()> {
     if let Some(why) = tdmr::tui::not_a_terminal() {
         anyhow::bail!(
-            "{why}: `tdmr attach` needs a terminal (read {}/metrics.jsonl instead)",
+            "{why}: `tdmr attach` needs a terminal (read {}/metrics.jsonl, or a sweep's sweep.md, instead)",
             args.run_dir.display()
         );
     }
-    tdmr::tui::attach(args.run_dir, workbench_options(None, args.theme))
+    let options = workbench_options(None, args.theme);
+    if !args.run_dir.join("metrics.jsonl").is_file() && tdmr::engine::sweep_status::is_sweep(&args.run_dir) {
+        return tdmr::tui::attach_sweep(args.run_dir, options);
+    }
+    tdmr::tui::attach(args.run_dir, options)
 }
 
 #[derive(clap::Args)]

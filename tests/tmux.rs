@@ -286,3 +286,66 @@ fn a_headless_run_on_a_terminal_shows_a_stage_progress_bar_and_keeps_its_lines()
     let text = String::from_utf8_lossy(&tmux.cmd(&["capture-pane", "-p", "-t", "w", "-S", "-2000"]).stdout).to_string();
     assert!(text.contains("[tdmr/task] epoch") && text.contains("== tdmr: test"), "{text}");
 }
+
+/// `tdmr attach` on a sweep that is still running: its points appear with their state,
+/// `enter` opens one in the read-only workbench, `q` there comes back to the points.
+#[test]
+fn attach_follows_a_running_sweep_and_opens_its_sub_runs() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("exp.toml");
+    std::fs::write(&cfg, tiny_text()).unwrap();
+    let out = dir.path().join("sweep");
+    let mut sweep = Command::new(env!("CARGO_BIN_EXE_tdmr"))
+        .args([
+            "sweep",
+            cfg.to_str().unwrap(),
+            "--grid",
+            "stage1.lr=1e-3,1e-2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--set", "methods=[\"scratch\",\"tdmr\"]"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !out.join("sweep.json").is_file() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the sweep wrote no manifest");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let shell = format!("cd {:?} && exec {:?} attach {:?}", root(), env!("CARGO_BIN_EXE_tdmr"), out);
+    let tmux = Tmux::start("sweep", 120, 30, &shell).expect("tmux is installed");
+    // The best point's test run cannot start before both points are done.
+    let (first, _) = tmux.wait(30, "the points", |s| s.contains("p1-stage1.lr=1e-2") && s.contains("best-on-test"));
+    assert!(first.contains("pending") || first.contains("▶"), "{first}");
+    let (done, _) = tmux.wait(240, "the whole sweep, followed live", |s| s.contains("3/3 sub-runs done"));
+    assert!(sweep.wait().unwrap().success());
+    assert!(done.contains("best so far on validation: p"), "{done}");
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    let best = md
+        .split("Best point by validation: ")
+        .nth(1)
+        .unwrap()
+        .split(". Its")
+        .next()
+        .unwrap();
+    let ranked_first = done.lines().find(|l| l.trim_start_matches('│').starts_with("1 ")).unwrap_or("");
+    assert!(ranked_first.contains(best), "rank 1 is the report's best, {best}:\n{done}");
+
+    tmux.keys("Down");
+    tmux.keys("Enter");
+    tmux.wait(30, "the second point's run in the workbench", |s| {
+        s.contains("p1-stage1.lr=1e-2/seed-") && s.contains("✓ done") && s.contains("q back to the sweep")
+    });
+    tmux.keys("q");
+    tmux.wait(10, "back at the points", |s| {
+        s.contains("sub-runs done") && s.contains("best-on-test")
+    });
+    tmux.keys("q");
+    tmux.wait_exit(10, "attach did not quit");
+}

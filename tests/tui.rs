@@ -630,3 +630,42 @@ fn extends_chains_merge_tables_replace_arrays_and_reload_when_a_base_changes() {
     assert!(app.reload_config(false), "the base's edit was not seen");
     assert_eq!(app.exp.distill.batch_size, 12, "{}", log_text(&app));
 }
+
+#[test]
+fn the_sweep_browser_shows_pending_points_and_refuses_to_open_them() {
+    use tdmr::engine::sweep_status::{Manifest, ManifestPoint, SweepStatus, MANIFEST};
+    use tdmr::tui::sweep_browser::{Action, SweepBrowser};
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest {
+        rank_by: "kd".into(),
+        seeds: vec![7],
+        points: vec![ManifestPoint {
+            name: "p0-stage1.lr=1e-3".into(),
+            overrides: vec!["stage1.lr=1e-3".into()],
+        }],
+    };
+    std::fs::write(dir.path().join(MANIFEST), serde_json::to_string(&manifest).unwrap()).unwrap();
+    let mut b = SweepBrowser::new(SweepStatus::open(dir.path()).unwrap(), tdmr::tui::theme::Theme::built_in());
+    let draw = |b: &SweepBrowser| {
+        let mut t = Terminal::new(TestBackend::new(100, 16)).unwrap();
+        t.draw(|f| b.draw(f)).unwrap();
+        let buf = t.backend().buffer().clone();
+        (0..buf.area.height)
+            .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let s = draw(&b);
+    assert!(
+        s.contains("0/2 sub-runs done") && s.contains("kd %") && s.contains("overrides: stage1.lr=1e-3"),
+        "{s}"
+    );
+    assert_eq!(s.matches("pending").count(), 2, "{s}");
+    let key = |c: KeyCode| KeyEvent::new(c, KeyModifiers::NONE);
+    assert_eq!(b.on_key(key(KeyCode::Enter)), Action::None);
+    assert!(draw(&b).contains("has not started yet"));
+    b.on_key(key(KeyCode::Down));
+    b.on_key(key(KeyCode::Down));
+    assert_eq!(b.selected, 1, "the selection stops at the last row");
+    assert_eq!(b.on_key(key(KeyCode::Char('q'))), Action::Quit);
+}

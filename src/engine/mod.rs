@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod control;
 pub mod events;
+pub mod line_follower;
 pub mod methods;
 pub mod optim;
 pub mod plots;
@@ -13,6 +14,7 @@ pub mod run_dir;
 pub mod schedule;
 pub mod session;
 pub mod sweep;
+pub mod sweep_status;
 pub mod tensorboard;
 pub mod trainer;
 

@@ -118,6 +118,7 @@ pub enum MarkerKind {
     Dot,
 }
 
+#[derive(Clone)]
 pub struct Options {
     /// Where the run directory goes (`runs/<name>-<timestamp>` when `None`).
     pub out: Option<PathBuf>,
@@ -176,6 +177,8 @@ pub struct App {
     pub should_quit: bool,
     /// Attached to a run in another process (`tdmr attach`): nothing here controls it.
     pub read_only: bool,
+    /// What `q` leads back to, when the workbench was opened from another screen.
+    pub quit_hint: Option<String>,
     follow_stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
@@ -223,6 +226,7 @@ impl App {
             born: Instant::now(),
             should_quit: false,
             read_only: false,
+            quit_hint: None,
             follow_stop: None,
         };
         app.device = app.exp.device.clone();

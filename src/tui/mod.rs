@@ -8,6 +8,7 @@ pub mod follow;
 pub mod keymap;
 pub mod plan;
 pub mod series;
+pub mod sweep_browser;
 pub mod theme;
 pub mod view;
 pub mod watch;
@@ -214,6 +215,69 @@ pub fn attach(run_dir: PathBuf, options: Options) -> anyhow::Result<()> {
     let (session, stop) = follow::attach(&run_dir)?;
     app.attach_read_only(session, stop);
     drive(app)
+}
+
+/// Show a sweep directory's points live until the user quits; `enter` opens a sub-run
+/// in the read-only workbench, and quitting that comes back to the points.
+pub fn attach_sweep(sweep_dir: PathBuf, options: Options) -> anyhow::Result<()> {
+    let status = crate::engine::sweep_status::SweepStatus::open(&sweep_dir)?;
+    let mut theme = match &options.theme {
+        Some(spec) => theme::Theme::load(&theme::Theme::resolve(spec, &options.themes_dir))?,
+        None => theme::Theme::built_in(),
+    };
+    if options.no_color {
+        theme = theme.without_color();
+    }
+    let mut browser = sweep_browser::SweepBrowser::new(status, theme);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut terminal = ratatui::try_init().context("opening the terminal")?;
+    let result = browse(&mut terminal, &rt, &mut browser, &options);
+    ratatui::restore();
+    result
+}
+
+fn browse(
+    terminal: &mut DefaultTerminal,
+    rt: &tokio::runtime::Runtime,
+    browser: &mut sweep_browser::SweepBrowser,
+    options: &Options,
+) -> anyhow::Result<()> {
+    let mut last_refresh = std::time::Instant::now();
+    loop {
+        if last_refresh.elapsed() >= Duration::from_millis(500) {
+            browser.status.refresh();
+            last_refresh = std::time::Instant::now();
+        }
+        terminal.draw(|f| browser.draw(f))?;
+        if !event::poll(Duration::from_millis(250))? {
+            continue;
+        }
+        let TermEvent::Key(key) = event::read()? else { continue };
+        if key.kind == KeyEventKind::Release {
+            continue;
+        }
+        match browser.on_key(key) {
+            sweep_browser::Action::None => {}
+            sweep_browser::Action::Quit => return Ok(()),
+            sweep_browser::Action::Open(run_dir) => {
+                let config = run_dir.join("config.toml");
+                let exp = crate::config::Experiment::load(&config, &[])?;
+                let mut app = App::new(config, Vec::new(), exp, options.clone());
+                let (session, stop) = follow::attach(&run_dir)?;
+                app.attach_read_only(session, stop);
+                app.quit_hint = Some("q back to the sweep".into());
+                let exit = rt.block_on(event_loop(terminal, &mut app));
+                app.shutdown();
+                // The workbench's input thread sees its channel closed within one poll:
+                // wait for it, so it does not take the next key meant for the points.
+                std::thread::sleep(Duration::from_millis(120));
+                match exit? {
+                    Exit::Quit => terminal.clear()?,
+                    Exit::HungUp => return Ok(()),
+                }
+            }
+        }
+    }
 }
 
 fn drive(mut app: App) -> anyhow::Result<()> {

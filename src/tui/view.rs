@@ -514,6 +514,10 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
     // The run state is in the title bar; this line is for figures.
     let sep = || Span::styled(" · ", t.muted());
     let mut parts = vec![Span::styled("? keys", t.accent())];
+    if let Some(hint) = &app.quit_hint {
+        parts.push(sep());
+        parts.push(Span::styled(hint.clone(), t.accent()));
+    }
     if let Some(r) = app.plan.running() {
         parts.push(sep());
         parts.push(Span::styled(format!("{}/{}", r.method, r.stage), t.text()));
