@@ -261,9 +261,17 @@ fn browse(
             sweep_browser::Action::Quit => return Ok(()),
             sweep_browser::Action::Open(run_dir) => {
                 let config = run_dir.join("config.toml");
-                let exp = crate::config::Experiment::load(&config, &[])?;
+                // A sub-run that cannot be shown (its config not written yet, say) is a
+                // note on the points screen, not the end of the browser.
+                let opened = crate::config::Experiment::load(&config, &[]).and_then(|exp| Ok((exp, follow::attach(&run_dir)?)));
+                let (exp, (session, stop)) = match opened {
+                    Ok(o) => o,
+                    Err(e) => {
+                        browser.note = Some(format!("cannot open {}: {e}", run_dir.display()));
+                        continue;
+                    }
+                };
                 let mut app = App::new(config, Vec::new(), exp, options.clone());
-                let (session, stop) = follow::attach(&run_dir)?;
                 app.attach_read_only(session, stop);
                 app.quit_hint = Some("q back to the sweep".into());
                 let exit = rt.block_on(event_loop(terminal, &mut app));
