@@ -1,5 +1,5 @@
 //! `tdmr bench`: images/s and peak memory of the workloads that dominate a run, the same
-//! models, batches and sizes as `shared/bench/pytorch_bench.py` (the PyTorch CPU
+//! models, batches and sizes as `scripts/pytorch-bench.py` (the PyTorch CPU
 //! reference): the small CNN and ResNet-18 (CIFAR stem) training steps, the frozen
 //! EfficientNet-Lite0's forward and its forward + backward to the prompt, and one
 //! stage-2 epoch with the teacher cache against one that recomputes the teacher.
