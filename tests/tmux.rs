@@ -14,12 +14,19 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// Whether tmux is here to drive (it must be in CI).
+    fn installed() -> bool {
+        if Command::new("tmux").arg("-V").output().is_ok() {
+            return true;
+        }
+        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI (.ci/run installs it)");
+        eprintln!("tmux is not installed: skipping the end-to-end test");
+        false
+    }
     /// A detached session `w` on its own server, `width`×`height`, running `shell`;
     /// `None` where tmux is missing (allowed outside CI only).
     fn start(tag: &str, width: u16, height: u16, shell: &str) -> Option<Tmux> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            assert!(std::env::var_os("CI").is_none(), "tmux is required in CI (.ci/run installs it)");
-            eprintln!("tmux is not installed: skipping the end-to-end test");
+        if !Tmux::installed() {
             return None;
         }
         let tmux = Tmux {
@@ -291,8 +298,7 @@ fn a_headless_run_on_a_terminal_shows_a_stage_progress_bar_and_keeps_its_lines()
 /// `enter` opens one in the read-only workbench, `q` there comes back to the points.
 #[test]
 fn attach_follows_a_running_sweep_and_opens_its_sub_runs() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI (.ci/run installs it)");
+    if !Tmux::installed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -19,8 +19,13 @@ use tdmr::tui::plan::RowState;
 use tdmr::tui::view;
 
 fn screen(app: &App, w: u16, h: u16) -> String {
+    drawn(w, h, |f| view::draw(f, app))
+}
+
+/// The text of one frame drawn by `draw` on a `w`×`h` test terminal.
+fn drawn(w: u16, h: u16, draw: impl FnOnce(&mut ratatui::Frame)) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| view::draw(f, app)).unwrap();
+    t.draw(draw).unwrap();
     let buf = t.backend().buffer();
     let mut out = String::new();
     for y in 0..h {
@@ -646,15 +651,7 @@ fn the_sweep_browser_shows_pending_points_and_refuses_to_open_them() {
     };
     std::fs::write(dir.path().join(MANIFEST), serde_json::to_string(&manifest).unwrap()).unwrap();
     let mut b = SweepBrowser::new(SweepStatus::open(dir.path()).unwrap(), tdmr::tui::theme::Theme::built_in());
-    let draw = |b: &SweepBrowser| {
-        let mut t = Terminal::new(TestBackend::new(100, 16)).unwrap();
-        t.draw(|f| b.draw(f)).unwrap();
-        let buf = t.backend().buffer().clone();
-        (0..buf.area.height)
-            .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect::<String>())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let draw = |b: &SweepBrowser| drawn(100, 16, |f| b.draw(f));
     let s = draw(&b);
     assert!(
         s.contains("0/2 sub-runs done") && s.contains("kd %") && s.contains("overrides: stage1.lr=1e-3"),

@@ -85,10 +85,7 @@ impl SubRun {
     /// Take in whatever the run appended since the last call.
     fn refresh(&mut self) {
         if self.lines.is_none() {
-            match LineFollower::open(&self.dir.join("metrics.jsonl")) {
-                Ok(f) => self.lines = Some(f),
-                Err(_) => return,
-            }
+            self.lines = LineFollower::open(&self.dir.join("metrics.jsonl")).ok();
         }
         let Some(mut lines) = self.lines.take() else { return };
         while let Ok(Some(line)) = lines.next_line() {
@@ -103,46 +100,19 @@ impl SubRun {
 
     fn take(&mut self, event: Event) {
         match event {
-            Event::RunStarted { .. } | Event::RunResumed { .. } if self.progress == Progress::Pending => {
-                self.progress = Progress::Started {
-                    method: String::new(),
-                    stage: String::new(),
-                    epoch: 0,
-                    epochs: 0,
-                }
+            // Started, or resumed after a failure: running again, position not yet known.
+            Event::RunStarted { .. } if self.progress == Progress::Pending => self.progress = starting(String::new(), String::new(), 0, 0),
+            Event::RunResumed { .. } if matches!(self.progress, Progress::Pending | Progress::Failed(_)) => {
+                self.progress = starting(String::new(), String::new(), 0, 0)
             }
-            Event::RunResumed { .. } => {
-                if let Progress::Failed(_) = self.progress {
-                    self.progress = Progress::Started {
-                        method: String::new(),
-                        stage: String::new(),
-                        epoch: 0,
-                        epochs: 0,
-                    }
-                }
-            }
-            Event::StageStarted { method, stage, epochs, .. } => {
-                self.progress = Progress::Started {
-                    method,
-                    stage,
-                    epoch: 0,
-                    epochs,
-                }
-            }
+            Event::StageStarted { method, stage, epochs, .. } => self.progress = starting(method, stage, 0, epochs),
             Event::Epoch {
                 method,
                 stage,
                 epoch,
                 epochs,
                 ..
-            } => {
-                self.progress = Progress::Started {
-                    method,
-                    stage,
-                    epoch,
-                    epochs,
-                }
-            }
+            } => self.progress = starting(method, stage, epoch, epochs),
             Event::MethodDone { method, test_acc, .. } => {
                 self.results.insert(method, test_acc);
             }
@@ -153,6 +123,15 @@ impl SubRun {
             Event::Failed { message } => self.progress = Progress::Failed(message),
             _ => {}
         }
+    }
+}
+
+fn starting(method: String, stage: String, epoch: usize, epochs: usize) -> Progress {
+    Progress::Started {
+        method,
+        stage,
+        epoch,
+        epochs,
     }
 }
 

@@ -208,13 +208,18 @@ pub fn run(config: PathBuf, overrides: Vec<String>, options: Options, begin: Beg
 
 /// Show a run directory's run live, read-only, until the user quits.
 pub fn attach(run_dir: PathBuf, options: Options) -> anyhow::Result<()> {
+    drive(read_only_app(&run_dir, options)?)
+}
+
+/// The workbench on a run that trains elsewhere, fed from its `metrics.jsonl`.
+fn read_only_app(run_dir: &std::path::Path, options: Options) -> anyhow::Result<App> {
     let config = run_dir.join("config.toml");
     let exp =
         crate::config::Experiment::load(&config, &[]).with_context(|| format!("{} is not a tdmr run directory", run_dir.display()))?;
     let mut app = App::new(config, Vec::new(), exp, options);
-    let (session, stop) = follow::attach(&run_dir)?;
+    let (session, stop) = follow::attach(run_dir)?;
     app.attach_read_only(session, stop);
-    drive(app)
+    Ok(app)
 }
 
 /// Show a sweep directory's points live until the user quits; `enter` opens a sub-run
@@ -260,19 +265,15 @@ fn browse(
             sweep_browser::Action::None => {}
             sweep_browser::Action::Quit => return Ok(()),
             sweep_browser::Action::Open(run_dir) => {
-                let config = run_dir.join("config.toml");
                 // A sub-run that cannot be shown (its config not written yet, say) is a
                 // note on the points screen, not the end of the browser.
-                let opened = crate::config::Experiment::load(&config, &[]).and_then(|exp| Ok((exp, follow::attach(&run_dir)?)));
-                let (exp, (session, stop)) = match opened {
-                    Ok(o) => o,
+                let mut app = match read_only_app(&run_dir, options.clone()) {
+                    Ok(app) => app,
                     Err(e) => {
-                        browser.note = Some(format!("cannot open {}: {e}", run_dir.display()));
+                        browser.note = Some(format!("cannot open {}: {e:#}", run_dir.display()));
                         continue;
                     }
                 };
-                let mut app = App::new(config, Vec::new(), exp, options.clone());
-                app.attach_read_only(session, stop);
                 app.quit_hint = Some("q back to the sweep".into());
                 let exit = rt.block_on(event_loop(terminal, &mut app));
                 app.shutdown();
