@@ -82,13 +82,15 @@ impl SubRun {
         }
     }
 
-    /// Take in whatever the run appended since the last call.
-    fn refresh(&mut self) {
+    /// Take in whatever the run appended since the last call; whether there was any.
+    fn refresh(&mut self) -> bool {
         if self.lines.is_none() {
             self.lines = LineFollower::open(&self.dir.join("metrics.jsonl")).ok();
         }
-        let Some(mut lines) = self.lines.take() else { return };
+        let Some(mut lines) = self.lines.take() else { return false };
+        let mut grew = false;
         while let Ok(Some(line)) = lines.next_line() {
+            grew = true;
             // A line from another tdmr version may not parse: it says nothing we need.
             let Ok(event) = serde_json::from_str::<Event>(&line) else {
                 continue;
@@ -96,6 +98,7 @@ impl SubRun {
             self.take(event);
         }
         self.lines = Some(lines);
+        grew
     }
 
     fn take(&mut self, event: Event) {
@@ -240,10 +243,9 @@ impl SweepStatus {
         Ok(status)
     }
 
-    pub fn refresh(&mut self) {
-        for r in &mut self.runs {
-            r.refresh();
-        }
+    /// Read what every sub-run appended; whether anything was.
+    pub fn refresh(&mut self) -> bool {
+        self.runs.iter_mut().fold(false, |grew, r| r.refresh() | grew)
     }
 
     /// Points with at least one finished validation seed, best first by the mean of
@@ -350,7 +352,8 @@ mod tests {
         std::fs::write(sub("p1-a=2").join("metrics.jsonl"), line(&done(0.7)) + &line(&summary(0.7))).unwrap();
         let torn = line(&summary(0.5));
         std::fs::write(sub("p0-a=1").join("metrics.jsonl"), line(&epoch) + &torn[..10]).unwrap();
-        s.refresh();
+        assert!(s.refresh(), "new lines are news");
+        assert!(!s.refresh(), "a torn line alone is not");
         assert_eq!(s.runs[1].progress, Progress::Done);
         assert!(matches!(&s.runs[0].progress, Progress::Started { stage, epochs: 4, .. } if stage == "align"));
         assert_eq!(s.ranking(), [("p1-a=2".to_string(), 0.7, 1)]);

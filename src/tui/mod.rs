@@ -248,15 +248,21 @@ fn browse(
     options: &Options,
 ) -> anyhow::Result<()> {
     let mut last_refresh = std::time::Instant::now();
+    // Drawn only when a sub-run's file grew or the terminal sent something (a key, a
+    // resize): an idle sweep costs a poll, not a frame.
+    let mut dirty = true;
     loop {
         if last_refresh.elapsed() >= Duration::from_millis(500) {
-            browser.status.refresh();
+            dirty |= browser.status.refresh();
             last_refresh = std::time::Instant::now();
         }
-        terminal.draw(|f| browser.draw(f))?;
+        if std::mem::take(&mut dirty) {
+            terminal.draw(|f| browser.draw(f))?;
+        }
         if !event::poll(Duration::from_millis(250))? {
             continue;
         }
+        dirty = true;
         let TermEvent::Key(key) = event::read()? else { continue };
         if key.kind == KeyEventKind::Release {
             continue;
