@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     };
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/foundation/efficientnet-lite0.safetensors");
     let figures = tdmr::bench::run(&candle_core::Device::Cpu, &weights, candle_core::DType::F32, opts)?;
+    println!("{}", tdmr::bench::Machine::here());
     print!("{}", tdmr::bench::table("cpu", &figures));
     Ok(())
 }

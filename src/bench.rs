@@ -1,8 +1,9 @@
 //! `tdmr bench`: images/s and peak memory of the workloads that dominate a run, the same
 //! models, batches and sizes as `scripts/pytorch-bench.py` (the PyTorch CPU
 //! reference): the small CNN and ResNet-18 (CIFAR stem) training steps, the frozen
-//! EfficientNet-Lite0's forward and its forward + backward to the prompt, and one
-//! stage-2 epoch with the teacher cache against one that recomputes the teacher.
+//! EfficientNet-Lite0's forward and its forward + backward to the prompt, one stage-2
+//! epoch with the teacher cache against one that recomputes the teacher, and one
+//! stage-1 optimiser step at the default experiment's sizes.
 //!
 //! Each workload runs on the CPU kernels and, beside it, on the composed candle ops
 //! they replace (`ops::cpu::set_composed_only`): the "before" column. Timings live
@@ -13,14 +14,16 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AlignLoss, OptimizerKind};
+use crate::config::{AlignLoss, OptimizerKind, ProjectorKind, PromptKind};
 use crate::distill::loss;
 use crate::engine::optim::Optimizer;
 use crate::models::efficientnet_lite::EfficientNetLite;
 use crate::models::targets::blocks::{ConvBn, Dense, Macs};
 use crate::models::targets::resnet::ResNet;
+use crate::ops::isa::{self, Isa};
 use crate::ops::{act::Act, cpu::set_composed_only, pool::max_pool2d};
 use crate::params::Params;
+use crate::reprogram::{Head, Projector, Prompt};
 use crate::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +41,54 @@ pub struct Figure {
     pub before_peak_mib: Option<f64>,
 }
 
+/// Where a benchmark ran: figures mean little without the CPU, the vector path the
+/// kernels took and the thread count.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    pub cpu: String,
+    /// The path of tdmr's own loops ([`crate::ops::isa`]): scalar, avx2 or avx512.
+    pub kernels: String,
+    /// The path of the `gemm` crate's micro-kernels (convolutions and matmuls).
+    pub gemm: String,
+    pub threads: usize,
+}
+
+impl Machine {
+    pub fn here() -> Machine {
+        Machine {
+            cpu: isa::cpu_model(),
+            kernels: Isa::active().name().into(),
+            gemm: gemm_path().into(),
+            threads: rayon::current_num_threads(),
+        }
+    }
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CPU: {}; tdmr kernels: {}; GEMM: {}; threads: {}",
+            self.cpu, self.kernels, self.gemm, self.threads
+        )
+    }
+}
+
+/// The micro-kernels the `gemm` crate picks: its AVX-512 ones only when built with its
+/// `x86-v4` feature (tdmr's `avx512-gemm`), else FMA (AVX2) ones where the CPU has FMA.
+fn gemm_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512-gemm") && std::is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if std::is_x86_feature_detected!("fma") {
+            return "avx2 (fma)";
+        }
+    }
+    "scalar"
+}
+
 /// What to measure: seconds per workload after its warm-up, and whether to time the
 /// composed-ops "before" figure too (one timed iteration: it is slow).
 #[derive(Debug, Clone)]
@@ -52,7 +103,7 @@ pub struct Options {
 }
 
 /// How many workloads [`run`] has, in their fixed order.
-pub const WORKLOADS: usize = 6;
+pub const WORKLOADS: usize = 7;
 
 impl Options {
     fn wants(&self, index: usize, name: &str) -> bool {
@@ -302,7 +353,56 @@ pub fn run(device: &Device, foundation: &std::path::Path, dtype: DType, opts: Op
     )?);
 
     out.extend(stage_two(device, &f, dtype, &opts)?);
+    out.extend(stage_one(device, &f, dtype, &opts)?);
     Ok(out)
+}
+
+/// One stage-1 step of the default experiment (`clipart.toml`): 96² images in a 128²
+/// canvas with a 16-pixel padding prompt, the frozen foundation, a linear proxy
+/// projector to 128 dimensions and a 10-class head, cross-entropy, AdamW, batch 32.
+fn stage_one(device: &Device, f: &EfficientNetLite, dtype: DType, opts: &Options) -> Result<Option<Figure>> {
+    let name = "stage-1 step (default experiment: 96² in a 128² canvas)";
+    if !opts.wants(6, name) {
+        return Ok(None);
+    }
+    let (batch, canvas, inner) = (32, 128, 96);
+    let mut p = Params::new(device, 9);
+    let prompt = Prompt::new(
+        &mut p,
+        "s1.prompt.",
+        PromptKind::Padding,
+        canvas,
+        inner,
+        16,
+        crate::models::IMAGENET,
+    )?;
+    let proj = Projector::new(&mut p, "s1.proj.", ProjectorKind::Linear, f.feature_dim(), PROXY, true)?;
+    let head = Head::new(&mut p, "s1.head.", PROXY, 10, 1.0)?;
+    let mut opt = Optimizer::new(OptimizerKind::Adamw, p.named_vars(&["s1.".to_string()]), 0.01, 0.9);
+    let x = input(device, batch, inner, 10)?;
+    let y = labels(device, batch)?;
+    // No composed-ops column: candle's own backward through the 128² foundation needs
+    // more memory than many machines have (the 96² one takes 22 GB).
+    let opts = Options {
+        before: false,
+        ..opts.clone()
+    };
+    measure(
+        device,
+        &opts,
+        6,
+        Workload {
+            name: name.into(),
+            batch,
+            size: canvas,
+            dtype,
+            step: Box::new(move || {
+                let feats = f.features(&prompt.apply(&x, true)?.to_dtype(dtype)?)?.to_dtype(DType::F32)?;
+                let logits = head.forward(&proj.forward(&feats)?)?;
+                opt.step(&loss::cross_entropy(&logits, &y, 0.0)?.backward()?, 3e-3)
+            }),
+        },
+    )
 }
 
 /// Images in the stage-2 epoch workload: the default experiment's teacher views at

@@ -480,6 +480,10 @@ struct BenchArgs {
     /// memory figures then include what earlier workloads left behind).
     #[arg(long)]
     in_process: bool,
+    /// Run tdmr's own kernels on no wider a vector path than this: scalar, avx2 or
+    /// avx512 (default: the widest this CPU has), to compare the paths.
+    #[arg(long)]
+    isa: Option<tdmr::ops::isa::Isa>,
     /// Time only the workload at this index (what each child process is asked for).
     #[arg(long, hide = true)]
     workload: Option<usize>,
@@ -498,6 +502,13 @@ fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("--precision {other}: expected f32 or bf16"),
     };
     let name = if device.is_cpu() { "cpu" } else { "cuda" };
+    if let Some(isa) = args.isa {
+        let detected = tdmr::ops::isa::Isa::detected();
+        if isa > detected {
+            eprintln!("--isa {isa}: this CPU's widest path is {detected}; using {detected}");
+        }
+        tdmr::ops::isa::limit(Some(isa));
+    }
     let figures = if args.in_process || args.workload.is_some() {
         let opts = tdmr::bench::Options {
             budget_s: args.budget,
@@ -509,9 +520,11 @@ fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     } else {
         bench_each_in_its_own_process(&args)?
     };
+    let machine = tdmr::bench::Machine::here();
     if args.json {
-        println!("{}", serde_json::json!({ "device": name, "figures": figures }));
+        println!("{}", serde_json::json!({ "device": name, "machine": machine, "figures": figures }));
     } else {
+        println!("{machine}");
         print!("{}", tdmr::bench::table(name, &figures));
     }
     Ok(())
@@ -533,6 +546,9 @@ fn bench_each_in_its_own_process(args: &BenchArgs) -> anyhow::Result<Vec<tdmr::b
         }
         if let Some(only) = &args.only {
             cmd.args(["--only", only]);
+        }
+        if let Some(isa) = args.isa {
+            cmd.args(["--isa", isa.name()]);
         }
         let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
         let text = String::from_utf8_lossy(&out.stdout);

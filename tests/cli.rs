@@ -150,6 +150,7 @@ fn bench_reports_every_workload() {
         "backward to the prompt",
         "teacher cache",
         "teacher recomputed",
+        "stage-1 step",
     ] {
         assert_eq!(
             names.iter().filter(|n| n.contains(want)).count(),
@@ -157,7 +158,12 @@ fn bench_reports_every_workload() {
             "{want} in {names:?}"
         );
     }
-    assert_eq!(figures.len(), 6, "{v}");
+    assert_eq!(figures.len(), 7, "{v}");
+    // Where it ran: the CPU, the vector path this CPU gives the kernels, the threads.
+    let machine = &v["machine"];
+    assert!(!machine["cpu"].as_str().unwrap().is_empty(), "{machine}");
+    assert_eq!(machine["kernels"], tdmr::ops::isa::Isa::detected().name(), "{machine}");
+    assert!(machine["threads"].as_u64().unwrap() >= 1, "{machine}");
     for f in figures {
         assert!(
             f["images_per_s"].as_f64().unwrap() > 0.0 && f["iterations"].as_u64().unwrap() >= 2 && f["peak_mib"].as_f64().unwrap() > 0.0,

@@ -6,6 +6,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use super::cpu::{cpu_fwd, slice};
+use super::isa;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
@@ -41,13 +42,13 @@ impl Act {
 
     /// `row[i] = act(row[i] + bias)`, the match hoisted so each arm's loop vectorises.
     pub fn apply_row<T: WithDType>(self, row: &mut [T], bias: T) {
-        match self {
+        isa::run(|| match self {
             // A layer without bias passes a zero one: no pass over memory for it.
             Act::Identity if bias == T::zero() => {}
             Act::Identity => row.iter_mut().for_each(|v| *v += bias),
             Act::Relu => row.iter_mut().for_each(|v| *v = Act::Relu.apply(*v + bias)),
             Act::Relu6 => row.iter_mut().for_each(|v| *v = Act::Relu6.apply(*v + bias)),
-        }
+        })
     }
 
     /// Whether the gradient passes, judged from the activation's *output* (ReLU's and
@@ -128,16 +129,18 @@ impl ActGrad {
         out.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
             .for_each(|(o, (g, y))| {
-                let mask = |o: &mut [T], act: Act| {
-                    for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                        *o = if act.passes(y) { g } else { T::zero() };
+                isa::run(|| {
+                    let mask = |o: &mut [T], act: Act| {
+                        for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+                            *o = if act.passes(y) { g } else { T::zero() };
+                        }
+                    };
+                    match self.0 {
+                        Act::Identity => o.copy_from_slice(g),
+                        Act::Relu => mask(o, Act::Relu),
+                        Act::Relu6 => mask(o, Act::Relu6),
                     }
-                };
-                match self.0 {
-                    Act::Identity => o.copy_from_slice(g),
-                    Act::Relu => mask(o, Act::Relu),
-                    Act::Relu6 => mask(o, Act::Relu6),
-                }
+                })
             });
         Ok((out, Shape::from(l1.dims())))
     }

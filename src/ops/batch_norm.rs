@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::act::Act;
 use super::cpu::{cpu_fwd, slice};
+use super::isa;
 
 fn dims(l: &Layout, op: &str) -> candle_core::Result<(usize, usize, usize)> {
     match l.dims() {
@@ -133,9 +134,11 @@ impl BatchNormTrain {
             let ch = p % c;
             let scale = T::from_f64(self.invstd[ch] * gamma[ch].to_f64());
             let shift = T::from_f64(beta[ch].to_f64() - self.mean[ch] * self.invstd[ch] * gamma[ch].to_f64());
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = v * scale;
-            }
+            isa::run(|| {
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    *o = v * scale;
+                }
+            });
             self.act.apply_row(yp, shift);
         });
         Ok((y, Shape::from(l1.dims())))
@@ -221,9 +224,11 @@ impl GradInput {
             let bx = T::from_f64(-k * mdx * is);
             let c0 = T::from_f64(k * (mdx * is * m - md));
             let (gp, xp) = (&dy[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
-            for ((d, &g), &v) in dp.iter_mut().zip(gp).zip(xp) {
-                *d = a * g + bx * v + c0;
-            }
+            isa::run(|| {
+                for ((d, &g), &v) in dp.iter_mut().zip(gp).zip(xp) {
+                    *d = a * g + bx * v + c0;
+                }
+            });
         });
         Ok((dx, Shape::from(l1.dims())))
     }

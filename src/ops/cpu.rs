@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 
+use super::isa;
 use candle_core::{CpuStorage, DType, Layout, Tensor, WithDType};
 
 thread_local! {
@@ -99,31 +100,15 @@ impl Taps {
     }
 }
 
-/// `y += a · x` over the shorter of the two, in AVX2 where the CPU has it (the crate
-/// is built for baseline x86-64, whose SSE2 loops are half as wide). No FMA: the
-/// rounding is the same on every machine.
+/// `y += a · x` over the shorter of the two, on the widest vector path the CPU has
+/// ([`isa`]). No FMA: the rounding is the same on every path and machine.
 #[inline]
 pub fn axpy<T: WithDType>(y: &mut [T], a: T, x: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { axpy_avx2(y, a, x) };
-        return;
-    }
-    axpy_plain(y, a, x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn axpy_avx2<T: WithDType>(y: &mut [T], a: T, x: &[T]) {
-    axpy_plain(y, a, x)
-}
-
-#[inline(always)]
-fn axpy_plain<T: WithDType>(y: &mut [T], a: T, x: &[T]) {
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv += a * xv;
-    }
+    isa::run(|| {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv += a * xv;
+        }
+    })
 }
 
 /// Call `$op.$f::<T>(args…)` for the storage's dtype (f32 or f64) and wrap the result.

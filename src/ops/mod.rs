@@ -16,6 +16,7 @@ pub mod conv_gemm;
 pub mod cpu;
 pub mod depthwise;
 pub mod gradcheck;
+pub mod isa;
 pub mod norm;
 pub mod pool;
 pub mod resize;

@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use super::cpu::{cpu_fwd, fast_path, slice};
+use super::isa;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -86,21 +87,23 @@ impl PoolSpec {
         let area = T::from_f64((self.k * self.k) as f64);
         let mut y = vec![T::zero(); planes * g.ho * g.wo];
         y.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(plane, yp)| {
-            let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            self.each_window(&g, |o, ys, xs| {
-                yp[o] = match self.kind {
-                    PoolKind::Max => Self::argmax(xp, g.w, ys, xs).map_or(T::zero(), |i| xp[i]),
-                    PoolKind::Avg => {
-                        let mut acc = T::zero();
-                        for y in ys.0..ys.1 {
-                            for v in &xp[y * g.w + xs.0..y * g.w + xs.1] {
-                                acc += *v;
+            isa::run(|| {
+                let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+                self.each_window(&g, |o, ys, xs| {
+                    yp[o] = match self.kind {
+                        PoolKind::Max => Self::argmax(xp, g.w, ys, xs).map_or(T::zero(), |i| xp[i]),
+                        PoolKind::Avg => {
+                            let mut acc = T::zero();
+                            for y in ys.0..ys.1 {
+                                for v in &xp[y * g.w + xs.0..y * g.w + xs.1] {
+                                    acc += *v;
+                                }
                             }
+                            acc / area
                         }
-                        acc / area
-                    }
-                };
-            });
+                    };
+                });
+            })
         });
         let d = l.dims();
         Ok((y, Shape::from((d[0], d[1], g.ho, g.wo))))
@@ -141,23 +144,25 @@ impl PoolGrad {
         let area = T::from_f64((spec.k * spec.k) as f64);
         let mut dx = vec![T::zero(); planes * g.h * g.w];
         dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(plane, dp)| {
-            let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
-            let gp = &gy[plane * g.ho * g.wo..(plane + 1) * g.ho * g.wo];
-            spec.each_window(&g, |o, ys, xs| match spec.kind {
-                PoolKind::Max => {
-                    if let Some(i) = PoolSpec::argmax(xp, g.w, ys, xs) {
-                        dp[i] += gp[o];
-                    }
-                }
-                PoolKind::Avg => {
-                    let share = gp[o] / area;
-                    for y in ys.0..ys.1 {
-                        for d in &mut dp[y * g.w + xs.0..y * g.w + xs.1] {
-                            *d += share;
+            isa::run(|| {
+                let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+                let gp = &gy[plane * g.ho * g.wo..(plane + 1) * g.ho * g.wo];
+                spec.each_window(&g, |o, ys, xs| match spec.kind {
+                    PoolKind::Max => {
+                        if let Some(i) = PoolSpec::argmax(xp, g.w, ys, xs) {
+                            dp[i] += gp[o];
                         }
                     }
-                }
-            });
+                    PoolKind::Avg => {
+                        let share = gp[o] / area;
+                        for y in ys.0..ys.1 {
+                            for d in &mut dp[y * g.w + xs.0..y * g.w + xs.1] {
+                                *d += share;
+                            }
+                        }
+                    }
+                });
+            })
         });
         Ok((dx, Shape::from(l1.dims())))
     }
