@@ -13,7 +13,7 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use tdmr::config::Experiment;
-use tdmr::engine::{Command, Event, LossParts, Session, Summary};
+use tdmr::engine::{Command, Event, FailReason, LossParts, Session, Summary};
 use tdmr::tui::app::{App, Options, RunState};
 use tdmr::tui::plan::RowState;
 use tdmr::tui::view;
@@ -116,7 +116,8 @@ fn fake_engine(stages: Vec<(&'static str, &'static str, usize)>, steps: usize) -
                             Command::SkipStage => skip = true,
                             Command::Abort => {
                                 send(Event::Failed {
-                                    message: "run aborted by the user".into(),
+                                    message: "the user stopped it".into(),
+                                    reason: FailReason::Aborted,
                                 });
                                 return Err(tdmr::Error::Aborted);
                             }
@@ -665,4 +666,40 @@ fn the_sweep_browser_shows_pending_points_and_refuses_to_open_them() {
     b.on_key(key(KeyCode::Down));
     assert_eq!(b.selected, 1, "the selection stops at the last row");
     assert_eq!(b.on_key(key(KeyCode::Char('q'))), Action::Quit);
+}
+
+/// Pending stages are sized by the data's own class count (an ImageFolder's class
+/// folders), before the run has loaded anything: 3 classes × k = 2 is one stage-1 batch
+/// of 8, where digits' 10 classes would be three.
+#[test]
+fn the_schedule_sizes_pending_stages_by_the_image_folders_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("folder");
+    for class in ["ant", "bee", "cat"] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..4u8 {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([i * 40, 90, 200]))
+                .save(data.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let text = tiny_text();
+    let start = text.find("[data]\npath = ").unwrap() + "[data]\n".len();
+    let end = start + text[start..].find('\n').unwrap();
+    let text = format!(
+        "{}path = {:?}\nkind = \"image-folder\"{}",
+        &text[..start],
+        data.display().to_string(),
+        &text[end..]
+    );
+    let app = new_app(dir.path(), &text);
+    assert_eq!(app.exp.data.kind, "image-folder");
+    let steps = |method: &str, stage: &str| {
+        let r = app.plan.rows.iter().find(|r| r.method == method && r.stage == stage);
+        r.unwrap_or_else(|| panic!("no {method}/{stage} in {:?}", app.plan.rows))
+            .steps_per_epoch
+    };
+    assert_eq!(steps("tdmr-teacher", "reprogram"), 1, "6 labelled images in batches of 8");
+    assert_eq!(steps("tdmr", "align"), 1, "6 labelled images in batches of 10");
+    assert!(app.plan.rows.iter().all(|r| r.state == RowState::Pending));
 }

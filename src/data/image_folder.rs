@@ -97,25 +97,31 @@ pub fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The class sub-folders of an ImageFolder root, sorted (their order is the label order).
+pub fn class_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let not_folder = |msg: String| Error::File {
+        path: root.to_path_buf(),
+        msg,
+    };
+    if !root.is_dir() {
+        return Err(not_folder(
+            "not a folder: an ImageFolder has one sub-folder of images per class".into(),
+        ));
+    }
+    let dirs: Vec<PathBuf> = sorted_dir(root)?.into_iter().filter(|p| p.is_dir()).collect();
+    if dirs.len() < 2 {
+        return Err(not_folder(format!(
+            "found {} class folder(s); an ImageFolder needs at least 2 (one sub-folder per class)",
+            dirs.len()
+        )));
+    }
+    Ok(dirs)
+}
+
 impl ImageFolder {
     /// Scan `root` (class sub-folders of image files) and decode every file.
     pub fn load(root: &Path, opts: LoadOptions) -> Result<Self> {
-        let not_folder = |msg: String| Error::File {
-            path: root.to_path_buf(),
-            msg,
-        };
-        if !root.is_dir() {
-            return Err(not_folder(
-                "not a folder: an ImageFolder has one sub-folder of images per class".into(),
-            ));
-        }
-        let class_dirs: Vec<PathBuf> = sorted_dir(root)?.into_iter().filter(|p| p.is_dir()).collect();
-        if class_dirs.len() < 2 {
-            return Err(not_folder(format!(
-                "found {} class folder(s); an ImageFolder needs at least 2 (one sub-folder per class)",
-                class_dirs.len()
-            )));
-        }
+        let class_dirs = class_dirs(root)?;
         let mut files = Vec::new();
         let mut classes = Vec::new();
         for (label, dir) in class_dirs.iter().enumerate() {

@@ -111,6 +111,15 @@ pub fn stored_side(exp: &Experiment) -> usize {
     }
 }
 
+/// How many classes `exp`'s data has, without decoding an image (digits: 10; an
+/// ImageFolder: its class sub-folders), for views that size a run before it loads.
+pub fn class_count(exp: &Experiment) -> Result<usize> {
+    match exp.data.kind.as_str() {
+        "image-folder" => Ok(image_folder::class_dirs(&exp.data_path())?.len()),
+        _ => Ok(digits::CLASSES),
+    }
+}
+
 /// Load `exp`'s dataset and build its split and views.
 pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
     let path = exp.data_path();

@@ -161,6 +161,9 @@ pub enum Event {
     },
     Failed {
         message: String,
+        /// Why it ended (absent in runs recorded before it existed: an error).
+        #[serde(default)]
+        reason: FailReason,
     },
     /// The run continues from a checkpoint (`None`: none was written, so from the start).
     RunResumed {
@@ -182,6 +185,28 @@ pub enum Event {
         message: String,
         last_good: Option<String>,
     },
+}
+
+/// Why a run ended without finishing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailReason {
+    /// The user stopped it (`x` in the workbench, Ctrl-C).
+    Aborted,
+    /// A NaN or Inf loss, gradient or weight the back-off policy could not get past.
+    Diverged,
+    #[default]
+    Error,
+}
+
+impl FailReason {
+    pub fn of(e: &crate::Error) -> FailReason {
+        match e {
+            crate::Error::Aborted => FailReason::Aborted,
+            crate::Error::Diverged(_) => FailReason::Diverged,
+            _ => FailReason::Error,
+        }
+    }
 }
 
 /// `n` with thousands separators.

@@ -19,5 +19,5 @@ pub mod tensorboard;
 pub mod trainer;
 
 pub use control::Control;
-pub use events::{Command, Event, LossParts, MethodResult, Summary};
+pub use events::{Command, Event, FailReason, LossParts, MethodResult, Summary};
 pub use session::{prepare_resume, run_blocking, run_launched, Launch, Resume, Session};

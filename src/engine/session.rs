@@ -10,7 +10,7 @@ use candle_core::{DType, Device};
 
 use super::checkpoint::{self, Checkpointer, Restore};
 use super::control::Control;
-use super::events::{Command, Event, Summary};
+use super::events::{Command, Event, FailReason, Summary};
 use super::methods::Lab;
 use super::report;
 use super::run_dir::{write_text_atomic, RunDir};
@@ -422,7 +422,10 @@ pub fn run_launched(
         }
     });
     if let Err(e) = &result {
-        ctl.emit(Event::Failed { message: e.to_string() });
+        ctl.emit(Event::Failed {
+            message: e.to_string(),
+            reason: FailReason::of(e),
+        });
     }
     // The final events must reach the view: here, and only here, wait for room.
     ctl.flush();

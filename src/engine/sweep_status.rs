@@ -123,7 +123,7 @@ impl SubRun {
                 self.results = summary.into_iter().map(|(m, r)| (m, r.test_acc)).collect();
                 self.progress = Progress::Done;
             }
-            Event::Failed { message } => self.progress = Progress::Failed(message),
+            Event::Failed { message, .. } => self.progress = Progress::Failed(message),
             _ => {}
         }
     }

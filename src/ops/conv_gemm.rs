@@ -395,7 +395,10 @@ impl ConvGradWeight {
         } else {
             (0..chunks).map(partial).collect()
         };
-        Ok((transpose(&sum_in_order(partials, g.o * ck), ck, g.o), Shape::from((g.o, g.c, g.kh, g.kw))))
+        Ok((
+            transpose(&sum_in_order(partials, g.o * ck), ck, g.o),
+            Shape::from((g.o, g.c, g.kh, g.kw)),
+        ))
     }
 }
 

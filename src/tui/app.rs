@@ -16,7 +16,7 @@ use crate::config::live::{self, Change, Progress, Verdict};
 use crate::config::stage_edit::{self, StageOp};
 use crate::config::Experiment;
 use crate::engine::run_dir::RunDir;
-use crate::engine::{Command, Event, Launch, Session, Summary};
+use crate::engine::{Command, Event, FailReason, Launch, Session, Summary};
 use crate::models::foundation::Foundation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -628,9 +628,9 @@ impl App {
                 self.run_ended = Some(*wall_s);
                 self.info(format!("run complete in {:.1} min", wall_s / 60.0));
             }
-            Event::Failed { message } => {
+            Event::Failed { message, reason } => {
                 self.run_ended = self.elapsed_s();
-                if message.contains("aborted") {
+                if *reason == FailReason::Aborted {
                     self.run = RunState::Aborted;
                     self.warn("run aborted; the run directory keeps its report and checkpoints");
                 } else {

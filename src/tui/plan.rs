@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use crate::config::{Experiment, Method};
-use crate::data::digits::CLASSES;
 use crate::engine::trainer::batch_bounds;
 use crate::engine::Event;
 
@@ -56,6 +55,9 @@ pub struct Plan {
     /// Seconds per step by kind, smoothed over the steps seen after a warm-up.
     rate: HashMap<Kind, (usize, f64)>,
     current: Option<(String, String)>,
+    /// The data's class count as the engine reported it (`data-loaded`), for when the
+    /// data cannot be looked at from here.
+    classes: usize,
 }
 
 /// Steps of a kind ignored before its speed counts (allocator and cache warm-up).
@@ -85,7 +87,10 @@ impl Plan {
 
     /// Recompute the rows from a (possibly edited) experiment, keeping known states.
     pub fn rebuild(&mut self, exp: &Experiment) {
-        let items = exp.data.k * CLASSES;
+        // The labelled set is k images of each class: count the classes where the data
+        // is (an ImageFolder's sub-folders), so pending stages are sized before the run.
+        let classes = crate::data::class_count(exp).unwrap_or(self.classes);
+        let items = exp.data.k * classes;
         let s1 = batch_bounds(items, exp.stage1.batch_size).len();
         let s2 = batch_bounds(items, exp.distill.batch_size).len();
         let wants = |m: Method| exp.methods.contains(&m);
@@ -198,6 +203,7 @@ impl Plan {
 
     pub fn on_event(&mut self, e: &Event) {
         match e {
+            Event::DataLoaded { classes, .. } => self.classes = classes.len(),
             Event::StageStarted {
                 method,
                 stage,
