@@ -54,6 +54,25 @@ fn tiny_experiment_writes_a_complete_run_and_stage2_never_runs_the_foundation() 
     assert_eq!(forwards["kd"], 0, "kd ran the foundation model: {forwards:?}");
     assert_eq!(forwards["scratch"], 0);
     assert!(forwards["tdmr-teacher"] > 0 && forwards["vp"] > 0 && forwards["linear-probe"] > 0);
+    // The stages ran in the order, and with the epochs and steps, that the plan (what
+    // the Schedule pane draws) said they would.
+    let ran: Vec<(String, String, u64, u64)> = events(&run.root, "stage-started")
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap().to_string();
+            (
+                s("method"),
+                s("stage"),
+                e["epochs"].as_u64().unwrap(),
+                e["steps_per_epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let planned: Vec<(String, String, u64, u64)> = tdmr::engine::plan::plan(&tiny_experiment(), 10)
+        .into_iter()
+        .map(|p| (p.method, p.stage, p.epochs as u64, p.steps_per_epoch as u64))
+        .collect();
+    assert_eq!(ran, planned);
 }
 
 #[test]

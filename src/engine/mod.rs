@@ -8,6 +8,7 @@ pub mod events;
 pub mod line_follower;
 pub mod methods;
 pub mod optim;
+pub mod plan;
 pub mod plots;
 pub mod report;
 pub mod run_dir;

@@ -1,22 +1,13 @@
-//! The run as a timeline: every stage the experiment will train, in the order the
-//! engine runs them, with its state from the events seen so far, and the ETAs.
+//! The run as a timeline: every stage the experiment will train ([`crate::engine::plan`],
+//! the engine's own order), with its state from the events seen so far, and the ETAs.
 
 use std::collections::HashMap;
 
-use crate::config::{Experiment, Method};
-use crate::engine::trainer::batch_bounds;
+use crate::config::Experiment;
+use crate::engine::plan::{plan, PlannedStage};
 use crate::engine::Event;
 
-/// What dominates a step's cost, for ETAs: stages of one kind run at similar speed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// Back-propagation through the frozen foundation (stage 1, `vp`).
-    Foundation,
-    /// A linear head on cached features.
-    Probe,
-    /// The small target network (stage 2, `scratch`, `kd`).
-    Target,
-}
+pub use crate::engine::plan::Kind;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowState {
@@ -42,6 +33,21 @@ pub struct Row {
 }
 
 impl Row {
+    fn pending(p: PlannedStage) -> Row {
+        Row {
+            method: p.method,
+            stage: p.stage,
+            epochs: p.epochs,
+            steps_per_epoch: p.steps_per_epoch,
+            kind: p.kind,
+            distill_index: p.distill_index,
+            lr: p.lr,
+            groups: p.groups,
+            weights: p.weights,
+            state: RowState::Pending,
+        }
+    }
+
     pub fn total_steps(&self) -> usize {
         self.epochs * self.steps_per_epoch
     }
@@ -63,21 +69,6 @@ pub struct Plan {
 /// Steps of a kind ignored before its speed counts (allocator and cache warm-up).
 const WARMUP_STEPS: usize = 3;
 
-fn row(method: &str, stage: &str, epochs: usize, steps: usize, kind: Kind, lr: f64) -> Row {
-    Row {
-        method: method.into(),
-        stage: stage.into(),
-        epochs,
-        steps_per_epoch: steps,
-        kind,
-        distill_index: None,
-        lr,
-        groups: String::new(),
-        weights: String::new(),
-        state: RowState::Pending,
-    }
-}
-
 impl Plan {
     pub fn new(exp: &Experiment) -> Plan {
         let mut p = Plan::default();
@@ -90,82 +81,7 @@ impl Plan {
         // The labelled set is k images of each class: count the classes where the data
         // is (an ImageFolder's sub-folders), so pending stages are sized before the run.
         let classes = crate::data::class_count(exp).unwrap_or(self.classes);
-        let items = exp.data.k * classes;
-        let s1 = batch_bounds(items, exp.stage1.batch_size).len();
-        let s2 = batch_bounds(items, exp.distill.batch_size).len();
-        let wants = |m: Method| exp.methods.contains(&m);
-        let mut rows = Vec::new();
-        if wants(Method::LinearProbe) || wants(Method::Kd) || wants(Method::KdTransfer) {
-            rows.push(row(
-                "linear-probe",
-                "probe",
-                exp.baselines.linear_probe_epochs,
-                s1,
-                Kind::Probe,
-                exp.baselines.linear_probe_lr,
-            ));
-        }
-        if wants(Method::Vp) {
-            rows.push(row("vp", "reprogram", exp.stage1.epochs, s1, Kind::Foundation, exp.stage1.lr));
-        }
-        let peak = exp.distill.stages.iter().map(|s| s.lr).fold(0.0, f64::max);
-        let distill_rows = |method: &str, rows: &mut Vec<Row>| {
-            for (i, s) in exp.distill.stages.iter().enumerate() {
-                let mut r = row(method, &s.name, s.epochs, s2, Kind::Target, s.lr);
-                r.distill_index = Some(i);
-                r.groups = s
-                    .train
-                    .iter()
-                    .map(|g| format!("{g:?}").to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join("+");
-                r.weights = format!("a{} k{} c{}", s.weights.align, s.weights.kd, s.weights.ce);
-                rows.push(r);
-            }
-        };
-        if [Method::Tdmr, Method::KdTdmrTeacher, Method::TdmrTransfer]
-            .iter()
-            .any(|&m| wants(m))
-        {
-            if exp.stage1.probe_init_epochs > 0 {
-                rows.push(row(
-                    "tdmr-teacher",
-                    "probe-init",
-                    exp.stage1.probe_init_epochs,
-                    s1,
-                    Kind::Probe,
-                    exp.baselines.linear_probe_lr,
-                ));
-            }
-            rows.push(row(
-                "tdmr-teacher",
-                "reprogram",
-                exp.stage1.epochs,
-                s1,
-                Kind::Foundation,
-                exp.stage1.lr,
-            ));
-        }
-        if wants(Method::Tdmr) {
-            distill_rows("tdmr", &mut rows);
-        }
-        if wants(Method::KdTdmrTeacher) {
-            rows.push(row("kd-tdmr-teacher", "train", exp.target_epochs(), s2, Kind::Target, peak));
-        }
-        // The transfer set's size is known once the data is split; until then its steps
-        // per epoch are shown as those of the labelled images.
-        if wants(Method::TdmrTransfer) {
-            distill_rows("tdmr-transfer", &mut rows);
-        }
-        if wants(Method::Scratch) {
-            rows.push(row("scratch", "train", exp.target_epochs(), s2, Kind::Target, peak));
-        }
-        if wants(Method::Kd) {
-            rows.push(row("kd", "train", exp.target_epochs(), s2, Kind::Target, peak));
-        }
-        if wants(Method::KdTransfer) {
-            rows.push(row("kd-transfer", "train", exp.target_epochs(), s2, Kind::Target, peak));
-        }
+        let mut rows: Vec<Row> = plan(exp, classes).into_iter().map(Row::pending).collect();
         // Stages that already ran keep their place even if the file no longer lists them.
         let mut kept: Vec<Row> = self
             .rows
