@@ -18,7 +18,7 @@ use crate::config::{AlignLoss, OptimizerKind, ProjectorKind, PromptKind};
 use crate::distill::loss;
 use crate::engine::optim::Optimizer;
 use crate::models::efficientnet_lite::EfficientNetLite;
-use crate::models::targets::blocks::{ConvBn, Dense, Macs};
+use crate::models::targets::blocks::{Conv, ConvBn, Dense, Macs};
 use crate::models::targets::resnet::ResNet;
 use crate::ops::isa::{self, Isa};
 use crate::ops::{act::Act, cpu::set_composed_only, pool::max_pool2d};
@@ -228,7 +228,13 @@ impl BenchCnn {
         let (mut side, mut macs) = (32, Macs::default());
         let mut convs = Vec::new();
         for (i, (cin, cout)) in [(3, 32), (32, 64), (64, 128), (128, 256)].into_iter().enumerate() {
-            convs.push(ConvBn::new(p, &format!("c{i}"), cin, cout, 3, 1, false, &mut side, &mut macs)?);
+            convs.push(ConvBn::new(
+                p,
+                &format!("c{i}"),
+                Conv::dense(cin, cout, 3, 1),
+                &mut side,
+                &mut macs,
+            )?);
         }
         Ok(BenchCnn {
             convs,

@@ -9,8 +9,8 @@ use candle_core::{Device, Tensor};
 use common::weighted_sum;
 use tdmr::engine::run_blocking;
 use tdmr::engine::run_dir::RunDir;
-use tdmr::models::targets::blocks::{softmax_last, ConvBn, LayerNorm, Macs};
-use tdmr::models::targets::mobilenet_v2::InvertedResidual;
+use tdmr::models::targets::blocks::{softmax_last, Conv, ConvBn, LayerNorm, Macs};
+use tdmr::models::targets::mobilenet_v2::{Expansion, InvertedResidual};
 use tdmr::models::targets::resnet::BasicBlock;
 use tdmr::models::targets::vit_tiny::{self, Block};
 use tdmr::models::targets::{Backbone, TargetSpec};
@@ -42,7 +42,20 @@ fn strided_dense_and_depthwise_convolutions_match_candle_with_pytorch_padding() 
     for (k, depthwise) in [(3, false), (1, false), (3, true)] {
         let mut p = Params::new(&Device::Cpu, 7);
         let (mut side, mut macs) = (9, Macs::default());
-        let layer = ConvBn::new(&mut p, "c", 4, 4, k, 2, depthwise, &mut side, &mut macs).unwrap();
+        let layer = ConvBn::new(
+            &mut p,
+            "c",
+            Conv {
+                cin: 4,
+                cout: 4,
+                k,
+                stride: 2,
+                depthwise,
+            },
+            &mut side,
+            &mut macs,
+        )
+        .unwrap();
         let w = p.tensors()["c.weight"].clone();
         let ours = layer.conv(&x).unwrap();
         let groups = if depthwise { 4 } else { 1 };
@@ -68,7 +81,20 @@ fn conv_bn_layers_pass_gradient_checks() {
     for (k, stride, depthwise) in [(3, 2, false), (1, 2, false), (3, 2, true), (3, 1, true)] {
         let mut p = f64_params(3);
         let (mut side, mut macs) = (7, Macs::default());
-        let layer = ConvBn::new(&mut p, "c", 3, 3, k, stride, depthwise, &mut side, &mut macs).unwrap();
+        let layer = ConvBn::new(
+            &mut p,
+            "c",
+            Conv {
+                cin: 3,
+                cout: 3,
+                k,
+                stride,
+                depthwise,
+            },
+            &mut side,
+            &mut macs,
+        )
+        .unwrap();
         let x = randn(&[2, 3, 7, 7], 2);
         // Batch norm on top, in training mode (batch statistics).
         check(&format!("k {k} stride {stride} depthwise {depthwise}"), &x, |x| {
@@ -87,7 +113,19 @@ fn residual_blocks_pass_gradient_checks() {
         weighted_sum(&basic.forward(x, true).map_err(lift)?, 6)
     });
     let (mut side, mut macs) = (6, Macs::default());
-    let inverted = InvertedResidual::new(&mut p, "ir", 4, 4, 3, 1, &mut side, &mut macs).unwrap();
+    let inverted = InvertedResidual::new(
+        &mut p,
+        "ir",
+        Expansion {
+            cin: 4,
+            cout: 4,
+            t: 3,
+            stride: 1,
+        },
+        &mut side,
+        &mut macs,
+    )
+    .unwrap();
     check("MobileNetV2 inverted residual", &x, |x| {
         weighted_sum(&inverted.forward(x, true).map_err(lift)?, 7)
     });

@@ -11,7 +11,7 @@ use super::checkpoint::{Checkpointer, Fnv1a};
 use super::control::Control;
 use super::events::{Event, LossParts, MethodResult};
 use super::run_dir::RunDir;
-use super::trainer::{timed, train_stage, Live, LiveSource, StageOutcome, StageSpec, StepOut};
+use super::trainer::{timed, train_stage, Hooks, Live, LiveSource, StageOutcome, StageSpec, StepOut};
 use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method, PromptKind, Stage};
 use crate::data::{select_rows, ViewSet};
 use crate::distill::{loss, TeacherCache};
@@ -303,14 +303,16 @@ impl Lab<'_> {
                 &spec,
                 &model.params,
                 &all_prefixes(prefix),
-                &mut |rows, ctx| {
-                    train.prefetch(ctx.next, inner);
-                    let (x, wait) = timed(|| train.batch(rows, inner))?;
-                    let (_, logits) = m.forward(foundation, &x, true)?;
-                    ce_step(&logits, train, rows, smoothing, wait)
+                Hooks {
+                    step: &mut |rows, ctx| {
+                        train.prefetch(ctx.next, inner);
+                        let (x, wait) = timed(|| train.batch(rows, inner))?;
+                        let (_, logits) = m.forward(foundation, &x, true)?;
+                        ce_step(&logits, train, rows, smoothing, wait)
+                    },
+                    eval: &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
+                    after_epoch: Some(&mut keep_best),
                 },
-                &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
-                Some(&mut keep_best),
             )?
         };
         let reselected = match best {
@@ -363,12 +365,14 @@ impl Lab<'_> {
             &spec,
             &model.params,
             &[format!("{prefix}projector."), format!("{prefix}head.")],
-            &mut |rows, _| {
-                let (x, wait) = timed(|| select_rows(&train_f, rows))?;
-                ce_step(&proxy(&x)?, train, rows, smoothing, wait)
+            Hooks {
+                step: &mut |rows, _| {
+                    let (x, wait) = timed(|| select_rows(&train_f, rows))?;
+                    ce_step(&proxy(&x)?, train, rows, smoothing, wait)
+                },
+                eval: &mut || accuracy(test, |rows| proxy(&select_rows(&test_f, rows)?)),
+                after_epoch: None,
             },
-            &mut || accuracy(test, |rows| proxy(&select_rows(&test_f, rows)?)),
-            None,
         )?;
         Ok(())
     }
@@ -529,12 +533,14 @@ impl Lab<'_> {
                 &spec,
                 &params,
                 &all_prefixes("probe.head."),
-                &mut |rows, _| {
-                    let (x, wait) = timed(|| select_rows(&train_f, rows))?;
-                    ce_step(&head.forward(&x)?, train, rows, 0.0, wait)
+                Hooks {
+                    step: &mut |rows, _| {
+                        let (x, wait) = timed(|| select_rows(&train_f, rows))?;
+                        ce_step(&head.forward(&x)?, train, rows, 0.0, wait)
+                    },
+                    eval: &mut || accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
+                    after_epoch: None,
                 },
-                &mut || accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
-                None,
             )?;
             let acc = self.final_accuracy(&outcome, |rows| head.forward(&select_rows(&test_f, rows)?))?;
             Self::checkpoint(self.ctl, self.run, &params, "linear-probe", "probe", file)?;
@@ -673,61 +679,63 @@ impl Lab<'_> {
                 &spec,
                 &params,
                 &prefixes(&groups),
-                &mut |rows, ctx| {
-                    let live: &Live = ctx.live;
-                    let to = live.weights;
-                    let w = if ramp {
-                        let t = ctx.progress;
-                        LossWeights {
-                            align: from.align + (to.align - from.align) * t,
-                            kd: from.kd + (to.kd - from.kd) * t,
-                            ce: from.ce + (to.ce - from.ce) * t,
+                Hooks {
+                    step: &mut |rows, ctx| {
+                        let live: &Live = ctx.live;
+                        let to = live.weights;
+                        let w = if ramp {
+                            let t = ctx.progress;
+                            LossWeights {
+                                align: from.align + (to.align - from.align) * t,
+                                kd: from.kd + (to.kd - from.kd) * t,
+                                ce: from.ce + (to.ce - from.ce) * t,
+                            }
+                        } else {
+                            to
+                        };
+                        train.prefetch(ctx.next, size);
+                        let (x, data_wait_s) = timed(|| train.batch(rows, size))?;
+                        let (z, logits) = forward(&x, true)?;
+                        // Cross-entropy sees only the labelled views of a transfer batch.
+                        let labelled = train.labelled(rows);
+                        let (logits_l, rows_l) = if labelled.len() == rows.len() {
+                            (logits.clone(), rows.to_vec())
+                        } else {
+                            let at = Tensor::new(labelled.iter().map(|&i| i as u32).collect::<Vec<_>>(), logits.device())?;
+                            (logits.index_select(&at, 0)?, labelled.iter().map(|&i| rows[i]).collect())
+                        };
+                        let y = train.label_tensor(&rows_l)?;
+                        let mut parts = LossParts::default();
+                        let mut total = Tensor::zeros((), candle_core::DType::F32, z.device())?;
+                        if let Some((cache, _)) = teacher {
+                            let (z_f, logits_f) = cache.select(rows)?;
+                            if w.align > 0.0 && proxy_teacher.is_some() {
+                                let a = loss::align(&z, &z_f, align_kind)?;
+                                parts.align = a.to_scalar::<f32>()? as f64;
+                                total = (total + (a * w.align)?)?;
+                            }
+                            if w.kd > 0.0 {
+                                let k = loss::kd(&logits, &logits_f, live.temperature)?;
+                                parts.kd = k.to_scalar::<f32>()? as f64;
+                                total = (total + (k * w.kd)?)?;
+                            }
                         }
-                    } else {
-                        to
-                    };
-                    train.prefetch(ctx.next, size);
-                    let (x, data_wait_s) = timed(|| train.batch(rows, size))?;
-                    let (z, logits) = forward(&x, true)?;
-                    // Cross-entropy sees only the labelled views of a transfer batch.
-                    let labelled = train.labelled(rows);
-                    let (logits_l, rows_l) = if labelled.len() == rows.len() {
-                        (logits.clone(), rows.to_vec())
-                    } else {
-                        let at = Tensor::new(labelled.iter().map(|&i| i as u32).collect::<Vec<_>>(), logits.device())?;
-                        (logits.index_select(&at, 0)?, labelled.iter().map(|&i| rows[i]).collect())
-                    };
-                    let y = train.label_tensor(&rows_l)?;
-                    let mut parts = LossParts::default();
-                    let mut total = Tensor::zeros((), candle_core::DType::F32, z.device())?;
-                    if let Some((cache, _)) = teacher {
-                        let (z_f, logits_f) = cache.select(rows)?;
-                        if w.align > 0.0 && proxy_teacher.is_some() {
-                            let a = loss::align(&z, &z_f, align_kind)?;
-                            parts.align = a.to_scalar::<f32>()? as f64;
-                            total = (total + (a * w.align)?)?;
+                        if w.ce > 0.0 && !labelled.is_empty() {
+                            let c = loss::set_cross_entropy(&logits_l, &y, train, &rows_l, r.label_smoothing)?;
+                            parts.ce = c.to_scalar::<f32>()? as f64;
+                            total = (total + (c * w.ce)?)?;
                         }
-                        if w.kd > 0.0 {
-                            let k = loss::kd(&logits, &logits_f, live.temperature)?;
-                            parts.kd = k.to_scalar::<f32>()? as f64;
-                            total = (total + (k * w.kd)?)?;
-                        }
-                    }
-                    if w.ce > 0.0 && !labelled.is_empty() {
-                        let c = loss::set_cross_entropy(&logits_l, &y, train, &rows_l, r.label_smoothing)?;
-                        parts.ce = c.to_scalar::<f32>()? as f64;
-                        total = (total + (c * w.ce)?)?;
-                    }
-                    parts.total = total.to_scalar::<f32>()? as f64;
-                    Ok(StepOut {
-                        correct: if labelled.is_empty() { 0 } else { loss::correct(&logits_l, &y)? },
-                        loss: total,
-                        parts,
-                        data_wait_s,
-                    })
+                        parts.total = total.to_scalar::<f32>()? as f64;
+                        Ok(StepOut {
+                            correct: if labelled.is_empty() { 0 } else { loss::correct(&logits_l, &y)? },
+                            loss: total,
+                            parts,
+                            data_wait_s,
+                        })
+                    },
+                    eval: &mut || accuracy(test, eval_logits),
+                    after_epoch: None,
                 },
-                &mut || accuracy(test, eval_logits),
-                None,
             )?;
             Self::checkpoint(self.ctl, self.run, &params, key, &name, &ckpt)?;
             prev = weights;

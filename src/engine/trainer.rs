@@ -78,6 +78,14 @@ pub type StepFn<'a> = dyn FnMut(&[usize], &StepCtx) -> Result<StepOut> + 'a;
 /// Called after every finished epoch with its number (stage 1's validation selection).
 pub type EpochHook<'a> = dyn FnMut(usize) -> Result<()> + 'a;
 
+/// What a stage calls back into: the loss of a batch, the evaluation (test or
+/// validation accuracy), and optionally a hook after each epoch.
+pub struct Hooks<'a> {
+    pub step: &'a mut StepFn<'a>,
+    pub eval: &'a mut (dyn FnMut() -> Result<f64> + 'a),
+    pub after_epoch: Option<&'a mut EpochHook<'a>>,
+}
+
 /// Run `f` and time it: batch assembly is timed so views can show the data-wait share.
 pub fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     let t = Instant::now();
@@ -138,18 +146,19 @@ pub fn batch_bounds(n: usize, batch: usize) -> Vec<(usize, usize)> {
 /// `eval()` returns test accuracy. The variables of `params` under `prefixes` are
 /// trained; all of `params` goes into the checkpoints, and a resume that stopped in
 /// this stage restores them, the optimiser and the RNG.
-// Nine call-site arguments: issue 18 plans a StageSpec that carries the prefixes and hooks.
-#[allow(clippy::too_many_arguments)]
 pub fn train_stage(
     ctl: &mut Control,
     ckpt: &mut Checkpointer,
     spec: &StageSpec,
     params: &Params,
     prefixes: &[String],
-    step: &mut StepFn,
-    eval: &mut dyn FnMut() -> Result<f64>,
-    mut after_epoch: Option<&mut EpochHook>,
+    hooks: Hooks,
 ) -> Result<StageOutcome> {
+    let Hooks {
+        step,
+        eval,
+        mut after_epoch,
+    } = hooks;
     let named = params.named_vars(prefixes);
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
     let mut opt = Optimizer::new(spec.optimizer, named, spec.weight_decay, spec.momentum);

@@ -3,7 +3,7 @@
 
 use candle_core::Tensor;
 
-use super::targets::blocks::{ConvBn, Macs};
+use super::targets::blocks::{Conv, ConvBn, Macs};
 use crate::onnx::{Attr, Graph};
 use crate::ops::{act::Act, pool::avg_pool2d};
 use crate::params::Params;
@@ -29,11 +29,7 @@ impl SmallCnn {
             layers.push(ConvBn::new(
                 p,
                 &format!("{prefix}conv{i}"),
-                cin,
-                cout,
-                3,
-                1,
-                false,
+                Conv::dense(cin, cout, 3, 1),
                 &mut side,
                 &mut macs,
             )?);

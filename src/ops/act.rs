@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::cpu::{cpu_fwd, slice};
+use super::cpu::{cpu_fwd, slice, Input};
 use super::isa;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +119,7 @@ impl CustomOp2 for ActGrad {
 }
 
 impl ActGrad {
-    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let (g, y) = (slice::<T>(s1, l1, "activation grad")?, slice::<T>(s2, l2, "activation grad")?);
         if g.len() != y.len() {
             candle_core::bail!("activation grad: gradient {:?} vs output {:?}", l1.dims(), l2.dims())

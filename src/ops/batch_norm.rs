@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::cpu::{cpu_fwd, slice};
+use super::cpu::{cpu_fwd, slice, Input};
 use super::isa;
 
 fn dims(l: &Layout, op: &str) -> candle_core::Result<(usize, usize, usize)> {
@@ -46,7 +46,7 @@ impl CustomOp1 for ChannelStats {
 }
 
 impl ChannelStats {
-    fn fwd<T: WithDType>(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s, l): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let (b, c, hw) = dims(l, "batch_norm")?;
         let x = slice::<T>(s, l, "batch_norm")?;
         let n = (b * hw) as f64;
@@ -110,16 +110,7 @@ impl CustomOp3 for BatchNormTrain {
 }
 
 impl BatchNormTrain {
-    #[allow(clippy::too_many_arguments)]
-    fn fwd<T: WithDType>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>, (s3, l3): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let (_, c, hw) = dims(l1, "batch_norm")?;
         let (x, gamma, beta) = (
             slice::<T>(s1, l1, "batch_norm")?,
@@ -160,7 +151,7 @@ impl CustomOp2 for GradSums {
 }
 
 impl GradSums {
-    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let (b, c, hw) = dims(l1, "batch_norm grad")?;
         let (dy, x) = (slice::<T>(s1, l1, "batch_norm grad")?, slice::<T>(s2, l2, "batch_norm grad")?);
         let out = per_channel::<T>(c, |ch| {
@@ -196,16 +187,7 @@ impl CustomOp3 for GradInput {
 }
 
 impl GradInput {
-    #[allow(clippy::too_many_arguments)]
-    fn fwd<T: WithDType>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>, (s3, l3): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let (b, c, hw) = dims(l1, "batch_norm grad")?;
         let (dy, x, gamma) = (
             slice::<T>(s1, l1, "batch_norm grad")?,

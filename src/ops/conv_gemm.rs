@@ -14,7 +14,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::act::{conv_backward, Act};
-use super::cpu::{cpu_fwd, slice, Taps};
+use super::cpu::{cpu_fwd, slice, Input, Taps};
 
 /// Stride and zero padding `[top, bottom, left, right]` of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,16 +238,7 @@ impl CustomOp3 for ConvFwd {
 }
 
 impl ConvFwd {
-    #[allow(clippy::too_many_arguments)]
-    fn fwd<T: WithDType>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>, (s3, l3): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.spec)?;
         let (x, w) = (slice::<T>(s1, l1, "conv2d")?, slice::<T>(s2, l2, "conv2d")?);
         let bias = slice::<T>(s3, l3, "conv2d")?;
@@ -302,7 +293,7 @@ impl CustomOp2 for ConvGradInput {
 }
 
 impl ConvGradInput {
-    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let &[b, _, ho, wo] = l1.dims() else {
             candle_core::bail!("conv2d grad: output gradient {:?} is not 4-D", l1.dims())
         };
@@ -356,7 +347,7 @@ impl CustomOp2 for ConvGradWeight {
 }
 
 impl ConvGradWeight {
-    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let (xs, gs) = (l1.dims(), l2.dims());
         if xs.len() != 4 || gs.len() != 4 {
             candle_core::bail!("conv2d grad: expected 4-D input and gradient, got {xs:?} and {gs:?}")

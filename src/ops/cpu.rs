@@ -111,12 +111,16 @@ pub fn axpy<T: WithDType>(y: &mut [T], a: T, x: &[T]) {
     })
 }
 
-/// Call `$op.$f::<T>(args…)` for the storage's dtype (f32 or f64) and wrap the result.
+/// One argument of a custom op's CPU kernel: its storage and layout.
+pub(crate) type Input<'a> = (&'a CpuStorage, &'a Layout);
+
+/// Call `$op.$f::<T>((storage, layout), …)` for the first storage's dtype (f32 or f64)
+/// and wrap the result.
 macro_rules! dispatch {
-    ($name:expr, $op:expr, $f:ident, $s1:expr $(, $rest:expr)* ) => {
-        match $s1 {
-            CpuStorage::F32(_) => $op.$f::<f32>($s1 $(, $rest)*).map(|(v, s)| (CpuStorage::F32(v), s)),
-            CpuStorage::F64(_) => $op.$f::<f64>($s1 $(, $rest)*).map(|(v, s)| (CpuStorage::F64(v), s)),
+    ($name:expr, $op:expr, $f:ident, $s0:ident, $l0:ident $(, $s:ident, $l:ident)*) => {
+        match $s0 {
+            CpuStorage::F32(_) => $op.$f::<f32>(($s0, $l0) $(, ($s, $l))*).map(|(v, s)| (CpuStorage::F32(v), s)),
+            CpuStorage::F64(_) => $op.$f::<f64>(($s0, $l0) $(, ($s, $l))*).map(|(v, s)| (CpuStorage::F64(v), s)),
             other => candle_core::bail!(
                 "{}: unsupported dtype {:?}",
                 $name,
@@ -127,8 +131,9 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// A custom op's `cpu_fwd`: hand its storages and layouts to its generic `fwd::<T>`
-/// for the storage's dtype, e.g. `cpu_fwd!("conv2d"; s1, l1, s2, l2, s3, l3);`.
+/// A custom op's `cpu_fwd`: hand its storages and layouts, paired, to its generic
+/// `fwd::<T>` for the storage's dtype, e.g. `cpu_fwd!("conv2d"; s1, l1, s2, l2, s3, l3);`
+/// calls `fwd::<f32>((s1, l1), (s2, l2), (s3, l3))`.
 macro_rules! cpu_fwd {
     ($name:expr; $($s:ident, $l:ident),+) => {
         fn cpu_fwd(&self, $($s: &CpuStorage, $l: &Layout),+) -> candle_core::Result<(CpuStorage, Shape)> {

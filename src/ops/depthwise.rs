@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithD
 use rayon::prelude::*;
 
 use super::act::{conv_backward, Act};
-use super::cpu::{add_channel_bias, axpy, bias_or_zeros, cpu_fwd, fast_path, slice, Taps};
+use super::cpu::{add_channel_bias, axpy, bias_or_zeros, cpu_fwd, fast_path, slice, Input, Taps};
 use super::pool::strided;
 
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
@@ -248,16 +248,7 @@ impl CustomOp3 for DepthwiseFwd {
 }
 
 impl DepthwiseFwd {
-    #[allow(clippy::too_many_arguments)]
-    fn fwd<T: WithDType>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>, (s3, l3): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
         let (x, w) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
         let bias = slice::<T>(s3, l3, "depthwise_conv2d")?;
@@ -317,7 +308,7 @@ impl CustomOp2 for DepthwiseGradInput {
 }
 
 impl DepthwiseGradInput {
-    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let &[b, c, ho, wo] = l1.dims() else {
             candle_core::bail!("depthwise grad: output gradient {:?} is not 4-D", l1.dims())
         };
@@ -360,7 +351,7 @@ impl CustomOp2 for DepthwiseGradWeight {
 }
 
 impl DepthwiseGradWeight {
-    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let &[b, c, _, _] = l1.dims() else {
             candle_core::bail!("depthwise grad: input {:?} is not 4-D", l1.dims())
         };

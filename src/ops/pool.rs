@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::cpu::{cpu_fwd, fast_path, slice};
+use super::cpu::{cpu_fwd, fast_path, slice, Input};
 use super::isa;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +81,7 @@ impl PoolSpec {
         best.map(|(i, _)| i)
     }
 
-    fn fwd<T: WithDType>(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s, l): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let (planes, g) = self.geometry(l.dims())?;
         let x = slice::<T>(s, l, "pool")?;
         let area = T::from_f64((self.k * self.k) as f64);
@@ -134,7 +134,7 @@ impl candle_core::CustomOp2 for PoolGrad {
 }
 
 impl PoolGrad {
-    fn fwd<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let spec = &self.0;
         let (planes, g) = spec.geometry(l1.dims())?;
         if l2.dims()[..2] != l1.dims()[..2] || l2.dims()[2..] != [g.ho, g.wo] {

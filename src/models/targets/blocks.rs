@@ -103,20 +103,48 @@ pub struct ConvBn {
     depthwise: bool,
 }
 
+/// The shape of a [`ConvBn`]'s convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub depthwise: bool,
+}
+
+impl Conv {
+    pub fn dense(cin: usize, cout: usize, k: usize, stride: usize) -> Conv {
+        Conv {
+            cin,
+            cout,
+            k,
+            stride,
+            depthwise: false,
+        }
+    }
+
+    pub fn depthwise(channels: usize, k: usize, stride: usize) -> Conv {
+        Conv {
+            cin: channels,
+            cout: channels,
+            k,
+            stride,
+            depthwise: true,
+        }
+    }
+}
+
 impl ConvBn {
     /// `side` is the input's spatial side, updated to the output's; `macs` accumulates.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        p: &mut Params,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        depthwise: bool,
-        side: &mut usize,
-        macs: &mut Macs,
-    ) -> Result<Self> {
+    pub fn new(p: &mut Params, name: &str, conv: Conv, side: &mut usize, macs: &mut Macs) -> Result<Self> {
+        let Conv {
+            cin,
+            cout,
+            k,
+            stride,
+            depthwise,
+        } = conv;
         let (wshape, fan_in) = if depthwise {
             ([cout, 1, k, k], k * k)
         } else {

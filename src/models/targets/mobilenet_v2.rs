@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::blocks::{ConvBn, Macs};
+use super::blocks::{Conv, ConvBn, Macs};
 use crate::onnx::Graph;
 use crate::ops::act::Act;
 use crate::params::Params;
@@ -36,26 +36,33 @@ pub struct InvertedResidual {
     residual: bool,
 }
 
+/// An inverted residual's widths: `cin` expanded `t` times, projected to `cout`, with
+/// the depthwise layer at `stride`.
+#[derive(Debug, Clone, Copy)]
+pub struct Expansion {
+    pub cin: usize,
+    pub cout: usize,
+    pub t: usize,
+    pub stride: usize,
+}
+
 impl InvertedResidual {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        p: &mut Params,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        t: usize,
-        stride: usize,
-        side: &mut usize,
-        macs: &mut Macs,
-    ) -> Result<Self> {
+    pub fn new(p: &mut Params, name: &str, e: Expansion, side: &mut usize, macs: &mut Macs) -> Result<Self> {
+        let Expansion { cin, cout, t, stride } = e;
         let hidden = cin * t;
         let expand = if t != 1 {
-            Some(ConvBn::new(p, &format!("{name}.expand"), cin, hidden, 1, 1, false, side, macs)?)
+            Some(ConvBn::new(
+                p,
+                &format!("{name}.expand"),
+                Conv::dense(cin, hidden, 1, 1),
+                side,
+                macs,
+            )?)
         } else {
             None
         };
-        let depthwise = ConvBn::new(p, &format!("{name}.depthwise"), hidden, hidden, 3, stride, true, side, macs)?;
-        let project = ConvBn::new(p, &format!("{name}.project"), hidden, cout, 1, 1, false, side, macs)?;
+        let depthwise = ConvBn::new(p, &format!("{name}.depthwise"), Conv::depthwise(hidden, 3, stride), side, macs)?;
+        let project = ConvBn::new(p, &format!("{name}.project"), Conv::dense(hidden, cout, 1, 1), side, macs)?;
         Ok(InvertedResidual {
             expand,
             depthwise,
@@ -97,19 +104,23 @@ impl MobileNetV2 {
     pub fn new(p: &mut Params, prefix: &str, width: f64, in_channels: usize, side: usize) -> Result<Self> {
         let (mut side, mut macs) = (side, Macs::default());
         let mut cin = make_divisible(32.0 * width);
-        let stem = ConvBn::new(p, &format!("{prefix}stem"), in_channels, cin, 3, 1, false, &mut side, &mut macs)?;
+        let stem = ConvBn::new(
+            p,
+            &format!("{prefix}stem"),
+            Conv::dense(in_channels, cin, 3, 1),
+            &mut side,
+            &mut macs,
+        )?;
         let mut blocks = Vec::new();
         for (i, &(t, c, n, s)) in SETTINGS.iter().enumerate() {
             let cout = make_divisible(c as f64 * width);
             for r in 0..n {
                 let stride = if r == 0 { s } else { 1 };
+                let e = Expansion { cin, cout, t, stride };
                 blocks.push(InvertedResidual::new(
                     p,
                     &format!("{prefix}features.{i}.{r}"),
-                    cin,
-                    cout,
-                    t,
-                    stride,
+                    e,
                     &mut side,
                     &mut macs,
                 )?);
@@ -117,7 +128,7 @@ impl MobileNetV2 {
             }
         }
         let last = make_divisible(1280.0 * width.max(1.0));
-        let head = ConvBn::new(p, &format!("{prefix}head"), cin, last, 1, 1, false, &mut side, &mut macs)?;
+        let head = ConvBn::new(p, &format!("{prefix}head"), Conv::dense(cin, last, 1, 1), &mut side, &mut macs)?;
         Ok(MobileNetV2 {
             stem,
             blocks,

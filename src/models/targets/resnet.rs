@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::blocks::{ConvBn, Macs};
+use super::blocks::{Conv, ConvBn, Macs};
 use crate::onnx::Graph;
 use crate::ops::act::Act;
 use crate::params::Params;
@@ -18,21 +18,16 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(p: &mut Params, name: &str, cin: usize, cout: usize, stride: usize, side: &mut usize, macs: &mut Macs) -> Result<Self> {
         let input_side = *side;
-        let conv1 = ConvBn::new(p, &format!("{name}.conv1"), cin, cout, 3, stride, false, side, macs)?;
-        let conv2 = ConvBn::new(p, &format!("{name}.conv2"), cout, cout, 3, 1, false, side, macs)?;
+        let conv1 = ConvBn::new(p, &format!("{name}.conv1"), Conv::dense(cin, cout, 3, stride), side, macs)?;
+        let conv2 = ConvBn::new(p, &format!("{name}.conv2"), Conv::dense(cout, cout, 3, 1), side, macs)?;
         let shortcut = if stride != 1 || cin != cout {
             let mut s = input_side;
             Some(ConvBn::new(
                 p,
                 &format!("{name}.shortcut"),
-                cin,
-                cout,
-                1,
-                stride,
-                false,
+                Conv::dense(cin, cout, 1, stride),
                 &mut s,
                 macs,
             )?)
@@ -83,11 +78,7 @@ impl ResNet {
         let stem = ConvBn::new(
             p,
             &format!("{prefix}stem"),
-            in_channels,
-            widths[0],
-            3,
-            1,
-            false,
+            Conv::dense(in_channels, widths[0], 3, 1),
             &mut side,
             &mut macs,
         )?;
