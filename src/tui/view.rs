@@ -13,6 +13,9 @@ use super::plan::RowState;
 use super::series::Series;
 use crate::config::live::Change;
 
+mod chart_pane;
+use chart_pane::draw_charts;
+
 /// `1:02:03`, `4:05`.
 pub fn clock(s: f64) -> String {
     let s = s.max(0.0).round() as u64;
@@ -293,154 +296,6 @@ fn draw_schedule(f: &mut Frame, app: &App, area: Rect) {
         Paragraph::new(lines.into_iter().skip(skip).collect::<Vec<_>>()).block(block(app, Pane::Schedule, title)),
         area,
     );
-}
-
-fn points(app: &App, s: &Series) -> Vec<(f64, f64)> {
-    match app.window {
-        Window::Full => s.full(),
-        Window::Recent => s.recent(),
-    }
-}
-
-fn bounds(sets: &[&[(f64, f64)]]) -> Option<([f64; 2], [f64; 2])> {
-    let mut it = sets.iter().flat_map(|s| s.iter());
-    let first = it.next()?;
-    let (mut x0, mut x1, mut y0, mut y1) = (first.0, first.0, first.1, first.1);
-    for p in it {
-        x0 = x0.min(p.0);
-        x1 = x1.max(p.0);
-        y0 = y0.min(p.1);
-        y1 = y1.max(p.1);
-    }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    if y1 - y0 < 1e-6 {
-        y1 = y0 + 1e-3;
-    }
-    Some(([x0, x1], [y0, y1]))
-}
-
-fn marker(app: &App) -> Marker {
-    match app.marker {
-        MarkerKind::Braille => Marker::Braille,
-        MarkerKind::Block => Marker::HalfBlock,
-        MarkerKind::Dot => Marker::Dot,
-    }
-}
-
-/// Vertical rules at stage starts and live LR changes inside `x`.
-/// Vertical segments at each of `xs` inside the x range `x`, spanning `y`.
-fn rules(xs: impl Iterator<Item = f64>, x: [f64; 2], y: [f64; 2]) -> Vec<Vec<(f64, f64)>> {
-    xs.filter(|v| *v > x[0] && *v <= x[1]).map(|v| vec![(v, y[0]), (v, y[1])]).collect()
-}
-
-/// A polyline through `data`; `.name(...)` on the result puts it in the legend.
-fn line<'a>(data: &'a [(f64, f64)], marker: Marker, style: Style) -> Dataset<'a> {
-    Dataset::default()
-        .data(data)
-        .graph_type(GraphType::Line)
-        .marker(marker)
-        .style(style)
-}
-
-fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
-    let t = &app.theme;
-    let c = &app.charts;
-    let win = match app.window {
-        Window::Full => "whole run",
-        Window::Recent => "recent",
-    };
-    let mk = match app.marker {
-        MarkerKind::Braille => "braille",
-        MarkerKind::Block => "block",
-        MarkerKind::Dot => "dot",
-    };
-    let title = Line::from(vec![
-        Span::raw(" Charts "),
-        Span::styled(format!("{win} (h) · {mk} (m) · lr {:.1e} ", c.lr), t.muted()),
-    ]);
-    let outer = block(app, Pane::Charts, title);
-    let inner = outer.inner(area);
-    f.render_widget(outer, area);
-    if c.step_loss.is_empty() {
-        let msg = if app.run.is_active() {
-            "waiting for the first step…"
-        } else {
-            "no training yet: s starts the run"
-        };
-        f.render_widget(Paragraph::new(Span::styled(msg, t.muted())), inner);
-        return;
-    }
-    let [loss_area, acc_area] = Layout::vertical([Constraint::Percentage(60), Constraint::Min(3)]).areas(inner);
-
-    let raw = points(app, &c.step_loss);
-    let ema = points(app, &c.loss_ema);
-    let terms = [&c.align, &c.kd, &c.ce].map(|s| points(app, s));
-    let mut all: Vec<&[(f64, f64)]> = vec![&ema];
-    if app.show_raw {
-        all.push(&raw);
-    }
-    let Some((xb, yb)) = bounds(&all.iter().copied().chain(terms.iter().map(|v| v.as_slice())).collect::<Vec<_>>()) else {
-        return;
-    };
-    let stage_rules = rules(c.boundaries.iter().map(|b| b.0), xb, yb);
-    // LR changes are short ticks from the top, so they read apart from stage starts.
-    let lr_rules = rules(c.lr_marks.iter().copied(), xb, [yb[1] - (yb[1] - yb[0]) * 0.25, yb[1]]);
-    let mut sets: Vec<Dataset> = stage_rules.iter().map(|r| line(r, Marker::Dot, t.muted())).collect();
-    sets.extend(lr_rules.iter().map(|r| line(r, Marker::Dot, t.warn())));
-    if app.show_raw {
-        sets.push(Dataset::default().name("loss").data(&raw).marker(marker(app)).style(t.series(0)));
-    }
-    sets.push(line(&ema, marker(app), t.series(1)).name("ema"));
-    for (i, (name, pts)) in ["align", "kd", "ce"].iter().zip(&terms).enumerate() {
-        if pts.iter().any(|p| p.1 > 0.0) {
-            sets.push(line(pts, marker(app), t.series(2 + i)).name(*name));
-        }
-    }
-    let axis_label = |v: f64| Span::styled(format!("{v:.3}"), t.muted());
-    let chart = Chart::new(sets)
-        .x_axis(Axis::default().bounds(xb).style(t.muted()))
-        .y_axis(
-            Axis::default()
-                .bounds(yb)
-                .labels([axis_label(yb[0]), axis_label(yb[1])])
-                .style(t.muted()),
-        )
-        .legend_position(Some(ratatui::widgets::LegendPosition::TopRight))
-        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(80)));
-    f.render_widget(chart, loss_area);
-
-    let train = points(app, &c.train_acc);
-    let test = points(app, &c.test_acc);
-    let acc_rules = rules(c.boundaries.iter().map(|b| b.0), xb, [0.0, 1.0]);
-    let mut acc_sets: Vec<Dataset> = acc_rules.iter().map(|r| line(r, Marker::Dot, t.muted())).collect();
-    acc_sets.push(line(&train, marker(app), t.series(5)).name("train"));
-    acc_sets.push(line(&test, marker(app), t.series(6)).name("test"));
-    let last = |s: &Series| s.last.map(|p| pct(p.1)).unwrap_or_else(|| "-".into());
-    let acc = Chart::new(acc_sets)
-        .x_axis(
-            Axis::default()
-                .bounds(xb)
-                .labels([
-                    Span::styled(format!("step {:.0}", xb[0]), t.muted()),
-                    Span::styled(format!("{:.0}", xb[1]), t.muted()),
-                ])
-                .title(Span::styled(
-                    format!("train {} test {}", last(&c.train_acc), last(&c.test_acc)),
-                    t.text(),
-                ))
-                .style(t.muted()),
-        )
-        .y_axis(
-            Axis::default()
-                .bounds([0.0, 1.0])
-                .labels([Span::styled("0%", t.muted()), Span::styled("100%", t.muted())])
-                .style(t.muted()),
-        )
-        .legend_position(Some(ratatui::widgets::LegendPosition::BottomRight))
-        .hidden_legend_constraints((Constraint::Percentage(50), Constraint::Percentage(90)));
-    f.render_widget(acc, acc_area);
 }
 
 fn draw_log(f: &mut Frame, app: &App, area: Rect) {

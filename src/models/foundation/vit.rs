@@ -83,44 +83,8 @@ pub struct Vit {
     resampled: Mutex<HashMap<(usize, usize), Tensor>>,
 }
 
-/// Key names of one layout.
-struct Names {
-    prefix: String,
-    layout: Layout,
-    /// transformers 5 names (`layers.N.attention.q_proj`, `mlp.fc1`) rather than the
-    /// published checkpoints' (`encoder.layer.N.attention.attention.query`, ...).
-    v5: bool,
-}
-
-impl Names {
-    fn blocks(&self) -> String {
-        let p = &self.prefix;
-        match (self.layout, self.v5) {
-            (Layout::Timm | Layout::TimmHybrid, _) => format!("{p}blocks."),
-            (Layout::HfVit, true) => format!("{p}layers."),
-            (Layout::HfVit | Layout::Dinov2, _) => format!("{p}encoder.layer."),
-            (Layout::Clip, _) => format!("{p}encoder.layers."),
-        }
-    }
-
-    fn block(&self, i: usize, part: &str) -> String {
-        format!("{}{i}.{part}", self.blocks())
-    }
-
-    /// The Hugging Face attention projections: query, key, value, output.
-    fn hf_attention(&self) -> [&'static str; 4] {
-        if self.v5 {
-            ["attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"]
-        } else {
-            [
-                "attention.attention.query",
-                "attention.attention.key",
-                "attention.attention.value",
-                "attention.output.dense",
-            ]
-        }
-    }
-}
+mod names;
+use names::Names;
 
 fn pair(w: &mut StrictWeights, name: &str, shape_w: &[usize], shape_b: &[usize]) -> Result<(Tensor, Tensor)> {
     Ok((
