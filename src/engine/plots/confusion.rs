@@ -101,3 +101,15 @@ fn ramp(t: f64) -> RGBColor {
     let mix = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * u).round() as u8;
     RGBColor(mix(a.1 .0, b.1 .0), mix(a.1 .1, b.1 .1), mix(a.1 .2, b.1 .2))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ramp_is_monotone_in_lightness() {
+        let light = |c: RGBColor| 0.299 * c.0 as f64 + 0.587 * c.1 as f64 + 0.114 * c.2 as f64;
+        let l: Vec<f64> = (0..=20).map(|i| light(ramp(i as f64 / 20.0))).collect();
+        assert!(l.windows(2).all(|w| w[1] > w[0]), "{l:?}");
+    }
+}
