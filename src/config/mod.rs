@@ -3,10 +3,12 @@
 //! Every key has a default, unknown keys are errors, and errors name the file, the line
 //! and the key (or the `--set` override that introduced the value).
 
+mod defaults;
 pub mod inherit;
 pub mod live;
 mod schema;
 pub mod stage_edit;
+mod validate;
 
 pub use schema::*;
 
