@@ -274,6 +274,9 @@ fn the_candle_gradients_src_ops_replaces_are_still_wrong() {
     ];
     // What tdmr uses instead passes the same check at 1e-6 (the tests above).
     for (name, e) in holes {
-        assert!(e > 1e-2, "candle's {name} gradient is now right ({e:.3e}): src/ops may not need its replacement");
+        assert!(
+            e > 1e-2,
+            "candle's {name} gradient is now right ({e:.3e}): src/ops may not need its replacement"
+        );
     }
 }

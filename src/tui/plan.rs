@@ -17,33 +17,32 @@ pub enum RowState {
     Skipped { epoch: usize },
 }
 
+/// A planned stage and what the events say of it so far. It reads as its
+/// [`PlannedStage`] (`row.method`, `row.epochs`, ...).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    pub method: String,
-    pub stage: String,
-    pub epochs: usize,
-    pub steps_per_epoch: usize,
-    pub kind: Kind,
-    /// Index into `distill.stages` for the `tdmr` method's stages (editable ones).
-    pub distill_index: Option<usize>,
-    pub lr: f64,
-    pub groups: String,
-    pub weights: String,
+    pub planned: PlannedStage,
     pub state: RowState,
 }
 
+impl std::ops::Deref for Row {
+    type Target = PlannedStage;
+
+    fn deref(&self) -> &PlannedStage {
+        &self.planned
+    }
+}
+
+impl std::ops::DerefMut for Row {
+    fn deref_mut(&mut self) -> &mut PlannedStage {
+        &mut self.planned
+    }
+}
+
 impl Row {
-    fn pending(p: PlannedStage) -> Row {
+    fn pending(planned: PlannedStage) -> Row {
         Row {
-            method: p.method,
-            stage: p.stage,
-            epochs: p.epochs,
-            steps_per_epoch: p.steps_per_epoch,
-            kind: p.kind,
-            distill_index: p.distill_index,
-            lr: p.lr,
-            groups: p.groups,
-            weights: p.weights,
+            planned,
             state: RowState::Pending,
         }
     }
