@@ -374,7 +374,7 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
 
     press(&mut app, 'c');
     pump(&mut app, 120, "the checkpoint on demand", |a| {
-        a.checkpoints.iter().any(|c| c.0 == "vp")
+        a.checkpoints.iter().any(|c| c.method == "vp")
     });
     assert!(
         screen(&app, 160, 48).contains("vp/reprogram resume-"),

@@ -14,7 +14,9 @@ use super::series::Series;
 use crate::config::live::Change;
 
 mod chart_pane;
+mod overlays;
 use chart_pane::draw_charts;
+use overlays::{draw_confirm, draw_help};
 
 /// `1:02:03`, `4:05`.
 pub fn clock(s: f64) -> String {
@@ -336,15 +338,21 @@ fn draw_runs(f: &mut Frame, app: &App, area: Rect) {
             format!("{:<14}{:>8}{:>10}{:>8}", "method", "test", "params", "time"),
             t.muted(),
         )));
-        let best = app.results.iter().map(|r| r.1).fold(f64::MIN, f64::max);
-        for (m, acc, params, wall) in &app.results {
-            let style = if *acc == best {
+        let best = app.results.iter().map(|r| r.test_acc).fold(f64::MIN, f64::max);
+        for r in &app.results {
+            let style = if r.test_acc == best {
                 t.good().add_modifier(Modifier::BOLD)
             } else {
                 t.text()
             };
             lines.push(Line::from(Span::styled(
-                format!("{m:<14}{:>8}{:>10}{:>8}", pct(*acc), params, clock(*wall)),
+                format!(
+                    "{:<14}{:>8}{:>10}{:>8}",
+                    r.method,
+                    pct(r.test_acc),
+                    r.trainable_params,
+                    clock(r.wall_s)
+                ),
                 style,
             )));
         }
@@ -353,12 +361,12 @@ fn draw_runs(f: &mut Frame, app: &App, area: Rect) {
         format!("checkpoints ({})", app.checkpoints.len()),
         t.muted(),
     )));
-    for (m, s, p) in app.checkpoints.iter().rev() {
-        let file = std::path::Path::new(p)
+    for c in app.checkpoints.iter().rev() {
+        let file = std::path::Path::new(&c.path)
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        lines.push(Line::from(Span::styled(format!("  {m}/{s} {file}"), t.text())));
+        lines.push(Line::from(Span::styled(format!("  {}/{} {file}", c.method, c.stage), t.text())));
     }
     f.render_widget(Paragraph::new(lines).block(block(app, Pane::Runs, " Runs / checkpoints ")), area);
 }
@@ -405,94 +413,4 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
         parts.push(Span::styled(format!(" {:.1} GiB", m / 1024.0), t.muted()));
     }
     f.render_widget(Paragraph::new(Line::from(parts)), area);
-}
-
-fn centered(area: Rect, w: u16, h: u16) -> Rect {
-    let [v] = Layout::vertical([Constraint::Length(h.min(area.height))])
-        .flex(Flex::Center)
-        .areas(area);
-    let [r] = Layout::horizontal([Constraint::Length(w.min(area.width))])
-        .flex(Flex::Center)
-        .areas(v);
-    r
-}
-
-fn draw_help(f: &mut Frame, app: &App, area: Rect) {
-    let t = &app.theme;
-    // One line per action: keys bound to the same action share it.
-    let mut rows: Vec<(String, &str)> = Vec::new();
-    for b in KEYMAP {
-        match rows.iter_mut().find(|(_, h)| *h == b.help) {
-            Some((keys, _)) => {
-                keys.push('/');
-                keys.push_str(b.label);
-            }
-            None => rows.push((b.label.to_string(), b.help)),
-        }
-    }
-    let key_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(4);
-    let help_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(10);
-    let entry = |(k, h): &(String, &str)| {
-        vec![
-            Span::styled(format!("{k:>key_w$}  "), t.accent()),
-            Span::styled(format!("{h:<help_w$}"), t.text()),
-        ]
-    };
-    // Two columns when one does not fit the height (80×24 included).
-    let columns = if rows.len() as u16 + 2 > area.height { 2 } else { 1 };
-    let per = rows.len().div_ceil(columns);
-    let lines: Vec<Line> = (0..per)
-        .map(|i| {
-            let mut spans = entry(&rows[i]);
-            if let Some(r) = rows.get(i + per).filter(|_| columns == 2) {
-                spans.push(Span::raw("  "));
-                spans.extend(entry(r));
-            }
-            Line::from(spans)
-        })
-        .collect();
-    let width = (columns * (key_w + help_w + 2) + (columns - 1) * 2 + 2) as u16;
-    let rect = centered(area, width, lines.len() as u16 + 2);
-    f.render_widget(Clear, rect);
-    f.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .border_style(t.border(true))
-                .title(Span::styled(" Keys (any key closes) ", t.title())),
-        ),
-        rect,
-    );
-}
-
-fn draw_confirm(f: &mut Frame, app: &App, area: Rect, what: Confirm) {
-    let t = &app.theme;
-    let q = match what {
-        Confirm::Abort => "Abort the run? Checkpoints and the report so far are kept.".to_string(),
-        Confirm::Quit => "Training is running. Stop it and quit? The run directory stays complete.".to_string(),
-        Confirm::Restart if app.run.is_active() => format!("Stop this run and start again with {} pending change(s)?", app.pending.len()),
-        Confirm::Restart => "Start a new run with the file's configuration?".to_string(),
-    };
-    let rect = centered(area, 62, 5);
-    f.render_widget(Clear, rect);
-    f.render_widget(
-        Paragraph::new(vec![
-            Line::from(Span::styled(q, t.text())),
-            Line::from(vec![
-                Span::styled("y", t.accent()),
-                Span::raw(" yes   "),
-                Span::styled("n", t.accent()),
-                Span::raw(" no"),
-            ]),
-        ])
-        .wrap(Wrap { trim: true })
-        .block(
-            Block::default()
-                .borders(Borders::ALL)
-                .border_style(t.border(true))
-                .title(Span::styled(" Confirm ", t.title())),
-        )
-        .style(Style::default()),
-        rect,
-    );
 }

@@ -1,0 +1,143 @@
+//! Keys: one action per key in each context (`keymap`), dispatched here.
+
+use super::*;
+
+impl App {
+    pub fn on_key(&mut self, key: KeyEvent) -> Effect {
+        use ratatui::crossterm::event::KeyCode;
+        if let Overlay::Confirm(what) = self.overlay {
+            self.overlay = Overlay::None;
+            if matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter) {
+                match what {
+                    Confirm::Abort => {
+                        self.send(Command::Abort);
+                        self.info("aborting at the next step…");
+                    }
+                    Confirm::Quit => {
+                        self.should_quit = true;
+                        return Effect::Quit;
+                    }
+                    Confirm::Restart => self.restart(),
+                }
+            }
+            return Effect::None;
+        }
+        if self.overlay == Overlay::Help {
+            self.overlay = Overlay::None;
+            return Effect::None;
+        }
+        let Some(action) = keymap::lookup(&key) else { return Effect::None };
+        if self.read_only {
+            use Action::*;
+            match action {
+                Quit if !self.zoom => {
+                    self.should_quit = true;
+                    return Effect::Quit;
+                }
+                Start | PauseResume | SkipStage | Abort | SaveCheckpoint | ReloadConfig | Restart | EditConfig | StageAdd | StageRemove
+                | StageMoveUp | StageMoveDown => {
+                    self.warn("attached read-only: control the run where it runs");
+                    return Effect::None;
+                }
+                _ => {}
+            }
+        }
+        match action {
+            Action::Start => self.start(),
+            Action::ResumeRun => self.resume(None),
+            Action::PauseResume => self.toggle_pause(),
+            Action::SkipStage if self.run.is_active() => {
+                self.send(Command::SkipStage);
+                self.info("skipping to the next stage…");
+            }
+            Action::SkipStage => self.warn("nothing is running"),
+            Action::Abort if self.run.is_active() => self.overlay = Overlay::Confirm(Confirm::Abort),
+            Action::Abort => self.warn("nothing is running"),
+            Action::SaveCheckpoint if self.run.is_active() => {
+                self.send(Command::Save);
+                self.info("checkpoint requested");
+            }
+            Action::SaveCheckpoint => self.warn("nothing is running"),
+            Action::ReloadConfig => {
+                self.reload_config(true);
+            }
+            Action::Restart if self.next.is_some() || !self.run.is_active() => self.overlay = Overlay::Confirm(Confirm::Restart),
+            Action::Restart => self.info("no change waits for a restart"),
+            Action::EditConfig => {
+                let line = self
+                    .plan
+                    .rows
+                    .get(self.selected)
+                    .and_then(|r| r.distill_index)
+                    .and_then(|i| stage_edit::stage_line(self.config_text(), i));
+                return Effect::OpenEditor {
+                    path: self.config_path.clone(),
+                    line,
+                };
+            }
+            Action::ReloadFoundation => self.load_foundation(),
+            Action::NextPane => self.cycle_focus(true),
+            Action::PrevPane => self.cycle_focus(false),
+            Action::Zoom => self.zoom = !self.zoom,
+            Action::Up => self.move_selection(true),
+            Action::Down => self.move_selection(false),
+            Action::StageAdd => self.schedule_op(StageOp::Duplicate),
+            Action::StageRemove => self.schedule_op(StageOp::Remove),
+            Action::StageMoveUp => {
+                if let Some(i) = self.selected_distill() {
+                    if i > 0 && self.selected > 0 {
+                        self.selected -= 1;
+                        self.edit_schedule(StageOp::SwapWithNext(i - 1));
+                    }
+                }
+            }
+            Action::StageMoveDown => {
+                if let Some(i) = self.selected_distill() {
+                    self.edit_schedule(StageOp::SwapWithNext(i));
+                    self.selected = (self.selected + 1).min(self.plan.rows.len().saturating_sub(1));
+                }
+            }
+            Action::ToggleWindow => {
+                self.window = match self.window {
+                    Window::Full => Window::Recent,
+                    Window::Recent => Window::Full,
+                }
+            }
+            Action::ToggleMarker => {
+                self.marker = match self.marker {
+                    MarkerKind::Braille => MarkerKind::Block,
+                    MarkerKind::Block => MarkerKind::Dot,
+                    MarkerKind::Dot => MarkerKind::Braille,
+                }
+            }
+            Action::ToggleRaw => self.show_raw = !self.show_raw,
+            Action::NextTheme => {
+                let i = BUNDLED
+                    .iter()
+                    .position(|n| *n == self.theme.name)
+                    .map_or(0, |i| (i + 1) % BUNDLED.len());
+                self.set_theme(BUNDLED[i]);
+                self.info(format!("theme {}", self.theme.name));
+            }
+            Action::Help => self.overlay = Overlay::Help,
+            Action::Quit if self.zoom => self.zoom = false,
+            Action::Quit if self.run.is_active() => self.overlay = Overlay::Confirm(Confirm::Quit),
+            Action::Quit => {
+                self.should_quit = true;
+                return Effect::Quit;
+            }
+        }
+        Effect::None
+    }
+
+    pub(super) fn selected_distill(&self) -> Option<usize> {
+        self.plan.rows.get(self.selected).and_then(|r| r.distill_index)
+    }
+
+    pub(super) fn schedule_op(&mut self, op: fn(usize) -> StageOp) {
+        match self.selected_distill() {
+            Some(i) => self.edit_schedule(op(i)),
+            None => self.warn("select a tdmr distillation stage first (↑/↓ in the Schedule pane)"),
+        }
+    }
+}

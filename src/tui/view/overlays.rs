@@ -1,0 +1,94 @@
+//! The popups over the panes: the `?` key table and the confirmations (abort, quit or
+//! restart while a run goes).
+
+use super::*;
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let [v] = Layout::vertical([Constraint::Length(h.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [r] = Layout::horizontal([Constraint::Length(w.min(area.width))])
+        .flex(Flex::Center)
+        .areas(v);
+    r
+}
+
+pub(super) fn draw_help(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    // One line per action: keys bound to the same action share it.
+    let mut rows: Vec<(String, &str)> = Vec::new();
+    for b in KEYMAP {
+        match rows.iter_mut().find(|(_, h)| *h == b.help) {
+            Some((keys, _)) => {
+                keys.push('/');
+                keys.push_str(b.label);
+            }
+            None => rows.push((b.label.to_string(), b.help)),
+        }
+    }
+    let key_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(4);
+    let help_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(10);
+    let entry = |(k, h): &(String, &str)| {
+        vec![
+            Span::styled(format!("{k:>key_w$}  "), t.accent()),
+            Span::styled(format!("{h:<help_w$}"), t.text()),
+        ]
+    };
+    // Two columns when one does not fit the height (80×24 included).
+    let columns = if rows.len() as u16 + 2 > area.height { 2 } else { 1 };
+    let per = rows.len().div_ceil(columns);
+    let lines: Vec<Line> = (0..per)
+        .map(|i| {
+            let mut spans = entry(&rows[i]);
+            if let Some(r) = rows.get(i + per).filter(|_| columns == 2) {
+                spans.push(Span::raw("  "));
+                spans.extend(entry(r));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    let width = (columns * (key_w + help_w + 2) + (columns - 1) * 2 + 2) as u16;
+    let rect = centered(area, width, lines.len() as u16 + 2);
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(t.border(true))
+                .title(Span::styled(" Keys (any key closes) ", t.title())),
+        ),
+        rect,
+    );
+}
+
+pub(super) fn draw_confirm(f: &mut Frame, app: &App, area: Rect, what: Confirm) {
+    let t = &app.theme;
+    let q = match what {
+        Confirm::Abort => "Abort the run? Checkpoints and the report so far are kept.".to_string(),
+        Confirm::Quit => "Training is running. Stop it and quit? The run directory stays complete.".to_string(),
+        Confirm::Restart if app.run.is_active() => format!("Stop this run and start again with {} pending change(s)?", app.pending.len()),
+        Confirm::Restart => "Start a new run with the file's configuration?".to_string(),
+    };
+    let rect = centered(area, 62, 5);
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::from(Span::styled(q, t.text())),
+            Line::from(vec![
+                Span::styled("y", t.accent()),
+                Span::raw(" yes   "),
+                Span::styled("n", t.accent()),
+                Span::raw(" no"),
+            ]),
+        ])
+        .wrap(Wrap { trim: true })
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(t.border(true))
+                .title(Span::styled(" Confirm ", t.title())),
+        )
+        .style(Style::default()),
+        rect,
+    );
+}
