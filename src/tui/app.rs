@@ -133,6 +133,34 @@ pub struct Options {
     pub no_color: bool,
 }
 
+/// The workbench's view toggles: which pane has the keys, which lower pane shows where
+/// only one fits, zoom, the overlay, and how the charts draw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewState {
+    pub focus: Pane,
+    /// Which of Log / Runs shows where only one fits.
+    pub lower: Pane,
+    pub zoom: bool,
+    pub overlay: Overlay,
+    pub window: Window,
+    pub marker: MarkerKind,
+    pub show_raw: bool,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        ViewState {
+            focus: Pane::Schedule,
+            lower: Pane::Log,
+            zoom: false,
+            overlay: Overlay::None,
+            window: Window::Full,
+            marker: MarkerKind::Braille,
+            show_raw: true,
+        }
+    }
+}
+
 /// A checkpoint the run wrote, for the Runs pane.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointRow {
@@ -182,14 +210,8 @@ pub struct App {
     pub log_scroll: usize,
     pub checkpoints: Vec<CheckpointRow>,
     pub results: Vec<MethodRow>,
-    pub focus: Pane,
-    /// Which of Log / Runs shows where only one fits.
-    pub lower: Pane,
-    pub zoom: bool,
-    pub overlay: Overlay,
-    pub window: Window,
-    pub marker: MarkerKind,
-    pub show_raw: bool,
+    /// What is shown and how: focus, zoom, overlays, chart window and style.
+    pub view: ViewState,
     pub selected: usize,
     pub theme: Theme,
     pub theme_path: Option<PathBuf>,
@@ -233,13 +255,7 @@ impl App {
             log_scroll: 0,
             checkpoints: Vec::new(),
             results: Vec::new(),
-            focus: Pane::Schedule,
-            lower: Pane::Log,
-            zoom: false,
-            overlay: Overlay::None,
-            window: Window::Full,
-            marker: MarkerKind::Braille,
-            show_raw: true,
+            view: ViewState::default(),
             selected: 0,
             theme: Theme::built_in(),
             theme_path: None,

@@ -33,7 +33,7 @@ fn pct(x: f64) -> String {
 }
 
 fn block<'a>(app: &App, pane: Pane, title: impl Into<Line<'a>>) -> Block<'a> {
-    let focused = app.focus == pane;
+    let focused = app.view.focus == pane;
     Block::default()
         .borders(Borders::ALL)
         .border_style(app.theme.border(focused))
@@ -52,8 +52,8 @@ pub fn draw(f: &mut Frame, app: &App) {
     .areas(area);
     draw_title(f, app, top);
     f.render_widget(Paragraph::new(banner).wrap(Wrap { trim: true }), banner_area);
-    if app.zoom {
-        draw_pane(f, app, app.focus, body);
+    if app.view.zoom {
+        draw_pane(f, app, app.view.focus, body);
     } else {
         let left_w = (area.width * 34 / 100).clamp(28, 52);
         let [left, right] = Layout::horizontal([Constraint::Length(left_w), Constraint::Min(30)]).areas(body);
@@ -68,11 +68,11 @@ pub fn draw(f: &mut Frame, app: &App) {
             draw_pane(f, app, Pane::Log, l);
             draw_pane(f, app, Pane::Runs, r);
         } else {
-            draw_pane(f, app, app.lower, lower);
+            draw_pane(f, app, app.view.lower, lower);
         }
     }
     draw_status(f, app, status);
-    match app.overlay {
+    match app.view.overlay {
         Overlay::None => {}
         Overlay::Help => draw_help(f, app, area),
         Overlay::Confirm(c) => draw_confirm(f, app, area, c),
@@ -282,7 +282,7 @@ fn draw_schedule(f: &mut Frame, app: &App, area: Rect) {
             spans.push(Span::styled(format!(" [{} · {}]", r.groups, r.weights), t.muted()));
         }
         let mut line = Line::from(spans);
-        if i == app.selected && app.focus == Pane::Schedule {
+        if i == app.selected && app.view.focus == Pane::Schedule {
             line = line.style(t.selected());
         }
         lines.push(line);

@@ -123,7 +123,7 @@ impl App {
     }
 
     pub(super) fn move_selection(&mut self, up: bool) {
-        match (self.focus, up) {
+        match (self.view.focus, up) {
             (Pane::Log, true) => self.log_scroll = (self.log_scroll + 1).min(self.log.len().saturating_sub(1)),
             (Pane::Log, false) => self.log_scroll = self.log_scroll.saturating_sub(1),
             (_, true) => self.selected = self.selected.saturating_sub(1),
@@ -132,11 +132,11 @@ impl App {
     }
 
     pub(super) fn cycle_focus(&mut self, forward: bool) {
-        let i = PANES.iter().position(|p| *p == self.focus).unwrap_or(0);
+        let i = PANES.iter().position(|p| *p == self.view.focus).unwrap_or(0);
         let n = PANES.len();
-        self.focus = PANES[if forward { (i + 1) % n } else { (i + n - 1) % n }];
-        if matches!(self.focus, Pane::Log | Pane::Runs) {
-            self.lower = self.focus;
+        self.view.focus = PANES[if forward { (i + 1) % n } else { (i + n - 1) % n }];
+        if matches!(self.view.focus, Pane::Log | Pane::Runs) {
+            self.view.lower = self.view.focus;
         }
     }
 }

@@ -5,8 +5,8 @@ use super::*;
 impl App {
     pub fn on_key(&mut self, key: KeyEvent) -> Effect {
         use ratatui::crossterm::event::KeyCode;
-        if let Overlay::Confirm(what) = self.overlay {
-            self.overlay = Overlay::None;
+        if let Overlay::Confirm(what) = self.view.overlay {
+            self.view.overlay = Overlay::None;
             if matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter) {
                 match what {
                     Confirm::Abort => {
@@ -22,15 +22,15 @@ impl App {
             }
             return Effect::None;
         }
-        if self.overlay == Overlay::Help {
-            self.overlay = Overlay::None;
+        if self.view.overlay == Overlay::Help {
+            self.view.overlay = Overlay::None;
             return Effect::None;
         }
         let Some(action) = keymap::lookup(&key) else { return Effect::None };
         if self.read_only {
             use Action::*;
             match action {
-                Quit if !self.zoom => {
+                Quit if !self.view.zoom => {
                     self.should_quit = true;
                     return Effect::Quit;
                 }
@@ -51,7 +51,7 @@ impl App {
                 self.info("skipping to the next stage…");
             }
             Action::SkipStage => self.warn("nothing is running"),
-            Action::Abort if self.run.is_active() => self.overlay = Overlay::Confirm(Confirm::Abort),
+            Action::Abort if self.run.is_active() => self.view.overlay = Overlay::Confirm(Confirm::Abort),
             Action::Abort => self.warn("nothing is running"),
             Action::SaveCheckpoint if self.run.is_active() => {
                 self.send(Command::Save);
@@ -61,7 +61,7 @@ impl App {
             Action::ReloadConfig => {
                 self.reload_config(true);
             }
-            Action::Restart if self.next.is_some() || !self.run.is_active() => self.overlay = Overlay::Confirm(Confirm::Restart),
+            Action::Restart if self.next.is_some() || !self.run.is_active() => self.view.overlay = Overlay::Confirm(Confirm::Restart),
             Action::Restart => self.info("no change waits for a restart"),
             Action::EditConfig => {
                 let line = self
@@ -78,7 +78,7 @@ impl App {
             Action::ReloadFoundation => self.load_foundation(),
             Action::NextPane => self.cycle_focus(true),
             Action::PrevPane => self.cycle_focus(false),
-            Action::Zoom => self.zoom = !self.zoom,
+            Action::Zoom => self.view.zoom = !self.view.zoom,
             Action::Up => self.move_selection(true),
             Action::Down => self.move_selection(false),
             Action::StageAdd => self.schedule_op(StageOp::Duplicate),
@@ -98,19 +98,19 @@ impl App {
                 }
             }
             Action::ToggleWindow => {
-                self.window = match self.window {
+                self.view.window = match self.view.window {
                     Window::Full => Window::Recent,
                     Window::Recent => Window::Full,
                 }
             }
             Action::ToggleMarker => {
-                self.marker = match self.marker {
+                self.view.marker = match self.view.marker {
                     MarkerKind::Braille => MarkerKind::Block,
                     MarkerKind::Block => MarkerKind::Dot,
                     MarkerKind::Dot => MarkerKind::Braille,
                 }
             }
-            Action::ToggleRaw => self.show_raw = !self.show_raw,
+            Action::ToggleRaw => self.view.show_raw = !self.view.show_raw,
             Action::NextTheme => {
                 let i = BUNDLED
                     .iter()
@@ -119,9 +119,9 @@ impl App {
                 self.set_theme(BUNDLED[i]);
                 self.info(format!("theme {}", self.theme.name));
             }
-            Action::Help => self.overlay = Overlay::Help,
-            Action::Quit if self.zoom => self.zoom = false,
-            Action::Quit if self.run.is_active() => self.overlay = Overlay::Confirm(Confirm::Quit),
+            Action::Help => self.view.overlay = Overlay::Help,
+            Action::Quit if self.view.zoom => self.view.zoom = false,
+            Action::Quit if self.run.is_active() => self.view.overlay = Overlay::Confirm(Confirm::Quit),
             Action::Quit => {
                 self.should_quit = true;
                 return Effect::Quit;

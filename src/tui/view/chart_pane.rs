@@ -4,7 +4,7 @@
 use super::*;
 
 fn points(app: &App, s: &Series) -> Vec<(f64, f64)> {
-    match app.window {
+    match app.view.window {
         Window::Full => s.full(),
         Window::Recent => s.recent(),
     }
@@ -30,7 +30,7 @@ fn bounds(sets: &[&[(f64, f64)]]) -> Option<([f64; 2], [f64; 2])> {
 }
 
 fn marker(app: &App) -> Marker {
-    match app.marker {
+    match app.view.marker {
         MarkerKind::Braille => Marker::Braille,
         MarkerKind::Block => Marker::HalfBlock,
         MarkerKind::Dot => Marker::Dot,
@@ -55,11 +55,11 @@ fn line<'a>(data: &'a [(f64, f64)], marker: Marker, style: Style) -> Dataset<'a>
 pub(super) fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let c = &app.charts;
-    let win = match app.window {
+    let win = match app.view.window {
         Window::Full => "whole run",
         Window::Recent => "recent",
     };
-    let mk = match app.marker {
+    let mk = match app.view.marker {
         MarkerKind::Braille => "braille",
         MarkerKind::Block => "block",
         MarkerKind::Dot => "dot",
@@ -86,7 +86,7 @@ pub(super) fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
     let ema = points(app, &c.loss_ema);
     let terms = [&c.align, &c.kd, &c.ce].map(|s| points(app, s));
     let mut all: Vec<&[(f64, f64)]> = vec![&ema];
-    if app.show_raw {
+    if app.view.show_raw {
         all.push(&raw);
     }
     let Some((xb, yb)) = bounds(&all.iter().copied().chain(terms.iter().map(|v| v.as_slice())).collect::<Vec<_>>()) else {
@@ -97,7 +97,7 @@ pub(super) fn draw_charts(f: &mut Frame, app: &App, area: Rect) {
     let lr_rules = rules(c.lr_marks.iter().copied(), xb, [yb[1] - (yb[1] - yb[0]) * 0.25, yb[1]]);
     let mut sets: Vec<Dataset> = stage_rules.iter().map(|r| line(r, Marker::Dot, t.muted())).collect();
     sets.extend(lr_rules.iter().map(|r| line(r, Marker::Dot, t.warn())));
-    if app.show_raw {
+    if app.view.show_raw {
         sets.push(Dataset::default().name("loss").data(&raw).marker(marker(app)).style(t.series(0)));
     }
     sets.push(line(&ema, marker(app), t.series(1)).name("ema"));
