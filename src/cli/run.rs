@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tdmr::config::Experiment;
-use tdmr::engine::run_dir::{write_text_atomic, RunDir};
+use tdmr::engine::run_dir::{seed_dir, write_text_atomic, RunDir};
 use tdmr::engine::{report, Event, Session, Summary};
 
 use super::*;
@@ -200,7 +200,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
     for &seed in &args.seeds {
         let mut e = exp.clone();
         e.seed = seed;
-        per_seed.push((seed, run_one(e, Some(root.join(format!("seed-{seed}"))), args.json)?));
+        per_seed.push((seed, run_one(e, Some(seed_dir(&root, seed)), args.json)?));
     }
     let table = report::multi_seed(
         &format!("{} (k = {})", exp.name, exp.data.k),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tdmr::config::Experiment;
-use tdmr::engine::run_dir::{write_text_atomic, RunDir};
+use tdmr::engine::run_dir::{seed_dir, write_text_atomic, RunDir};
 use tdmr::engine::Summary;
 
 use super::*;
@@ -91,7 +91,7 @@ pub(crate) fn sweep(args: SweepArgs) -> anyhow::Result<()> {
             let mut exp = point_exp.clone();
             exp.seed = seed;
             println!("sweep point {name}, seed {seed} (validation split)");
-            let summary = sweep_run(exp, root.join(&name).join(format!("seed-{seed}")))?;
+            let summary = sweep_run(exp, seed_dir(&root.join(&name), seed))?;
             for (m, r) in summary {
                 per_method.entry(m).or_default().push(r.test_acc);
             }
@@ -109,7 +109,7 @@ pub(crate) fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         let mut exp = with(&best.overrides)?;
         exp.seed = seed;
         println!("best point {} on the test split, seed {seed}", best.name);
-        let summary = sweep_run(exp, root.join(sweep_status::BEST_ON_TEST).join(format!("seed-{seed}")))?;
+        let summary = sweep_run(exp, seed_dir(&root.join(sweep_status::BEST_ON_TEST), seed))?;
         let acc = summary
             .get(&args.rank_by)
             .map(|r| r.test_acc)

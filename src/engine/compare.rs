@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use super::run_dir::seed_of;
 use crate::{Error, Result};
 
 /// One method's result in one run directory.
@@ -42,7 +43,7 @@ pub fn single_runs(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("metrics.jsonl").is_file())
         .filter_map(|p| {
-            let n = p.file_name()?.to_str()?.strip_prefix("seed-")?.parse().ok()?;
+            let n = seed_of(p.file_name()?.to_str()?)?;
             Some((n, p))
         })
         .collect();

@@ -116,13 +116,9 @@ pub fn plan(exp: &Experiment, classes: usize) -> Vec<PlannedStage> {
     if wants(Method::TdmrTransfer) {
         distill("tdmr-transfer", &mut out);
     }
-    for (m, name) in [
-        (Method::Scratch, "scratch"),
-        (Method::Kd, "kd"),
-        (Method::KdTransfer, "kd-transfer"),
-    ] {
+    for m in [Method::Scratch, Method::Kd, Method::KdTransfer] {
         if wants(m) {
-            out.push(stage(name, "train", exp.target_epochs(), s2, Kind::Target, peak));
+            out.push(stage(m.name(), "train", exp.target_epochs(), s2, Kind::Target, peak));
         }
     }
     out

@@ -58,6 +58,16 @@ pub fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
 }
 
 /// UTC `YYYYMMDD-HHMMSS` for run directory names.
+/// Where the run of seed `seed` goes inside a `--seeds` run or a sweep point: `seed-S/`.
+pub fn seed_dir(parent: &Path, seed: u64) -> PathBuf {
+    parent.join(format!("seed-{seed}"))
+}
+
+/// The seed of a [`seed_dir`] folder, from its name.
+pub fn seed_of(folder_name: &str) -> Option<u64> {
+    folder_name.strip_prefix("seed-")?.parse().ok()
+}
+
 pub fn timestamp() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);

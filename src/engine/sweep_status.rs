@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::line_follower::LineFollower;
 use super::report::mean_std;
+use super::run_dir::{seed_dir, seed_of};
 use super::sweep::{rank, PointResult};
 use super::Event;
 use crate::{Error, Result};
@@ -179,7 +180,7 @@ fn seeds_in(dir: &Path) -> Vec<u64> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("seed-").and_then(|s| s.parse().ok()))
+        .filter_map(|e| seed_of(&e.file_name().to_string_lossy()))
         .collect();
     seeds.sort();
     seeds
@@ -223,7 +224,7 @@ impl SweepStatus {
         let mut runs = Vec::new();
         for p in &manifest.points {
             for &seed in &manifest.seeds {
-                let dir = root.join(&p.name).join(format!("seed-{seed}"));
+                let dir = seed_dir(&root.join(&p.name), seed);
                 runs.push(SubRun::new(&p.name, &p.overrides, seed, dir, Split::Validation));
             }
         }
@@ -232,7 +233,7 @@ impl SweepStatus {
         let best = root.join(BEST_ON_TEST);
         let test_seeds = if best.is_dir() { seeds_in(&best) } else { manifest.seeds.clone() };
         for seed in test_seeds {
-            runs.push(SubRun::new(BEST_ON_TEST, &[], seed, best.join(format!("seed-{seed}")), Split::Test));
+            runs.push(SubRun::new(BEST_ON_TEST, &[], seed, seed_dir(&best, seed), Split::Test));
         }
         let mut status = SweepStatus {
             root: root.into(),
