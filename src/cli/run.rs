@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use tdmr::config::Experiment;
+use tdmr::engine::describe::{Described, Level};
 use tdmr::engine::run_dir::{seed_dir, write_text_atomic, RunDir};
 use tdmr::engine::{report, Event, Session, Summary};
 
@@ -40,10 +41,6 @@ pub(crate) struct RunArgs {
     pub(crate) device: Option<String>,
 }
 
-pub(crate) fn pct(x: f64) -> String {
-    format!("{:5.1}%", 100.0 * x)
-}
-
 pub(crate) fn print_event(e: &Event, json: bool) {
     if json {
         if let Ok(s) = serde_json::to_string(e) {
@@ -51,95 +48,16 @@ pub(crate) fn print_event(e: &Event, json: bool) {
         }
         return;
     }
-    match e {
-        Event::RunStarted {
-            name,
-            seed,
-            run_dir,
-            methods,
-            device,
-        } => println!("run {name} seed {seed} on {device} → {run_dir}  (methods: {})", methods.join(", ")),
-        Event::FoundationLoaded {
-            path,
-            variant,
-            params,
-            feature_dim,
-        } => println!(
-            "foundation {variant} from {path}: {:.2}M values, features {feature_dim}",
-            *params as f64 / 1e6
-        ),
-        Event::StageStarted {
-            method,
-            stage,
-            epochs,
-            steps_per_epoch,
-            trainable_params,
-        } => println!("[{method}/{stage}] {epochs} epochs × {steps_per_epoch} steps, {trainable_params} trainable parameters"),
-        Event::Epoch {
-            method,
-            stage,
-            epoch,
-            epochs,
-            loss,
-            lr,
-            train_acc,
-            test_acc,
-            images_per_s,
-            gpu_memory_mib,
-        } => {
-            let test = test_acc.map(pct).unwrap_or_else(|| "   -  ".into());
-            let gpu = gpu_memory_mib.map(|m| format!(" GPU {:.1} GiB", m / 1024.0)).unwrap_or_default();
-            println!(
-                "[{method}/{stage}] epoch {epoch:>3}/{epochs:<3} loss {:.4} (align {:.4} kd {:.4} ce {:.4}) lr {lr:.2e} train {} test {test} {images_per_s:7.1} img/s{gpu}",
-                loss.total, loss.align, loss.kd, loss.ce, pct(*train_acc)
-            );
+    // A failure is printed once, by main, when the run returns its error.
+    if matches!(e, Event::Failed { .. }) {
+        return;
+    }
+    if let Some(Described { level, text }) = e.describe() {
+        match level {
+            Level::Info => println!("{text}"),
+            Level::Warn => eprintln!("warning: {text}"),
+            Level::Error => eprintln!("{text}"),
         }
-        Event::StageSkipped { method, stage, epoch } => println!("[{method}/{stage}] skipped at epoch {epoch}"),
-        Event::CacheBuilt { .. } | Event::DataLoaded { .. } | Event::TargetBuilt { .. } => {
-            println!("{}", e.describe().unwrap_or_default())
-        }
-        Event::MethodDone {
-            method,
-            test_acc,
-            trainable_params,
-            wall_s,
-            foundation_forwards,
-        } => {
-            println!(
-                "== {method}: test {} ({trainable_params} trainable params, {wall_s:.1}s, {foundation_forwards} foundation batches)",
-                pct(*test_acc)
-            )
-        }
-        Event::Paused => println!("paused"),
-        Event::Resumed => println!("resumed"),
-        Event::ConfigApplied { changes } => println!("config applied: {}", changes.join("; ")),
-        Event::Log { message } => println!("{message}"),
-        Event::Done { wall_s, .. } => println!("done in {:.1} min", wall_s / 60.0),
-        // A failure is printed once, by main, when the run returns its error.
-        Event::RunResumed {
-            checkpoint,
-            position,
-            changes,
-        } => {
-            match checkpoint {
-                Some(c) => println!("resumed from {c} at {position}"),
-                None => println!("no checkpoint to resume from: starting over in the same directory"),
-            }
-            if !changes.is_empty() {
-                println!("taken on resuming: {}", changes.join("; "));
-            }
-        }
-        Event::Diverged { message, checkpoint } => {
-            eprintln!(
-                "diverged: {message} (last good checkpoint: {})",
-                checkpoint.as_deref().unwrap_or("none yet")
-            )
-        }
-        Event::CheckpointFailed { message, last_good, .. } => eprintln!(
-            "warning: checkpoint not written: {message}; the last good one is {}; training goes on",
-            last_good.as_deref().unwrap_or("none yet")
-        ),
-        Event::Step { .. } | Event::Checkpoint { .. } | Event::Failed { .. } => {}
     }
 }
 

@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 use super::checkpoint::{Checkpointer, Fnv1a};
 use super::control::Control;
 use super::events::{Event, LossParts, MethodResult};
+use super::plan::{self, Job, PROBE_METHODS, TEACHER_METHODS};
 use super::run_dir::RunDir;
 use super::trainer::{timed, train_stage, Hooks, Live, LiveSource, StageOutcome, StageSpec, StepOut};
 use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method, PromptKind, Stage};
@@ -394,53 +395,71 @@ impl Lab<'_> {
     }
 
     /// Run every method listed in the config, in dependency order.
+    /// The plan's jobs in order. After a resume, methods that finished are skipped,
+    /// or rebuilt from their final checkpoints where a later method needs them.
     pub fn run_all(&mut self) -> Result<()> {
         let methods = self.exp.methods.clone();
         let wants = |m: Method| methods.contains(&m);
-        // After a resume, methods that finished are skipped, or rebuilt from their final
-        // checkpoints where a later method needs them.
         let done = |lab: &Self, key: &str| lab.ckpt.is_completed(key);
         let pending = |lab: &Self, m: Method| wants(m) && !done(lab, m.name());
-        let (probe, probe_transfer) =
-            if pending(self, Method::LinearProbe) || pending(self, Method::Kd) || pending(self, Method::KdTransfer) {
-                let (train, transfer) = self.linear_probe(
-                    wants(Method::LinearProbe),
-                    done(self, "linear-probe"),
-                    pending(self, Method::KdTransfer),
-                )?;
-                (Some(train), transfer)
-            } else {
-                (None, None)
-            };
-        if pending(self, Method::Vp) {
-            self.reprogram_foundation("vp", false, false)?;
-        }
-        let teacher_methods = [Method::Tdmr, Method::KdTdmrTeacher, Method::TdmrTransfer];
-        if teacher_methods.iter().any(|&m| pending(self, m)) {
-            let restored = done(self, "tdmr-teacher");
-            let teacher = self.reprogram_foundation("tdmr-teacher", true, restored)?;
-            if pending(self, Method::Tdmr) || pending(self, Method::KdTdmrTeacher) {
-                let cache = self.cache_teacher("tdmr", &teacher, Views::Labelled, restored)?;
-                if pending(self, Method::Tdmr) {
-                    self.train_target("tdmr", Some((&cache, Some(&teacher.head))), Views::Labelled)?;
+        let mut probe: Option<(TeacherCache, Option<TeacherCache>)> = None;
+        let mut teacher: Option<(Reprogrammed, bool)> = None;
+        let (mut labelled, mut transfer) = (None, None);
+        for job in plan::jobs(&methods) {
+            match job {
+                Job::LinearProbe => {
+                    if PROBE_METHODS.iter().any(|&m| pending(self, m)) {
+                        probe = Some(self.linear_probe(
+                            wants(Method::LinearProbe),
+                            done(self, Method::LinearProbe.name()),
+                            pending(self, Method::KdTransfer),
+                        )?);
+                    }
                 }
-                if pending(self, Method::KdTdmrTeacher) {
-                    self.train_target("kd-tdmr-teacher", Some((&cache, None)), Views::Labelled)?;
+                Job::Reprogram { teacher: false } => {
+                    if pending(self, Method::Vp) {
+                        self.reprogram_foundation(Method::Vp.name(), false, false)?;
+                    }
+                }
+                Job::Reprogram { teacher: true } => {
+                    if TEACHER_METHODS.iter().any(|&m| pending(self, m)) {
+                        let restored = done(self, plan::TEACHER);
+                        teacher = Some((self.reprogram_foundation(plan::TEACHER, true, restored)?, restored));
+                    }
+                }
+                Job::Target(m) if !pending(self, m) => {}
+                Job::Target(m) => {
+                    let key = m.name();
+                    match m {
+                        Method::Tdmr | Method::KdTdmrTeacher | Method::TdmrTransfer => {
+                            let (t, restored) = teacher.as_ref().expect("the teacher's job runs before its students");
+                            let (views, slot, cache_key) = match m {
+                                Method::TdmrTransfer => (Views::Transfer, &mut transfer, key),
+                                _ => (Views::Labelled, &mut labelled, Method::Tdmr.name()),
+                            };
+                            if slot.is_none() {
+                                *slot = Some(self.cache_teacher(cache_key, t, views, *restored)?);
+                            }
+                            let head = (m != Method::KdTdmrTeacher).then_some(&t.head);
+                            self.train_target(key, Some((slot.as_ref().unwrap(), head)), views)?;
+                        }
+                        Method::Scratch => {
+                            self.train_target(key, None, Views::Labelled)?;
+                        }
+                        Method::Kd | Method::KdTransfer => {
+                            let (train, with_transfer) = probe.as_ref().expect("the probe's job runs before kd");
+                            let (cache, views) = match m {
+                                Method::Kd => (Some(train), Views::Labelled),
+                                _ => (with_transfer.as_ref(), Views::Transfer),
+                            };
+                            if let Some(cache) = cache {
+                                self.train_target(key, Some((cache, None)), views)?;
+                            }
+                        }
+                        Method::LinearProbe | Method::Vp => unreachable!("not a target method"),
+                    }
                 }
             }
-            if pending(self, Method::TdmrTransfer) {
-                let cache = self.cache_teacher("tdmr-transfer", &teacher, Views::Transfer, restored)?;
-                self.train_target("tdmr-transfer", Some((&cache, Some(&teacher.head))), Views::Transfer)?;
-            }
-        }
-        if pending(self, Method::Scratch) {
-            self.train_target("scratch", None, Views::Labelled)?;
-        }
-        if let (true, Some(cache)) = (pending(self, Method::Kd), &probe) {
-            self.train_target("kd", Some((cache, None)), Views::Labelled)?;
-        }
-        if let (true, Some(cache)) = (pending(self, Method::KdTransfer), &probe_transfer) {
-            self.train_target("kd-transfer", Some((cache, None)), Views::Transfer)?;
         }
         Ok(())
     }

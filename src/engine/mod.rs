@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod compare;
 pub mod control;
+pub mod describe;
 pub mod events;
 pub mod line_follower;
 pub mod methods;

@@ -15,6 +15,7 @@ use super::theme::{Theme, BUNDLED};
 use crate::config::live::{self, Change, Progress, Verdict};
 use crate::config::stage_edit::{self, StageOp};
 use crate::config::Experiment;
+use crate::engine::describe::Described;
 use crate::engine::run_dir::RunDir;
 use crate::engine::{Command, Event, FailReason, Launch, Session, Summary};
 use crate::models::foundation::Foundation;
@@ -96,12 +97,7 @@ pub enum Effect {
     Quit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Warn,
-    Error,
-}
+pub use crate::engine::describe::Level;
 
 #[derive(Debug, Clone)]
 pub struct LogLine {

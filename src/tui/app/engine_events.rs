@@ -61,14 +61,14 @@ impl App {
         changed
     }
 
+    /// The event into the workbench's state, then its line (the printer's wording)
+    /// into the log, with what to do next where that needs the workbench's keys.
     pub fn on_engine(&mut self, e: Event) {
         self.plan.on_event(&e);
         self.charts.on_event(&e);
+        let mut hint = None;
         match &e {
-            Event::RunStarted { run_dir, seed, device, .. } => {
-                self.device = device.clone();
-                self.info(format!("seed {seed} on {device}, writing to {run_dir}"));
-            }
+            Event::RunStarted { device, .. } => self.device = device.clone(),
             Event::FoundationLoaded {
                 variant,
                 params,
@@ -81,38 +81,8 @@ impl App {
                     feature_dim: *feature_dim,
                 })
             }
-            Event::StageStarted {
-                method,
-                stage,
-                epochs,
-                steps_per_epoch,
-                trainable_params,
-            } => self.info(format!(
-                "{method}/{stage}: {epochs} epochs × {steps_per_epoch} steps, {trainable_params} trainable"
-            )),
-            Event::Epoch {
-                method,
-                stage,
-                epoch,
-                epochs,
-                loss,
-                test_acc,
-                ..
-            } => {
-                let t = test_acc.map(|a| format!(" test {:.1}%", 100.0 * a)).unwrap_or_default();
-                self.info(format!("{method}/{stage} epoch {epoch}/{epochs} loss {:.4}{t}", loss.total));
-            }
-            Event::StageSkipped { method, stage, epoch } => self.warn(format!("{method}/{stage} skipped at epoch {epoch}")),
-            Event::CacheBuilt { .. } | Event::DataLoaded { .. } | Event::TargetBuilt { .. } => self.info(e.describe().unwrap_or_default()),
-            Event::Paused => {
-                self.run = RunState::Paused;
-                self.info("paused");
-            }
-            Event::Resumed => {
-                self.run = RunState::Running;
-                self.info("resumed");
-            }
-            Event::ConfigApplied { changes } => self.info(format!("config applied: {}", changes.join("; "))),
+            Event::Paused => self.run = RunState::Paused,
+            Event::Resumed | Event::RunResumed { .. } => self.run = RunState::Running,
             Event::Checkpoint { method, stage, path } => {
                 self.checkpoints.push(CheckpointRow {
                     method: method.clone(),
@@ -120,7 +90,6 @@ impl App {
                     path: path.clone(),
                 });
             }
-            Event::Log { message } => self.info(message.clone()),
             Event::MethodDone {
                 method,
                 test_acc,
@@ -134,48 +103,35 @@ impl App {
                     trainable_params: *trainable_params,
                     wall_s: *wall_s,
                 });
-                self.info(format!("{method} done: test {:.2}%", 100.0 * test_acc));
             }
             Event::Done { wall_s, .. } => {
                 self.run = RunState::Done;
                 self.run_ended = Some(*wall_s);
-                self.info(format!("run complete in {:.1} min", wall_s / 60.0));
             }
             Event::Failed { message, reason } => {
                 self.run_ended = self.elapsed_s();
-                if *reason == FailReason::Aborted {
-                    self.run = RunState::Aborted;
-                    self.warn("run aborted; the run directory keeps its report and checkpoints");
-                } else {
-                    self.run = RunState::Failed(message.clone());
-                    self.error(format!("run failed: {message}"));
-                }
+                self.run = match reason {
+                    FailReason::Aborted => RunState::Aborted,
+                    FailReason::Diverged | FailReason::Error => RunState::Failed(message.clone()),
+                };
             }
-            Event::RunResumed {
-                checkpoint,
-                position,
-                changes,
-            } => {
-                self.run = RunState::Running;
-                let from = checkpoint.as_deref().unwrap_or("no checkpoint");
-                self.info(format!("resumed at {position} ({from})"));
-                if !changes.is_empty() {
-                    self.info(format!("taken on resuming: {}", changes.join("; ")));
-                }
+            Event::Diverged { .. } => hint = Some("lower the lr in the config, then resume (space) to continue from it"),
+            Event::CheckpointFailed { .. } => hint = Some("free space or fix the directory; resume (space) if the run stops"),
+            Event::StageStarted { .. }
+            | Event::Step { .. }
+            | Event::Epoch { .. }
+            | Event::StageSkipped { .. }
+            | Event::CacheBuilt { .. }
+            | Event::DataLoaded { .. }
+            | Event::TargetBuilt { .. }
+            | Event::ConfigApplied { .. }
+            | Event::Log { .. } => {}
+        }
+        if let Some(Described { level, text }) = e.describe() {
+            match hint {
+                Some(h) => self.push_log(level, format!("{text}. Next: {h}")),
+                None => self.push_log(level, text),
             }
-            Event::Diverged { message, checkpoint } => {
-                let last = checkpoint.as_deref().unwrap_or("none yet");
-                self.error(format!(
-                    "diverged: {message}. Last good checkpoint: {last}. Lower the lr in the config, then resume (space) to continue from it"
-                ));
-            }
-            Event::CheckpointFailed { message, last_good, .. } => {
-                let last = last_good.as_deref().unwrap_or("none yet");
-                self.error(format!(
-                    "checkpoint not written: {message}. The last good one is {last}. Free space or fix the directory, then resume (space)"
-                ));
-            }
-            Event::Step { .. } => {}
         }
     }
 }
