@@ -269,7 +269,7 @@ pub fn export(run: &Path, method: &str, out: &Path, format: ExportFormat) -> Res
     let mut card = ModelCard {
         format: FORMAT.into(),
         target: TargetSpec {
-            arch: exp.target.arch.clone(),
+            arch: exp.target.arch,
             width: exp.target.width,
             image_size: exp.target.image_size,
             in_channels: 3,

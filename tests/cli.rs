@@ -106,6 +106,15 @@ fn bad_inputs_are_clear_errors() {
     let (ok, text) = tdmr(&["predict", bare.to_str().unwrap(), image.to_str().unwrap()]);
     assert!(!ok && text.contains("bare.onnx") && text.contains("tdmr.image_size"), "{text}");
 
+    // The typed registries still name the key and list what it takes.
+    let (ok, text) = tdmr(&["run", "--set", "target.arch=\"resnet9\""]);
+    assert!(
+        !ok && text.contains("target.arch") && text.contains("resnet9") && text.contains("mobilenetv2"),
+        "{text}"
+    );
+    let (ok, text) = tdmr(&["run", "--set", "data.kind=\"csv\""]);
+    assert!(!ok && text.contains("data.kind") && text.contains("image-folder"), "{text}");
+
     let (ok, text) = tdmr(&["run", "--device", "gpu"]);
     assert!(!ok && text.contains("device") && text.contains("cpu, cuda, cuda:N, auto"), "{text}");
 

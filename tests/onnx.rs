@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use prost::Message;
 use tdmr::config::ProjectorKind;
 use tdmr::deploy::{Deployable, InputSpec, ModelCard, ProjectorSpec, Provenance};
-use tdmr::models::targets::{TargetSpec, ARCHS};
+use tdmr::models::targets::{Arch, TargetSpec};
 use tdmr::onnx::runtime::OnnxClassifier;
 use tract_onnx::pb::ModelProto;
 
@@ -27,7 +27,7 @@ fn card(arch: &str, projector: Option<ProjectorSpec>) -> ModelCard {
     ModelCard {
         format: tdmr::deploy::FORMAT.into(),
         target: TargetSpec {
-            arch: arch.into(),
+            arch: arch.parse().unwrap(),
             width,
             image_size: SIDE,
             in_channels: 3,
@@ -145,7 +145,7 @@ fn every_architecture_exports_a_graph_tract_runs_to_the_same_logits() {
         }),
         None,
     ];
-    for (a, arch) in ARCHS.iter().enumerate() {
+    for (a, arch) in Arch::ALL.iter().map(|a| a.name()).enumerate() {
         let card = card(arch, projectors[a % projectors.len()].clone());
         let model = perturbed_model(&card, 100 * a as u64, &x);
         let expected = model.logits(&x).unwrap();

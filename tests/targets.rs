@@ -150,7 +150,7 @@ fn transformer_layers_pass_gradient_checks() {
 fn vit_patch_embedding_and_class_token_pass_a_gradient_check() {
     let mut p = f64_params(6);
     let spec = TargetSpec {
-        arch: "vit-tiny".into(),
+        arch: tdmr::models::targets::Arch::VitTiny,
         width: 1.0,
         image_size: 8,
         in_channels: 3,
@@ -168,7 +168,7 @@ fn parameter_and_mac_counts_match_the_published_architectures() {
     let count = |arch: &str, width: f64, side: usize| {
         let mut p = Params::new(&Device::Cpu, 0);
         let spec = TargetSpec {
-            arch: arch.into(),
+            arch: arch.parse().unwrap(),
             width,
             image_size: side,
             in_channels: 3,

@@ -693,7 +693,7 @@ fn the_schedule_sizes_pending_stages_by_the_image_folders_classes() {
         &text[end..]
     );
     let app = new_app(dir.path(), &text);
-    assert_eq!(app.exp.data.kind, "image-folder");
+    assert_eq!(app.exp.data.kind, tdmr::config::DataKind::ImageFolder);
     let steps = |method: &str, stage: &str| {
         let r = app.plan.rows.iter().find(|r| r.method == method && r.stage == stage);
         r.unwrap_or_else(|| panic!("no {method}/{stage} in {:?}", app.plan.rows))

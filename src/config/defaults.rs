@@ -28,7 +28,7 @@ impl Default for Experiment {
 impl Default for Data {
     fn default() -> Self {
         Data {
-            kind: "digits".into(),
+            kind: DataKind::Digits,
             path: "sample-data/digits".into(),
             k: 10,
             eval_every: 5,
@@ -95,7 +95,7 @@ impl Default for Optim {
 impl Default for Target {
     fn default() -> Self {
         Target {
-            arch: "small-cnn".into(),
+            arch: crate::models::targets::Arch::SmallCnn,
             image_size: 32,
             width: 1.0,
         }

@@ -34,6 +34,39 @@ impl Method {
     }
 }
 
+/// Where `data.path` points: the bundled digits file or a folder per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", try_from = "String")]
+pub enum DataKind {
+    Digits,
+    ImageFolder,
+}
+
+impl DataKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataKind::Digits => "digits",
+            DataKind::ImageFolder => "image-folder",
+        }
+    }
+}
+
+impl TryFrom<String> for DataKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<DataKind, String> {
+        [DataKind::Digits, DataKind::ImageFolder]
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("`data.kind`: `{s}` is not a dataset kind (digits, image-folder)"))
+    }
+}
+
+impl std::fmt::Display for DataKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PromptKind {
@@ -133,7 +166,7 @@ pub struct Experiment {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Data {
-    pub kind: String,
+    pub kind: DataKind,
     pub path: PathBuf,
     pub k: usize,
     pub eval_every: usize,
@@ -241,7 +274,7 @@ pub struct Optim {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Target {
-    pub arch: String,
+    pub arch: crate::models::targets::Arch,
     pub image_size: usize,
     /// Channel-width multiplier for resnet8, resnet18 and mobilenetv2.
     pub width: f64,

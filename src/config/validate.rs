@@ -8,12 +8,6 @@ impl Experiment {
     /// Checks that serde cannot express; errors name the key.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let err = |key: &str, msg: String| Err(Error::config(format!("{origin}: `{key}`"), msg));
-        if !matches!(self.data.kind.as_str(), "digits" | "image-folder") {
-            return err(
-                "data.kind",
-                format!("`{}` is not a dataset kind (digits, image-folder)", self.data.kind),
-            );
-        }
         let d = &self.data;
         if !(d.test_fraction > 0.0 && d.test_fraction < 1.0) {
             return err(
@@ -45,7 +39,9 @@ impl Experiment {
                 )
             }
             "" => {}
-            "pool" if d.kind != "image-folder" => return err("data.unlabeled", "a transfer set needs data.kind = \"image-folder\"".into()),
+            "pool" if d.kind != DataKind::ImageFolder => {
+                return err("data.unlabeled", "a transfer set needs data.kind = \"image-folder\"".into())
+            }
             "pool" if d.validation_fraction <= 0.0 => {
                 return err(
                     "data.unlabeled",
@@ -55,7 +51,7 @@ impl Experiment {
             "pool" => {}
             other => return err("data.unlabeled", format!("`{other}` is not a transfer set (\"\" or \"pool\")")),
         }
-        if d.kind != "image-folder" {
+        if d.kind != DataKind::ImageFolder {
             for (key, n) in [("data.mix_views", d.mix_views), ("data.unlabeled_mix_views", d.unlabeled_mix_views)] {
                 if n > 0 {
                     return err(key, "mixed views need data.kind = \"image-folder\"".into());
@@ -108,16 +104,6 @@ impl Experiment {
         }
         if self.reprogram.proxy_dim == 0 {
             return err("reprogram.proxy_dim", "must be at least 1".into());
-        }
-        if !crate::models::targets::ARCHS.contains(&self.target.arch.as_str()) {
-            return err(
-                "target.arch",
-                format!(
-                    "`{}` is not a target architecture ({})",
-                    self.target.arch,
-                    crate::models::targets::ARCHS.join(", ")
-                ),
-            );
         }
         if !(self.target.width > 0.0 && self.target.width <= 4.0) {
             return err("target.width", format!("{} must be in (0, 4]", self.target.width));

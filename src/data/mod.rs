@@ -14,7 +14,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{EvalOn, Experiment};
+use crate::config::{DataKind, EvalOn, Experiment};
 use crate::{Error, Result};
 
 /// Rows `rows` (dataset indices) of `t` along its first dimension.
@@ -54,7 +54,7 @@ impl SplitRecord {
     ) -> Self {
         let names = |rows: &[usize]| rows.iter().map(|&r| name(r)).collect::<Vec<_>>();
         SplitRecord {
-            kind: exp.data.kind.clone(),
+            kind: exp.data.kind.name().into(),
             root: root.display().to_string(),
             seed: exp.seed,
             k: exp.data.k,
@@ -114,9 +114,9 @@ pub fn stored_side(exp: &Experiment) -> usize {
 /// How many classes `exp`'s data has, without decoding an image (digits: 10; an
 /// ImageFolder: its class sub-folders), for views that size a run before it loads.
 pub fn class_count(exp: &Experiment) -> Result<usize> {
-    match exp.data.kind.as_str() {
-        "image-folder" => Ok(image_folder::class_dirs(&exp.data_path())?.len()),
-        _ => Ok(digits::CLASSES),
+    match exp.data.kind {
+        DataKind::ImageFolder => Ok(image_folder::class_dirs(&exp.data_path())?.len()),
+        DataKind::Digits => Ok(digits::CLASSES),
     }
 }
 
@@ -124,8 +124,8 @@ pub fn class_count(exp: &Experiment) -> Result<usize> {
 pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
     let path = exp.data_path();
     let d = &exp.data;
-    match d.kind.as_str() {
-        "digits" => {
+    match d.kind {
+        DataKind::Digits => {
             let data = Digits::load(&path)?;
             let split = data.split(d.k)?;
             let eval = eval_rows(exp, &split)?;
@@ -143,7 +143,7 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                 on_disk: 0,
             })
         }
-        "image-folder" => {
+        DataKind::ImageFolder => {
             let pool = Arc::new(image_folder::pool(d.workers)?);
             let store = Arc::new(ImageFolder::load(
                 &path,
@@ -201,9 +201,5 @@ pub fn load_experiment(exp: &Experiment, device: &Device) -> Result<Loaded> {
                 on_disk: store.on_disk(),
             })
         }
-        other => Err(Error::config(
-            "data.kind",
-            format!("`{other}` is not a dataset kind (digits, image-folder)"),
-        )),
     }
 }

@@ -165,7 +165,7 @@ impl Lab<'_> {
     /// The target network this experiment trains (inputs are RGB in [0, 1]).
     pub fn target_spec(&self) -> TargetSpec {
         TargetSpec {
-            arch: self.exp.target.arch.clone(),
+            arch: self.exp.target.arch,
             width: self.exp.target.width,
             image_size: self.exp.target.image_size,
             in_channels: 3,

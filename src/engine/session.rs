@@ -121,7 +121,7 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
     )?;
     if fresh {
         ctl.emit(Event::DataLoaded {
-            kind: exp.data.kind.clone(),
+            kind: exp.data.kind.name().into(),
             root: data.record.root.clone(),
             classes: data.classes.clone(),
             train_images: data.items,

@@ -33,7 +33,7 @@ impl Lab<'_> {
             let proxy = projector.as_ref().map(|_| r.proxy_dim);
             self.ctl.emit(Event::TargetBuilt {
                 method: key.into(),
-                arch: exp.target.arch.clone(),
+                arch: exp.target.arch.name().into(),
                 params: params.count(&["target.".to_string()]),
                 macs: backbone.macs() + head_macs(d_t, proxy, self.classes),
                 image_size: size,

@@ -14,13 +14,60 @@ use crate::onnx::Graph;
 use crate::params::Params;
 use crate::{Error, Result};
 
-/// Architectures `target.arch` accepts.
-pub const ARCHS: [&str; 5] = ["small-cnn", "resnet8", "resnet18", "mobilenetv2", "vit-tiny"];
+/// The target architectures (`target.arch`, an exported card's `target.arch`).
+// Read through `FromStr`, so a wrong name gets the key and the list, not serde's
+// bare "unknown variant".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", try_from = "String")]
+pub enum Arch {
+    SmallCnn,
+    Resnet8,
+    Resnet18,
+    Mobilenetv2,
+    VitTiny,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 5] = [Arch::SmallCnn, Arch::Resnet8, Arch::Resnet18, Arch::Mobilenetv2, Arch::VitTiny];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::SmallCnn => "small-cnn",
+            Arch::Resnet8 => "resnet8",
+            Arch::Resnet18 => "resnet18",
+            Arch::Mobilenetv2 => "mobilenetv2",
+            Arch::VitTiny => "vit-tiny",
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl TryFrom<String> for Arch {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Arch, String> {
+        Arch::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            let all: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
+            format!("`target.arch`: `{s}` is not a target architecture ({})", all.join(", "))
+        })
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Arch> {
+        Arch::try_from(s.to_string()).map_err(|msg| Error::config("target.arch", msg))
+    }
+}
 
 /// Which target to build: what an exported model's sidecar records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetSpec {
-    pub arch: String,
+    pub arch: Arch,
     /// Channel-width multiplier (ResNets, MobileNetV2; 1.0 elsewhere).
     pub width: f64,
     pub image_size: usize,
@@ -49,18 +96,12 @@ impl Backbone {
         if !(width > 0.0 && width <= 4.0) {
             return Err(Error::config("target.width", format!("{width} must be in (0, 4]")));
         }
-        Ok(match spec.arch.as_str() {
-            "small-cnn" => Backbone::SmallCnn(SmallCnn::new(p, prefix, c)?, side),
-            "resnet8" => Backbone::ResNet(resnet::ResNet::new(p, prefix, 8, width, c, side)?),
-            "resnet18" => Backbone::ResNet(resnet::ResNet::new(p, prefix, 18, width, c, side)?),
-            "mobilenetv2" => Backbone::MobileNetV2(mobilenet_v2::MobileNetV2::new(p, prefix, width, c, side)?),
-            "vit-tiny" => Backbone::VitTiny(vit_tiny::VitTiny::new(p, prefix, c, side)?),
-            other => {
-                return Err(Error::config(
-                    "target.arch",
-                    format!("`{other}` is not a target architecture ({})", ARCHS.join(", ")),
-                ))
-            }
+        Ok(match spec.arch {
+            Arch::SmallCnn => Backbone::SmallCnn(SmallCnn::new(p, prefix, c)?, side),
+            Arch::Resnet8 => Backbone::ResNet(resnet::ResNet::new(p, prefix, 8, width, c, side)?),
+            Arch::Resnet18 => Backbone::ResNet(resnet::ResNet::new(p, prefix, 18, width, c, side)?),
+            Arch::Mobilenetv2 => Backbone::MobileNetV2(mobilenet_v2::MobileNetV2::new(p, prefix, width, c, side)?),
+            Arch::VitTiny => Backbone::VitTiny(vit_tiny::VitTiny::new(p, prefix, c, side)?),
         })
     }
 
