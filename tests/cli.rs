@@ -112,6 +112,11 @@ fn bad_inputs_are_clear_errors() {
         !ok && text.contains("target.arch") && text.contains("resnet9") && text.contains("mobilenetv2"),
         "{text}"
     );
+    let (ok, text) = tdmr(&["run", "--set", "foundation.family=\"effnet\""]);
+    assert!(
+        !ok && text.contains("foundation.family") && text.contains("efficientnet-lite"),
+        "{text}"
+    );
     let (ok, text) = tdmr(&["run", "--set", "data.kind=\"csv\""]);
     assert!(!ok && text.contains("data.kind") && text.contains("image-folder"), "{text}");
 

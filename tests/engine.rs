@@ -105,7 +105,8 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let exp = tiny_experiment();
     let run = RunDir::create(Some(dir.path()), "tiny").unwrap();
-    let f = tdmr::models::foundation::Foundation::load(&exp.foundation_path(), "auto", &Device::Cpu).unwrap();
+    let f =
+        tdmr::models::foundation::Foundation::load(&exp.foundation_path(), tdmr::models::foundation::Family::Auto, &Device::Cpu).unwrap();
     let probe = ((Tensor::arange(0f32, (3 * 32 * 32) as f32, &Device::Cpu)
         .unwrap()
         .reshape((1, 3, 32, 32))

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use proptest::prelude::*;
-use tdmr::models::foundation::Foundation;
+use tdmr::models::foundation::{Family, Foundation};
 use tdmr::ops::gradcheck::max_relative_error;
 
 /// Seeded values in ±`scale`.
@@ -317,7 +317,7 @@ fn every_family_is_detected_loads_and_passes_a_gradient_check() {
         let info = tdmr::models::inspect::inspect(&path).unwrap();
         assert_eq!(info.detected.family, family, "{name}: inspect");
         assert_eq!((info.detected.native_input, info.detected.feature_dim), (native, dim), "{name}");
-        let f = Foundation::load(&path, "auto", &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let f = Foundation::load(&path, Family::Auto, &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!((f.family(), f.feature_dim(), f.native_input()), (family, dim, native), "{name}");
         // Forward at a reprogramming size (not the native one) in f32.
         let side = if family == "clip" { 64 } else { 32 };
@@ -326,7 +326,7 @@ fn every_family_is_detected_loads_and_passes_a_gradient_check() {
         assert_eq!(y.dims(), [2, dim], "{name}");
         assert!(y.sum_all().unwrap().to_scalar::<f32>().unwrap().is_finite());
         // The gradient to the input image, in f64.
-        let f64_net = Foundation::load_as(&path, family, &Device::Cpu, DType::F64).unwrap();
+        let f64_net = Foundation::load_as(&path, family.parse().unwrap(), &Device::Cpu, DType::F64).unwrap();
         let x64 = x.narrow(0, 0, 1).unwrap().to_dtype(DType::F64).unwrap();
         let r = max_relative_error(&x64, 16, 1e-5, |x| {
             weighted_sum(&f64_net.features(x).map_err(|e| candle_core::Error::Msg(e.to_string()))?)
@@ -344,7 +344,7 @@ fn every_family_is_detected_loads_and_passes_a_gradient_check() {
 fn vit_position_embeddings_are_resampled_to_the_input_grid() {
     let dir = tempfile::tempdir().unwrap();
     let native = write(dir.path(), "native", &vit_timm());
-    let f = Foundation::load(&native, "auto", &Device::Cpu).unwrap();
+    let f = Foundation::load(&native, Family::Auto, &Device::Cpu).unwrap();
     // At 112 (a 7×7 grid) the 14×14 embeddings are resampled; a checkpoint resampled
     // beforehand and run at its own grid must give the same features.
     let mut small = vit_timm();
@@ -364,7 +364,7 @@ fn vit_position_embeddings_are_resampled_to_the_input_grid() {
         .unwrap();
     small.insert("pos_embed".into(), Tensor::cat(&[&pos.narrow(1, 0, 1).unwrap(), &grid], 1).unwrap());
     let resampled = write(dir.path(), "resampled", &small);
-    let g = Foundation::load(&resampled, "auto", &Device::Cpu).unwrap();
+    let g = Foundation::load(&resampled, Family::Auto, &Device::Cpu).unwrap();
     assert_eq!(g.native_input(), 112);
     let x = Gen(11).t(&[2, 3, 112, 112], 1.0);
     let (a, b) = (f.features(&x).unwrap(), g.features(&x).unwrap());
@@ -373,7 +373,7 @@ fn vit_position_embeddings_are_resampled_to_the_input_grid() {
     // And they matter: the native grid's first 49 embeddings give other features.
     let mut cut = vit_timm();
     cut.insert("pos_embed".into(), pos.narrow(1, 0, 50).unwrap());
-    let h = Foundation::load(&write(dir.path(), "cut", &cut), "auto", &Device::Cpu).unwrap();
+    let h = Foundation::load(&write(dir.path(), "cut", &cut), Family::Auto, &Device::Cpu).unwrap();
     let other = (h.features(&x).unwrap() - b)
         .unwrap()
         .abs()
@@ -392,12 +392,12 @@ fn half_precision_checkpoints_compute_in_f32() {
     let half: Ckpt = full.iter().map(|(k, v)| (k.clone(), v.to_dtype(DType::F16).unwrap())).collect();
     let bf: Ckpt = full.iter().map(|(k, v)| (k.clone(), v.to_dtype(DType::BF16).unwrap())).collect();
     let x = Gen(12).t(&[1, 3, 32, 32], 1.0);
-    let base = Foundation::load(&write(dir.path(), "f32", &full), "auto", &Device::Cpu)
+    let base = Foundation::load(&write(dir.path(), "f32", &full), Family::Auto, &Device::Cpu)
         .unwrap()
         .features(&x)
         .unwrap();
     for (name, c, tol) in [("f16", half, 2e-2), ("bf16", bf, 1e-1)] {
-        let y = Foundation::load(&write(dir.path(), name, &c), "auto", &Device::Cpu)
+        let y = Foundation::load(&write(dir.path(), name, &c), Family::Auto, &Device::Cpu)
             .unwrap()
             .features(&x)
             .unwrap();
@@ -414,7 +414,7 @@ fn misfits_are_one_line_errors_naming_file_and_tensor() {
     let mut bad = convnext();
     bad.insert("stages.2.blocks.4.mlp.fc1.weight".into(), Gen(1).t(&[5, 32], 0.1));
     let path = write(dir.path(), "wrong-shape", &bad);
-    let e = Foundation::load(&path, "auto", &Device::Cpu).err().unwrap().to_string();
+    let e = Foundation::load(&path, Family::Auto, &Device::Cpu).err().unwrap().to_string();
     assert!(
         e.contains("wrong-shape.safetensors") && e.contains("stages.2.blocks.4.mlp.fc1.weight"),
         "{e}"
@@ -423,7 +423,7 @@ fn misfits_are_one_line_errors_naming_file_and_tensor() {
     // A missing tensor.
     let mut missing = clip();
     missing.remove("vision_model.encoder.layers.7.layer_norm2.bias");
-    let e = Foundation::load(&write(dir.path(), "missing", &missing), "auto", &Device::Cpu)
+    let e = Foundation::load(&write(dir.path(), "missing", &missing), Family::Auto, &Device::Cpu)
         .err()
         .unwrap()
         .to_string();
@@ -431,7 +431,7 @@ fn misfits_are_one_line_errors_naming_file_and_tensor() {
     // An unknown layout lists the families tried.
     let mut unknown = Ckpt::new();
     unknown.insert("encoder.weird.weight".into(), Gen(1).t(&[4, 4], 0.1));
-    let e = Foundation::load(&write(dir.path(), "unknown", &unknown), "auto", &Device::Cpu)
+    let e = Foundation::load(&write(dir.path(), "unknown", &unknown), Family::Auto, &Device::Cpu)
         .err()
         .unwrap()
         .to_string();
@@ -450,10 +450,10 @@ fn misfits_are_one_line_errors_naming_file_and_tensor() {
     let full = std::fs::read(write(dir.path(), "whole", &resnet(false))).unwrap();
     let cut = dir.path().join("truncated.safetensors");
     std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
-    let e = Foundation::load(&cut, "auto", &Device::Cpu).err().unwrap().to_string();
+    let e = Foundation::load(&cut, Family::Auto, &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("truncated.safetensors"), "{e}");
     // A family override that does not fit the file names the first tensor it missed.
-    let e = Foundation::load(&path, "resnet", &Device::Cpu).err().unwrap().to_string();
+    let e = Foundation::load(&path, Family::Resnet, &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("conv1.weight"), "{e}");
 }
 
@@ -538,8 +538,8 @@ fn sharded_checkpoints_load_through_their_index() {
     assert_eq!((info.detected.family.as_str(), info.tensors.len()), ("resnet", whole.len()));
     assert!(info.report().contains("sharded safetensors"));
     let x = Gen(13).t(&[2, 3, 32, 32], 1.0);
-    let sharded = Foundation::load(&index, "auto", &Device::Cpu).unwrap().features(&x).unwrap();
-    let one = Foundation::load(&single, "auto", &Device::Cpu).unwrap().features(&x).unwrap();
+    let sharded = Foundation::load(&index, Family::Auto, &Device::Cpu).unwrap().features(&x).unwrap();
+    let one = Foundation::load(&single, Family::Auto, &Device::Cpu).unwrap().features(&x).unwrap();
     let d = (sharded - one)
         .unwrap()
         .abs()
@@ -551,7 +551,7 @@ fn sharded_checkpoints_load_through_their_index() {
     assert_eq!(d, 0.0);
     // A missing shard is named, with a tensor it should hold.
     std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
-    let e = Foundation::load(&index, "auto", &Device::Cpu).err().unwrap().to_string();
+    let e = Foundation::load(&index, Family::Auto, &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("model-00002-of-00002.safetensors") && e.contains("missing"), "{e}");
 }
 
@@ -578,7 +578,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), name, &ckpt);
         let _ = tdmr::models::inspect::inspect(&path);
-        if let Ok(f) = Foundation::load(&path, "auto", &Device::Cpu) {
+        if let Ok(f) = Foundation::load(&path, Family::Auto, &Device::Cpu) {
             let _ = f.features(&Gen(1).t(&[1, 3, 64, 64], 1.0));
         }
     }
@@ -602,7 +602,8 @@ fn features_match_pytorch_for_every_published_layout() {
         ("timm-vit-tiny-r-s16-p8", "vit-hybrid"),
     ];
     for (name, family) in cases {
-        let f = Foundation::load(&dir.join(format!("{name}.safetensors")), "auto", &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let f = Foundation::load(&dir.join(format!("{name}.safetensors")), Family::Auto, &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(f.family(), family, "{name}");
         let r = candle_core::safetensors::load(dir.join(format!("{name}.reference.safetensors")), &Device::Cpu).unwrap();
         let ours = f.features(&r["input"]).unwrap();

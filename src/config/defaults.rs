@@ -54,7 +54,7 @@ impl Default for Foundation {
     fn default() -> Self {
         Foundation {
             path: "sample-data/foundation/efficientnet-lite0.safetensors".into(),
-            family: "auto".into(),
+            family: crate::models::foundation::Family::Auto,
             image_size: 96,
             inner_size: 64,
         }

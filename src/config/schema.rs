@@ -233,7 +233,7 @@ impl EvalOn {
 #[serde(deny_unknown_fields, default)]
 pub struct Foundation {
     pub path: PathBuf,
-    pub family: String,
+    pub family: crate::models::foundation::Family,
     pub image_size: usize,
     pub inner_size: usize,
 }

@@ -73,13 +73,6 @@ impl Experiment {
         if self.data.eval_every == 0 {
             return err("data.eval_every", "must be at least 1".into());
         }
-        let families = crate::models::foundation::FAMILIES;
-        if self.foundation.family != "auto" && !families.contains(&self.foundation.family.as_str()) {
-            return err(
-                "foundation.family",
-                format!("`{}` is not a family (auto, {})", self.foundation.family, families.join(", ")),
-            );
-        }
         let f = &self.foundation;
         if f.image_size < 32 {
             return err("foundation.image_size", format!("{} is too small (at least 32)", f.image_size));

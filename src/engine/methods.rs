@@ -394,8 +394,7 @@ impl Lab<'_> {
         }
     }
 
-    /// Run every method listed in the config, in dependency order.
-    /// The plan's jobs in order. After a resume, methods that finished are skipped,
+    /// Every method the config lists: the plan's jobs, in their order. After a resume, methods that finished are skipped,
     /// or rebuilt from their final checkpoints where a later method needs them.
     pub fn run_all(&mut self) -> Result<()> {
         let methods = self.exp.methods.clone();

@@ -133,7 +133,7 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
         });
     }
     let fpath = exp.foundation_path();
-    let mut foundation = Foundation::load(&fpath, &exp.foundation.family, &device)?;
+    let mut foundation = Foundation::load(&fpath, exp.foundation.family, &device)?;
     if exp.precision == Precision::Bf16 {
         if device.is_cpu() {
             ctl.emit(Event::Log {

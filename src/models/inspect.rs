@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::IMAGENET;
+use crate::models::foundation::Family;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Serialize)]
@@ -163,10 +164,10 @@ fn transformer(family: &str, keys: &BTreeMap<String, Vec<usize>>) -> Option<Dete
 pub fn detect(path: &Path, keys: &BTreeMap<String, Vec<usize>>) -> Result<Detected> {
     let family = crate::models::foundation::detect_family(path, keys)?;
     let described = match family {
-        "efficientnet-lite" => efficientnet_lite(keys),
-        "resnet" => resnet(keys),
-        "convnext" => convnext(keys),
-        other => transformer(other, keys),
+        Family::EfficientnetLite => efficientnet_lite(keys),
+        Family::Resnet => resnet(keys),
+        Family::Convnext => convnext(keys),
+        other => transformer(other.name(), keys),
     };
     described.ok_or_else(|| Error::File {
         path: path.into(),

@@ -333,10 +333,10 @@ impl App {
     /// Load the foundation model on a worker thread to show what it is.
     pub fn load_foundation(&mut self) {
         let path = self.exp.foundation_path();
-        let family = self.exp.foundation.family.clone();
+        let family = self.exp.foundation.family;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let r = Foundation::load(&path, &family, &candle_core::Device::Cpu)
+            let r = Foundation::load(&path, family, &candle_core::Device::Cpu)
                 .map(|m| FoundationInfo {
                     variant: m.variant().to_string(),
                     params: m.param_count(),

@@ -18,19 +18,83 @@ use super::weights::StrictWeights;
 use super::{Normalization, IMAGENET};
 use crate::{Error, Result};
 
-/// `foundation.family` values besides `auto`.
-pub const FAMILIES: [&str; 7] = ["efficientnet-lite", "resnet", "convnext", "vit", "vit-hybrid", "dinov2", "clip"];
+/// `foundation.family`: a checkpoint layout, or `auto` to detect it from the key names.
+// Read through `TryFrom<String>`, so a wrong name gets the key and the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", try_from = "String")]
+pub enum Family {
+    Auto,
+    EfficientnetLite,
+    Resnet,
+    Convnext,
+    Vit,
+    VitHybrid,
+    Dinov2,
+    Clip,
+}
+
+impl Family {
+    /// Every layout (all but `auto`).
+    pub const KNOWN: [Family; 7] = [
+        Family::EfficientnetLite,
+        Family::Resnet,
+        Family::Convnext,
+        Family::Vit,
+        Family::VitHybrid,
+        Family::Dinov2,
+        Family::Clip,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Auto => "auto",
+            Family::EfficientnetLite => "efficientnet-lite",
+            Family::Resnet => "resnet",
+            Family::Convnext => "convnext",
+            Family::Vit => "vit",
+            Family::VitHybrid => "vit-hybrid",
+            Family::Dinov2 => "dinov2",
+            Family::Clip => "clip",
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Family> {
+        Family::try_from(s.to_string()).map_err(|msg| Error::config("foundation.family", msg))
+    }
+}
+
+impl TryFrom<String> for Family {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Family, String> {
+        std::iter::once(Family::Auto)
+            .chain(Family::KNOWN)
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Family::KNOWN.iter().map(|f| f.name()).collect();
+                format!("`foundation.family`: `{s}` is not a family (auto, {})", all.join(", "))
+            })
+    }
+}
 
 /// A family's fingerprint: keys that must all be there (any of the alternatives).
 struct Fingerprint {
-    family: &'static str,
+    family: Family,
     required: &'static [&'static [&'static str]],
 }
 
 /// Order matters: more specific layouts first (a hybrid is also a timm ViT).
 const FINGERPRINTS: &[Fingerprint] = &[
     Fingerprint {
-        family: "efficientnet-lite",
+        family: Family::EfficientnetLite,
         required: &[
             &["_conv_stem.weight"],
             &["_blocks.0._depthwise_conv.weight"],
@@ -38,7 +102,7 @@ const FINGERPRINTS: &[Fingerprint] = &[
         ],
     },
     Fingerprint {
-        family: "resnet",
+        family: Family::Resnet,
         required: &[
             &["conv1.weight"],
             &["bn1.running_mean"],
@@ -47,11 +111,11 @@ const FINGERPRINTS: &[Fingerprint] = &[
         ],
     },
     Fingerprint {
-        family: "convnext",
+        family: Family::Convnext,
         required: &[&["stem.0.weight"], &["stages.0.blocks.0.conv_dw.weight"], &["head.norm.weight"]],
     },
     Fingerprint {
-        family: "convnext",
+        family: Family::Convnext,
         required: &[
             &["convnext.embeddings.patch_embeddings.weight", "embeddings.patch_embeddings.weight"],
             &[
@@ -61,7 +125,7 @@ const FINGERPRINTS: &[Fingerprint] = &[
         ],
     },
     Fingerprint {
-        family: "vit-hybrid",
+        family: Family::VitHybrid,
         required: &[
             &["patch_embed.backbone.conv.weight", "patch_embed.backbone.stem.conv.weight"],
             &["cls_token"],
@@ -69,7 +133,7 @@ const FINGERPRINTS: &[Fingerprint] = &[
         ],
     },
     Fingerprint {
-        family: "vit",
+        family: Family::Vit,
         required: &[
             &["cls_token"],
             &["pos_embed"],
@@ -78,7 +142,7 @@ const FINGERPRINTS: &[Fingerprint] = &[
         ],
     },
     Fingerprint {
-        family: "dinov2",
+        family: Family::Dinov2,
         required: &[
             &["embeddings.mask_token", "dinov2.embeddings.mask_token"],
             &[
@@ -88,7 +152,7 @@ const FINGERPRINTS: &[Fingerprint] = &[
         ],
     },
     Fingerprint {
-        family: "vit",
+        family: Family::Vit,
         required: &[
             &[
                 "vit.embeddings.patch_embeddings.projection.weight",
@@ -103,7 +167,7 @@ const FINGERPRINTS: &[Fingerprint] = &[
         ],
     },
     Fingerprint {
-        family: "clip",
+        family: Family::Clip,
         required: &[
             &["vision_model.embeddings.class_embedding"],
             &["vision_model.encoder.layers.0.self_attn.q_proj.weight"],
@@ -113,7 +177,7 @@ const FINGERPRINTS: &[Fingerprint] = &[
 
 /// The family whose fingerprint the keys match, or an error listing the families
 /// tried, what each missed, and the file's first keys.
-pub fn detect_family(path: &Path, keys: &BTreeMap<String, Vec<usize>>) -> Result<&'static str> {
+pub fn detect_family(path: &Path, keys: &BTreeMap<String, Vec<usize>>) -> Result<Family> {
     let mut tried = Vec::new();
     for f in FINGERPRINTS {
         let missing: Vec<String> = f
@@ -149,32 +213,28 @@ enum Net {
 
 pub struct Foundation {
     net: Net,
-    family: &'static str,
+    /// Never `Auto`: the detected or named layout.
+    family: Family,
     params: usize,
     forwards: AtomicUsize,
 }
 
 impl Foundation {
     /// Load `path` as `family` (`auto`: detected from the key names).
-    pub fn load(path: &Path, family: &str, device: &Device) -> Result<Self> {
+    pub fn load(path: &Path, family: Family, device: &Device) -> Result<Self> {
         Self::load_as(path, family, device, DType::F32)
     }
 
     /// [`Self::load`] with the weights in `dtype` (f64 for finite-difference checks;
     /// EfficientNet-Lite always loads in f32).
-    pub fn load_as(path: &Path, family: &str, device: &Device, dtype: DType) -> Result<Self> {
+    pub fn load_as(path: &Path, family: Family, device: &Device, dtype: DType) -> Result<Self> {
         // The header decides the family before any tensor is read.
         let keys: BTreeMap<String, Vec<usize>> = super::inspect::read_entries(path)?.into_iter().map(|t| (t.name, t.shape)).collect();
         let family = match family {
-            "auto" | "" => detect_family(path, &keys)?,
-            named => FAMILIES.iter().copied().find(|f| *f == named).ok_or_else(|| {
-                Error::config(
-                    "foundation.family",
-                    format!("`{named}` is not a family (auto, {})", FAMILIES.join(", ")),
-                )
-            })?,
+            Family::Auto => detect_family(path, &keys)?,
+            named => named,
         };
-        if family == "efficientnet-lite" {
+        if family == Family::EfficientnetLite {
             let m = EfficientNetLite::load(path, device)?;
             return Ok(Foundation {
                 params: m.param_count(),
@@ -186,18 +246,19 @@ impl Foundation {
         let mut w = StrictWeights::open(path, device)?.with_dtype(dtype);
         let params = w.float_elements();
         let net = match family {
-            "resnet" => Net::ResNet(resnet::ResNet::load(&mut w)?),
-            "convnext" => Net::ConvNext(convnext::ConvNext::load(&mut w)?),
-            other => {
-                let layout = match other {
-                    "vit-hybrid" => vit::Layout::TimmHybrid,
-                    "dinov2" => vit::Layout::Dinov2,
-                    "clip" => vit::Layout::Clip,
+            Family::Resnet => Net::ResNet(resnet::ResNet::load(&mut w)?),
+            Family::Convnext => Net::ConvNext(convnext::ConvNext::load(&mut w)?),
+            Family::Vit | Family::VitHybrid | Family::Dinov2 | Family::Clip => {
+                let layout = match family {
+                    Family::VitHybrid => vit::Layout::TimmHybrid,
+                    Family::Dinov2 => vit::Layout::Dinov2,
+                    Family::Clip => vit::Layout::Clip,
                     _ if keys.contains_key("cls_token") => vit::Layout::Timm,
                     _ => vit::Layout::HfVit,
                 };
                 Net::Vit(vit::Vit::load(&mut w, layout)?)
             }
+            Family::Auto | Family::EfficientnetLite => unreachable!("resolved and loaded above"),
         };
         w.finish()?;
         Ok(Foundation {
@@ -209,7 +270,7 @@ impl Foundation {
     }
 
     pub fn family(&self) -> &'static str {
-        self.family
+        self.family.name()
     }
 
     pub fn variant(&self) -> &str {
