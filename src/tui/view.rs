@@ -115,6 +115,8 @@ fn draw_title(f: &mut Frame, app: &App, area: Rect) {
         Span::styled(app.exp.name.clone(), t.title()),
         Span::styled(format!(" · {file} · seed {} · ", app.exp.seed), t.muted()),
         state_span(app),
+        // Said where it cannot scroll away: keys that steer a run do nothing here.
+        Span::styled(if app.read_only { " · read-only" } else { "" }, t.warn()),
         Span::styled(
             app.run_dir.as_ref().map(|d| format!(" · {}", d.display())).unwrap_or_default(),
             t.muted(),
