@@ -15,7 +15,7 @@ use crate::params::Params;
 use crate::{Error, Result};
 
 /// The target architectures (`target.arch`, an exported card's `target.arch`).
-// Read through `FromStr`, so a wrong name gets the key and the list, not serde's
+// Read through `TryFrom<String>`, so a wrong name gets the key and the list, not serde's
 // bare "unknown variant".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", try_from = "String")]
