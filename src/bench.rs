@@ -228,13 +228,7 @@ impl BenchCnn {
         let (mut side, mut macs) = (32, Macs::default());
         let mut convs = Vec::new();
         for (i, (cin, cout)) in [(3, 32), (32, 64), (64, 128), (128, 256)].into_iter().enumerate() {
-            convs.push(ConvBn::new(
-                p,
-                &format!("c{i}"),
-                Conv::dense(cin, cout, 3, 1),
-                &mut side,
-                &mut macs,
-            )?);
+            convs.push(ConvBn::new(p, format!("c{i}"), Conv::dense(cin, cout, 3, 1), &mut side, &mut macs)?);
         }
         Ok(BenchCnn {
             convs,

@@ -17,6 +17,7 @@ use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method
 use crate::data::{select_rows, ViewSet};
 use crate::distill::{loss, TeacherCache};
 use crate::models::foundation::Foundation;
+use crate::models::prefix::Prefix;
 use crate::models::targets::{head_macs, Backbone, TargetSpec};
 use crate::params::Params;
 use crate::reprogram::{Head, Projector, Prompt};
@@ -117,10 +118,6 @@ fn prefixes(groups: &[Group]) -> Vec<String> {
         })
         .map(String::from)
         .collect()
-}
-
-fn all_prefixes(prefix: &str) -> Vec<String> {
-    vec![prefix.to_string()]
 }
 
 /// The training views of a target method: the labelled views (with their mixed views
@@ -235,10 +232,10 @@ impl Lab<'_> {
         let exp = self.exp;
         let (r, f) = (&exp.reprogram, &exp.foundation);
         let mut params = Params::new(&self.device, exp.seed.wrapping_add(if with_proxy { 11 } else { 12 }));
-        let prefix = if with_proxy { "teacher." } else { "vp." };
+        let prefix = Prefix::new(if with_proxy { "teacher" } else { "vp" });
         let prompt = Prompt::new(
             &mut params,
-            &format!("{prefix}prompt."),
+            prefix.pp("prompt"),
             r.prompt,
             f.image_size,
             f.inner_size,
@@ -249,7 +246,7 @@ impl Lab<'_> {
         let projector = if with_proxy {
             Some(Projector::new(
                 &mut params,
-                &format!("{prefix}projector."),
+                prefix.pp("projector"),
                 r.projector,
                 d_f,
                 r.proxy_dim,
@@ -259,7 +256,7 @@ impl Lab<'_> {
             None
         };
         let (head_in, scale) = if with_proxy { (r.proxy_dim, r.head_scale()) } else { (d_f, 1.0) };
-        let head = Head::new(&mut params, &format!("{prefix}head."), head_in, self.classes, scale)?;
+        let head = Head::new(&mut params, prefix.pp("head"), head_in, self.classes, scale)?;
         let model = Reprogrammed {
             params,
             prompt,
@@ -272,7 +269,7 @@ impl Lab<'_> {
             return Ok(model);
         }
         if with_proxy && exp.stage1.probe_init_epochs > 0 {
-            self.fit_proxy_probe(key, prefix, &model)?;
+            self.fit_proxy_probe(key, &prefix, &model)?;
         }
         let spec = self.spec(key, "reprogram", if with_proxy { 1 } else { 2 });
         let (foundation, train, test, inner, smoothing) = (self.foundation, &self.train, &self.test, f.inner_size, r.label_smoothing);
@@ -307,7 +304,7 @@ impl Lab<'_> {
                 &mut self.ckpt,
                 &spec,
                 &model.params,
-                &all_prefixes(prefix),
+                &[prefix.dotted()],
                 Hooks {
                     step: &mut |rows, ctx| {
                         train.prefetch(ctx.next, inner);
@@ -346,7 +343,7 @@ impl Lab<'_> {
     /// Fit the teacher's projector and head on frozen features of the un-prompted
     /// training views (computed once: the prompt starts at zero), so stage 1 starts from
     /// a probe in the proxy space instead of from random projections.
-    fn fit_proxy_probe(&mut self, key: &str, prefix: &str, model: &Reprogrammed) -> Result<()> {
+    fn fit_proxy_probe(&mut self, key: &str, prefix: &Prefix, model: &Reprogrammed) -> Result<()> {
         let exp = self.exp;
         let (foundation, inner) = (self.foundation, exp.foundation.inner_size);
         let feats = |views: &ViewSet| frozen_features(foundation, &model.prompt, views, inner);
@@ -369,7 +366,7 @@ impl Lab<'_> {
             &mut self.ckpt,
             &spec,
             &model.params,
-            &[format!("{prefix}projector."), format!("{prefix}head.")],
+            &[prefix.pp("projector").dotted(), prefix.pp("head").dotted()],
             Hooks {
                 step: &mut |rows, _| {
                     let (x, wait) = timed(|| select_rows(&train_f, rows))?;

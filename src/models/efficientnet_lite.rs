@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{Device, Tensor};
 
+use super::prefix::Prefix;
 use super::weights::StrictWeights;
 use crate::ops::{
     self,
     act::Act,
     conv::{conv2d_same_tf_act, pointwise_conv_act, same_pad4},
     depthwise::depthwise_conv2d_act,
-    norm::fold_batch_norm,
 };
 use crate::{Error, Result};
 
@@ -45,23 +45,9 @@ pub struct EfficientNetLite {
     forwards: AtomicUsize,
 }
 
-/// Reads `prefix.{weight,bias,running_mean,running_var,num_batches_tracked}` and returns
-/// (scale, shift).
-fn take_bn(w: &mut StrictWeights, prefix: &str, channels: usize) -> Result<(Tensor, Tensor)> {
-    let gamma = w.take(&format!("{prefix}.weight"), &[channels])?;
-    let beta = w.take(&format!("{prefix}.bias"), &[channels])?;
-    let mean = w.take(&format!("{prefix}.running_mean"), &[channels])?;
-    let var = w.take(&format!("{prefix}.running_var"), &[channels])?;
-    let counter = format!("{prefix}.num_batches_tracked");
-    if w.contains(&counter) {
-        w.take_scalar_counter(&counter)?;
-    }
-    Ok(fold_batch_norm(&gamma, &beta, &mean, &var, BN_EPS)?)
-}
-
 /// A 1×1 conv with its batch norm folded in: (weight [Cout, Cin], bias [Cout]).
-fn take_pointwise(w: &mut StrictWeights, conv: &str, bn: &str, cin: usize) -> Result<(Tensor, Tensor)> {
-    let name = format!("{conv}.weight");
+fn take_pointwise(w: &mut StrictWeights, conv: &Prefix, bn: &Prefix, cin: usize) -> Result<(Tensor, Tensor)> {
+    let name = conv.key("weight");
     let weight = w.take_any(&name)?;
     let dims = weight.dims().to_vec();
     if dims.len() != 4 || dims[1] != cin || dims[2] != 1 || dims[3] != 1 {
@@ -71,7 +57,7 @@ fn take_pointwise(w: &mut StrictWeights, conv: &str, bn: &str, cin: usize) -> Re
             msg: format!("expected shape [_, {cin}, 1, 1], found {dims:?}"),
         });
     }
-    let (scale, shift) = take_bn(w, bn, dims[0])?;
+    let (scale, shift) = w.take_batch_norm(bn, dims[0], BN_EPS)?;
     let folded = weight.flatten_from(1)?.broadcast_mul(&scale.unsqueeze(1)?)?;
     Ok((folded, shift))
 }
@@ -89,7 +75,7 @@ impl EfficientNetLite {
             });
         }
         let stem_ch = stem.dim(0)?;
-        let (scale, stem_shift) = take_bn(&mut w, "_bn0", stem_ch)?;
+        let (scale, stem_shift) = w.take_batch_norm(&"_bn0".into(), stem_ch, BN_EPS)?;
         let stem = stem.broadcast_mul(&scale.reshape((stem_ch, 1, 1, 1))?)?;
 
         let mut blocks = Vec::new();
@@ -97,10 +83,11 @@ impl EfficientNetLite {
         let mut stage = 0usize;
         let mut prev_out = None;
         let mut i = 0;
-        while w.contains(&format!("_blocks.{i}._depthwise_conv.weight")) {
-            let p = format!("_blocks.{i}");
-            let expand = if w.contains(&format!("{p}._expand_conv.weight")) {
-                Some(take_pointwise(&mut w, &format!("{p}._expand_conv"), &format!("{p}._bn0"), cin)?)
+        let blocks_at = Prefix::new("_blocks");
+        while w.contains(&blocks_at.pp(i).pp("_depthwise_conv").key("weight")) {
+            let p = blocks_at.pp(i);
+            let expand = if w.contains(&p.pp("_expand_conv").key("weight")) {
+                Some(take_pointwise(&mut w, &p.pp("_expand_conv"), &p.pp("_bn0"), cin)?)
             } else {
                 None
             };
@@ -108,7 +95,7 @@ impl EfficientNetLite {
                 Some((e, _)) => e.dim(0)?,
                 None => cin,
             };
-            let dw_name = format!("{p}._depthwise_conv.weight");
+            let dw_name = p.pp("_depthwise_conv").key("weight");
             let dw = w.take_any(&dw_name)?;
             let d = dw.dims().to_vec();
             if d.len() != 4 || d[0] != mid || d[1] != 1 || d[2] != d[3] {
@@ -118,9 +105,9 @@ impl EfficientNetLite {
                     msg: format!("expected shape [{mid}, 1, K, K], found {d:?}"),
                 });
             }
-            let (dw_scale, dw_shift) = take_bn(&mut w, &format!("{p}._bn1"), mid)?;
+            let (dw_scale, dw_shift) = w.take_batch_norm(&p.pp("_bn1"), mid, BN_EPS)?;
             let depthwise = dw.broadcast_mul(&dw_scale.reshape((mid, 1, 1, 1))?)?;
-            let project = take_pointwise(&mut w, &format!("{p}._project_conv"), &format!("{p}._bn2"), mid)?;
+            let project = take_pointwise(&mut w, &p.pp("_project_conv"), &p.pp("_bn2"), mid)?;
             let cout = project.0.dim(0)?;
             // A new stage starts where the output width changes; EfficientNet's stages
             // 2, 3, 4 and 6 (1-based) open with stride 2.
@@ -152,7 +139,7 @@ impl EfficientNetLite {
                 msg: "missing from the file (not an EfficientNet-Lite checkpoint?)".into(),
             });
         }
-        let head = take_pointwise(&mut w, "_conv_head", "_bn1", cin)?;
+        let head = take_pointwise(&mut w, &"_conv_head".into(), &"_bn1".into(), cin)?;
         let feat = head.0.dim(0)?;
         let fc_w = w.take_any("_fc.weight")?;
         if fc_w.rank() != 2 || fc_w.dim(1)? != feat {

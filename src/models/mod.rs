@@ -3,6 +3,7 @@
 pub mod efficientnet_lite;
 pub mod foundation;
 pub mod inspect;
+pub mod prefix;
 pub mod small_cnn;
 pub mod targets;
 pub mod weights;

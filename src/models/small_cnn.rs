@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 
 use super::targets::blocks::{Conv, ConvBn, Macs};
+use crate::models::prefix::Prefix;
 use crate::onnx::{Attr, Graph};
 use crate::ops::{act::Act, pool::avg_pool2d};
 use crate::params::Params;
@@ -19,7 +20,8 @@ pub struct SmallCnn {
 
 impl SmallCnn {
     /// Registers its parameters under `prefix` (e.g. `target.backbone.`).
-    pub fn new(p: &mut Params, prefix: &str, in_channels: usize) -> Result<Self> {
+    pub fn new(p: &mut Params, prefix: impl Into<Prefix>, in_channels: usize) -> Result<Self> {
+        let prefix = &prefix.into();
         let mut layers = Vec::new();
         let mut cin = in_channels;
         let mut macs_per_pixel = 0;
@@ -28,7 +30,7 @@ impl SmallCnn {
             let (mut side, mut macs) = (1, Macs::default());
             layers.push(ConvBn::new(
                 p,
-                &format!("{prefix}conv{i}"),
+                prefix.pp(format_args!("conv{i}")),
                 Conv::dense(cin, cout, 3, 1),
                 &mut side,
                 &mut macs,

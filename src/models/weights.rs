@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+use super::prefix::Prefix;
 use crate::{Error, Result};
 
 /// `.pth`, `.pt` and `.bin` are PyTorch pickles (read by candle's pickle reader, which
@@ -248,6 +249,26 @@ impl StrictWeights {
         };
         self.used.insert(name.to_string());
         Ok(t)
+    }
+
+    /// `at.weight` and `at.bias`, each shape checked.
+    pub fn take_affine(&mut self, at: &Prefix, weight: &[usize], bias: &[usize]) -> Result<(Tensor, Tensor)> {
+        Ok((self.take(&at.key("weight"), weight)?, self.take(&at.key("bias"), bias)?))
+    }
+
+    /// A batch norm of `channels` under `at` (`weight`, `bias`, `running_mean`,
+    /// `running_var`, and `num_batches_tracked` where the file has it) folded into the
+    /// per-channel `(scale, shift)` of its evaluation mode.
+    pub fn take_batch_norm(&mut self, at: &Prefix, channels: usize, eps: f64) -> Result<(Tensor, Tensor)> {
+        let c = [channels];
+        let (gamma, beta) = self.take_affine(at, &c, &c)?;
+        let mean = self.take(&at.key("running_mean"), &c)?;
+        let var = self.take(&at.key("running_var"), &c)?;
+        let counter = at.key("num_batches_tracked");
+        if self.contains(&counter) {
+            self.take_scalar_counter(&counter)?;
+        }
+        Ok(crate::ops::norm::fold_batch_norm(&gamma, &beta, &mean, &var, eps)?)
     }
 
     /// Mark a bookkeeping tensor (e.g. `num_batches_tracked`) as seen, checking it is a scalar.

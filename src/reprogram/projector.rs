@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use crate::config::ProjectorKind;
+use crate::models::prefix::Prefix;
 use crate::onnx::{Attr, Graph};
 use crate::ops::{conv::linear, norm::l2_normalize};
 use crate::params::Params;
@@ -14,7 +15,15 @@ pub struct Projector {
 }
 
 impl Projector {
-    pub fn new(p: &mut Params, prefix: &str, kind: ProjectorKind, input: usize, proxy: usize, normalize: bool) -> Result<Self> {
+    pub fn new(
+        p: &mut Params,
+        prefix: impl Into<Prefix>,
+        kind: ProjectorKind,
+        input: usize,
+        proxy: usize,
+        normalize: bool,
+    ) -> Result<Self> {
+        let prefix = prefix.into();
         let dims = match kind {
             ProjectorKind::Linear => vec![(input, proxy)],
             ProjectorKind::Mlp => vec![(input, 2 * proxy), (2 * proxy, proxy)],
@@ -22,8 +31,8 @@ impl Projector {
         let mut layers = Vec::new();
         for (i, (din, dout)) in dims.into_iter().enumerate() {
             layers.push((
-                p.uniform(&format!("{prefix}fc{i}.weight"), &[dout, din], din)?,
-                p.uniform(&format!("{prefix}fc{i}.bias"), &[dout], din)?,
+                p.uniform(&prefix.pp(format_args!("fc{i}")).key("weight"), &[dout, din], din)?,
+                p.uniform(&prefix.pp(format_args!("fc{i}")).key("bias"), &[dout], din)?,
             ));
         }
         Ok(Projector { layers, normalize })
@@ -73,19 +82,21 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn new(p: &mut Params, prefix: &str, input: usize, classes: usize, scale: f64) -> Result<Self> {
+    pub fn new(p: &mut Params, prefix: impl Into<Prefix>, input: usize, classes: usize, scale: f64) -> Result<Self> {
+        let prefix = prefix.into();
         Ok(Head {
-            weight: p.uniform(&format!("{prefix}weight"), &[classes, input], input)?,
-            bias: p.uniform(&format!("{prefix}bias"), &[classes], input)?,
+            weight: p.uniform(&prefix.key("weight"), &[classes, input], input)?,
+            bias: p.uniform(&prefix.key("bias"), &[classes], input)?,
             scale,
         })
     }
 
     /// A trainable copy of `other` (stage 2 starts from the teacher's head).
-    pub fn copy(p: &mut Params, prefix: &str, other: &Head) -> Result<Self> {
+    pub fn copy(p: &mut Params, prefix: impl Into<Prefix>, other: &Head) -> Result<Self> {
+        let prefix = prefix.into();
         Ok(Head {
-            weight: p.copy_of(&format!("{prefix}weight"), &other.weight)?,
-            bias: p.copy_of(&format!("{prefix}bias"), &other.bias)?,
+            weight: p.copy_of(&prefix.key("weight"), &other.weight)?,
+            bias: p.copy_of(&prefix.key("bias"), &other.bias)?,
             scale: other.scale,
         })
     }

@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::PromptKind;
+use crate::models::prefix::Prefix;
 use crate::models::Normalization;
 use crate::params::Params;
 use crate::{Error, Result};
@@ -25,7 +26,7 @@ impl Prompt {
     /// `pad` is the border width of a `padding` prompt. Parameters go under `prefix`.
     pub fn new(
         p: &mut Params,
-        prefix: &str,
+        prefix: impl Into<Prefix>,
         kind: PromptKind,
         canvas: usize,
         inner: usize,
@@ -52,7 +53,7 @@ impl Prompt {
         };
         let delta = match kind {
             PromptKind::None => None,
-            _ => Some(p.constant(&format!("{prefix}delta"), &[3, canvas, canvas], 0.0)?),
+            _ => Some(p.constant(&prefix.into().key("delta"), &[3, canvas, canvas], 0.0)?),
         };
         Ok(Prompt {
             kind,

@@ -56,7 +56,7 @@ impl Lab<'_> {
                 &mut self.ckpt,
                 &spec,
                 &params,
-                &all_prefixes("probe.head."),
+                &["probe.head.".to_string()],
                 Hooks {
                     step: &mut |rows, _| {
                         let (x, wait) = timed(|| select_rows(&train_f, rows))?;

@@ -7,6 +7,7 @@
 use candle_core::Tensor;
 
 use super::layers::{dense, layer_norm, layer_norm_2d, patchify, tokens_to_map};
+use crate::models::prefix::Prefix;
 use crate::models::weights::StrictWeights;
 use crate::ops::{act::Act, depthwise::depthwise_conv2d_act};
 use crate::{Error, Result};
@@ -18,69 +19,68 @@ const EPS: f64 = 1e-6;
 pub enum Layout {
     Timm,
     /// Hugging Face, with its prefix (`convnext.` for the classification model, or none).
-    Hf(String),
+    Hf(Prefix),
 }
 
 impl Layout {
     /// The layout the file uses.
     pub fn of(w: &StrictWeights) -> Self {
-        for p in ["convnext.", ""] {
-            if w.contains(&format!("{p}embeddings.patch_embeddings.weight")) {
-                return Layout::Hf(p.into());
+        for p in [Prefix::new("convnext"), Prefix::root()] {
+            if w.contains(&p.pp("embeddings.patch_embeddings").key("weight")) {
+                return Layout::Hf(p);
             }
         }
         Layout::Timm
     }
 
-    fn stem(&self) -> (String, String) {
+    fn stem(&self) -> (Prefix, Prefix) {
         match self {
             Layout::Timm => ("stem.0".into(), "stem.1".into()),
-            Layout::Hf(p) => (format!("{p}embeddings.patch_embeddings"), format!("{p}embeddings.layernorm")),
+            Layout::Hf(p) => (p.pp("embeddings.patch_embeddings"), p.pp("embeddings.layernorm")),
         }
     }
 
-    fn down(&self, s: usize) -> (String, String) {
+    fn stage(&self, s: usize) -> Prefix {
         match self {
-            Layout::Timm => (format!("stages.{s}.downsample.0"), format!("stages.{s}.downsample.1")),
-            Layout::Hf(p) => (
-                format!("{p}encoder.stages.{s}.downsampling_layer.0"),
-                format!("{p}encoder.stages.{s}.downsampling_layer.1"),
+            Layout::Timm => Prefix::new("stages").pp(s),
+            Layout::Hf(p) => p.pp("encoder.stages").pp(s),
+        }
+    }
+
+    fn down(&self, s: usize) -> (Prefix, Prefix) {
+        let down = match self {
+            Layout::Timm => self.stage(s).pp("downsample"),
+            Layout::Hf(_) => self.stage(s).pp("downsampling_layer"),
+        };
+        (down.pp(0), down.pp(1))
+    }
+
+    fn blocks(&self, s: usize) -> Prefix {
+        match self {
+            Layout::Timm => self.stage(s).pp("blocks"),
+            Layout::Hf(_) => self.stage(s).pp("layers"),
+        }
+    }
+
+    /// `dw`, `norm`, `fc1`, `fc2` modules and the layer-scale tensor's name of a block.
+    fn block(&self, at: &Prefix) -> ([Prefix; 4], String) {
+        match self {
+            Layout::Timm => (
+                [at.pp("conv_dw"), at.pp("norm"), at.pp("mlp.fc1"), at.pp("mlp.fc2")],
+                at.key("gamma"),
+            ),
+            Layout::Hf(_) => (
+                [at.pp("dwconv"), at.pp("layernorm"), at.pp("pwconv1"), at.pp("pwconv2")],
+                at.key("layer_scale_parameter"),
             ),
         }
     }
 
-    fn blocks(&self, s: usize) -> String {
-        match self {
-            Layout::Timm => format!("stages.{s}.blocks."),
-            Layout::Hf(p) => format!("{p}encoder.stages.{s}.layers."),
-        }
-    }
-
-    /// `dw`, `norm`, `fc1`, `fc2` module names and the layer-scale tensor of a block.
-    fn block(&self, prefix: &str) -> [String; 5] {
-        match self {
-            Layout::Timm => [
-                format!("{prefix}.conv_dw"),
-                format!("{prefix}.norm"),
-                format!("{prefix}.mlp.fc1"),
-                format!("{prefix}.mlp.fc2"),
-                format!("{prefix}.gamma"),
-            ],
-            Layout::Hf(_) => [
-                format!("{prefix}.dwconv"),
-                format!("{prefix}.layernorm"),
-                format!("{prefix}.pwconv1"),
-                format!("{prefix}.pwconv2"),
-                format!("{prefix}.layer_scale_parameter"),
-            ],
-        }
-    }
-
     /// The final layer norm, its epsilon, and the classifier's prefix.
-    fn head(&self) -> (String, f64, String) {
+    fn head(&self) -> (Prefix, f64, Prefix) {
         match self {
-            Layout::Timm => ("head.norm".into(), EPS, "head.fc.".into()),
-            Layout::Hf(p) => (format!("{p}layernorm"), 1e-12, "classifier.".into()),
+            Layout::Timm => ("head.norm".into(), EPS, "head.fc".into()),
+            Layout::Hf(p) => (p.pp("layernorm"), 1e-12, "classifier".into()),
         }
     }
 }
@@ -110,10 +110,6 @@ pub struct ConvNext {
     pub variant: String,
 }
 
-fn pair(w: &mut StrictWeights, name: &str, sw: &[usize], sb: &[usize]) -> Result<(Tensor, Tensor)> {
-    Ok((w.take(&format!("{name}.weight"), sw)?, w.take(&format!("{name}.bias"), sb)?))
-}
-
 /// The published size a ConvNeXt's stem width and third-stage depth identify.
 pub fn size_name(stem_dim: usize, stage3_depth: usize) -> &'static str {
     match (stem_dim, stage3_depth) {
@@ -129,7 +125,7 @@ impl ConvNext {
     pub fn load(w: &mut StrictWeights) -> Result<Self> {
         let layout = Layout::of(w);
         let (stem_conv, stem_ln) = layout.stem();
-        let stem_name = format!("{stem_conv}.weight");
+        let stem_name = stem_conv.key("weight");
         let stem_w = w.take_any(&stem_name)?;
         if stem_w.rank() != 4 || stem_w.dim(1)? != 3 || stem_w.dim(2)? != 4 || stem_w.dim(3)? != 4 {
             return Err(Error::Tensor {
@@ -139,46 +135,46 @@ impl ConvNext {
             });
         }
         let mut c = stem_w.dim(0)?;
-        let stem = (stem_w, w.take(&format!("{stem_conv}.bias"), &[c])?);
-        let stem_norm = pair(w, &stem_ln, &[c], &[c])?;
+        let stem = (stem_w, w.take(&stem_conv.key("bias"), &[c])?);
+        let stem_norm = w.take_affine(&stem_ln, &[c], &[c])?;
         let mut stages = Vec::new();
         let (mut dims, mut depths) = (Vec::new(), Vec::new());
         for s in 0..4 {
             let down = if s > 0 {
                 let (ln_name, conv_name) = layout.down(s);
-                let ln = pair(w, &ln_name, &[c], &[c])?;
-                let conv_w = w.take_any(&format!("{conv_name}.weight"))?;
+                let ln = w.take_affine(&ln_name, &[c], &[c])?;
+                let conv_w = w.take_any(&conv_name.key("weight"))?;
                 let out = conv_w.dim(0)?;
                 if conv_w.dims() != [out, c, 2, 2] {
                     return Err(Error::Tensor {
                         path: w.path().into(),
-                        tensor: format!("{conv_name}.weight"),
+                        tensor: conv_name.key("weight"),
                         msg: format!("expected [C, {c}, 2, 2], found {:?}", conv_w.dims()),
                     });
                 }
-                let conv = (conv_w, w.take(&format!("{conv_name}.bias"), &[out])?);
+                let conv = (conv_w, w.take(&conv_name.key("bias"), &[out])?);
                 c = out;
                 Some((ln, conv))
             } else {
                 None
             };
             let prefix = layout.blocks(s);
-            let n = w.count_indexed(&prefix);
+            let n = w.count_indexed(&prefix.dotted());
             if n == 0 {
                 return Err(Error::Tensor {
                     path: w.path().into(),
-                    tensor: layout.block(&format!("{prefix}0"))[0].clone() + ".weight",
+                    tensor: layout.block(&prefix.pp(0)).0[0].key("weight"),
                     msg: "missing from the file (a ConvNeXt has four stages of blocks)".into(),
                 });
             }
             let mut blocks = Vec::new();
             for b in 0..n {
-                let [dw, norm, fc1, fc2, gamma] = layout.block(&format!("{prefix}{b}"));
+                let ([dw, norm, fc1, fc2], gamma) = layout.block(&prefix.pp(b));
                 blocks.push(Block {
-                    dw: pair(w, &dw, &[c, 1, 7, 7], &[c])?,
-                    norm: pair(w, &norm, &[c], &[c])?,
-                    fc1: pair(w, &fc1, &[4 * c, c], &[4 * c])?,
-                    fc2: pair(w, &fc2, &[c, 4 * c], &[c])?,
+                    dw: w.take_affine(&dw, &[c, 1, 7, 7], &[c])?,
+                    norm: w.take_affine(&norm, &[c], &[c])?,
+                    fc1: w.take_affine(&fc1, &[4 * c, c], &[4 * c])?,
+                    fc2: w.take_affine(&fc2, &[c, 4 * c], &[c])?,
                     gamma: w.take(&gamma, &[c])?,
                 });
             }
@@ -187,7 +183,8 @@ impl ConvNext {
             stages.push(Stage { down, blocks });
         }
         let (head_ln, head_eps, classifier) = layout.head();
-        let head_norm = pair(w, &head_ln, &[c], &[c])?;
+        let head_norm = w.take_affine(&head_ln, &[c], &[c])?;
+        let classifier = classifier.dotted();
         let classes = w
             .shape_of(&format!("{classifier}weight"))
             .and_then(|s| s.first().copied())

@@ -6,6 +6,7 @@
 use candle_core::Tensor;
 
 use super::layers::{conv_torch, max_pool};
+use crate::models::prefix::Prefix;
 use crate::models::weights::StrictWeights;
 use crate::{Error, Result};
 
@@ -19,8 +20,8 @@ struct ConvBn {
 }
 
 impl ConvBn {
-    fn load(w: &mut StrictWeights, conv: &str, bn: &str, cin: usize, stride: usize) -> Result<Self> {
-        let name = format!("{conv}.weight");
+    fn load(w: &mut StrictWeights, conv: &Prefix, bn: &Prefix, cin: usize, stride: usize) -> Result<Self> {
+        let name = conv.key("weight");
         let weight = w.take_any(&name)?;
         let d = weight.dims().to_vec();
         if d.len() != 4 || d[1] != cin || d[2] != d[3] {
@@ -31,15 +32,7 @@ impl ConvBn {
             });
         }
         let c = d[0];
-        let gamma = w.take(&format!("{bn}.weight"), &[c])?;
-        let beta = w.take(&format!("{bn}.bias"), &[c])?;
-        let mean = w.take(&format!("{bn}.running_mean"), &[c])?;
-        let var = w.take(&format!("{bn}.running_var"), &[c])?;
-        let counter = format!("{bn}.num_batches_tracked");
-        if w.contains(&counter) {
-            w.take_scalar_counter(&counter)?;
-        }
-        let (scale, shift) = crate::ops::norm::fold_batch_norm(&gamma, &beta, &mean, &var, 1e-5)?;
+        let (scale, shift) = w.take_batch_norm(bn, c, 1e-5)?;
         Ok(ConvBn {
             w: weight,
             scale,
@@ -75,52 +68,46 @@ pub struct ResNet {
 
 impl ResNet {
     pub fn load(w: &mut StrictWeights) -> Result<Self> {
-        let stem = ConvBn::load(w, "conv1", "bn1", 3, 2)?;
+        let stem = ConvBn::load(w, &"conv1".into(), &"bn1".into(), 3, 2)?;
         let bottleneck = w.contains("layer1.0.conv3.weight");
         let mut cin = stem.out();
         let mut blocks = Vec::new();
         let mut depths = Vec::new();
         for layer in 1..=4 {
-            let prefix = format!("layer{layer}.");
-            let n = w.count_indexed(&prefix);
+            let prefix = Prefix::new(&format!("layer{layer}"));
+            let n = w.count_indexed(&prefix.dotted());
             if n == 0 {
                 return Err(Error::Tensor {
                     path: w.path().into(),
-                    tensor: format!("{prefix}0.conv1.weight"),
+                    tensor: prefix.pp(0).pp("conv1").key("weight"),
                     msg: "missing from the file (a ResNet has layer1 to layer4)".into(),
                 });
             }
             depths.push(n);
             for b in 0..n {
-                let p = format!("{prefix}{b}");
+                let p = prefix.pp(b);
                 let stride = if layer > 1 && b == 0 { 2 } else { 1 };
                 let mut convs = Vec::new();
                 if bottleneck {
-                    convs.push(ConvBn::load(w, &format!("{p}.conv1"), &format!("{p}.bn1"), cin, 1)?);
+                    convs.push(ConvBn::load(w, &p.pp("conv1"), &p.pp("bn1"), cin, 1)?);
                     let mid = convs[0].out();
-                    convs.push(ConvBn::load(w, &format!("{p}.conv2"), &format!("{p}.bn2"), mid, stride)?);
-                    convs.push(ConvBn::load(w, &format!("{p}.conv3"), &format!("{p}.bn3"), mid, 1)?);
+                    convs.push(ConvBn::load(w, &p.pp("conv2"), &p.pp("bn2"), mid, stride)?);
+                    convs.push(ConvBn::load(w, &p.pp("conv3"), &p.pp("bn3"), mid, 1)?);
                 } else {
-                    convs.push(ConvBn::load(w, &format!("{p}.conv1"), &format!("{p}.bn1"), cin, stride)?);
+                    convs.push(ConvBn::load(w, &p.pp("conv1"), &p.pp("bn1"), cin, stride)?);
                     let mid = convs[0].out();
-                    convs.push(ConvBn::load(w, &format!("{p}.conv2"), &format!("{p}.bn2"), mid, 1)?);
+                    convs.push(ConvBn::load(w, &p.pp("conv2"), &p.pp("bn2"), mid, 1)?);
                 }
                 let cout = convs.last().map_or(0, |c| c.out());
-                let downsample = if w.contains(&format!("{p}.downsample.0.weight")) {
-                    Some(ConvBn::load(
-                        w,
-                        &format!("{p}.downsample.0"),
-                        &format!("{p}.downsample.1"),
-                        cin,
-                        stride,
-                    )?)
+                let downsample = if w.contains(&p.pp("downsample.0").key("weight")) {
+                    Some(ConvBn::load(w, &p.pp("downsample.0"), &p.pp("downsample.1"), cin, stride)?)
                 } else {
                     None
                 };
                 if downsample.is_none() && (cin != cout || stride != 1) {
                     return Err(Error::Tensor {
                         path: w.path().into(),
-                        tensor: format!("{p}.downsample.0.weight"),
+                        tensor: p.pp("downsample.0").key("weight"),
                         msg: format!("missing: the block goes from {cin} to {cout} channels at stride {stride}"),
                     });
                 }

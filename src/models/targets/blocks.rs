@@ -3,6 +3,7 @@
 
 use candle_core::{Tensor, Var, D};
 
+use crate::models::prefix::Prefix;
 use crate::onnx::{Attr, ConvSpec, Graph};
 use crate::ops::{
     act::Act,
@@ -38,12 +39,13 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    pub fn new(p: &mut Params, name: &str, c: usize) -> Result<Self> {
+    pub fn new(p: &mut Params, name: impl Into<Prefix>, c: usize) -> Result<Self> {
+        let name = name.into();
         Ok(BatchNorm {
-            gamma: p.constant(&format!("{name}.weight"), &[c], 1.0)?,
-            beta: p.constant(&format!("{name}.bias"), &[c], 0.0)?,
-            running_mean: p.buffer(&format!("{name}.running_mean"), &[c], 0.0)?,
-            running_var: p.buffer(&format!("{name}.running_var"), &[c], 1.0)?,
+            gamma: p.constant(&name.key("weight"), &[c], 1.0)?,
+            beta: p.constant(&name.key("bias"), &[c], 0.0)?,
+            running_mean: p.buffer(&name.key("running_mean"), &[c], 0.0)?,
+            running_var: p.buffer(&name.key("running_var"), &[c], 1.0)?,
         })
     }
 
@@ -96,7 +98,7 @@ pub fn emit_act(g: &mut Graph, x: &str, act: Act) -> String {
 /// A K×K convolution (K odd, padding K/2 as PyTorch's `padding=K//2`), stride 1 or 2,
 /// dense or depthwise, followed by batch norm.
 pub struct ConvBn {
-    name: String,
+    name: Prefix,
     weight: Tensor,
     bn: BatchNorm,
     stride: usize,
@@ -137,7 +139,8 @@ impl Conv {
 
 impl ConvBn {
     /// `side` is the input's spatial side, updated to the output's; `macs` accumulates.
-    pub fn new(p: &mut Params, name: &str, conv: Conv, side: &mut usize, macs: &mut Macs) -> Result<Self> {
+    pub fn new(p: &mut Params, name: impl Into<Prefix>, conv: Conv, side: &mut usize, macs: &mut Macs) -> Result<Self> {
+        let name = name.into();
         let Conv {
             cin,
             cout,
@@ -153,9 +156,9 @@ impl ConvBn {
         *side = if stride == 2 { side.div_ceil(2) } else { *side };
         macs.add(wshape.iter().product::<usize>() * *side * *side);
         Ok(ConvBn {
-            name: name.into(),
-            weight: p.kaiming_normal(&format!("{name}.weight"), &wshape, fan_in)?,
-            bn: BatchNorm::new(p, &format!("{name}.bn"), cout)?,
+            name: name.clone(),
+            weight: p.kaiming_normal(&name.key("weight"), &wshape, fan_in)?,
+            bn: BatchNorm::new(p, name.pp("bn"), cout)?,
             stride,
             depthwise,
         })
@@ -191,7 +194,7 @@ impl ConvBn {
             pad: k / 2,
             group,
         };
-        let y = g.conv(&self.name, x, &w, &shift, spec)?;
+        let y = g.conv(&self.name.to_string(), x, &w, &shift, spec)?;
         Ok(emit_act(g, &y, act))
     }
 }
@@ -199,17 +202,18 @@ impl ConvBn {
 /// Layer norm over the last dimension, composed from ops with correct gradients (the
 /// fused candle op gives none: README "Exact gradients").
 pub struct LayerNorm {
-    name: String,
+    name: Prefix,
     gamma: Tensor,
     beta: Tensor,
 }
 
 impl LayerNorm {
-    pub fn new(p: &mut Params, name: &str, d: usize) -> Result<Self> {
+    pub fn new(p: &mut Params, name: impl Into<Prefix>, d: usize) -> Result<Self> {
+        let name = name.into();
         Ok(LayerNorm {
-            name: name.into(),
-            gamma: p.constant(&format!("{name}.weight"), &[d], 1.0)?,
-            beta: p.constant(&format!("{name}.bias"), &[d], 0.0)?,
+            name: name.clone(),
+            gamma: p.constant(&name.key("weight"), &[d], 1.0)?,
+            beta: p.constant(&name.key("bias"), &[d], 0.0)?,
         })
     }
 
@@ -223,8 +227,8 @@ impl LayerNorm {
 
     /// ONNX LayerNormalization over the last axis.
     pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
-        let gamma = g.tensor(&format!("{}.weight", self.name), &self.gamma)?;
-        let beta = g.tensor(&format!("{}.bias", self.name), &self.beta)?;
+        let gamma = g.tensor(&self.name.key("weight"), &self.gamma)?;
+        let beta = g.tensor(&self.name.key("bias"), &self.beta)?;
         Ok(g.node(
             "LayerNormalization",
             &[x, &gamma, &beta],
@@ -243,17 +247,18 @@ pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// A linear layer on `[..., D_in]` (PyTorch default initialisation).
 pub struct Dense {
-    name: String,
+    name: Prefix,
     weight: Tensor,
     bias: Tensor,
 }
 
 impl Dense {
-    pub fn new(p: &mut Params, name: &str, din: usize, dout: usize) -> Result<Self> {
+    pub fn new(p: &mut Params, name: impl Into<Prefix>, din: usize, dout: usize) -> Result<Self> {
+        let name = name.into();
         Ok(Dense {
-            name: name.into(),
-            weight: p.uniform(&format!("{name}.weight"), &[dout, din], din)?,
-            bias: p.uniform(&format!("{name}.bias"), &[dout], din)?,
+            name: name.clone(),
+            weight: p.uniform(&name.key("weight"), &[dout, din], din)?,
+            bias: p.uniform(&name.key("bias"), &[dout], din)?,
         })
     }
 
@@ -262,6 +267,6 @@ impl Dense {
     }
 
     pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
-        g.linear(&self.name, x, &self.weight, &self.bias)
+        g.linear(&self.name.to_string(), x, &self.weight, &self.bias)
     }
 }

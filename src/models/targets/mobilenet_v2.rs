@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use super::blocks::{Conv, ConvBn, Macs};
+use crate::models::prefix::Prefix;
 use crate::onnx::Graph;
 use crate::ops::act::Act;
 use crate::params::Params;
@@ -47,22 +48,17 @@ pub struct Expansion {
 }
 
 impl InvertedResidual {
-    pub fn new(p: &mut Params, name: &str, e: Expansion, side: &mut usize, macs: &mut Macs) -> Result<Self> {
+    pub fn new(p: &mut Params, name: impl Into<Prefix>, e: Expansion, side: &mut usize, macs: &mut Macs) -> Result<Self> {
+        let name = &name.into();
         let Expansion { cin, cout, t, stride } = e;
         let hidden = cin * t;
         let expand = if t != 1 {
-            Some(ConvBn::new(
-                p,
-                &format!("{name}.expand"),
-                Conv::dense(cin, hidden, 1, 1),
-                side,
-                macs,
-            )?)
+            Some(ConvBn::new(p, name.pp("expand"), Conv::dense(cin, hidden, 1, 1), side, macs)?)
         } else {
             None
         };
-        let depthwise = ConvBn::new(p, &format!("{name}.depthwise"), Conv::depthwise(hidden, 3, stride), side, macs)?;
-        let project = ConvBn::new(p, &format!("{name}.project"), Conv::dense(hidden, cout, 1, 1), side, macs)?;
+        let depthwise = ConvBn::new(p, name.pp("depthwise"), Conv::depthwise(hidden, 3, stride), side, macs)?;
+        let project = ConvBn::new(p, name.pp("project"), Conv::dense(hidden, cout, 1, 1), side, macs)?;
         Ok(InvertedResidual {
             expand,
             depthwise,
@@ -101,16 +97,11 @@ pub struct MobileNetV2 {
 }
 
 impl MobileNetV2 {
-    pub fn new(p: &mut Params, prefix: &str, width: f64, in_channels: usize, side: usize) -> Result<Self> {
+    pub fn new(p: &mut Params, prefix: impl Into<Prefix>, width: f64, in_channels: usize, side: usize) -> Result<Self> {
+        let prefix = &prefix.into();
         let (mut side, mut macs) = (side, Macs::default());
         let mut cin = make_divisible(32.0 * width);
-        let stem = ConvBn::new(
-            p,
-            &format!("{prefix}stem"),
-            Conv::dense(in_channels, cin, 3, 1),
-            &mut side,
-            &mut macs,
-        )?;
+        let stem = ConvBn::new(p, prefix.pp("stem"), Conv::dense(in_channels, cin, 3, 1), &mut side, &mut macs)?;
         let mut blocks = Vec::new();
         for (i, &(t, c, n, s)) in SETTINGS.iter().enumerate() {
             let cout = make_divisible(c as f64 * width);
@@ -119,7 +110,7 @@ impl MobileNetV2 {
                 let e = Expansion { cin, cout, t, stride };
                 blocks.push(InvertedResidual::new(
                     p,
-                    &format!("{prefix}features.{i}.{r}"),
+                    prefix.pp("features").pp(i).pp(r),
                     e,
                     &mut side,
                     &mut macs,
@@ -128,7 +119,7 @@ impl MobileNetV2 {
             }
         }
         let last = make_divisible(1280.0 * width.max(1.0));
-        let head = ConvBn::new(p, &format!("{prefix}head"), Conv::dense(cin, last, 1, 1), &mut side, &mut macs)?;
+        let head = ConvBn::new(p, prefix.pp("head"), Conv::dense(cin, last, 1, 1), &mut side, &mut macs)?;
         Ok(MobileNetV2 {
             stem,
             blocks,

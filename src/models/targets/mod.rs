@@ -9,6 +9,7 @@ pub mod vit_tiny;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::prefix::Prefix;
 use super::small_cnn::SmallCnn;
 use crate::onnx::Graph;
 use crate::params::Params;
@@ -93,6 +94,7 @@ impl Backbone {
     /// Build `spec` with its parameters under `prefix` (e.g. `target.backbone.`).
     pub fn new(p: &mut Params, prefix: &str, spec: &TargetSpec) -> Result<Self> {
         let (c, side, width) = (spec.in_channels, spec.image_size, spec.width);
+        let prefix = &Prefix::new(prefix);
         if !(width > 0.0 && width <= 4.0) {
             return Err(Error::config("target.width", format!("{width} must be in (0, 4]")));
         }

@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use super::blocks::{Conv, ConvBn, Macs};
+use crate::models::prefix::Prefix;
 use crate::onnx::Graph;
 use crate::ops::act::Act;
 use crate::params::Params;
@@ -18,15 +19,24 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    pub fn new(p: &mut Params, name: &str, cin: usize, cout: usize, stride: usize, side: &mut usize, macs: &mut Macs) -> Result<Self> {
+    pub fn new(
+        p: &mut Params,
+        name: impl Into<Prefix>,
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        side: &mut usize,
+        macs: &mut Macs,
+    ) -> Result<Self> {
+        let name = &name.into();
         let input_side = *side;
-        let conv1 = ConvBn::new(p, &format!("{name}.conv1"), Conv::dense(cin, cout, 3, stride), side, macs)?;
-        let conv2 = ConvBn::new(p, &format!("{name}.conv2"), Conv::dense(cout, cout, 3, 1), side, macs)?;
+        let conv1 = ConvBn::new(p, name.pp("conv1"), Conv::dense(cin, cout, 3, stride), side, macs)?;
+        let conv2 = ConvBn::new(p, name.pp("conv2"), Conv::dense(cout, cout, 3, 1), side, macs)?;
         let shortcut = if stride != 1 || cin != cout {
             let mut s = input_side;
             Some(ConvBn::new(
                 p,
-                &format!("{name}.shortcut"),
+                name.pp("shortcut"),
                 Conv::dense(cin, cout, 1, stride),
                 &mut s,
                 macs,
@@ -68,7 +78,8 @@ pub struct ResNet {
 
 impl ResNet {
     /// `depth`: 8 or 18.
-    pub fn new(p: &mut Params, prefix: &str, depth: usize, width: f64, in_channels: usize, side: usize) -> Result<Self> {
+    pub fn new(p: &mut Params, prefix: impl Into<Prefix>, depth: usize, width: f64, in_channels: usize, side: usize) -> Result<Self> {
+        let prefix = &prefix.into();
         let (base, stages): (&[usize], &[usize]) = match depth {
             8 => (&[16, 32, 64], &[1, 1, 1]),
             _ => (&[64, 128, 256, 512], &[2, 2, 2, 2]),
@@ -77,7 +88,7 @@ impl ResNet {
         let (mut side, mut macs) = (side, Macs::default());
         let stem = ConvBn::new(
             p,
-            &format!("{prefix}stem"),
+            prefix.pp("stem"),
             Conv::dense(in_channels, widths[0], 3, 1),
             &mut side,
             &mut macs,
@@ -89,7 +100,7 @@ impl ResNet {
                 let stride = if s > 0 && b == 0 { 2 } else { 1 };
                 blocks.push(BasicBlock::new(
                     p,
-                    &format!("{prefix}layer{}.{b}", s + 1),
+                    prefix.pp(format_args!("layer{}", s + 1)).pp(b),
                     cin,
                     cout,
                     stride,

@@ -6,6 +6,7 @@
 use candle_core::Tensor;
 
 use super::blocks::{softmax_last, Dense, LayerNorm, Macs};
+use crate::models::prefix::Prefix;
 use crate::onnx::{Attr, ConvSpec, Graph};
 use crate::params::Params;
 use crate::{Error, Result};
@@ -29,15 +30,16 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn new(p: &mut Params, name: &str, dim: usize, heads: usize, tokens: usize, macs: &mut Macs) -> Result<Self> {
+    pub fn new(p: &mut Params, name: impl Into<Prefix>, dim: usize, heads: usize, tokens: usize, macs: &mut Macs) -> Result<Self> {
+        let name = &name.into();
         macs.add(tokens * dim * 3 * dim + 2 * tokens * tokens * dim + tokens * dim * dim + 2 * tokens * dim * MLP_RATIO * dim);
         Ok(Block {
-            ln1: LayerNorm::new(p, &format!("{name}.norm1"), dim)?,
-            qkv: Dense::new(p, &format!("{name}.attn.qkv"), dim, 3 * dim)?,
-            proj: Dense::new(p, &format!("{name}.attn.proj"), dim, dim)?,
-            ln2: LayerNorm::new(p, &format!("{name}.norm2"), dim)?,
-            fc1: Dense::new(p, &format!("{name}.mlp.fc1"), dim, MLP_RATIO * dim)?,
-            fc2: Dense::new(p, &format!("{name}.mlp.fc2"), MLP_RATIO * dim, dim)?,
+            ln1: LayerNorm::new(p, name.pp("norm1"), dim)?,
+            qkv: Dense::new(p, name.pp("attn").pp("qkv"), dim, 3 * dim)?,
+            proj: Dense::new(p, name.pp("attn").pp("proj"), dim, dim)?,
+            ln2: LayerNorm::new(p, name.pp("norm2"), dim)?,
+            fc1: Dense::new(p, name.pp("mlp").pp("fc1"), dim, MLP_RATIO * dim)?,
+            fc2: Dense::new(p, name.pp("mlp").pp("fc2"), MLP_RATIO * dim, dim)?,
             dim,
             heads,
         })
@@ -107,7 +109,8 @@ pub struct VitTiny {
 }
 
 impl VitTiny {
-    pub fn new(p: &mut Params, prefix: &str, in_channels: usize, side: usize) -> Result<Self> {
+    pub fn new(p: &mut Params, prefix: impl Into<Prefix>, in_channels: usize, side: usize) -> Result<Self> {
+        let prefix = &prefix.into();
         if !side.is_multiple_of(PATCH) {
             return Err(Error::config(
                 "target.image_size",
@@ -120,17 +123,17 @@ impl VitTiny {
         let mut macs = Macs::default();
         macs.add(grid * grid * fan_in * DIM);
         let patch_weight = p.uniform(
-            &format!("{prefix}patch_embed.proj.weight"),
+            &prefix.pp("patch_embed").pp("proj").key("weight"),
             &[DIM, in_channels, PATCH, PATCH],
             fan_in,
         )?;
-        let patch_bias = p.uniform(&format!("{prefix}patch_embed.proj.bias"), &[DIM], fan_in)?;
-        let cls = p.normal(&format!("{prefix}cls_token"), &[1, 1, DIM], 0.02)?;
-        let pos = p.normal(&format!("{prefix}pos_embed"), &[1, tokens, DIM], 0.02)?;
+        let patch_bias = p.uniform(&prefix.pp("patch_embed").pp("proj").key("bias"), &[DIM], fan_in)?;
+        let cls = p.normal(&prefix.key("cls_token"), &[1, 1, DIM], 0.02)?;
+        let pos = p.normal(&prefix.key("pos_embed"), &[1, tokens, DIM], 0.02)?;
         let blocks = (0..DEPTH)
-            .map(|i| Block::new(p, &format!("{prefix}blocks.{i}"), DIM, HEADS, tokens, &mut macs))
+            .map(|i| Block::new(p, prefix.pp("blocks").pp(i), DIM, HEADS, tokens, &mut macs))
             .collect::<Result<Vec<_>>>()?;
-        let norm = LayerNorm::new(p, &format!("{prefix}norm"), DIM)?;
+        let norm = LayerNorm::new(p, prefix.pp("norm"), DIM)?;
         Ok(VitTiny {
             patch_weight,
             patch_bias,
