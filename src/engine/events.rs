@@ -23,13 +23,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct LossParts {
-    pub total: f64,
-    pub align: f64,
-    pub kd: f64,
-    pub ce: f64,
-}
+pub use crate::distill::loss::LossParts;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MethodResult {

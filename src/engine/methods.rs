@@ -12,7 +12,7 @@ use super::control::Control;
 use super::events::{Event, LossParts, MethodResult};
 use super::plan::{self, Job, PROBE_METHODS, TEACHER_METHODS};
 use super::run_dir::RunDir;
-use super::trainer::{timed, train_stage, Hooks, Live, LiveSource, StageOutcome, StageSpec, StepOut};
+use super::trainer::{timed, train_stage, Hooks, LiveSource, StageOutcome, StageSpec, StepOut};
 use crate::config::{Experiment, Group, HeadMode, LossWeights, LrSchedule, Method, PromptKind, Stage};
 use crate::data::{select_rows, ViewSet};
 use crate::distill::{loss, TeacherCache};

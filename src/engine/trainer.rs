@@ -159,71 +159,23 @@ pub fn train_stage(
         eval,
         mut after_epoch,
     } = hooks;
-    let named = params.named_vars(prefixes);
-    let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
-    let mut opt = Optimizer::new(spec.optimizer, named, spec.weight_decay, spec.momentum);
-    let bounds = batch_bounds(spec.items, spec.batch_size);
-    let steps_per_epoch = bounds.len();
-    let mut plan = LrPlan {
-        kind: spec.lr_schedule,
-        base: spec.lr,
-        warmup_steps: spec.warmup_epochs * steps_per_epoch,
-        total_steps: spec.epochs * steps_per_epoch,
-    };
-    let trainable_params = opt.param_count();
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ fnv1a(spec.method.bytes().chain([0u8]).chain(spec.stage.bytes())));
-    let mut pos = Position {
-        stage_index: spec.stage_index,
-        epoch: 1,
-        ..Position::default()
-    };
-    // The restored tensors are dropped once copied into the variables.
-    let resumed = match ckpt.take_restore(&spec.method, &spec.stage) {
-        Some(r) => {
-            params.restore(&r.tensors, &r.path)?;
-            opt.restore(&r.tensors, r.manifest.optimizer_steps, &r.path)?;
-            pos = r.manifest.position;
-            rng.set_word_pos(pos.rng_word_pos);
-            true
-        }
-        None => {
-            ctl.emit(Event::StageStarted {
-                method: spec.method.clone(),
-                stage: spec.stage.clone(),
-                epochs: spec.epochs,
-                steps_per_epoch,
-                trainable_params,
-            });
-            false
-        }
-    };
-    let (start_epoch, start_batch) = (pos.epoch, pos.batch);
-    let mut live = Live {
-        lr: spec.lr,
-        weights: spec.weights,
-        temperature: spec.temperature,
-    };
-    let policy = |ctl: &Control| ctl.live().map(|e| e.checkpoint.clone()).unwrap_or_else(|| spec.checkpoint.clone());
+    let mut run = StageRun::begin(ctl, ckpt, spec, params, prefixes)?;
+    let (start_epoch, start_batch) = run.start;
     for epoch in start_epoch..=spec.epochs {
         let started = Instant::now();
-        let epoch_rng = rng.get_word_pos();
-        let mut order: Vec<usize> = (0..spec.items).collect();
-        order.shuffle(&mut rng);
-        let rows: Vec<usize> = order.iter().map(|&i| i * spec.views + rng.random_range(0..spec.views)).collect();
+        let rows = run.shuffle(epoch);
         let first = if epoch == start_epoch { start_batch } else { 0 };
-        if epoch != start_epoch || !resumed {
-            (pos.partial, pos.correct) = (LossParts::default(), 0);
-        }
-        pos.epoch = epoch;
-        pos.rng_word_pos = epoch_rng;
         let mut lr = spec.lr;
-        for (b, &(lo, hi)) in bounds.iter().enumerate().skip(first) {
+        for b in first..run.bounds.len() {
+            let (lo, hi) = run.bounds[b];
             let req = ctl.between_steps()?;
-            let every = policy(ctl).every_steps;
-            let periodic = every > 0 && pos.step > 0 && pos.step.is_multiple_of(every) && !(resumed && epoch == start_epoch && b == first);
+            let every = run.policy(ctl).every_steps;
+            let pos = &mut run.pos;
+            let periodic =
+                every > 0 && pos.step > 0 && pos.step.is_multiple_of(every) && !(run.resumed && epoch == start_epoch && b == first);
             if req.save || periodic {
                 pos.batch = b;
-                save(ctl, ckpt, spec, &pos, params, &opt, req.save)?;
+                save(ctl, ckpt, spec, pos, params, &run.opt, req.save)?;
             }
             if req.skip_stage {
                 ctl.emit(Event::StageSkipped {
@@ -231,81 +183,205 @@ pub fn train_stage(
                     stage: spec.stage.clone(),
                     epoch,
                 });
-                return Ok(StageOutcome {
-                    test_acc: pos.test_acc,
-                    skipped: true,
-                    trainable_params,
-                });
+                return Ok(run.outcome(true));
             }
             if let Some(exp) = ctl.live() {
-                live.update(&spec.live, exp);
-                plan.base = live.lr;
+                run.live.update(&spec.live, exp);
+                run.plan.base = run.live.lr;
             }
             let step_started = Instant::now();
-            lr = plan.at(pos.step);
-            let progress = pos.step as f64 / plan.total_steps.max(1) as f64;
-            let next = bounds.get(b + 1).map_or(&[][..], |&(nlo, nhi)| &rows[nlo..nhi]);
+            lr = run.plan.at(run.pos.step);
+            let progress = run.pos.step as f64 / run.plan.total_steps.max(1) as f64;
+            let next = run.bounds.get(b + 1).map_or(&[][..], |&(nlo, nhi)| &rows[nlo..nhi]);
             let out = step(
                 &rows[lo..hi],
                 &StepCtx {
                     next,
                     progress,
-                    live: &live,
+                    live: &run.live,
                 },
             )?;
-            let loss = out.loss.to_scalar::<f32>()? as f64;
-            let diverged = |what: String| {
-                Error::Diverged(format!(
-                    "{} / {}: {what} at epoch {epoch}, step {} (loss terms: align {:.4}, kd {:.4}, ce {:.4}; lr {lr:.3e})",
-                    spec.method,
-                    spec.stage,
-                    pos.step + 1,
-                    out.parts.align,
-                    out.parts.kd,
-                    out.parts.ce
-                ))
-            };
-            if !loss.is_finite() {
-                return Err(diverged(format!("the loss is {loss}")));
-            }
-            let grads = out.loss.backward()?;
-            if let Some(bad) = non_finite_gradient(&grads, &names, &opt)? {
-                return Err(diverged(format!("the gradient of `{bad}` holds NaN or Inf (loss {loss:.4})")));
-            }
-            opt.step(&grads, lr)?;
-            let n = (hi - lo) as f64;
-            let sums = &mut pos.partial;
-            sums.total += out.parts.total * n;
-            sums.align += out.parts.align * n;
-            sums.kd += out.parts.kd * n;
-            sums.ce += out.parts.ce * n;
-            pos.correct += out.correct;
-            ctl.emit(Event::Step {
-                method: spec.method.clone(),
-                stage: spec.stage.clone(),
-                epoch,
-                steps: steps_per_epoch,
-                step: pos.step,
-                loss,
-                lr,
-                images: hi - lo,
-                wall_s: step_started.elapsed().as_secs_f64(),
-                data_wait_s: out.data_wait_s,
-            });
-            pos.step += 1;
+            run.optimise(ctl, out, epoch, hi - lo, lr, step_started)?;
         }
+        run.end_epoch(ctl, epoch, lr, started, eval)?;
+        if let Some(hook) = after_epoch.as_mut() {
+            hook(epoch)?;
+        }
+        run.checkpoint_epoch(ctl, ckpt, params, epoch)?;
+    }
+    Ok(run.outcome(false))
+}
+
+/// A stage's training state between steps: the optimiser, the LR plan, the shuffling
+/// RNG and the position a checkpoint records.
+struct StageRun<'s> {
+    spec: &'s StageSpec,
+    names: Vec<String>,
+    opt: Optimizer,
+    bounds: Vec<(usize, usize)>,
+    plan: LrPlan,
+    rng: ChaCha8Rng,
+    pos: Position,
+    live: Live,
+    /// Restored from a checkpoint taken inside this stage.
+    resumed: bool,
+    /// The (epoch, batch) training starts at: (1, 0), or where the checkpoint stopped.
+    start: (usize, usize),
+    trainable_params: usize,
+}
+
+impl<'s> StageRun<'s> {
+    /// Set the stage up, restoring its state when the run resumes inside it, and
+    /// announcing it otherwise.
+    fn begin(ctl: &mut Control, ckpt: &mut Checkpointer, spec: &'s StageSpec, params: &Params, prefixes: &[String]) -> Result<Self> {
+        let named = params.named_vars(prefixes);
+        let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
+        let mut opt = Optimizer::new(spec.optimizer, named, spec.weight_decay, spec.momentum);
+        let bounds = batch_bounds(spec.items, spec.batch_size);
+        let steps_per_epoch = bounds.len();
+        let plan = LrPlan {
+            kind: spec.lr_schedule,
+            base: spec.lr,
+            warmup_steps: spec.warmup_epochs * steps_per_epoch,
+            total_steps: spec.epochs * steps_per_epoch,
+        };
+        let trainable_params = opt.param_count();
+        let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ fnv1a(spec.method.bytes().chain([0u8]).chain(spec.stage.bytes())));
+        let mut pos = Position {
+            stage_index: spec.stage_index,
+            epoch: 1,
+            ..Position::default()
+        };
+        // The restored tensors are dropped once copied into the variables.
+        let resumed = match ckpt.take_restore(&spec.method, &spec.stage) {
+            Some(r) => {
+                params.restore(&r.tensors, &r.path)?;
+                opt.restore(&r.tensors, r.manifest.optimizer_steps, &r.path)?;
+                pos = r.manifest.position;
+                rng.set_word_pos(pos.rng_word_pos);
+                true
+            }
+            None => {
+                ctl.emit(Event::StageStarted {
+                    method: spec.method.clone(),
+                    stage: spec.stage.clone(),
+                    epochs: spec.epochs,
+                    steps_per_epoch,
+                    trainable_params,
+                });
+                false
+            }
+        };
+        Ok(StageRun {
+            spec,
+            names,
+            opt,
+            bounds,
+            plan,
+            rng,
+            start: (pos.epoch, pos.batch),
+            pos,
+            live: Live {
+                lr: spec.lr,
+                weights: spec.weights,
+                temperature: spec.temperature,
+            },
+            resumed,
+            trainable_params,
+        })
+    }
+
+    /// The checkpoint policy in force (the user may change it while the run goes).
+    fn policy(&self, ctl: &Control) -> Checkpointing {
+        ctl.live()
+            .map(|e| e.checkpoint.clone())
+            .unwrap_or_else(|| self.spec.checkpoint.clone())
+    }
+
+    /// The view rows of `epoch`: every image once, in order shuffled by the stage's RNG,
+    /// each in one of its views drawn at random. Records where the RNG stood, so a
+    /// resume inside this epoch draws the same rows.
+    fn shuffle(&mut self, epoch: usize) -> Vec<usize> {
+        let spec = self.spec;
+        let epoch_rng = self.rng.get_word_pos();
+        let mut order: Vec<usize> = (0..spec.items).collect();
+        order.shuffle(&mut self.rng);
+        let rows: Vec<usize> = order
+            .iter()
+            .map(|&i| i * spec.views + self.rng.random_range(0..spec.views))
+            .collect();
+        if epoch != self.start.0 || !self.resumed {
+            (self.pos.partial, self.pos.correct) = (LossParts::default(), 0);
+        }
+        self.pos.epoch = epoch;
+        self.pos.rng_word_pos = epoch_rng;
+        rows
+    }
+
+    /// Check a batch's loss and gradients, take the optimiser step, and report it.
+    fn optimise(&mut self, ctl: &mut Control, out: StepOut, epoch: usize, images: usize, lr: f64, started: Instant) -> Result<()> {
+        let spec = self.spec;
+        let loss = out.loss.to_scalar::<f32>()? as f64;
+        let step = self.pos.step + 1;
+        let diverged = |what: String| {
+            Error::Diverged(format!(
+                "{} / {}: {what} at epoch {epoch}, step {step} (loss terms: align {:.4}, kd {:.4}, ce {:.4}; lr {lr:.3e})",
+                spec.method, spec.stage, out.parts.align, out.parts.kd, out.parts.ce
+            ))
+        };
+        if !loss.is_finite() {
+            return Err(diverged(format!("the loss is {loss}")));
+        }
+        let grads = out.loss.backward()?;
+        if let Some(bad) = non_finite_gradient(&grads, &self.names, &self.opt)? {
+            return Err(diverged(format!("the gradient of `{bad}` holds NaN or Inf (loss {loss:.4})")));
+        }
+        self.opt.step(&grads, lr)?;
+        let n = images as f64;
+        let sums = &mut self.pos.partial;
+        sums.total += out.parts.total * n;
+        sums.align += out.parts.align * n;
+        sums.kd += out.parts.kd * n;
+        sums.ce += out.parts.ce * n;
+        self.pos.correct += out.correct;
+        ctl.emit(Event::Step {
+            method: spec.method.clone(),
+            stage: spec.stage.clone(),
+            epoch,
+            steps: self.bounds.len(),
+            step: self.pos.step,
+            loss,
+            lr,
+            images,
+            wall_s: started.elapsed().as_secs_f64(),
+            data_wait_s: out.data_wait_s,
+        });
+        self.pos.step += 1;
+        Ok(())
+    }
+
+    /// The epoch's mean losses and accuracy, evaluated on the test split where due.
+    fn end_epoch(
+        &mut self,
+        ctl: &mut Control,
+        epoch: usize,
+        lr: f64,
+        started: Instant,
+        eval: &mut (dyn FnMut() -> Result<f64> + '_),
+    ) -> Result<()> {
+        let spec = self.spec;
         let elapsed = started.elapsed().as_secs_f64();
         let n = spec.items as f64;
-        let sums = pos.partial;
+        let sums = self.pos.partial;
         let loss = LossParts {
             total: sums.total / n,
             align: sums.align / n,
             kd: sums.kd / n,
             ce: sums.ce / n,
         };
-        let evaluated = epoch % spec.eval_every == 0 || epoch == spec.epochs;
+        let evaluated = epoch.is_multiple_of(spec.eval_every) || epoch == spec.epochs;
         if evaluated {
-            pos.test_acc = Some(eval()?);
+            self.pos.test_acc = Some(eval()?);
         }
         ctl.emit(Event::Epoch {
             method: spec.method.clone(),
@@ -314,31 +390,38 @@ pub fn train_stage(
             epochs: spec.epochs,
             loss,
             lr,
-            train_acc: pos.correct as f64 / n,
-            test_acc: if evaluated { pos.test_acc } else { None },
+            train_acc: self.pos.correct as f64 / n,
+            test_acc: if evaluated { self.pos.test_acc } else { None },
             images_per_s: n / elapsed.max(1e-9),
-            gpu_memory_mib: opt.device().and_then(super::session::gpu_memory_mib),
+            gpu_memory_mib: self.opt.device().and_then(super::session::gpu_memory_mib),
         });
-        if let Some(hook) = after_epoch.as_mut() {
-            hook(epoch)?;
-        }
-        if epoch.is_multiple_of(policy(ctl).every_epochs) || epoch == spec.epochs {
+        Ok(())
+    }
+
+    /// The end-of-epoch checkpoint, where the policy asks for one (and after the
+    /// stage's last epoch): it resumes at the next epoch's first batch.
+    fn checkpoint_epoch(&mut self, ctl: &mut Control, ckpt: &mut Checkpointer, params: &Params, epoch: usize) -> Result<()> {
+        if epoch.is_multiple_of(self.policy(ctl).every_epochs) || epoch == self.spec.epochs {
             let next = Position {
                 epoch: epoch + 1,
                 batch: 0,
-                rng_word_pos: rng.get_word_pos(),
+                rng_word_pos: self.rng.get_word_pos(),
                 partial: LossParts::default(),
                 correct: 0,
-                ..pos
+                ..self.pos
             };
-            save(ctl, ckpt, spec, &next, params, &opt, false)?;
+            save(ctl, ckpt, self.spec, &next, params, &self.opt, false)?;
+        }
+        Ok(())
+    }
+
+    fn outcome(&self, skipped: bool) -> StageOutcome {
+        StageOutcome {
+            test_acc: self.pos.test_acc,
+            skipped,
+            trainable_params: self.trainable_params,
         }
     }
-    Ok(StageOutcome {
-        test_acc: pos.test_acc,
-        skipped: false,
-        trainable_params,
-    })
 }
 
 /// Write a resumable checkpoint. A failed write (disk full, read-only directory) is
