@@ -195,6 +195,26 @@ fn parameter_and_mac_counts_match_the_published_architectures() {
     assert_eq!(m8, 4 * m8_half);
 }
 
+#[test]
+fn every_backbone_names_its_architecture_and_counts_its_cost() {
+    for arch in tdmr::models::targets::Arch::ALL {
+        let mut p = Params::new(&Device::Cpu, 0);
+        let spec = TargetSpec {
+            arch,
+            width: 0.5,
+            image_size: 16,
+            in_channels: 3,
+        };
+        let b = Backbone::new(&mut p, "", &spec).unwrap();
+        assert_eq!(b.variant(), arch.name(), "{arch}");
+        // A 16×16 image costs at least one multiply-accumulate per weight of the
+        // first layer at each output pixel; zero would mean the cost went uncounted.
+        assert!(b.macs() > 1_000, "{arch}: {} MACs", b.macs());
+        let x = Tensor::zeros((2, 3, 16, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(b.features(&x, false).unwrap().dims(), [2, b.feature_dim()], "{arch}");
+    }
+}
+
 /// Train `arch` from scratch on ten digits per class for a few epochs; test accuracy.
 fn scratch_accuracy(arch: &str, width: f64, epochs: usize, lr: f64) -> f64 {
     let dir = tempfile::tempdir().unwrap();

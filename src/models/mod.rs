@@ -1,6 +1,7 @@
 //! Foundation models (frozen, loaded from real checkpoints) and target models (trained).
 
 pub mod efficientnet_lite;
+pub mod extractor;
 pub mod foundation;
 pub mod inspect;
 pub mod prefix;

@@ -16,6 +16,8 @@ pub struct SmallCnn {
     layers: Vec<ConvBn>,
     /// Multiply-accumulates per image at each conv layer, per input pixel of the image.
     macs_per_pixel: u64,
+    /// The image side it is used at, where known (its cost depends on it).
+    side: Option<usize>,
 }
 
 impl SmallCnn {
@@ -38,7 +40,20 @@ impl SmallCnn {
             macs_per_pixel += (macs.0 * 64) >> (2 * i);
             cin = cout;
         }
-        Ok(SmallCnn { layers, macs_per_pixel })
+        Ok(SmallCnn {
+            layers,
+            macs_per_pixel,
+            side: None,
+        })
+    }
+
+    /// The same network, used at images of side `side`.
+    pub fn at_side(self, side: usize) -> Self {
+        SmallCnn { side: Some(side), ..self }
+    }
+
+    pub fn side(&self) -> Option<usize> {
+        self.side
     }
 
     /// Multiply-accumulates per image of side `side` (a multiple of 8).

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use candle_core::{DType, Device, Tensor};
 
 use super::efficientnet_lite::EfficientNetLite;
+use super::extractor::FeatureExtractor;
 use super::weights::StrictWeights;
 use super::{Normalization, IMAGENET};
 use crate::{Error, Result};
@@ -273,13 +274,17 @@ impl Foundation {
         self.family.name()
     }
 
-    pub fn variant(&self) -> &str {
+    fn net(&self) -> &dyn FeatureExtractor {
         match &self.net {
-            Net::Lite(m) => m.variant(),
-            Net::ResNet(m) => &m.variant,
-            Net::ConvNext(m) => &m.variant,
-            Net::Vit(m) => &m.variant,
+            Net::Lite(m) => m,
+            Net::ResNet(m) => m,
+            Net::ConvNext(m) => m,
+            Net::Vit(m) => m,
         }
+    }
+
+    pub fn variant(&self) -> &str {
+        self.net().variant()
     }
 
     /// Floating-point values in the checkpoint (parameters and statistics).
@@ -291,12 +296,7 @@ impl Foundation {
     }
 
     pub fn feature_dim(&self) -> usize {
-        match &self.net {
-            Net::Lite(m) => m.feature_dim(),
-            Net::ResNet(m) => m.feature_dim,
-            Net::ConvNext(m) => m.feature_dim,
-            Net::Vit(m) => m.dim,
-        }
+        self.net().feature_dim()
     }
 
     /// The input normalisation the checkpoint was trained with.
@@ -325,18 +325,11 @@ impl Foundation {
 
     /// Pooled features `[B, d_F]` of a normalised `[B, 3, H, W]` input.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.net {
-            Net::Lite(m) => m.features(x),
-            other => {
-                self.forwards.fetch_add(1, Ordering::Relaxed);
-                match other {
-                    Net::ResNet(m) => m.features(x),
-                    Net::ConvNext(m) => m.features(x),
-                    Net::Vit(m) => m.features(x),
-                    Net::Lite(_) => unreachable!(),
-                }
-            }
+        // EfficientNet-Lite counts its own forwards (it is also used on its own).
+        if !matches!(self.net, Net::Lite(_)) {
+            self.forwards.fetch_add(1, Ordering::Relaxed);
         }
+        self.net().features(x, false)
     }
 
     /// The EfficientNet-Lite network, for what only it offers (its classifier, bf16).

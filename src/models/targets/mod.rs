@@ -9,6 +9,7 @@ pub mod vit_tiny;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::extractor::TargetBackbone;
 use super::prefix::Prefix;
 use super::small_cnn::SmallCnn;
 use crate::onnx::Graph;
@@ -82,13 +83,8 @@ pub fn head_macs(feature_dim: usize, proxy_dim: Option<usize>, classes: usize) -
     (projector + proxy_dim.unwrap_or(feature_dim) * classes) as u64
 }
 
-pub enum Backbone {
-    /// With the image side it was built for (its cost depends on it).
-    SmallCnn(SmallCnn, usize),
-    ResNet(resnet::ResNet),
-    MobileNetV2(mobilenet_v2::MobileNetV2),
-    VitTiny(vit_tiny::VitTiny),
-}
+/// A target's feature extractor, whichever architecture it is.
+pub struct Backbone(Box<dyn TargetBackbone>);
 
 impl Backbone {
     /// Build `spec` with its parameters under `prefix` (e.g. `target.backbone.`).
@@ -98,51 +94,36 @@ impl Backbone {
         if !(width > 0.0 && width <= 4.0) {
             return Err(Error::config("target.width", format!("{width} must be in (0, 4]")));
         }
-        Ok(match spec.arch {
-            Arch::SmallCnn => Backbone::SmallCnn(SmallCnn::new(p, prefix, c)?, side),
-            Arch::Resnet8 => Backbone::ResNet(resnet::ResNet::new(p, prefix, 8, width, c, side)?),
-            Arch::Resnet18 => Backbone::ResNet(resnet::ResNet::new(p, prefix, 18, width, c, side)?),
-            Arch::Mobilenetv2 => Backbone::MobileNetV2(mobilenet_v2::MobileNetV2::new(p, prefix, width, c, side)?),
-            Arch::VitTiny => Backbone::VitTiny(vit_tiny::VitTiny::new(p, prefix, c, side)?),
-        })
+        Ok(Backbone(match spec.arch {
+            Arch::SmallCnn => Box::new(SmallCnn::new(p, prefix, c)?.at_side(side)),
+            Arch::Resnet8 => Box::new(resnet::ResNet::new(p, prefix, 8, width, c, side)?),
+            Arch::Resnet18 => Box::new(resnet::ResNet::new(p, prefix, 18, width, c, side)?),
+            Arch::Mobilenetv2 => Box::new(mobilenet_v2::MobileNetV2::new(p, prefix, width, c, side)?),
+            Arch::VitTiny => Box::new(vit_tiny::VitTiny::new(p, prefix, c, side)?),
+        }))
     }
 
     pub fn feature_dim(&self) -> usize {
-        match self {
-            Backbone::SmallCnn(m, _) => m.feature_dim(),
-            Backbone::ResNet(m) => m.feature_dim(),
-            Backbone::MobileNetV2(m) => m.feature_dim(),
-            Backbone::VitTiny(m) => m.feature_dim(),
-        }
+        self.0.feature_dim()
+    }
+
+    /// The architecture, by the name `target.arch` gives it.
+    pub fn variant(&self) -> &str {
+        self.0.variant()
     }
 
     /// Multiply-accumulates per image of the backbone at the size it was built for.
     pub fn macs(&self) -> u64 {
-        match self {
-            Backbone::SmallCnn(m, side) => m.macs_at(*side),
-            Backbone::ResNet(m) => m.macs.0,
-            Backbone::MobileNetV2(m) => m.macs.0,
-            Backbone::VitTiny(m) => m.macs.0,
-        }
+        self.0.macs().unwrap_or(0)
     }
 
     /// Pooled features; `train` selects batch statistics for batch norm.
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match self {
-            Backbone::SmallCnn(m, _) => m.features(x, train),
-            Backbone::ResNet(m) => m.features(x, train),
-            Backbone::MobileNetV2(m) => m.features(x, train),
-            Backbone::VitTiny(m) => m.features(x, train),
-        }
+        self.0.features(x, train)
     }
 
     /// The evaluation-mode features as ONNX nodes after `x` `[B, C, H, W]`.
     pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
-        match self {
-            Backbone::SmallCnn(m, _) => m.emit_onnx(g, x),
-            Backbone::ResNet(m) => m.emit_onnx(g, x),
-            Backbone::MobileNetV2(m) => m.emit_onnx(g, x),
-            Backbone::VitTiny(m) => m.emit_onnx(g, x),
-        }
+        self.0.emit_onnx(g, x)
     }
 }

@@ -73,6 +73,7 @@ pub struct ResNet {
     stem: ConvBn,
     blocks: Vec<BasicBlock>,
     feature_dim: usize,
+    variant: &'static str,
     pub macs: Macs,
 }
 
@@ -114,12 +115,17 @@ impl ResNet {
             stem,
             blocks,
             feature_dim: cin,
+            variant: if depth == 8 { "resnet8" } else { "resnet18" },
             macs,
         })
     }
 
     pub fn feature_dim(&self) -> usize {
         self.feature_dim
+    }
+
+    pub fn variant(&self) -> &'static str {
+        self.variant
     }
 
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
