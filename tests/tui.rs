@@ -52,7 +52,7 @@ fn pump(app: &mut App, secs: u64, what: &str, done: impl Fn(&App) -> bool) {
 }
 
 fn log_text(app: &App) -> String {
-    app.log.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")
+    app.log.lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
@@ -183,7 +183,8 @@ fn fake_engine(stages: Vec<(&'static str, &'static str, usize)>, steps: usize) -
 }
 
 fn row_state(app: &App, method: &str, stage: &str) -> RowState {
-    app.plan
+    app.schedule
+        .plan
         .rows
         .iter()
         .find(|r| r.method == method && r.stage == stage)
@@ -233,7 +234,7 @@ fn scripted_engine_timeline_charts_pause_skip_and_bad_config() {
 
     // Pause: the state says so and no step arrives any more.
     press(&mut app, ' ');
-    pump(&mut app, 5, "paused", |a| a.run == RunState::Paused);
+    pump(&mut app, 5, "paused", |a| a.run.state == RunState::Paused);
     let s = screen(&app, 80, 24);
     assert!(s.contains("paused"), "{s}");
     std::thread::sleep(Duration::from_millis(50));
@@ -243,7 +244,7 @@ fn scripted_engine_timeline_charts_pause_skip_and_bad_config() {
     app.poll();
     assert_eq!(app.charts.x, x, "no step while paused");
     press(&mut app, 'p');
-    pump(&mut app, 5, "resumed", |a| a.run == RunState::Running && a.charts.x > x);
+    pump(&mut app, 5, "resumed", |a| a.run.state == RunState::Running && a.charts.x > x);
 
     // Skip: the running stage is marked skipped and the next one runs.
     press(&mut app, 'n');
@@ -257,21 +258,21 @@ fn scripted_engine_timeline_charts_pause_skip_and_bad_config() {
     assert!(s.contains("» tdmr/align") && s.contains("▶ tdmr/align+kd"), "{s}");
 
     // A broken edit: the error (with its line) is shown, the run goes on untouched.
-    let cfg = app.config_path.clone();
+    let cfg = app.config.path.clone();
     std::fs::write(&cfg, tiny_text().replace("lr = 1e-3", "lr = \"fast\"")).unwrap();
     assert!(app.reload_config(false));
     let before = app.charts.x;
     pump(&mut app, 5, "steps after the bad edit", |a| a.charts.x > before + 3.0);
     let s = screen(&app, 80, 24);
     assert!(s.contains("config error") && s.contains("line"), "{s}");
-    assert_eq!(app.run, RunState::Running);
-    assert_eq!(app.exp.distill.stages[2].lr, 1e-3, "the session kept its configuration");
+    assert_eq!(app.run.state, RunState::Running);
+    assert_eq!(app.config.exp.distill.stages[2].lr, 1e-3, "the session kept its configuration");
 
     // Abort asks first, then stops the engine.
     press(&mut app, 'x');
     assert!(screen(&app, 80, 24).contains("Abort the run?"));
     press(&mut app, 'y');
-    pump(&mut app, 5, "the abort", |a| a.run == RunState::Aborted);
+    pump(&mut app, 5, "the abort", |a| a.run.state == RunState::Aborted);
 }
 
 #[test]
@@ -308,16 +309,16 @@ fn schedule_edits_rewrite_the_file_and_keep_comments() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!("# keep me\n{}", tiny_text());
     let mut app = new_app(dir.path(), &text);
-    let first = app.plan.rows.iter().position(|r| r.distill_index == Some(0)).unwrap();
-    app.selected = first;
+    let first = app.schedule.plan.rows.iter().position(|r| r.distill_index == Some(0)).unwrap();
+    app.schedule.selected = first;
     press(&mut app, 'a');
-    let names = |a: &App| a.exp.distill.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    let names = |a: &App| a.config.exp.distill.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&app), ["align", "align-2", "align+kd", "task"]);
     press(&mut app, 'J');
     assert_eq!(names(&app), ["align-2", "align", "align+kd", "task"], "{}", log_text(&app));
     press(&mut app, 'd');
     assert_eq!(names(&app), ["align-2", "align+kd", "task"]);
-    let on_disk = std::fs::read_to_string(&app.config_path).unwrap();
+    let on_disk = std::fs::read_to_string(&app.config.path).unwrap();
     assert!(on_disk.starts_with("# keep me"), "{on_disk}");
     let s = screen(&app, 160, 48);
     assert!(s.contains("tdmr/align-2") && !s.contains("tdmr/align "), "{s}");
@@ -331,23 +332,23 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     let mut app = new_app(dir.path(), &text);
     press(&mut app, 's');
     pump(&mut app, 120, "stage 1 steps", |a| {
-        a.plan.running().is_some_and(|r| r.method == "vp") && a.charts.x > 3.0
+        a.schedule.plan.running().is_some_and(|r| r.method == "vp") && a.charts.x > 3.0
     });
     let s = screen(&app, 80, 24);
     assert!(s.contains("▶ vp/reprogram"), "{s}");
 
     press(&mut app, 'p');
-    pump(&mut app, 120, "paused", |a| a.run == RunState::Paused);
+    pump(&mut app, 120, "paused", |a| a.run.state == RunState::Paused);
     let x = app.charts.x;
     std::thread::sleep(Duration::from_millis(600));
     app.poll();
     assert_eq!(app.charts.x, x, "the real engine takes no step while paused");
     assert!(screen(&app, 80, 24).contains("paused"));
     press(&mut app, 'p');
-    pump(&mut app, 120, "resumed", |a| a.run == RunState::Running);
+    pump(&mut app, 120, "resumed", |a| a.run.state == RunState::Running);
 
     // A live edit: stage 1's learning rate.
-    let cfg = app.config_path.clone();
+    let cfg = app.config.path.clone();
     let edited = text.replace("[stage1]\nepochs = 40", "[stage1]\nepochs = 40\nlr = 0.002");
     std::fs::write(&cfg, &edited).unwrap();
     app.reload_config(false);
@@ -355,13 +356,13 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
         log_text(a).contains("config applied: stage1.lr")
     });
     pump(&mut app, 120, "a step at the new lr", |a| (a.charts.lr - 0.002).abs() / 0.002 < 0.5);
-    assert!(app.pending.is_empty());
+    assert!(app.config.pending.is_empty());
 
     // A restart-only edit is pending, not applied.
     std::fs::write(&cfg, edited.replace("proxy_dim = 16", "proxy_dim = 32")).unwrap();
     app.reload_config(false);
-    assert_eq!(app.pending.len(), 1, "{:?}", app.pending);
-    assert_eq!(app.exp.reprogram.proxy_dim, 16);
+    assert_eq!(app.config.pending.len(), 1, "{:?}", app.config.pending);
+    assert_eq!(app.config.exp.reprogram.proxy_dim, 16);
     assert!(screen(&app, 80, 24).contains("restart pending"));
 
     // A broken edit never reaches the engine.
@@ -370,11 +371,11 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     let x = app.charts.x;
     pump(&mut app, 120, "training to go on", |a| a.charts.x > x + 2.0);
     assert!(screen(&app, 80, 24).contains("config error"));
-    assert_eq!(app.run, RunState::Running);
+    assert_eq!(app.run.state, RunState::Running);
 
     press(&mut app, 'c');
     pump(&mut app, 120, "the checkpoint on demand", |a| {
-        a.checkpoints.iter().any(|c| c.method == "vp")
+        a.runs.checkpoints.iter().any(|c| c.method == "vp")
     });
     assert!(
         screen(&app, 160, 48).contains("vp/reprogram resume-"),
@@ -389,14 +390,16 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     // The pending change takes effect with a restart (a new run directory).
     std::fs::write(&cfg, edited.replace("proxy_dim = 16", "proxy_dim = 32")).unwrap();
     app.reload_config(false);
-    let first_run = app.run_dir.clone().unwrap();
+    let first_run = app.run.dir.clone().unwrap();
     press(&mut app, 'R');
     assert!(screen(&app, 80, 24).contains("pending change"));
     press(&mut app, 'y');
-    assert_eq!(app.exp.reprogram.proxy_dim, 32);
-    assert_ne!(app.run_dir.as_ref(), Some(&first_run));
-    assert!(app.pending.is_empty());
-    pump(&mut app, 60, "the restarted run's first stage", |a| a.plan.running().is_some());
+    assert_eq!(app.config.exp.reprogram.proxy_dim, 32);
+    assert_ne!(app.run.dir.as_ref(), Some(&first_run));
+    assert!(app.config.pending.is_empty());
+    pump(&mut app, 60, "the restarted run's first stage", |a| {
+        a.schedule.plan.running().is_some()
+    });
 
     // Quit while running: confirm, and the run directory is complete.
     press(&mut app, 'q');
@@ -404,7 +407,7 @@ fn real_engine_pause_live_lr_bad_edit_skip_and_quit() {
     press(&mut app, 'y');
     assert!(app.should_quit);
     app.shutdown();
-    for run in [first_run.clone(), app.run_dir.clone().unwrap()] {
+    for run in [first_run.clone(), app.run.dir.clone().unwrap()] {
         for f in ["config.toml", "metrics.jsonl", "report.md", "summary.json"] {
             assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
         }
@@ -467,7 +470,7 @@ fn themes_hot_reload_and_no_color() {
     assert!(log_text(&app).contains("colors.accent"));
     // The config's `theme` key is live: switching it repaints at once.
     std::fs::write(
-        &app.config_path,
+        &app.config.path,
         text.replace(&format!("{:?}", theme.display().to_string()), "\"light\""),
     )
     .unwrap();
@@ -493,10 +496,10 @@ fn attach_replays_a_run_directory_read_only() {
     let mut app = open_app(run_dir.join("config.toml"), None, None, false);
     let (session, stop) = tdmr::tui::follow::attach(&run_dir).unwrap();
     app.attach_read_only(session, stop);
-    pump(&mut app, 120, "the replay to reach the end", |a| a.run == RunState::Done);
+    pump(&mut app, 120, "the replay to reach the end", |a| a.run.state == RunState::Done);
     let s = screen(&app, 160, 48);
     assert!(s.contains("✓ done") && s.contains("✓ tdmr/task") && s.contains("✓ kd/train"), "{s}");
-    assert_eq!(app.results.len(), 6, "every method's result is in the Runs pane");
+    assert_eq!(app.runs.results.len(), 6, "every method's result is in the Runs pane");
     assert!(app.charts.x > 10.0, "the charts replayed the steps");
     // Controls do not pretend to reach another process; quitting needs no confirmation.
     press(&mut app, 'p');
@@ -534,11 +537,11 @@ fn resume_key_replays_the_history_and_continues_from_the_last_checkpoint() {
     std::fs::remove_file(manifests.pop().unwrap()).unwrap();
 
     app.resume(Some(run_dir.clone()));
-    assert_eq!(app.run, RunState::Running);
-    assert!(app.results.len() >= 5, "finished methods come back from the history");
-    pump(&mut app, 120, "the resumed run to finish", |a| a.run == RunState::Done);
+    assert_eq!(app.run.state, RunState::Running);
+    assert!(app.runs.results.len() >= 5, "finished methods come back from the history");
+    pump(&mut app, 120, "the resumed run to finish", |a| a.run.state == RunState::Done);
     assert!(log_text(&app).contains("resumed at kd/train"), "{}", log_text(&app));
-    assert_eq!(app.results.len(), 6);
+    assert_eq!(app.runs.results.len(), 6);
     let s = screen(&app, 160, 48);
     assert!(s.contains("✓ done") && s.contains("✓ kd/train"), "{s}");
     app.shutdown();
@@ -552,14 +555,16 @@ fn divergence_pauses_the_workbench_and_space_continues_with_the_edited_lr() {
         .replace("[stage1]\n", "[stage1]\nlr = 1e38\n");
     let mut app = new_app(dir.path(), &text);
     press(&mut app, 's');
-    pump(&mut app, 60, "the divergence to pause the run", |a| a.run == RunState::Paused);
+    pump(&mut app, 60, "the divergence to pause the run", |a| a.run.state == RunState::Paused);
     assert!(log_text(&app).contains("diverged: vp / reprogram"), "{}", log_text(&app));
     // The user lowers the lr in the file; the reload takes it while paused.
     std::fs::write(dir.path().join("exp.toml"), text.replace("lr = 1e38", "lr = 1e-2")).unwrap();
     app.reload_config(true);
     press(&mut app, ' ');
-    pump(&mut app, 120, "the run to finish after the divergence", |a| a.run == RunState::Done);
-    assert_eq!(app.results.len(), 1, "{}", log_text(&app));
+    pump(&mut app, 120, "the run to finish after the divergence", |a| {
+        a.run.state == RunState::Done
+    });
+    assert_eq!(app.runs.results.len(), 1, "{}", log_text(&app));
     app.shutdown();
 }
 
@@ -634,7 +639,7 @@ fn extends_chains_merge_tables_replace_arrays_and_reload_when_a_base_changes() {
     std::fs::write(&base, tiny_text().replace("batch_size = 10", "batch_size = 12")).unwrap();
     wait_for_config_event(&mut rx, "the edited base");
     assert!(app.reload_config(false), "the base's edit was not seen");
-    assert_eq!(app.exp.distill.batch_size, 12, "{}", log_text(&app));
+    assert_eq!(app.config.exp.distill.batch_size, 12, "{}", log_text(&app));
 }
 
 #[test]
@@ -693,13 +698,13 @@ fn the_schedule_sizes_pending_stages_by_the_image_folders_classes() {
         &text[end..]
     );
     let app = new_app(dir.path(), &text);
-    assert_eq!(app.exp.data.kind, tdmr::config::DataKind::ImageFolder);
+    assert_eq!(app.config.exp.data.kind, tdmr::config::DataKind::ImageFolder);
     let steps = |method: &str, stage: &str| {
-        let r = app.plan.rows.iter().find(|r| r.method == method && r.stage == stage);
-        r.unwrap_or_else(|| panic!("no {method}/{stage} in {:?}", app.plan.rows))
+        let r = app.schedule.plan.rows.iter().find(|r| r.method == method && r.stage == stage);
+        r.unwrap_or_else(|| panic!("no {method}/{stage} in {:?}", app.schedule.plan.rows))
             .steps_per_epoch
     };
     assert_eq!(steps("tdmr-teacher", "reprogram"), 1, "6 labelled images in batches of 8");
     assert_eq!(steps("tdmr", "align"), 1, "6 labelled images in batches of 10");
-    assert!(app.plan.rows.iter().all(|r| r.state == RowState::Pending));
+    assert!(app.schedule.plan.rows.iter().all(|r| r.state == RowState::Pending));
 }

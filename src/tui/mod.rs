@@ -3,9 +3,9 @@
 //! keys, file changes and signals into commands.
 
 pub mod app;
-pub mod charts;
 pub mod follow;
 pub mod keymap;
+pub mod panes;
 pub mod plan;
 pub mod series;
 pub mod sweep_browser;
@@ -175,7 +175,7 @@ async fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> anyhow::Re
                     dirty |= app.check_theme();
                 }
                 // Clocks and the loading timer move once a second even without events.
-                if ticks.is_multiple_of(10) && (app.run.is_active() || matches!(app.foundation, app::FoundationState::Loading { .. })) {
+                if ticks.is_multiple_of(10) && (app.run.is_active() || app.foundation.is_loading()) {
                     dirty = true;
                 }
             }
@@ -311,7 +311,7 @@ fn drive(mut app: App) -> anyhow::Result<()> {
                 eprintln!("stopping the engine at its next step…");
             }
             app.shutdown();
-            if let Some(dir) = &app.run_dir {
+            if let Some(dir) = &app.run.dir {
                 eprintln!("run directory: {}", dir.display());
             }
             result.map(|_| ())

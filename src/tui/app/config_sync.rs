@@ -1,5 +1,5 @@
-//! The config file and the session: hot reload (live changes, pending ones, errors)
-//! and the Schedule pane's edits written back to the file.
+//! The config file and the session: what a reload found, said in the log and sent to
+//! a running engine, and the Schedule pane's edits written back to the file.
 
 use super::*;
 
@@ -7,112 +7,91 @@ impl App {
     /// Re-read the config file. Unchanged text is ignored unless `forced` (the reload key
     /// and SIGUSR1 re-report). An invalid file never changes the session.
     pub fn reload_config(&mut self, forced: bool) -> bool {
-        if self.read_only {
+        if self.run.read_only {
             return false;
         }
-        let chain = match crate::config::inherit::chain(&self.config_path) {
-            Ok(c) => c,
-            // Mid-rename, or deleted: keep everything, say so only when asked.
-            Err(e) => {
-                if forced {
-                    self.error(e.to_string());
-                }
-                return forced;
-            }
-        };
-        let texts: Vec<String> = chain.iter().map(|l| l.text.clone()).collect();
-        if texts == self.chain_texts && !forced {
-            return false;
-        }
-        self.chain_texts = texts;
-        let parsed = Experiment::from_chain(&chain, &self.overrides);
-        let new = match parsed {
-            Ok(e) => e,
-            Err(e) => {
-                let msg = e.to_string();
-                self.error(format!("{msg} — the session keeps its configuration"));
-                self.config_error = Some(msg);
-                return true;
-            }
-        };
-        self.config_error = None;
+        let old_theme = self.config.exp.theme.clone();
         let progress = self.progress();
-        let changes = live::diff(&self.exp, &new, &progress);
-        if changes.is_empty() {
-            self.pending.clear();
-            self.next = None;
-            if forced {
-                self.info("config reloaded: no changes");
+        match self.config.reload(forced, &progress) {
+            Reload::Unchanged => false,
+            // Mid-rename, or deleted: keep everything, say so only when asked.
+            Reload::Unreadable(e) => {
+                if forced {
+                    self.error(e);
+                }
+                forced
             }
-            return true;
-        }
-        let (mut now, mut later) = (Vec::new(), Vec::new());
-        for c in changes {
-            match &c.verdict {
-                Verdict::Live => now.push(c),
-                Verdict::Restart => later.push(c),
-                Verdict::Refused(why) => self.warn(format!("not applied: {c} ({why})")),
+            Reload::Invalid(msg) => {
+                self.error(format!("{msg} — the session keeps its configuration"));
+                true
+            }
+            Reload::NoChanges => {
+                if forced {
+                    self.info("config reloaded: no changes");
+                }
+                true
+            }
+            Reload::Changed { live, restart, refused } => {
+                for (c, why) in refused {
+                    self.warn(format!("not applied: {c} ({why})"));
+                }
+                if !live.is_empty() {
+                    let list: Vec<String> = live.iter().map(|c| c.to_string()).collect();
+                    if self.run.is_active() {
+                        // The engine logs ConfigApplied when it takes them, at its next step.
+                        self.send(Command::Apply {
+                            config: Box::new(self.config.exp.clone()),
+                            changes: list,
+                        });
+                    } else {
+                        self.info(format!("config: {}", list.join("; ")));
+                    }
+                }
+                self.schedule.plan.rebuild(&self.config.exp);
+                if self.config.exp.theme != old_theme && self.options.theme.is_none() {
+                    let t = self.config.exp.theme.clone();
+                    self.set_theme(&t);
+                }
+                if !restart.is_empty() {
+                    self.warn(format!(
+                        "{} change(s) wait for a restart (R): {}",
+                        restart.len(),
+                        restart.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; ")
+                    ));
+                }
+                true
             }
         }
-        let old_theme = self.exp.theme.clone();
-        let merged = live::merge(&self.exp, &new, &progress);
-        if !now.is_empty() {
-            let list: Vec<String> = now.iter().map(|c| c.to_string()).collect();
-            if self.run.is_active() {
-                // The engine logs ConfigApplied when it takes them, at its next step.
-                self.send(Command::Apply {
-                    config: Box::new(merged.clone()),
-                    changes: list,
-                });
-            } else {
-                self.info(format!("config: {}", list.join("; ")));
-            }
-        }
-        self.exp = merged;
-        self.plan.rebuild(&self.exp);
-        if self.exp.theme != old_theme && self.options.theme.is_none() {
-            let t = self.exp.theme.clone();
-            self.set_theme(&t);
-        }
-        self.applied = now;
-        if !later.is_empty() {
-            self.warn(format!(
-                "{} change(s) wait for a restart (R): {}",
-                later.len(),
-                later.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; ")
-            ));
-            self.next = Some(new);
-        } else {
-            self.next = None;
-        }
-        self.pending = later;
-        true
     }
 
     pub(super) fn edit_schedule(&mut self, op: StageOp) {
-        let Some(row) = self.plan.rows.get(self.selected) else { return };
+        let selected = self.schedule.selected;
+        let Some(row) = self.schedule.plan.rows.get(selected) else { return };
         let Some(i) = row.distill_index else {
             self.warn("only the tdmr distillation stages can be edited here (e edits the whole file)");
             return;
         };
         if row.state != RowState::Pending {
-            self.warn(format!("{} has started: only pending stages change", row.stage));
+            let msg = format!("{} has started: only pending stages change", row.stage);
+            self.warn(msg);
             return;
         }
         let next_pending = self
+            .schedule
             .plan
             .rows
-            .get(self.selected + 1)
+            .get(selected + 1)
             .is_some_and(|r| r.distill_index.is_some() && r.state == RowState::Pending);
         if op == StageOp::SwapWithNext(i) && !next_pending {
             self.warn("the next stage is not a pending distillation stage");
             return;
         }
-        let origin = self.config_path.display().to_string();
-        let edited = std::fs::read_to_string(&self.config_path)
-            .map_err(|e| crate::Error::io(&self.config_path, e))
+        let path = self.config.path.clone();
+        let origin = path.display().to_string();
+        let edited = std::fs::read_to_string(&path)
+            .map_err(|e| crate::Error::io(&path, e))
             .and_then(|t| stage_edit::edit(&t, &origin, op))
-            .and_then(|t| crate::engine::run_dir::write_text_atomic(&self.config_path, &t));
+            .and_then(|t| crate::engine::run_dir::write_text_atomic(&path, &t));
         match edited {
             Ok(()) => {
                 self.info(format!("schedule edited in {origin}"));
@@ -123,11 +102,9 @@ impl App {
     }
 
     pub(super) fn move_selection(&mut self, up: bool) {
-        match (self.view.focus, up) {
-            (Pane::Log, true) => self.log_scroll = (self.log_scroll + 1).min(self.log.len().saturating_sub(1)),
-            (Pane::Log, false) => self.log_scroll = self.log_scroll.saturating_sub(1),
-            (_, true) => self.selected = self.selected.saturating_sub(1),
-            (_, false) => self.selected = (self.selected + 1).min(self.plan.rows.len().saturating_sub(1)),
+        match self.view.focus {
+            Pane::Log => self.log.scroll(up),
+            _ => self.schedule.move_selection(up),
         }
     }
 

@@ -27,7 +27,7 @@ impl App {
             return Effect::None;
         }
         let Some(action) = keymap::lookup(&key) else { return Effect::None };
-        if self.read_only {
+        if self.run.read_only {
             use Action::*;
             match action {
                 Quit if !self.view.zoom => {
@@ -61,17 +61,17 @@ impl App {
             Action::ReloadConfig => {
                 self.reload_config(true);
             }
-            Action::Restart if self.next.is_some() || !self.run.is_active() => self.view.overlay = Overlay::Confirm(Confirm::Restart),
+            Action::Restart if self.config.next.is_some() || !self.run.is_active() => {
+                self.view.overlay = Overlay::Confirm(Confirm::Restart)
+            }
             Action::Restart => self.info("no change waits for a restart"),
             Action::EditConfig => {
                 let line = self
-                    .plan
-                    .rows
-                    .get(self.selected)
-                    .and_then(|r| r.distill_index)
-                    .and_then(|i| stage_edit::stage_line(self.config_text(), i));
+                    .schedule
+                    .selected_distill()
+                    .and_then(|i| stage_edit::stage_line(self.config.text(), i));
                 return Effect::OpenEditor {
-                    path: self.config_path.clone(),
+                    path: self.config.path.clone(),
                     line,
                 };
             }
@@ -84,17 +84,17 @@ impl App {
             Action::StageAdd => self.schedule_op(StageOp::Duplicate),
             Action::StageRemove => self.schedule_op(StageOp::Remove),
             Action::StageMoveUp => {
-                if let Some(i) = self.selected_distill() {
-                    if i > 0 && self.selected > 0 {
-                        self.selected -= 1;
+                if let Some(i) = self.schedule.selected_distill() {
+                    if i > 0 && self.schedule.selected > 0 {
+                        self.schedule.selected -= 1;
                         self.edit_schedule(StageOp::SwapWithNext(i - 1));
                     }
                 }
             }
             Action::StageMoveDown => {
-                if let Some(i) = self.selected_distill() {
+                if let Some(i) = self.schedule.selected_distill() {
                     self.edit_schedule(StageOp::SwapWithNext(i));
-                    self.selected = (self.selected + 1).min(self.plan.rows.len().saturating_sub(1));
+                    self.schedule.move_selection(false);
                 }
             }
             Action::ToggleWindow => {
@@ -130,12 +130,8 @@ impl App {
         Effect::None
     }
 
-    pub(super) fn selected_distill(&self) -> Option<usize> {
-        self.plan.rows.get(self.selected).and_then(|r| r.distill_index)
-    }
-
     pub(super) fn schedule_op(&mut self, op: fn(usize) -> StageOp) {
-        match self.selected_distill() {
+        match self.schedule.selected_distill() {
             Some(i) => self.edit_schedule(op(i)),
             None => self.warn("select a tdmr distillation stage first (↑/↓ in the Schedule pane)"),
         }

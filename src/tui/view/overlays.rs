@@ -66,7 +66,9 @@ pub(super) fn draw_confirm(f: &mut Frame, app: &App, area: Rect, what: Confirm) 
     let q = match what {
         Confirm::Abort => "Abort the run? Checkpoints and the report so far are kept.".to_string(),
         Confirm::Quit => "Training is running. Stop it and quit? The run directory stays complete.".to_string(),
-        Confirm::Restart if app.run.is_active() => format!("Stop this run and start again with {} pending change(s)?", app.pending.len()),
+        Confirm::Restart if app.run.is_active() => {
+            format!("Stop this run and start again with {} pending change(s)?", app.config.pending.len())
+        }
         Confirm::Restart => "Start a new run with the file's configuration?".to_string(),
     };
     let rect = centered(area, 62, 5);

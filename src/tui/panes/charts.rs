@@ -1,8 +1,11 @@
-//! What the charts show: loss terms and accuracies on one step axis for the whole run,
-//! fed by engine events.
+//! The Charts pane: loss terms and accuracies on one step axis for the whole run, fed
+//! by engine events (drawing in `draw`).
 
-use super::series::{Ema, Series};
 use crate::engine::Event;
+use crate::tui::series::{Ema, Series};
+
+mod draw;
+pub use draw::{ChartView, MarkerKind, Window};
 
 /// The charts' data: loss terms and accuracies on one step axis for the whole run.
 #[derive(Debug, Clone)]
