@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::prefix::Prefix;
 use super::IMAGENET;
 use crate::models::foundation::Family;
 use crate::{Error, Result};
@@ -88,14 +89,14 @@ fn resnet(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
 
 fn convnext(keys: &BTreeMap<String, Vec<usize>>) -> Option<Detected> {
     // timm or Hugging Face (with or without the `convnext.` prefix) key names.
-    let hf = ["convnext.", ""]
+    let hf = [Prefix::new("convnext"), Prefix::root()]
         .into_iter()
-        .find(|p| keys.contains_key(&format!("{p}embeddings.patch_embeddings.weight")));
+        .find(|p| keys.contains_key(&p.key("embeddings.patch_embeddings.weight")));
     let (stem, stage2, norm, fc) = match hf {
         Some(p) => (
-            format!("{p}embeddings.patch_embeddings.weight"),
-            format!("{p}encoder.stages.2.layers."),
-            format!("{p}layernorm.weight"),
+            p.key("embeddings.patch_embeddings.weight"),
+            p.pp("encoder.stages.2.layers").dotted(),
+            p.key("layernorm.weight"),
             "classifier.weight".to_string(),
         ),
         None => (

@@ -184,11 +184,8 @@ impl ConvNext {
         }
         let (head_ln, head_eps, classifier) = layout.head();
         let head_norm = w.take_affine(&head_ln, &[c], &[c])?;
+        let classes = w.shape_of(&classifier.key("weight")).and_then(|s| s.first().copied()).unwrap_or(0);
         let classifier = classifier.dotted();
-        let classes = w
-            .shape_of(&format!("{classifier}weight"))
-            .and_then(|s| s.first().copied())
-            .unwrap_or(0);
         w.ignore(|k| k.starts_with(&classifier));
         Ok(ConvNext {
             stem,
