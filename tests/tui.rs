@@ -708,3 +708,51 @@ fn the_schedule_sizes_pending_stages_by_the_image_folders_classes() {
     assert_eq!(steps("tdmr", "align"), 1, "6 labelled images in batches of 10");
     assert!(app.schedule.plan.rows.iter().all(|r| r.state == RowState::Pending));
 }
+
+#[test]
+fn steering_lengthens_the_running_stage_and_halves_its_lr() {
+    let dir = tempfile::tempdir().unwrap();
+    // A long last stage, so the keys land while it runs.
+    let text = tiny_text().replace("name = \"task\"\nepochs = 1", "name = \"task\"\nepochs = 20");
+    let mut app = new_app(dir.path(), &text);
+    press(&mut app, '+');
+    assert!(log_text(&app).contains("nothing is running"), "{}", log_text(&app));
+    press(&mut app, 's');
+    pump(&mut app, 300, "tdmr/task to run", |a| {
+        a.schedule.plan.running().is_some_and(|r| r.method == "tdmr" && r.stage == "task")
+            && matches!(row_state(a, "tdmr", "task"), RowState::Running { epoch, .. } if epoch >= 2)
+    });
+    press(&mut app, '+');
+    pump(&mut app, 120, "the longer stage applied", |a| {
+        log_text(a).contains("config applied: distill.stages.task.epochs: 20 → 21")
+    });
+    let on_disk = std::fs::read_to_string(&app.config.path).unwrap();
+    assert!(on_disk.contains("name = \"task\"\nepochs = 21"), "{on_disk}");
+    press(&mut app, '[');
+    pump(&mut app, 120, "the halved lr applied", |a| {
+        log_text(a).contains("config applied: distill.stages.task.lr")
+    });
+    pump(&mut app, 300, "the run to finish", |a| a.run.state == RunState::Done);
+    let metrics = std::fs::read_to_string(app.run.dir.as_ref().unwrap().join("metrics.jsonl")).unwrap();
+    let task_epochs: Vec<(usize, usize)> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+        .filter_map(|e| match e {
+            Event::Epoch {
+                method,
+                stage,
+                epoch,
+                epochs,
+                ..
+            } if method == "tdmr" && stage == "task" => Some((epoch, epochs)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(task_epochs.last(), Some(&(21, 21)), "the stage ran its extra epoch");
+    assert!(
+        metrics.contains("distill.stages.task.epochs: 20 → 21"),
+        "recorded as a config change"
+    );
+    assert!(metrics.contains("distill.stages.task.lr: 0.001 → 0.0005"), "{metrics}");
+    app.shutdown();
+}

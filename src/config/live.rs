@@ -2,8 +2,9 @@
 //! disk, and which of those changes a running session may take.
 //!
 //! Learning rates, loss weights, the temperature and stages not yet started change
-//! live; the running stage takes only its lr and loss weights; everything else (model,
-//! data, proxy dim, sizes, seed...) needs a restart.
+//! live; the running stage takes only its lr, loss weights and epochs (the trainer
+//! never ends it before the epoch in progress); everything else (model, data, proxy
+//! dim, sizes, seed...) needs a restart.
 
 use std::collections::BTreeMap;
 
@@ -128,11 +129,12 @@ fn stage_changes(old: &[Stage], new: &[Stage], p: &Progress, out: &mut Vec<Chang
             if *va == vb {
                 continue;
             }
-            let verdict = if i >= started || (Some(i) == running && (field == "lr" || field.starts_with("weights"))) {
+            let steerable = field == "lr" || field == "epochs" || field.starts_with("weights");
+            let verdict = if i >= started || (Some(i) == running && steerable) {
                 Verdict::Live
             } else if Some(i) == running {
                 Verdict::Refused(format!(
-                    "stage `{}` is running: only its lr and loss weights change mid-stage",
+                    "stage `{}` is running: only its lr, loss weights and epochs change mid-stage",
                     s.name
                 ))
             } else {
@@ -194,6 +196,7 @@ pub fn merge(old: &Experiment, new: &Experiment, p: &Progress) -> Experiment {
             if let Some(upd) = new.distill.stages.iter().find(|s| s.name == cur.name) {
                 cur.lr = upd.lr;
                 cur.weights = upd.weights;
+                cur.epochs = upd.epochs;
             }
         }
     }
@@ -233,7 +236,8 @@ mod tests {
         new.stage1.lr = 3e-3;
         new.reprogram.proxy_dim = 64;
         new.distill.stages[0].lr = 1e-4; // running: live
-        new.distill.stages[0].epochs = 5; // running: refused
+        new.distill.stages[0].epochs = 5; // running: live (steered)
+        new.distill.stages[0].warmup_epochs = 1; // running: refused
         new.distill.stages[2].weights.ce = 0.5; // pending: live
         new.distill.stages.swap(1, 2); // pending order: live
         let d = diff(&exp(), &new, &p);
@@ -246,12 +250,14 @@ mod tests {
         assert_eq!(v("stage1.lr"), Verdict::Live);
         assert_eq!(v("reprogram.proxy_dim"), Verdict::Restart);
         assert_eq!(v("distill.stages.align.lr"), Verdict::Live);
-        assert!(matches!(v("distill.stages.align.epochs"), Verdict::Refused(_)));
+        assert_eq!(v("distill.stages.align.epochs"), Verdict::Live);
+        assert!(matches!(v("distill.stages.align.warmup_epochs"), Verdict::Refused(_)));
         assert_eq!(v("distill.stages.task.weights.ce"), Verdict::Live);
         assert_eq!(v("distill.stages"), Verdict::Live);
         let m = merge(&exp(), &new, &p);
         assert_eq!((m.stage1.lr, m.reprogram.proxy_dim), (3e-3, 128));
-        assert_eq!((m.distill.stages[0].lr, m.distill.stages[0].epochs), (1e-4, 20));
+        assert_eq!((m.distill.stages[0].lr, m.distill.stages[0].epochs), (1e-4, 5));
+        assert_eq!(m.distill.stages[0].warmup_epochs, exp().distill.stages[0].warmup_epochs);
         assert_eq!(names(&m.distill.stages), ["align", "task", "align+kd"]);
         assert_eq!(m.distill.stages[1].weights.ce, 0.5);
 

@@ -1,4 +1,5 @@
-//! Editing the distillation schedule in the experiment file itself, keeping the user's
+//! Editing the experiment file itself from the workbench (the distillation schedule,
+//! and one value at a time when the running stage is steered), keeping the user's
 //! comments and layout (toml_edit): the file stays the one source of truth, and the
 //! hot-reload path applies the edit like any other save.
 
@@ -75,6 +76,59 @@ pub fn edit(text: &str, origin: &str, op: StageOp) -> Result<String> {
     Ok(doc.to_string())
 }
 
+/// Where a steered value lives in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Setting {
+    /// `table.key` (`stage1.lr`, `baselines.linear_probe_lr`), written even where the
+    /// file had left it to a default or a base.
+    Key(&'static str, &'static str),
+    /// `field` of the `i`-th `[[distill.stages]]` table.
+    Stage(usize, &'static str),
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Setting::Key(table, key) => write!(f, "{table}.{key}"),
+            Setting::Stage(i, field) => write!(f, "distill.stages[{i}].{field}"),
+        }
+    }
+}
+
+/// Set `at` to `value` in a TOML document's text, keeping everything else as it was.
+pub fn set(text: &str, origin: &str, at: &Setting, value: toml_edit::Value) -> Result<String> {
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| Error::config(origin, e.to_string()))?;
+    match at {
+        Setting::Key(table, key) => {
+            let t = doc
+                .entry(table)
+                .or_insert_with(|| Item::Table(toml_edit::Table::new()))
+                .as_table_like_mut()
+                .ok_or_else(|| Error::config(origin, format!("`{table}` is not a table")))?;
+            set_keeping_decor(t, key, value);
+        }
+        Setting::Stage(i, field) => {
+            let arr = stages(&mut doc, origin)?;
+            let n = arr.len();
+            let t = arr
+                .get_mut(*i)
+                .ok_or_else(|| Error::config(origin, format!("distill.stages: no stage {} (the file has {n})", i + 1)))?;
+            set_keeping_decor(t, field, value);
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// Replace a value, keeping the comment and spacing around the old one.
+fn set_keeping_decor(t: &mut dyn toml_edit::TableLike, key: &str, mut value: toml_edit::Value) {
+    if let Some(old) = t.get(key).and_then(Item::as_value) {
+        *value.decor_mut() = old.decor().clone();
+    }
+    t.insert(key, Item::Value(value));
+}
+
 /// 1-based line of the `i`-th `[[distill.stages]]` header, for `$EDITOR +LINE`.
 pub fn stage_line(text: &str, i: usize) -> Option<usize> {
     text.lines()
@@ -115,5 +169,19 @@ mod tests {
         let e = edit(FILE, "t.toml", StageOp::SwapWithNext(1)).unwrap_err().to_string();
         assert!(e.contains("t.toml") && e.contains("no stage 3"), "{e}");
         assert_eq!(stage_line(FILE, 1), Some(10));
+    }
+
+    #[test]
+    fn a_set_value_keeps_comments_and_adds_a_missing_table() {
+        let longer = set(FILE, "t.toml", &Setting::Stage(1, "epochs"), 5.into()).unwrap();
+        let e = crate::config::Experiment::parse(&longer, "t.toml", &[]).unwrap();
+        assert_eq!((e.distill.stages[0].epochs, e.distill.stages[1].epochs), (2, 5));
+        assert!(longer.contains("# first") && longer.contains("name = \"task\" # last"), "{longer}");
+        let lr = set(FILE, "t.toml", &Setting::Key("stage1", "lr"), 0.25.into()).unwrap();
+        let e = crate::config::Experiment::parse(&lr, "t.toml", &[]).unwrap();
+        assert_eq!(e.stage1.lr, 0.25);
+        assert!(lr.starts_with("# my run\n[distill]"), "{lr}");
+        let e = set(FILE, "t.toml", &Setting::Stage(2, "lr"), 0.1.into()).unwrap_err().to_string();
+        assert!(e.contains("no stage 3"), "{e}");
     }
 }

@@ -29,10 +29,35 @@ pub enum LiveSource {
     Stage1,
     /// `baselines.linear_probe_lr`.
     Probe,
-    /// `distill.stages[name = …]` and `distill.temperature`.
-    Distill(String),
+    /// `distill.stages[name = …]` (lr, loss weights, epochs: the running stage can be
+    /// steered longer or shorter) and `distill.temperature`.
+    Distill { stage: String, scale: EpochScale },
     /// `distill.temperature` only (the `kd` baseline).
     Temperature,
+}
+
+/// How a stage's configured epochs become epochs over the set it trains on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EpochScale {
+    AsWritten,
+    /// On a transfer set of `items` images, fewer epochs keep the step budget that
+    /// `distill.transfer_budget` (`budget`) sets for the `labelled` images.
+    Transfer {
+        labelled: usize,
+        budget: f64,
+        items: usize,
+    },
+}
+
+impl EpochScale {
+    pub fn epochs(&self, configured: usize) -> usize {
+        match *self {
+            EpochScale::AsWritten => configured,
+            EpochScale::Transfer { labelled, budget, items } => {
+                ((configured * labelled) as f64 * budget / items as f64).ceil().max(1.0) as usize
+            }
+        }
+    }
 }
 
 /// The settings a step runs with, re-read from the live experiment before every step.
@@ -41,6 +66,8 @@ pub struct Live {
     pub lr: f64,
     pub weights: LossWeights,
     pub temperature: f64,
+    /// The stage's length in epochs: steering changes it while the stage runs.
+    pub epochs: usize,
 }
 
 impl Live {
@@ -50,11 +77,12 @@ impl Live {
             LiveSource::Stage1 => self.lr = exp.stage1.lr,
             LiveSource::Probe => self.lr = exp.baselines.linear_probe_lr,
             LiveSource::Temperature => self.temperature = exp.distill.temperature,
-            LiveSource::Distill(name) => {
+            LiveSource::Distill { stage, scale } => {
                 self.temperature = exp.distill.temperature;
-                if let Some(s) = exp.distill.stages.iter().find(|s| &s.name == name) {
+                if let Some(s) = exp.distill.stages.iter().find(|s| &s.name == stage) {
                     self.lr = s.lr;
                     self.weights = s.weights;
+                    self.epochs = scale.epochs(s.epochs);
                 }
             }
         }
@@ -161,7 +189,8 @@ pub fn train_stage(
     } = hooks;
     let mut run = StageRun::begin(ctl, ckpt, spec, params, prefixes)?;
     let (start_epoch, start_batch) = run.start;
-    for epoch in start_epoch..=spec.epochs {
+    let mut epoch = start_epoch;
+    while epoch <= run.live.epochs {
         let started = Instant::now();
         let rows = run.shuffle(epoch);
         let first = if epoch == start_epoch { start_batch } else { 0 };
@@ -188,6 +217,9 @@ pub fn train_stage(
             if let Some(exp) = ctl.live() {
                 run.live.update(&spec.live, exp);
                 run.plan.base = run.live.lr;
+                // A stage steered shorter still finishes the epoch it is in.
+                run.live.epochs = run.live.epochs.max(epoch);
+                run.plan.total_steps = run.live.epochs * run.bounds.len();
             }
             let step_started = Instant::now();
             lr = run.plan.at(run.pos.step);
@@ -208,6 +240,7 @@ pub fn train_stage(
             hook(epoch)?;
         }
         run.checkpoint_epoch(ctl, ckpt, params, epoch)?;
+        epoch += 1;
     }
     Ok(run.outcome(false))
 }
@@ -285,6 +318,7 @@ impl<'s> StageRun<'s> {
                 lr: spec.lr,
                 weights: spec.weights,
                 temperature: spec.temperature,
+                epochs: spec.epochs,
             },
             resumed,
             trainable_params,
@@ -379,7 +413,7 @@ impl<'s> StageRun<'s> {
             kd: sums.kd / n,
             ce: sums.ce / n,
         };
-        let evaluated = epoch.is_multiple_of(spec.eval_every) || epoch == spec.epochs;
+        let evaluated = epoch.is_multiple_of(spec.eval_every) || epoch == self.live.epochs;
         if evaluated {
             self.pos.test_acc = Some(eval()?);
         }
@@ -387,7 +421,7 @@ impl<'s> StageRun<'s> {
             method: spec.method.clone(),
             stage: spec.stage.clone(),
             epoch,
-            epochs: spec.epochs,
+            epochs: self.live.epochs,
             loss,
             lr,
             train_acc: self.pos.correct as f64 / n,
@@ -401,7 +435,7 @@ impl<'s> StageRun<'s> {
     /// The end-of-epoch checkpoint, where the policy asks for one (and after the
     /// stage's last epoch): it resumes at the next epoch's first batch.
     fn checkpoint_epoch(&mut self, ctl: &mut Control, ckpt: &mut Checkpointer, params: &Params, epoch: usize) -> Result<()> {
-        if epoch.is_multiple_of(self.policy(ctl).every_epochs) || epoch == self.spec.epochs {
+        if epoch.is_multiple_of(self.policy(ctl).every_epochs) || epoch == self.live.epochs {
             let next = Position {
                 epoch: epoch + 1,
                 batch: 0,

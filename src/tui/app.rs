@@ -28,6 +28,9 @@ mod engine_events;
 mod keys;
 mod run;
 mod run_handle;
+mod steer;
+
+use steer::Steer;
 
 pub use super::panes::foundation::{FoundationInfo, FoundationState};
 pub use super::panes::log::LogLine;

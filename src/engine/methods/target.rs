@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::distill::loss::{Labelled, TargetLoss};
-use crate::engine::trainer::StepCtx;
+use crate::engine::trainer::{EpochScale, StepCtx};
 
 /// A target network under training: backbone, the projector into the proxy space (when
 /// the teacher has one) and the head, all in `params`.
@@ -41,6 +41,16 @@ impl Lab<'_> {
             self.announce_target(key, &net);
         }
         let train = target_views(&self.train, &self.target_train, &self.transfer, views)?;
+        // The transfer set has more images per epoch: fewer epochs keep the step
+        // budget that `distill.transfer_budget` sets.
+        let scale = match views {
+            Views::Labelled => EpochScale::AsWritten,
+            Views::Transfer => EpochScale::Transfer {
+                labelled: self.items,
+                budget: exp.distill.transfer_budget,
+                items: train.images(),
+            },
+        };
         let test = &self.test;
         let eval_logits = |rows: &[usize]| -> Result<Tensor> { Ok(net.forward(&test.batch(rows, size)?, false)?.1) };
         let mut prev = LossWeights::default();
@@ -49,7 +59,7 @@ impl Lab<'_> {
         // Stages are read from the live experiment as each one starts, so stages the
         // user edits, adds or reorders while earlier ones run take effect.
         for i in 0.. {
-            let Some((stage, live)) = self.target_stage(i, proxy_teacher.is_some(), teacher.is_some()) else {
+            let Some((stage, live)) = self.target_stage(i, proxy_teacher.is_some(), teacher.is_some(), scale) else {
                 break;
             };
             trainable.extend(stage.train.iter().copied());
@@ -59,7 +69,7 @@ impl Lab<'_> {
                 prev = stage.weights;
                 continue;
             }
-            let spec = self.target_stage_spec(key, i, &stage, live, views, train);
+            let spec = self.target_stage_spec(key, i, &stage, live, scale, train);
             let (from, ramp) = (prev, stage.ramp);
             let step_loss = |ctx: &StepCtx| TargetLoss {
                 weights: loss::ramped(from, ctx.live.weights, ramp, ctx.progress),
@@ -141,26 +151,25 @@ impl Lab<'_> {
 
     /// Stage `i` of a target as the live experiment has it now: the distillation
     /// schedule against a proxy teacher, else the baselines' one stage.
-    fn target_stage(&self, i: usize, proxy_teacher: bool, kd: bool) -> Option<(Stage, LiveSource)> {
+    fn target_stage(&self, i: usize, proxy_teacher: bool, kd: bool, scale: EpochScale) -> Option<(Stage, LiveSource)> {
         let now = self.ctl.live().unwrap_or(self.exp);
         match (proxy_teacher, i) {
-            (true, _) => now.distill.stages.get(i).map(|s| (s.clone(), LiveSource::Distill(s.name.clone()))),
+            (true, _) => now.distill.stages.get(i).map(|s| {
+                let live = LiveSource::Distill {
+                    stage: s.name.clone(),
+                    scale,
+                };
+                (s.clone(), live)
+            }),
             (false, 0) => Some((Self::baseline_stage(now, kd), LiveSource::Temperature)),
             (false, _) => None,
         }
     }
 
-    fn target_stage_spec(&self, key: &str, i: usize, stage: &Stage, live: LiveSource, views: Views, train: &ViewSet) -> StageSpec {
+    fn target_stage_spec(&self, key: &str, i: usize, stage: &Stage, live: LiveSource, scale: EpochScale, train: &ViewSet) -> StageSpec {
         let (exp, d) = (self.exp, &self.exp.distill);
         let items = train.images();
-        // The transfer set has more images per epoch: fewer epochs keep the step
-        // budget that `distill.transfer_budget` sets.
-        let epochs = match views {
-            Views::Labelled => stage.epochs,
-            Views::Transfer => ((stage.epochs * self.items) as f64 * d.transfer_budget / items as f64)
-                .ceil()
-                .max(1.0) as usize,
-        };
+        let epochs = scale.epochs(stage.epochs);
         StageSpec {
             method: key.into(),
             stage: stage.name.clone(),

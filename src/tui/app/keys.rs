@@ -35,7 +35,7 @@ impl App {
                     return Effect::Quit;
                 }
                 Start | PauseResume | SkipStage | Abort | SaveCheckpoint | ReloadConfig | Restart | EditConfig | StageAdd | StageRemove
-                | StageMoveUp | StageMoveDown => {
+                | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve | LrDouble => {
                     self.warn("attached read-only: control the run where it runs");
                     return Effect::None;
                 }
@@ -97,6 +97,10 @@ impl App {
                     self.schedule.move_selection(false);
                 }
             }
+            Action::EpochMore => self.steer(Steer::Epochs(1)),
+            Action::EpochLess => self.steer(Steer::Epochs(-1)),
+            Action::LrHalve => self.steer(Steer::Lr(0.5)),
+            Action::LrDouble => self.steer(Steer::Lr(2.0)),
             Action::ToggleWindow => {
                 self.view.window = match self.view.window {
                     Window::Full => Window::Recent,
