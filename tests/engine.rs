@@ -134,6 +134,7 @@ fn stage1_trains_the_prompt_and_leaves_the_foundation_untouched() {
         classes: 10,
         cache_budget: 1 << 30,
         ckpt: tdmr::engine::checkpoint::Checkpointer::new(&run.checkpoints(), &exp),
+        teacher_predictions: None,
     };
     let teacher = lab.reprogram_foundation("tdmr-teacher", true, false).unwrap();
     let after: Vec<f32> = f.features(&probe).unwrap().flatten_all().unwrap().to_vec1().unwrap();

@@ -754,5 +754,80 @@ fn steering_lengthens_the_running_stage_and_halves_its_lr() {
         "recorded as a config change"
     );
     assert!(metrics.contains("distill.stages.task.lr: 0.001 → 0.0005"), "{metrics}");
+
+    // What the target learned from its teacher, class by class.
+    let reported: Vec<&str> = app.compare.reports.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(reported[..3], ["tdmr-teacher", "linear-probe", "tdmr"], "{reported:?}");
+    let tdmr = &app.compare.reports[2];
+    assert_eq!(tdmr.per_class.len(), 10);
+    assert!(tdmr.agreement.is_some_and(|a| (0.0..=1.0).contains(&a)), "{:?}", tdmr.agreement);
+    let test_acc = |m: &str| app.runs.results.iter().find(|r| r.method == m).unwrap().test_acc;
+    // Balanced test classes: the per-class mean is the accuracy the Runs pane shows.
+    let mean = tdmr.per_class.iter().sum::<f64>() / 10.0;
+    assert!((mean - test_acc("tdmr")).abs() < 0.02, "{mean} vs {}", test_acc("tdmr"));
     app.shutdown();
+}
+
+#[test]
+fn the_compare_pane_shows_every_class_for_teacher_probe_and_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = new_app(dir.path(), &tiny_text());
+    let classes: Vec<String> = ["airplane", "bicycle", "cat", "dog", "guitar"].map(String::from).to_vec();
+    app.on_engine(Event::DataLoaded {
+        kind: "image-folder".into(),
+        root: "data".into(),
+        classes: classes.clone(),
+        train_images: 50,
+        eval_images: 50,
+        views: 1,
+        skipped: Vec::new(),
+        resident_bytes: 0,
+        on_disk: 0,
+    });
+    let report = |method: &str, base: f64, agreement: Option<f64>| Event::ClassReport {
+        method: method.into(),
+        per_class: (0..5).map(|c| base - 0.1 * c as f64).collect(),
+        agreement,
+        confused: vec![tdmr::engine::class_report::Confusion {
+            truth: 3,
+            predicted: 2,
+            count: 4,
+        }],
+    };
+    // Reported in run order; shown teacher, probe, target, baselines.
+    for (m, base, agree) in [
+        ("linear-probe", 0.8, None),
+        ("tdmr-teacher", 0.9, None),
+        ("scratch", 0.5, None),
+        ("kd", 0.6, None),
+        ("tdmr", 0.7, Some(0.825)),
+    ] {
+        app.on_engine(report(m, base, agree));
+    }
+    for _ in 0..4 {
+        app.on_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
+    }
+    assert_eq!(app.view.focus, tdmr::tui::app::Pane::Compare);
+    let check = |s: &str, what: &str| {
+        assert!(s.contains("Teacher vs target"), "{what}:\n{s}");
+        for c in &classes {
+            assert!(s.contains(c.as_str()), "{what}: no row for {c}:\n{s}");
+        }
+        assert!(s.contains("82.5%") && s.contains("dog→cat (4)"), "{what}:\n{s}");
+        let header = s.lines().find(|l| l.contains("class ")).unwrap();
+        let at = |m: &str| header.find(m).unwrap_or_else(|| panic!("{what}: no column {m}: {header}"));
+        assert!(
+            at("teacher") < at("probe") && at("probe") < at("tdmr") && at("tdmr") < at("kd"),
+            "{header}"
+        );
+        assert!(s.contains('█'), "{what}: bars:\n{s}");
+    };
+    check(&screen(&app, 160, 48), "160×48");
+    // At 80×24 the pane shows its head; zoomed, every class.
+    let small = screen(&app, 80, 24);
+    assert!(small.contains("Teacher vs target") && small.contains("airplane"), "{small}");
+    press(&mut app, 'z');
+    let zoomed = screen(&app, 80, 24);
+    assert!(!zoomed.contains("Schedule"), "{zoomed}");
+    check(&zoomed, "80×24 zoomed");
 }

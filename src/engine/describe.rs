@@ -143,6 +143,19 @@ impl Event {
                 "== {method}: test {} ({trainable_params} trainable params, {wall_s:.1}s, {foundation_forwards} foundation batches)",
                 pct(*test_acc)
             )),
+            Event::ClassReport {
+                method,
+                per_class,
+                agreement,
+                ..
+            } => {
+                let worst = per_class.iter().copied().fold(f64::INFINITY, f64::min);
+                let best = per_class.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let agrees = agreement
+                    .map(|a| format!("; agrees with its teacher on {}", pct(a)))
+                    .unwrap_or_default();
+                info(format!("{method}: per-class test accuracy {}–{}{agrees}", pct(worst), pct(best)))
+            }
             Event::Done { wall_s, .. } => info(format!("done in {:.1} min", wall_s / 60.0)),
             Event::Failed { message, reason } => Some(match reason {
                 FailReason::Aborted => Described {

@@ -149,6 +149,17 @@ pub enum Event {
         wall_s: f64,
         foundation_forwards: usize,
     },
+    /// A finished method's test predictions by class (the teacher-against-target view).
+    ClassReport {
+        method: String,
+        /// Test accuracy of each class, in the order `data-loaded` names them.
+        per_class: Vec<f64>,
+        /// For the `tdmr` target: the share of test images on which it predicts what
+        /// its TDMR teacher does.
+        agreement: Option<f64>,
+        /// The most frequent confusions, most frequent first.
+        confused: Vec<super::class_report::Confusion>,
+    },
     Done {
         summary: Summary,
         wall_s: f64,

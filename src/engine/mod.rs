@@ -2,6 +2,7 @@
 //! directory, and the `Event`/`Command` API that the runner (and later the TUI) use.
 
 pub mod checkpoint;
+pub mod class_report;
 pub mod compare;
 pub mod control;
 pub mod describe;

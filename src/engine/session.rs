@@ -170,6 +170,7 @@ pub fn run_experiment(exp: &Experiment, run: &RunDir, ctl: &mut Control, ckpt: C
         device,
         foundation: &foundation,
         ckpt,
+        teacher_predictions: None,
     };
     let outcome = lab.run_all();
     let summary = lab.ckpt.summary().clone();

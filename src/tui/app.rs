@@ -9,6 +9,7 @@ use ratatui::crossterm::event::KeyEvent;
 
 use super::keymap::{self, Action};
 use super::panes::charts::{ChartView, Charts, MarkerKind, Window};
+use super::panes::compare::ComparePane;
 use super::panes::foundation::FoundationPane;
 use super::panes::log::LogPane;
 use super::panes::runs::RunsPane;
@@ -47,15 +48,18 @@ pub enum Pane {
     Charts,
     Log,
     Runs,
+    /// Teacher vs target: per-class results of the finished methods.
+    Compare,
 }
 
-pub const PANES: [Pane; 6] = [
+pub const PANES: [Pane; 7] = [
     Pane::Foundation,
     Pane::Reprogrammer,
     Pane::Schedule,
     Pane::Charts,
     Pane::Log,
     Pane::Runs,
+    Pane::Compare,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +140,7 @@ pub struct App {
     pub charts: Charts,
     pub log: LogPane,
     pub runs: RunsPane,
+    pub compare: ComparePane,
     /// What is shown and how: focus, zoom, overlays, chart window and style.
     pub view: ViewState,
     pub theme: Theme,
@@ -157,6 +162,7 @@ impl App {
             charts: Charts::default(),
             log: LogPane::default(),
             runs: RunsPane::default(),
+            compare: ComparePane::default(),
             view: ViewState::default(),
             theme: Theme::built_in(),
             theme_path: None,

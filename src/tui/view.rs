@@ -42,8 +42,14 @@ pub fn draw(f: &mut Frame, app: &App) {
         draw_pane(f, app, Pane::Charts, charts);
         if lower.width >= 100 {
             let [l, r] = Layout::horizontal([Constraint::Percentage(58), Constraint::Min(30)]).areas(lower);
-            draw_pane(f, app, Pane::Log, l);
-            draw_pane(f, app, Pane::Runs, r);
+            // The teacher-vs-target comparison, once chosen, takes the wider half.
+            if app.view.lower == Pane::Compare {
+                draw_pane(f, app, Pane::Compare, l);
+                draw_pane(f, app, Pane::Log, r);
+            } else {
+                draw_pane(f, app, Pane::Log, l);
+                draw_pane(f, app, Pane::Runs, r);
+            }
         } else {
             draw_pane(f, app, app.view.lower, lower);
         }
@@ -68,6 +74,7 @@ fn draw_pane(f: &mut Frame, app: &App, pane: Pane, area: Rect) {
         Pane::Charts => app.charts.draw(f, area, &ctx, &app.view.charts(), app.run.is_active()),
         Pane::Log => app.log.draw(f, area, &ctx),
         Pane::Runs => app.runs.draw(f, area, &ctx),
+        Pane::Compare => app.compare.draw(f, area, &ctx),
     }
 }
 

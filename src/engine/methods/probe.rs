@@ -69,7 +69,9 @@ impl Lab<'_> {
             let acc = self.final_accuracy(&outcome, |rows| head.forward(&select_rows(&test_f, rows)?))?;
             Self::checkpoint(self.ctl, self.run, &params, "linear-probe", "probe", file)?;
             if record {
+                let predicted = predictions(&self.test, |rows| head.forward(&select_rows(&test_f, rows)?))?;
                 self.finish("linear-probe", started, before, acc, outcome.trainable_params);
+                self.report_classes("linear-probe", predicted)?;
             } else {
                 self.ckpt.complete("linear-probe", None);
             }

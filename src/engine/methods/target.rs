@@ -102,9 +102,11 @@ impl Lab<'_> {
             Some(o) => self.final_accuracy(o, eval_logits)?,
             None => accuracy(test, eval_logits)?,
         };
+        let predicted = predictions(test, eval_logits)?;
         let groups: Vec<Group> = trainable.into_iter().collect();
         let count = net.params.count(&prefixes(&groups));
         self.finish(key, started, before, acc, count);
+        self.report_classes(key, predicted)?;
         Ok(acc)
     }
 

@@ -112,7 +112,7 @@ impl App {
         let i = PANES.iter().position(|p| *p == self.view.focus).unwrap_or(0);
         let n = PANES.len();
         self.view.focus = PANES[if forward { (i + 1) % n } else { (i + n - 1) % n }];
-        if matches!(self.view.focus, Pane::Log | Pane::Runs) {
+        if matches!(self.view.focus, Pane::Log | Pane::Runs | Pane::Compare) {
             self.view.lower = self.view.focus;
         }
     }

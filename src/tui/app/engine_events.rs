@@ -31,6 +31,7 @@ impl App {
         self.charts.on_event(&e);
         self.foundation.on_event(&e);
         self.runs.on_event(&e);
+        self.compare.on_event(&e);
         self.run.on_event(&e);
         let hint = match &e {
             Event::Diverged { .. } => Some("lower the lr in the config, then resume (space) to continue from it"),

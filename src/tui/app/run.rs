@@ -9,6 +9,7 @@ impl App {
         self.charts = Charts::default();
         self.schedule.plan = super::super::plan::Plan::new(exp);
         self.runs = RunsPane::default();
+        self.compare = ComparePane::default();
     }
 
     pub fn start(&mut self) {

@@ -7,6 +7,7 @@ use ratatui::widgets::{Block, Borders};
 use super::theme::Theme;
 
 pub mod charts;
+pub mod compare;
 pub mod foundation;
 pub mod log;
 pub mod reprogrammer;
