@@ -831,3 +831,48 @@ fn the_compare_pane_shows_every_class_for_teacher_probe_and_targets() {
     assert!(!zoomed.contains("Schedule"), "{zoomed}");
     check(&zoomed, "80×24 zoomed");
 }
+
+#[test]
+fn skip_to_the_selected_stage_skips_every_stage_on_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = new_app(dir.path(), &tiny_text());
+    app.attach(fake_engine(
+        vec![
+            ("tdmr-teacher", "reprogram", 400),
+            ("tdmr", "align", 400),
+            ("tdmr", "align+kd", 400),
+            ("tdmr", "task", 2),
+        ],
+        5,
+    ));
+    pump(&mut app, 10, "the teacher stage to run", |a| {
+        matches!(row_state(a, "tdmr-teacher", "reprogram"), RowState::Running { .. })
+    });
+    let row = |a: &App, m: &str, s: &str| a.schedule.plan.rows.iter().position(|r| r.method == m && r.stage == s).unwrap();
+    // A stage that has started is refused.
+    app.schedule.selected = row(&app, "tdmr-teacher", "reprogram");
+    press(&mut app, 'N');
+    assert!(
+        log_text(&app).contains("is not a pending stage after the running one"),
+        "{}",
+        log_text(&app)
+    );
+    app.schedule.selected = row(&app, "tdmr", "task");
+    press(&mut app, 'N');
+    pump(&mut app, 10, "tdmr/task to run", |a| {
+        matches!(row_state(a, "tdmr", "task"), RowState::Running { .. } | RowState::Done { .. })
+    });
+    for (m, s) in [("tdmr-teacher", "reprogram"), ("tdmr", "align"), ("tdmr", "align+kd")] {
+        assert!(
+            matches!(row_state(&app, m, s), RowState::Skipped { .. }),
+            "{m}/{s}: {:?}",
+            row_state(&app, m, s)
+        );
+    }
+    pump(&mut app, 10, "the run to finish", |a| a.run.state == RunState::Done);
+    assert!(
+        matches!(row_state(&app, "tdmr", "task"), RowState::Done { .. }),
+        "the chosen stage itself ran"
+    );
+    app.shutdown();
+}

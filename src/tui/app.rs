@@ -150,6 +150,8 @@ pub struct App {
     pub should_quit: bool,
     /// What `q` leads back to, when the workbench was opened from another screen.
     pub quit_hint: Option<String>,
+    /// The stage `N` asked to skip to: every stage that starts before it is skipped.
+    skip_to: Option<(String, String)>,
 }
 
 impl App {
@@ -170,6 +172,7 @@ impl App {
             options,
             should_quit: false,
             quit_hint: None,
+            skip_to: None,
         };
         let spec = app.options.theme.clone().unwrap_or_else(|| app.config.exp.theme.clone());
         app.set_theme(&spec);

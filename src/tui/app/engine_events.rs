@@ -33,6 +33,10 @@ impl App {
         self.runs.on_event(&e);
         self.compare.on_event(&e);
         self.run.on_event(&e);
+        self.skip_on_the_way(&e);
+        if matches!(e, Event::Done { .. } | Event::Failed { .. }) {
+            self.skip_to = None;
+        }
         let hint = match &e {
             Event::Diverged { .. } => Some("lower the lr in the config, then resume (space) to continue from it"),
             Event::CheckpointFailed { .. } => Some("free space or fix the directory; resume (space) if the run stops"),

@@ -34,8 +34,8 @@ impl App {
                     self.should_quit = true;
                     return Effect::Quit;
                 }
-                Start | PauseResume | SkipStage | Abort | SaveCheckpoint | ReloadConfig | Restart | EditConfig | StageAdd | StageRemove
-                | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve | LrDouble => {
+                Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart | EditConfig | StageAdd
+                | StageRemove | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve | LrDouble => {
                     self.warn("attached read-only: control the run where it runs");
                     return Effect::None;
                 }
@@ -51,6 +51,7 @@ impl App {
                 self.info("skipping to the next stage…");
             }
             Action::SkipStage => self.warn("nothing is running"),
+            Action::SkipTo => self.skip_to_selected(),
             Action::Abort if self.run.is_active() => self.view.overlay = Overlay::Confirm(Confirm::Abort),
             Action::Abort => self.warn("nothing is running"),
             Action::SaveCheckpoint if self.run.is_active() => {

@@ -15,6 +15,38 @@ pub(super) enum Steer {
 }
 
 impl App {
+    /// Skip every stage from the running one up to the one selected in the Schedule
+    /// pane, which must still be pending and come later in the run.
+    pub(super) fn skip_to_selected(&mut self) {
+        if !self.run.is_active() {
+            self.warn("nothing is running");
+            return;
+        }
+        let rows = &self.schedule.plan.rows;
+        let Some(target) = rows.get(self.schedule.selected) else { return };
+        let (method, stage) = (target.method.clone(), target.stage.clone());
+        let running = rows.iter().position(|r| matches!(r.state, RowState::Running { .. }));
+        if target.state != RowState::Pending || running.is_none_or(|r| r > self.schedule.selected) {
+            self.warn(format!(
+                "{method}/{stage} is not a pending stage after the running one: select one (↑/↓)"
+            ));
+            return;
+        }
+        self.info(format!("skipping to {method}/{stage}…"));
+        self.skip_to = Some((method, stage));
+        self.send(Command::SkipStage);
+    }
+
+    /// A stage started while `N` waits for a later one: skip it too.
+    pub(super) fn skip_on_the_way(&mut self, e: &Event) {
+        let Event::StageStarted { method, stage, .. } = e else { return };
+        match &self.skip_to {
+            Some((m, s)) if m == method && s == stage => self.skip_to = None,
+            Some(_) => self.send(Command::SkipStage),
+            None => {}
+        }
+    }
+
     pub(super) fn steer(&mut self, how: Steer) {
         if !self.run.is_active() {
             self.warn("nothing is running: + - [ ] steer the running stage");
