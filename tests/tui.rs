@@ -876,3 +876,64 @@ fn skip_to_the_selected_stage_skips_every_stage_on_the_way() {
     );
     app.shutdown();
 }
+
+#[test]
+fn the_foundation_picker_previews_a_checkpoint_and_chooses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(models.join("more")).unwrap();
+    std::fs::copy(root().join(WEIGHTS), models.join("lite.safetensors")).unwrap();
+    std::fs::write(models.join("broken.safetensors"), b"not a checkpoint").unwrap();
+    std::fs::write(models.join("notes.txt"), b"not listed").unwrap();
+    let text = format!("# keep me\n{}", tiny_text());
+    let mut app = new_app(dir.path(), &text);
+    press(&mut app, 'o');
+    let picker = app.picker.as_ref().expect("o opens the picker");
+    assert_eq!(
+        picker.dir,
+        root().join(WEIGHTS).parent().unwrap(),
+        "it starts at the current file's directory"
+    );
+    // Browse to the copy: up to the root, then into models/.
+    app.picker = Some(tdmr::tui::panes::picker::Picker::open(&models, None));
+    let names: Vec<String> = app.picker.as_ref().unwrap().entries.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(
+        names,
+        ["..", "more", "broken.safetensors", "lite.safetensors"],
+        "directories, then checkpoints"
+    );
+    let to = |app: &mut App, name: &str| {
+        while app.picker.as_ref().unwrap().entries[app.picker.as_ref().unwrap().selected].name != name {
+            app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
+        }
+    };
+    to(&mut app, "broken.safetensors");
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        assert!(s.contains("✗"), "{w}×{h}: an unreadable file shows its error:\n{s}");
+    }
+    to(&mut app, "lite.safetensors");
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        assert!(s.contains("efficientnet-lite") && s.contains("d1280"), "{w}×{h}: the preview:\n{s}");
+    }
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert!(app.picker.is_none(), "choosing closes the picker");
+    let chosen = std::fs::canonicalize(models.join("lite.safetensors")).unwrap();
+    assert_eq!(app.config.exp.foundation_path(), chosen);
+    let on_disk = std::fs::read_to_string(&app.config.path).unwrap();
+    assert!(
+        on_disk.starts_with("# keep me") && on_disk.contains("lite.safetensors"),
+        "{on_disk}"
+    );
+    pump(&mut app, 60, "the chosen foundation to load", |a| {
+        matches!(a.foundation.state, tdmr::tui::app::FoundationState::Loaded(_))
+    });
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("lite.safetensors") && s.contains("✓ efficientnet-lite"), "{s}");
+    // Esc closes the picker without a change.
+    press(&mut app, 'o');
+    app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    assert!(app.picker.is_none());
+    assert_eq!(std::fs::read_to_string(&app.config.path).unwrap(), on_disk);
+}

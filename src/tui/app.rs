@@ -12,6 +12,7 @@ use super::panes::charts::{ChartView, Charts, MarkerKind, Window};
 use super::panes::compare::ComparePane;
 use super::panes::foundation::FoundationPane;
 use super::panes::log::LogPane;
+use super::panes::picker::{Picked, Picker};
 use super::panes::runs::RunsPane;
 use super::panes::schedule::SchedulePane;
 use super::plan::RowState;
@@ -152,6 +153,8 @@ pub struct App {
     pub quit_hint: Option<String>,
     /// The stage `N` asked to skip to: every stage that starts before it is skipped.
     skip_to: Option<(String, String)>,
+    /// The foundation picker, while it is open (`o`).
+    pub picker: Option<Picker>,
 }
 
 impl App {
@@ -173,6 +176,7 @@ impl App {
             should_quit: false,
             quit_hint: None,
             skip_to: None,
+            picker: None,
         };
         let spec = app.options.theme.clone().unwrap_or_else(|| app.config.exp.theme.clone());
         app.set_theme(&spec);

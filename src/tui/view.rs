@@ -55,6 +55,13 @@ pub fn draw(f: &mut Frame, app: &App) {
         }
     }
     draw_status(f, app, status);
+    if let Some(p) = &app.picker {
+        let ctx = PaneCtx {
+            theme: &app.theme,
+            focused: true,
+        };
+        p.draw(f, area, &ctx);
+    }
     match app.view.overlay {
         Overlay::None => {}
         Overlay::Help => draw_help(f, app, area),

@@ -1,7 +1,9 @@
 //! The config file and the session: what a reload found, said in the log and sent to
-//! a running engine, and the Schedule pane's edits written back to the file.
+//! a running engine, and the workbench's edits (the schedule, the chosen foundation)
+//! written back to the file.
 
 use super::*;
+use crate::config::stage_edit::Setting;
 
 impl App {
     /// Re-read the config file. Unchanged text is ignored unless `forced` (the reload key
@@ -61,6 +63,37 @@ impl App {
                 }
                 true
             }
+        }
+    }
+
+    /// Point `foundation.path` at `path` (as an absolute path) in the config file; a
+    /// `foundation.family` that names another family becomes `auto`. The reload then
+    /// applies it (or shows it pending while a run goes), and an idle workbench loads
+    /// the new foundation into its pane.
+    pub(super) fn choose_foundation(&mut self, path: &Path, detected: Option<&str>) {
+        let chosen = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let named = self.config.exp.foundation.family;
+        let conflicting = named != crate::models::foundation::Family::Auto && detected.is_some_and(|d| d != named.name());
+        let file = self.config.path.clone();
+        let origin = file.display().to_string();
+        let value = toml_edit::Value::from(chosen.display().to_string());
+        let written = std::fs::read_to_string(&file)
+            .map_err(|e| crate::Error::io(&file, e))
+            .and_then(|t| stage_edit::set(&t, &origin, &Setting::Key("foundation", "path"), value))
+            .and_then(|t| match conflicting {
+                true => stage_edit::set(&t, &origin, &Setting::Key("foundation", "family"), "auto".into()),
+                false => Ok(t),
+            })
+            .and_then(|t| crate::engine::run_dir::write_text_atomic(&file, &t));
+        match written {
+            Ok(()) => {
+                self.info(format!("foundation.path = {} in {origin}", chosen.display()));
+                self.reload_config(false);
+                if !self.run.is_active() {
+                    self.load_foundation();
+                }
+            }
+            Err(e) => self.error(format!("foundation picker: {e}")),
         }
     }
 

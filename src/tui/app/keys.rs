@@ -5,6 +5,18 @@ use super::*;
 impl App {
     pub fn on_key(&mut self, key: KeyEvent) -> Effect {
         use ratatui::crossterm::event::KeyCode;
+        if let Some(picker) = self.picker.as_mut() {
+            match picker.on_key(key.code) {
+                Picked::Browsing => {}
+                Picked::Closed => self.picker = None,
+                Picked::Chosen(path) => {
+                    let family = picker.detected_family().map(String::from);
+                    self.picker = None;
+                    self.choose_foundation(&path, family.as_deref());
+                }
+            }
+            return Effect::None;
+        }
         if let Overlay::Confirm(what) = self.view.overlay {
             self.view.overlay = Overlay::None;
             if matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter) {
@@ -34,8 +46,8 @@ impl App {
                     self.should_quit = true;
                     return Effect::Quit;
                 }
-                Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart | EditConfig | StageAdd
-                | StageRemove | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve | LrDouble => {
+                PickFoundation | Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart
+                | EditConfig | StageAdd | StageRemove | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve | LrDouble => {
                     self.warn("attached read-only: control the run where it runs");
                     return Effect::None;
                 }
@@ -77,6 +89,14 @@ impl App {
                 };
             }
             Action::ReloadFoundation => self.load_foundation(),
+            Action::PickFoundation => {
+                let current = self.config.exp.foundation_path();
+                let dir = current
+                    .parent()
+                    .filter(|d| d.is_dir())
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+                self.picker = Some(Picker::open(&dir, Some(&current)));
+            }
             Action::NextPane => self.cycle_focus(true),
             Action::PrevPane => self.cycle_focus(false),
             Action::Zoom => self.view.zoom = !self.view.zoom,

@@ -10,6 +10,7 @@ pub mod charts;
 pub mod compare;
 pub mod foundation;
 pub mod log;
+pub mod picker;
 pub mod reprogrammer;
 pub mod runs;
 pub mod schedule;
