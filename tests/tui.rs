@@ -937,3 +937,58 @@ fn the_foundation_picker_previews_a_checkpoint_and_chooses_it() {
     assert!(app.picker.is_none());
     assert_eq!(std::fs::read_to_string(&app.config.path).unwrap(), on_disk);
 }
+
+#[test]
+fn a_value_edited_in_place_is_validated_written_with_its_comments_and_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = tiny_text().replace(
+        "[stage1]\nepochs = 2",
+        "[stage1] # stage one\nepochs = 2 # short\nlr = 0.01 # the lr",
+    );
+    let mut app = new_app(dir.path(), &text);
+    let key = |app: &mut App, code: KeyCode| app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+    key(&mut app, KeyCode::BackTab);
+    assert_eq!(app.view.focus, tdmr::tui::app::Pane::Reprogrammer);
+    for _ in 0..3 {
+        key(&mut app, KeyCode::Down);
+    }
+    key(&mut app, KeyCode::Enter);
+    let editor = app.editor.as_ref().expect("enter edits the selected value");
+    assert_eq!((editor.table, editor.key, editor.input.as_str()), ("stage1", "lr", "0.01"));
+    assert!(screen(&app, 80, 24).contains("stage1.lr = 0.01"));
+    let retype = |app: &mut App, value: &str| {
+        while !app.editor.as_ref().unwrap().input.is_empty() {
+            app.on_key(KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE));
+        }
+        for c in value.chars() {
+            press(app, c);
+        }
+        app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    };
+    // An invalid value: the validator's message in place, the file untouched.
+    retype(&mut app, "-1");
+    let e = app.editor.as_ref().expect("the editor stays open").error.clone().unwrap();
+    assert!(
+        e.contains("stage1.lr") && e.contains("positive") && e.contains("exp.toml") && !e.contains("tdmr-edit"),
+        "{e}"
+    );
+    assert!(screen(&app, 80, 24).contains("must be a positive number"));
+    assert_eq!(std::fs::read_to_string(&app.config.path).unwrap(), text, "byte-identical");
+    // A valid one: written with the comments, and taken by the session.
+    retype(&mut app, "0.002");
+    assert!(app.editor.is_none());
+    let on_disk = std::fs::read_to_string(&app.config.path).unwrap();
+    assert!(
+        on_disk.contains("lr = 0.002 # the lr") && on_disk.contains("# stage one"),
+        "{on_disk}"
+    );
+    assert_eq!(app.config.exp.stage1.lr, 0.002);
+    assert!(screen(&app, 160, 48).contains("lr 2e-3"));
+    // Esc cancels; ctrl-z puts the file back.
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Esc);
+    assert!(app.editor.is_none());
+    app.on_key(KeyEvent::new(KeyCode::Char('z'), KeyModifiers::CONTROL));
+    assert_eq!(std::fs::read_to_string(&app.config.path).unwrap(), text);
+    assert_eq!(app.config.exp.stage1.lr, 0.01);
+}

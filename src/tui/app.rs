@@ -10,9 +10,11 @@ use ratatui::crossterm::event::KeyEvent;
 use super::keymap::{self, Action};
 use super::panes::charts::{ChartView, Charts, MarkerKind, Window};
 use super::panes::compare::ComparePane;
+use super::panes::editor::{Edited, FieldEditor};
 use super::panes::foundation::FoundationPane;
 use super::panes::log::LogPane;
 use super::panes::picker::{Picked, Picker};
+use super::panes::reprogrammer::ReprogrammerPane;
 use super::panes::runs::RunsPane;
 use super::panes::schedule::SchedulePane;
 use super::plan::RowState;
@@ -155,6 +157,11 @@ pub struct App {
     skip_to: Option<(String, String)>,
     /// The foundation picker, while it is open (`o`).
     pub picker: Option<Picker>,
+    pub reprogrammer: ReprogrammerPane,
+    /// The in-place editor, while a value is being edited.
+    pub editor: Option<FieldEditor>,
+    /// The config file's texts before each of this session's in-place edits (ctrl-z).
+    undo: Vec<String>,
 }
 
 impl App {
@@ -177,6 +184,9 @@ impl App {
             quit_hint: None,
             skip_to: None,
             picker: None,
+            reprogrammer: ReprogrammerPane::default(),
+            editor: None,
+            undo: Vec::new(),
         };
         let spec = app.options.theme.clone().unwrap_or_else(|| app.config.exp.theme.clone());
         app.set_theme(&spec);

@@ -8,7 +8,6 @@ use ratatui::Frame;
 
 use super::app::{App, Confirm, Overlay, Pane, RunState};
 use super::keymap::KEYMAP;
-use super::panes::reprogrammer::ReprogrammerPane;
 use super::panes::PaneCtx;
 use crate::config::live::Change;
 
@@ -55,6 +54,13 @@ pub fn draw(f: &mut Frame, app: &App) {
         }
     }
     draw_status(f, app, status);
+    if let Some(e) = &app.editor {
+        let ctx = PaneCtx {
+            theme: &app.theme,
+            focused: true,
+        };
+        e.draw(f, area, &ctx);
+    }
     if let Some(p) = &app.picker {
         let ctx = PaneCtx {
             theme: &app.theme,
@@ -76,7 +82,7 @@ fn draw_pane(f: &mut Frame, app: &App, pane: Pane, area: Rect) {
     };
     match pane {
         Pane::Foundation => app.foundation.draw(f, area, &ctx, &app.config.exp),
-        Pane::Reprogrammer => ReprogrammerPane::draw(f, area, &ctx, &app.config),
+        Pane::Reprogrammer => app.reprogrammer.draw(f, area, &ctx, &app.config),
         Pane::Schedule => app.schedule.draw(f, area, &ctx),
         Pane::Charts => app.charts.draw(f, area, &ctx, &app.view.charts(), app.run.is_active()),
         Pane::Log => app.log.draw(f, area, &ctx),

@@ -97,6 +97,68 @@ impl App {
         }
     }
 
+    /// Edit the Reprogrammer pane's selected value in place.
+    pub(super) fn open_editor(&mut self) {
+        let (table, key) = self.reprogrammer.field();
+        let current = toml::Value::try_from(&self.config.exp)
+            .ok()
+            .and_then(|v| v.get(table).and_then(|t| t.get(key)).map(|v| v.to_string()))
+            .unwrap_or_default();
+        self.editor = Some(FieldEditor::new(table, key, current));
+    }
+
+    /// Check the edited value the way the file is checked (a copy of the file with the
+    /// value set is loaded, bases and `--set` overrides included); write it only if it
+    /// passes, keeping the old text for ctrl-z.
+    pub(super) fn submit_edit(&mut self, typed: &str) {
+        let Some(editor) = self.editor.as_mut() else { return };
+        let (table, key) = (editor.table, editor.key);
+        let path = self.config.path.clone();
+        let origin = path.display().to_string();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let probe_name = format!(".{name}.tdmr-edit.toml");
+        let old = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                editor.error = Some(crate::Error::io(&path, e).to_string());
+                return;
+            }
+        };
+        let checked = stage_edit::set(&old, &origin, &Setting::Key(table, key), FieldEditor::value(typed)).and_then(|new| {
+            // Beside the file, so `extends` and relative paths resolve as for the file.
+            let probe = path.with_file_name(&probe_name);
+            std::fs::write(&probe, &new).map_err(|e| crate::Error::io(&probe, e))?;
+            let loaded = Experiment::load(&probe, &self.config.overrides);
+            let _ = std::fs::remove_file(&probe);
+            loaded.map(|_| new)
+        });
+        match checked.and_then(|new| crate::engine::run_dir::write_text_atomic(&path, &new)) {
+            Ok(()) => {
+                self.editor = None;
+                self.undo.push(old);
+                self.info(format!("{table}.{key} = {typed} in {origin} (ctrl-z undoes)"));
+                self.reload_config(false);
+            }
+            // The message names the probe copy; say the file instead.
+            Err(e) => editor.error = Some(e.to_string().replace(&probe_name, &name)),
+        }
+    }
+
+    /// Put the config file back as it was before the session's last in-place edit.
+    pub(super) fn undo_edit(&mut self) {
+        let Some(text) = self.undo.pop() else {
+            self.warn("nothing to undo: ctrl-z undoes this session's in-place edits");
+            return;
+        };
+        match crate::engine::run_dir::write_text_atomic(&self.config.path, &text) {
+            Ok(()) => {
+                self.info(format!("undone: {} as before the last edit", self.config.path.display()));
+                self.reload_config(false);
+            }
+            Err(e) => self.error(format!("undo: {e}")),
+        }
+    }
+
     pub(super) fn edit_schedule(&mut self, op: StageOp) {
         let selected = self.schedule.selected;
         let Some(row) = self.schedule.plan.rows.get(selected) else { return };
@@ -137,6 +199,7 @@ impl App {
     pub(super) fn move_selection(&mut self, up: bool) {
         match self.view.focus {
             Pane::Log => self.log.scroll(up),
+            Pane::Reprogrammer => self.reprogrammer.move_selection(up),
             _ => self.schedule.move_selection(up),
         }
     }

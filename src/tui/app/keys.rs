@@ -5,6 +5,18 @@ use super::*;
 impl App {
     pub fn on_key(&mut self, key: KeyEvent) -> Effect {
         use ratatui::crossterm::event::KeyCode;
+        if let Some(editor) = self.editor.as_mut() {
+            match editor.on_key(key.code) {
+                Edited::Typing => {}
+                Edited::Cancelled => self.editor = None,
+                Edited::Submitted(text) => self.submit_edit(&text),
+            }
+            return Effect::None;
+        }
+        if key.modifiers.contains(ratatui::crossterm::event::KeyModifiers::CONTROL) && key.code == KeyCode::Char('z') {
+            self.undo_edit();
+            return Effect::None;
+        }
         if let Some(picker) = self.picker.as_mut() {
             match picker.on_key(key.code) {
                 Picked::Browsing => {}
@@ -46,7 +58,7 @@ impl App {
                     self.should_quit = true;
                     return Effect::Quit;
                 }
-                PickFoundation | Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart
+                PickFoundation | EditValue | Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart
                 | EditConfig | StageAdd | StageRemove | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve | LrDouble => {
                     self.warn("attached read-only: control the run where it runs");
                     return Effect::None;
@@ -99,7 +111,8 @@ impl App {
             }
             Action::NextPane => self.cycle_focus(true),
             Action::PrevPane => self.cycle_focus(false),
-            Action::Zoom => self.view.zoom = !self.view.zoom,
+            Action::EditValue if self.view.focus == Pane::Reprogrammer => self.open_editor(),
+            Action::Zoom | Action::EditValue => self.view.zoom = !self.view.zoom,
             Action::Up => self.move_selection(true),
             Action::Down => self.move_selection(false),
             Action::StageAdd => self.schedule_op(StageOp::Duplicate),

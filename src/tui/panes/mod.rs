@@ -8,6 +8,7 @@ use super::theme::Theme;
 
 pub mod charts;
 pub mod compare;
+pub mod editor;
 pub mod foundation;
 pub mod log;
 pub mod picker;

@@ -9,15 +9,40 @@ use ratatui::Frame;
 use super::PaneCtx;
 use crate::tui::app::ConfigState;
 
-/// The pane has no state of its own: it shows the config's.
-pub struct ReprogrammerPane;
+/// The value each line edits (`enter` while the pane has the keys), by line.
+pub const FIELDS: [(&str, &str); 5] = [
+    ("reprogram", "pad"),
+    ("reprogram", "proxy_dim"),
+    ("reprogram", "logit_scale"),
+    ("stage1", "lr"),
+    ("distill", "temperature"),
+];
+
+/// The pane shows the config's values; its own state is which line is selected.
+#[derive(Debug, Default)]
+pub struct ReprogrammerPane {
+    pub selected: usize,
+}
 
 impl ReprogrammerPane {
-    pub fn draw(f: &mut Frame, area: Rect, ctx: &PaneCtx, config: &ConfigState) {
+    pub fn move_selection(&mut self, up: bool) {
+        self.selected = if up {
+            self.selected.saturating_sub(1)
+        } else {
+            (self.selected + 1).min(FIELDS.len() - 1)
+        };
+    }
+
+    /// The selected line's (table, key).
+    pub fn field(&self) -> (&'static str, &'static str) {
+        FIELDS[self.selected.min(FIELDS.len() - 1)]
+    }
+
+    pub fn draw(&self, f: &mut Frame, area: Rect, ctx: &PaneCtx, config: &ConfigState) {
         let e = &config.exp;
         let (r, s1, d) = (&e.reprogram, &e.stage1, &e.distill);
         let field = |key: &str, label: &str, value: String| field(ctx, config, key, label, value);
-        let lines = vec![
+        let mut lines = vec![
             field(
                 "reprogram.pad",
                 "prompt",
@@ -39,8 +64,13 @@ impl ReprogrammerPane {
                 "distill",
                 format!("T {} · {:?} · b{}", d.temperature, d.align_loss, d.batch_size).to_lowercase(),
             ),
-            Line::from(Span::styled("e edit · ✓live applied · ⟳ at restart", ctx.theme.muted())),
+            Line::from(Span::styled("enter edit · ✓live applied · ⟳ at restart", ctx.theme.muted())),
         ];
+        if ctx.focused {
+            if let Some(l) = lines.get_mut(self.selected) {
+                *l = std::mem::take(l).style(ctx.theme.selected());
+            }
+        }
         f.render_widget(Paragraph::new(lines).block(ctx.block(" Reprogrammer ")), area);
     }
 }
