@@ -355,3 +355,62 @@ fn attach_follows_a_running_sweep_and_opens_its_sub_runs() {
     tmux.keys("q");
     tmux.wait_exit(10, "attach did not quit");
 }
+
+#[test]
+fn an_in_place_edit_at_80x24_applies_live_and_keeps_the_files_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("exp.toml");
+    let text = tiny_text().replace("[stage1]\nepochs = 2", "[stage1] # stage one\nepochs = 60\nlr = 0.01 # the lr");
+    std::fs::write(&cfg, &text).unwrap();
+    let run = dir.path().join("run");
+    let shell = format!(
+        "cd {:?} && exec {:?} tui {:?} --out {:?}",
+        root(),
+        env!("CARGO_BIN_EXE_tdmr"),
+        cfg,
+        run
+    );
+    let Some(tmux) = Tmux::start("edit", 80, 24, &shell) else { return };
+    tmux.keys("s");
+    tmux.wait(90, "stage 1 to run", |s| s.contains("▶ vp/reprogram"));
+    // Reprogrammer pane, the stage1 line, edit.
+    tmux.keys("BTab");
+    for _ in 0..3 {
+        tmux.keys("Down");
+    }
+    tmux.keys("Enter");
+    tmux.wait(10, "the editor", |s| s.contains("stage1.lr = 0.01"));
+    for _ in 0..4 {
+        tmux.keys("BSpace");
+    }
+    // An invalid value first: nothing is written.
+    tmux.keys("0");
+    tmux.keys("Enter");
+    tmux.wait(10, "the validator's message", |s| s.contains("positive"));
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), text, "the file is byte-identical");
+    tmux.keys("BSpace");
+    tmux.keys("0.002");
+    tmux.keys("Enter");
+    tmux.wait(60, "the live mark", |s| s.contains("✓live"));
+    let on_disk = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        on_disk.contains("lr = 0.002 # the lr") && on_disk.contains("# stage one"),
+        "{on_disk}"
+    );
+    let metrics = run.join("metrics.jsonl");
+    let applied = || {
+        std::fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("\"config-applied\"") && l.contains("stage1.lr"))
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    while !applied() {
+        assert!(Instant::now() < end, "no config-applied event for stage1.lr");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.keys("q");
+    tmux.wait(10, "the quit confirmation", |s| s.contains("Stop it and quit?"));
+    tmux.keys("y");
+    tmux.wait_exit(60, "the workbench to quit");
+}
