@@ -49,50 +49,29 @@ impl FeatureExtractor for EfficientNetLite {
     }
 }
 
-impl FeatureExtractor for ResNet {
-    fn features(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        ResNet::features(self, x)
-    }
-    fn feature_dim(&self) -> usize {
-        self.feature_dim
-    }
-    fn macs(&self) -> Option<u64> {
-        None
-    }
-    fn variant(&self) -> &str {
-        &self.variant
-    }
+/// A frozen foundation: its own `features(x)`, its width and name from its fields.
+macro_rules! frozen {
+    ($net:ty, $width:ident) => {
+        impl FeatureExtractor for $net {
+            fn features(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+                <$net>::features(self, x)
+            }
+            fn feature_dim(&self) -> usize {
+                self.$width
+            }
+            fn macs(&self) -> Option<u64> {
+                None
+            }
+            fn variant(&self) -> &str {
+                &self.variant
+            }
+        }
+    };
 }
 
-impl FeatureExtractor for ConvNext {
-    fn features(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        ConvNext::features(self, x)
-    }
-    fn feature_dim(&self) -> usize {
-        self.feature_dim
-    }
-    fn macs(&self) -> Option<u64> {
-        None
-    }
-    fn variant(&self) -> &str {
-        &self.variant
-    }
-}
-
-impl FeatureExtractor for Vit {
-    fn features(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        Vit::features(self, x)
-    }
-    fn feature_dim(&self) -> usize {
-        self.dim
-    }
-    fn macs(&self) -> Option<u64> {
-        None
-    }
-    fn variant(&self) -> &str {
-        &self.variant
-    }
-}
+frozen!(ResNet, feature_dim);
+frozen!(ConvNext, feature_dim);
+frozen!(Vit, dim);
 
 impl FeatureExtractor for SmallCnn {
     fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -124,56 +103,38 @@ impl FeatureExtractor for TargetResNet {
     }
 }
 
-impl FeatureExtractor for MobileNetV2 {
-    fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        MobileNetV2::features(self, x, train)
-    }
-    fn feature_dim(&self) -> usize {
-        MobileNetV2::feature_dim(self)
-    }
-    fn macs(&self) -> Option<u64> {
-        Some(self.macs.0)
-    }
-    fn variant(&self) -> &str {
-        "mobilenetv2"
-    }
+/// A trained target counted as it was built: its own `features` and `feature_dim`, the
+/// MACs it summed, and its architecture's name.
+macro_rules! trained {
+    ($net:ty, $name:literal) => {
+        impl FeatureExtractor for $net {
+            fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+                <$net>::features(self, x, train)
+            }
+            fn feature_dim(&self) -> usize {
+                <$net>::feature_dim(self)
+            }
+            fn macs(&self) -> Option<u64> {
+                Some(self.macs.0)
+            }
+            fn variant(&self) -> &str {
+                $name
+            }
+        }
+    };
 }
 
-impl FeatureExtractor for VitTiny {
-    fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        VitTiny::features(self, x, train)
-    }
-    fn feature_dim(&self) -> usize {
-        VitTiny::feature_dim(self)
-    }
-    fn macs(&self) -> Option<u64> {
-        Some(self.macs.0)
-    }
-    fn variant(&self) -> &str {
-        "vit-tiny"
-    }
+trained!(MobileNetV2, "mobilenetv2");
+trained!(VitTiny, "vit-tiny");
+
+macro_rules! exported {
+    ($($net:ty),*) => {
+        $(impl TargetBackbone for $net {
+            fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+                <$net>::emit_onnx(self, g, x)
+            }
+        })*
+    };
 }
 
-impl TargetBackbone for SmallCnn {
-    fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
-        SmallCnn::emit_onnx(self, g, x)
-    }
-}
-
-impl TargetBackbone for TargetResNet {
-    fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
-        TargetResNet::emit_onnx(self, g, x)
-    }
-}
-
-impl TargetBackbone for MobileNetV2 {
-    fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
-        MobileNetV2::emit_onnx(self, g, x)
-    }
-}
-
-impl TargetBackbone for VitTiny {
-    fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
-        VitTiny::emit_onnx(self, g, x)
-    }
-}
+exported!(SmallCnn, TargetResNet, MobileNetV2, VitTiny);

@@ -37,16 +37,8 @@ fn bad(w: &StrictWeights, tensor: String, msg: String) -> Error {
 impl Vit {
     pub fn load(w: &mut StrictWeights, layout: Layout) -> Result<Self> {
         let names = Names::of(w, layout);
-        let Embeddings {
-            stem,
-            patch_w,
-            patch_b,
-            cls,
-            pos,
-            grid,
-            patch,
-            dim,
-        } = embeddings(w, &names)?;
+        let e = embeddings(w, &names)?;
+        let dim = e.dim;
         let pre_norm = match names.pre_norm() {
             Some(at) => Some(w.take_affine(&at, &[dim], &[dim])?),
             None => None,
@@ -64,18 +56,18 @@ impl Vit {
             Layout::Dinov2 => (1e-6, crate::models::IMAGENET),
             Layout::Clip => (1e-5, CLIP_NORM),
         };
-        let stem_stride = if stem.is_some() { 4 } else { 1 };
-        let native_input = grid * patch * stem_stride;
+        let stem_stride = if e.stem.is_some() { 4 } else { 1 };
+        let native_input = e.grid * e.patch * stem_stride;
         Ok(Vit {
             layout,
-            variant: variant(layout, dim, patch, native_input),
-            stem,
-            patch,
-            patch_w,
-            patch_b,
-            cls,
-            pos,
-            grid,
+            variant: variant(layout, dim, e.patch, native_input),
+            stem: e.stem,
+            patch: e.patch,
+            patch_w: e.patch_w,
+            patch_b: e.patch_b,
+            cls: e.cls,
+            pos: e.pos,
+            grid: e.grid,
             pre_norm,
             blocks,
             norm,
