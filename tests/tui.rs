@@ -504,6 +504,10 @@ fn attach_replays_a_run_directory_read_only() {
     // Controls do not pretend to reach another process; quitting needs no confirmation.
     press(&mut app, 'p');
     assert!(log_text(&app).contains("read-only"));
+    // Looking is allowed: enter zooms the focused pane, and nothing edits the file.
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert!(app.view.zoom && app.editor.is_none());
+    app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
     press(&mut app, 'q');
     assert!(app.should_quit);
     app.shutdown();

@@ -58,7 +58,7 @@ impl App {
                     self.should_quit = true;
                     return Effect::Quit;
                 }
-                PickFoundation | EditValue | Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart
+                PickFoundation | Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart
                 | EditConfig | StageAdd | StageRemove | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve | LrDouble => {
                     self.warn("attached read-only: control the run where it runs");
                     return Effect::None;
@@ -111,6 +111,9 @@ impl App {
             }
             Action::NextPane => self.cycle_focus(true),
             Action::PrevPane => self.cycle_focus(false),
+            Action::EditValue if self.view.focus == Pane::Reprogrammer && self.run.read_only => {
+                self.warn("attached read-only: control the run where it runs")
+            }
             Action::EditValue if self.view.focus == Pane::Reprogrammer => self.open_editor(),
             Action::Zoom | Action::EditValue => self.view.zoom = !self.view.zoom,
             Action::Up => self.move_selection(true),
