@@ -4,82 +4,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::workbench::*;
 use common::*;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use tdmr::config::Experiment;
 use tdmr::engine::{Command, Event, FailReason, LossParts, Session, Summary};
-use tdmr::tui::app::{App, Options, RunState};
+use tdmr::tui::app::{App, Confirm, Overlay, RunState};
 use tdmr::tui::plan::RowState;
 use tdmr::tui::view;
-
-fn screen(app: &App, w: u16, h: u16) -> String {
-    drawn(w, h, |f| view::draw(f, app))
-}
-
-/// The text of one frame drawn by `draw` on a `w`×`h` test terminal.
-fn drawn(w: u16, h: u16, draw: impl FnOnce(&mut ratatui::Frame)) -> String {
-    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(draw).unwrap();
-    let buf = t.backend().buffer();
-    let mut out = String::new();
-    for y in 0..h {
-        for x in 0..w {
-            out.push_str(buf[(x, y)].symbol());
-        }
-        out.push('\n');
-    }
-    out
-}
-
-fn press(app: &mut App, c: char) {
-    app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
-}
-
-/// Poll the app until `done` holds (or fail after `secs`).
-fn pump(app: &mut App, secs: u64, what: &str, done: impl Fn(&App) -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !done(app) {
-        assert!(Instant::now() < end, "timed out waiting for: {what}\nlog:\n{}", log_text(app));
-        app.poll();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn log_text(app: &App) -> String {
-    app.log.lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")
-}
-
-fn write_config(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("exp.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn new_app(dir: &Path, text: &str) -> App {
-    open_app(write_config(dir, text), Some(dir.join("run")), None, false)
-}
-
-/// The workbench on an existing config file, with the bundled themes.
-fn open_app(cfg: PathBuf, out: Option<PathBuf>, theme: Option<&str>, no_color: bool) -> App {
-    let exp = Experiment::load(&cfg, &[]).unwrap();
-    App::new(
-        cfg,
-        Vec::new(),
-        exp,
-        Options {
-            out,
-            themes_dir: root().join("themes"),
-            theme: theme.map(String::from),
-            no_color,
-        },
-    )
-}
 
 /// A scripted engine: runs the stages of `plan` with `steps` steps per epoch, and
 /// honours pause, resume, skip and abort between steps like the real one.
@@ -797,7 +735,23 @@ fn the_compare_pane_shows_every_class_for_teacher_probe_and_targets() {
             predicted: 2,
             count: 4,
         }],
+        during: None,
     };
+    for _ in 0..4 {
+        app.on_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
+    }
+    assert_eq!(app.view.focus, tdmr::tui::app::Pane::Compare);
+    // While a target trains, its evaluations fill its column, marked live.
+    let mut live = report("tdmr", 0.3, None);
+    if let Event::ClassReport { during, .. } = &mut live {
+        *during = Some(tdmr::engine::class_report::During {
+            stage: "align".into(),
+            epoch: 4,
+        });
+    }
+    app.on_engine(live);
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("tdmr live: align epoch 4") && s.contains(" 30% "), "{s}");
     // Reported in run order; shown teacher, probe, target, baselines.
     for (m, base, agree) in [
         ("linear-probe", 0.8, None),
@@ -808,10 +762,6 @@ fn the_compare_pane_shows_every_class_for_teacher_probe_and_targets() {
     ] {
         app.on_engine(report(m, base, agree));
     }
-    for _ in 0..4 {
-        app.on_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE));
-    }
-    assert_eq!(app.view.focus, tdmr::tui::app::Pane::Compare);
     let check = |s: &str, what: &str| {
         assert!(s.contains("Teacher vs target"), "{what}:\n{s}");
         for c in &classes {
@@ -825,6 +775,7 @@ fn the_compare_pane_shows_every_class_for_teacher_probe_and_targets() {
             "{header}"
         );
         assert!(s.contains('█'), "{what}: bars:\n{s}");
+        assert!(!s.contains("live:"), "{what}: the finished report replaced the live one:\n{s}");
     };
     check(&screen(&app, 160, 48), "160×48");
     // At 80×24 the pane shows its head; zoomed, every class.
@@ -923,6 +874,11 @@ fn the_foundation_picker_previews_a_checkpoint_and_chooses_it() {
     }
     app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
     assert!(app.picker.is_none(), "choosing closes the picker");
+    // Its native input differs from image_size = 32: the workbench offers it; no keeps 32.
+    assert_eq!(app.view.overlay, Overlay::Confirm(Confirm::NativeSize(224)));
+    assert!(screen(&app, 80, 24).contains("native input is 224"));
+    press(&mut app, 'n');
+    assert_eq!((app.view.overlay, app.config.exp.foundation.image_size), (Overlay::None, 32));
     let chosen = std::fs::canonicalize(models.join("lite.safetensors")).unwrap();
     assert_eq!(app.config.exp.foundation_path(), chosen);
     let on_disk = std::fs::read_to_string(&app.config.path).unwrap();
@@ -958,7 +914,7 @@ fn a_value_edited_in_place_is_validated_written_with_its_comments_and_undone() {
     }
     key(&mut app, KeyCode::Enter);
     let editor = app.editor.as_ref().expect("enter edits the selected value");
-    assert_eq!((editor.table, editor.key, editor.input.as_str()), ("stage1", "lr", "0.01"));
+    assert_eq!((editor.setting().to_string(), editor.input.as_str()), ("stage1.lr".into(), "0.01"));
     assert!(screen(&app, 80, 24).contains("stage1.lr = 0.01"));
     let retype = |app: &mut App, value: &str| {
         while !app.editor.as_ref().unwrap().input.is_empty() {

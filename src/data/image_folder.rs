@@ -236,12 +236,7 @@ impl ImageFolder {
         for (label, name) in self.classes.iter().enumerate() {
             let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.label(i) == label as u32).collect();
             idx.shuffle(&mut rng);
-            let n_test = ((idx.len() as f64 * test_fraction).round() as usize).clamp(1, idx.len());
-            let n_val = match validation_fraction {
-                f if f > 0.0 => ((idx.len() as f64 * f).round() as usize).max(1),
-                _ => 0,
-            };
-            let pool = idx.len().saturating_sub(n_test + n_val);
+            let (n_test, n_val, pool) = held_out(idx.len(), test_fraction, validation_fraction);
             if k == 0 || k > pool {
                 return Err(Error::config(
                     "data.k",
@@ -264,6 +259,29 @@ impl ImageFolder {
         }
         Ok(split)
     }
+}
+
+/// Of a class's `n` images: how many are held out for testing and for validation, and
+/// how many are left for the `k` labelled ones (and the unlabelled pool).
+pub fn held_out(n: usize, test_fraction: f64, validation_fraction: f64) -> (usize, usize, usize) {
+    let n_test = ((n as f64 * test_fraction).round() as usize).clamp(1, n.max(1));
+    let n_val = match validation_fraction {
+        f if f > 0.0 => ((n as f64 * f).round() as usize).max(1),
+        _ => 0,
+    };
+    (n_test, n_val, n.saturating_sub(n_test + n_val))
+}
+
+/// Each class of an ImageFolder root and how many image files it holds, without
+/// decoding any (the data picker's preview).
+pub fn class_counts(root: &Path) -> Result<Vec<(String, usize)>> {
+    class_dirs(root)?
+        .iter()
+        .map(|dir| {
+            let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            Ok((name, sorted_dir(dir)?.iter().filter(|p| p.is_file() && is_image_file(p)).count()))
+        })
+        .collect()
 }
 
 /// A decoding pool of `workers` threads (0: rayon's default, all cores).

@@ -56,6 +56,32 @@ pub fn most_confused(truth: &[u32], predicted: &[u32]) -> Vec<Confusion> {
     pairs
 }
 
+/// Where a method stood when a report was taken before it finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct During {
+    pub stage: String,
+    pub epoch: usize,
+}
+
+/// The `class-report` event for `method`'s `predicted` classes; with the `teacher`'s
+/// predictions, how often they agree.
+pub fn report(
+    method: &str,
+    truth: &[u32],
+    predicted: &[u32],
+    classes: usize,
+    teacher: Option<&[u32]>,
+    during: Option<During>,
+) -> super::Event {
+    super::Event::ClassReport {
+        method: method.into(),
+        per_class: per_class(truth, predicted, classes),
+        agreement: teacher.map(|t| agreement(predicted, t)),
+        confused: most_confused(truth, predicted),
+        during,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

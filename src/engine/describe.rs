@@ -143,6 +143,8 @@ impl Event {
                 "== {method}: test {} ({trainable_params} trainable params, {wall_s:.1}s, {foundation_forwards} foundation batches)",
                 pct(*test_acc)
             )),
+            // Charted by the workbench as the target trains; the finished one is said.
+            Event::ClassReport { during: Some(_), .. } => None,
             Event::ClassReport {
                 method,
                 per_class,

@@ -159,6 +159,10 @@ pub enum Event {
         agreement: Option<f64>,
         /// The most frequent confusions, most frequent first.
         confused: Vec<super::class_report::Confusion>,
+        /// Set on the reports a target sends at each evaluation while it trains (its
+        /// stage and epoch); absent on the one it sends when it finishes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        during: Option<super::class_report::During>,
     },
     Done {
         summary: Summary,

@@ -318,7 +318,7 @@ impl Lab<'_> {
                         let (_, logits) = m.forward(foundation, &x, true)?;
                         ce_step(&logits, train, rows, smoothing, wait)
                     },
-                    eval: &mut || accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
+                    eval: &mut |_, _| accuracy(test, |rows| Ok(m.forward(foundation, &test.batch(rows, inner)?, false)?.1)),
                     after_epoch: Some(&mut keep_best),
                 },
             )?
@@ -383,7 +383,7 @@ impl Lab<'_> {
                     let (x, wait) = timed(|| select_rows(&train_f, rows))?;
                     ce_step(&proxy(&x)?, train, rows, smoothing, wait)
                 },
-                eval: &mut || accuracy(test, |rows| proxy(&select_rows(&test_f, rows)?)),
+                eval: &mut |_, _| accuracy(test, |rows| proxy(&select_rows(&test_f, rows)?)),
                 after_epoch: None,
             },
         )?;

@@ -15,79 +15,13 @@ use super::control::Control;
 use super::events::{Event, LossParts};
 use super::optim::Optimizer;
 use super::schedule::LrPlan;
-use crate::config::{Checkpointing, Experiment, LossWeights, LrSchedule, OptimizerKind};
+use crate::config::{Checkpointing, LossWeights, LrSchedule, OptimizerKind};
 use crate::params::Params;
 use crate::{Error, Result};
 
-/// Where a stage's live settings come from when the view changes the experiment while
-/// it runs. Only learning rates, loss weights and the temperature change mid-stage.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LiveSource {
-    /// Nothing of this stage changes live (the baselines' fixed budget).
-    Fixed,
-    /// `stage1.lr` (stage 1 and `vp`).
-    Stage1,
-    /// `baselines.linear_probe_lr`.
-    Probe,
-    /// `distill.stages[name = …]` (lr, loss weights, epochs: the running stage can be
-    /// steered longer or shorter) and `distill.temperature`.
-    Distill { stage: String, scale: EpochScale },
-    /// `distill.temperature` only (the `kd` baseline).
-    Temperature,
-}
+mod live;
 
-/// How a stage's configured epochs become epochs over the set it trains on.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum EpochScale {
-    AsWritten,
-    /// On a transfer set of `items` images, fewer epochs keep the step budget that
-    /// `distill.transfer_budget` (`budget`) sets for the `labelled` images.
-    Transfer {
-        labelled: usize,
-        budget: f64,
-        items: usize,
-    },
-}
-
-impl EpochScale {
-    pub fn epochs(&self, configured: usize) -> usize {
-        match *self {
-            EpochScale::AsWritten => configured,
-            EpochScale::Transfer { labelled, budget, items } => {
-                ((configured * labelled) as f64 * budget / items as f64).ceil().max(1.0) as usize
-            }
-        }
-    }
-}
-
-/// The settings a step runs with, re-read from the live experiment before every step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Live {
-    pub lr: f64,
-    pub weights: LossWeights,
-    pub temperature: f64,
-    /// The stage's length in epochs: steering changes it while the stage runs.
-    pub epochs: usize,
-}
-
-impl Live {
-    fn update(&mut self, source: &LiveSource, exp: &Experiment) {
-        match source {
-            LiveSource::Fixed => {}
-            LiveSource::Stage1 => self.lr = exp.stage1.lr,
-            LiveSource::Probe => self.lr = exp.baselines.linear_probe_lr,
-            LiveSource::Temperature => self.temperature = exp.distill.temperature,
-            LiveSource::Distill { stage, scale } => {
-                self.temperature = exp.distill.temperature;
-                if let Some(s) = exp.distill.stages.iter().find(|s| &s.name == stage) {
-                    self.lr = s.lr;
-                    self.weights = s.weights;
-                    self.epochs = scale.epochs(s.epochs);
-                }
-            }
-        }
-    }
-}
+pub use live::{EpochScale, Live, LiveSource};
 
 /// What a step knows besides its rows.
 pub struct StepCtx<'a> {
@@ -103,6 +37,9 @@ pub struct StepCtx<'a> {
 /// A stage's loss for a batch of view rows.
 pub type StepFn<'a> = dyn FnMut(&[usize], &StepCtx) -> Result<StepOut> + 'a;
 
+/// Test accuracy at the end of an epoch (given its number, and the control to report
+/// more on the same predictions).
+pub type EvalFn<'a> = dyn FnMut(&mut Control, usize) -> Result<f64> + 'a;
 /// Called after every finished epoch with its number (stage 1's validation selection).
 pub type EpochHook<'a> = dyn FnMut(usize) -> Result<()> + 'a;
 
@@ -110,7 +47,7 @@ pub type EpochHook<'a> = dyn FnMut(usize) -> Result<()> + 'a;
 /// validation accuracy), and optionally a hook after each epoch.
 pub struct Hooks<'a> {
     pub step: &'a mut StepFn<'a>,
-    pub eval: &'a mut (dyn FnMut() -> Result<f64> + 'a),
+    pub eval: &'a mut EvalFn<'a>,
     pub after_epoch: Option<&'a mut EpochHook<'a>>,
 }
 
@@ -395,14 +332,7 @@ impl<'s> StageRun<'s> {
     }
 
     /// The epoch's mean losses and accuracy, evaluated on the test split where due.
-    fn end_epoch(
-        &mut self,
-        ctl: &mut Control,
-        epoch: usize,
-        lr: f64,
-        started: Instant,
-        eval: &mut (dyn FnMut() -> Result<f64> + '_),
-    ) -> Result<()> {
+    fn end_epoch(&mut self, ctl: &mut Control, epoch: usize, lr: f64, started: Instant, eval: &mut EvalFn<'_>) -> Result<()> {
         let spec = self.spec;
         let elapsed = started.elapsed().as_secs_f64();
         let n = spec.items as f64;
@@ -415,7 +345,7 @@ impl<'s> StageRun<'s> {
         };
         let evaluated = epoch.is_multiple_of(spec.eval_every) || epoch == self.live.epochs;
         if evaluated {
-            self.pos.test_acc = Some(eval()?);
+            self.pos.test_acc = Some(eval(ctl, epoch)?);
         }
         ctl.emit(Event::Epoch {
             method: spec.method.clone(),

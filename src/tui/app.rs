@@ -11,9 +11,10 @@ use super::keymap::{self, Action};
 use super::panes::charts::{ChartView, Charts, MarkerKind, Window};
 use super::panes::compare::ComparePane;
 use super::panes::editor::{Edited, FieldEditor};
-use super::panes::foundation::FoundationPane;
+use super::panes::fields::{self, Field};
+use super::panes::foundation::{FoundationPane, LineEdit};
 use super::panes::log::LogPane;
-use super::panes::picker::{Picked, Picker};
+use super::panes::picker::{Browse, Picked, Picker};
 use super::panes::reprogrammer::ReprogrammerPane;
 use super::panes::runs::RunsPane;
 use super::panes::schedule::SchedulePane;
@@ -70,6 +71,8 @@ pub enum Confirm {
     Abort,
     Quit,
     Restart,
+    /// Take the chosen checkpoint's native input size for `foundation.image_size`.
+    NativeSize(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +158,7 @@ pub struct App {
     pub quit_hint: Option<String>,
     /// The stage `N` asked to skip to: every stage that starts before it is skipped.
     skip_to: Option<(String, String)>,
-    /// The foundation picker, while it is open (`o`).
+    /// The foundation (`o`) or data (`O`) picker, while it is open.
     pub picker: Option<Picker>,
     pub reprogrammer: ReprogrammerPane,
     /// The in-place editor, while a value is being edited.

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod workbench;
+
 pub const WEIGHTS: &str = "sample-data/foundation/efficientnet-lite0.safetensors";
 pub const DIGITS: &str = "sample-data/digits";
 

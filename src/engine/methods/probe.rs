@@ -62,7 +62,7 @@ impl Lab<'_> {
                         let (x, wait) = timed(|| select_rows(&train_f, rows))?;
                         ce_step(&head.forward(&x)?, train, rows, 0.0, wait)
                     },
-                    eval: &mut || accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
+                    eval: &mut |_, _| accuracy(test, |rows| head.forward(&select_rows(&test_f, rows)?)),
                     after_epoch: None,
                 },
             )?;

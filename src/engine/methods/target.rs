@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::distill::loss::{Labelled, TargetLoss};
+use crate::engine::class_report::{self, During};
 use crate::engine::trainer::{EpochScale, StepCtx};
 
 /// A target network under training: backbone, the projector into the proxy space (when
@@ -40,6 +41,7 @@ impl Lab<'_> {
         if resume_at == 0 && !self.ckpt.resumes(key) {
             self.announce_target(key, &net);
         }
+        let teacher_predicted = self.teacher_predictions_for(key).map(<[u32]>::to_vec);
         let train = target_views(&self.train, &self.target_train, &self.transfer, views)?;
         // The transfer set has more images per epoch: fewer epochs keep the step
         // budget that `distill.transfer_budget` sets.
@@ -51,7 +53,7 @@ impl Lab<'_> {
                 items: train.images(),
             },
         };
-        let test = &self.test;
+        let (test, classes) = (&self.test, self.classes);
         let eval_logits = |rows: &[usize]| -> Result<Tensor> { Ok(net.forward(&test.batch(rows, size)?, false)?.1) };
         let mut prev = LossWeights::default();
         let mut last: Option<StageOutcome> = None;
@@ -89,7 +91,20 @@ impl Lab<'_> {
                         let (x, data_wait_s) = timed(|| train.batch(rows, size))?;
                         target_step(&net, &x, rows, train, teacher.map(|(c, _)| c), &step_loss(ctx), data_wait_s)
                     },
-                    eval: &mut || accuracy(test, eval_logits),
+                    // The same predictions give the accuracy and, to the views, the
+                    // target's classes as it trains.
+                    eval: &mut |ctl, epoch| {
+                        let predicted = predictions(test, eval_logits)?;
+                        let during = During {
+                            stage: stage.name.clone(),
+                            epoch,
+                        };
+                        let report =
+                            class_report::report(key, &test.labels, &predicted, classes, teacher_predicted.as_deref(), Some(during));
+                        ctl.emit(report);
+                        let correct = predicted.iter().zip(&test.labels).filter(|(p, t)| p == t).count();
+                        Ok(correct as f64 / test.len() as f64)
+                    },
                     after_epoch: None,
                 },
             )?;

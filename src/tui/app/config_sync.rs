@@ -69,78 +69,120 @@ impl App {
     /// Point `foundation.path` at `path` (as an absolute path) in the config file; a
     /// `foundation.family` that names another family becomes `auto`. The reload then
     /// applies it (or shows it pending while a run goes), and an idle workbench loads
-    /// the new foundation into its pane.
-    pub(super) fn choose_foundation(&mut self, path: &Path, detected: Option<&str>) {
+    /// the new foundation into its pane. Where the checkpoint's native input differs
+    /// from `foundation.image_size`, the workbench offers to take it.
+    pub(super) fn choose_foundation(&mut self, path: &Path, detected: Option<&str>, native: Option<usize>) {
         let chosen = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let named = self.config.exp.foundation.family;
         let conflicting = named != crate::models::foundation::Family::Auto && detected.is_some_and(|d| d != named.name());
-        let file = self.config.path.clone();
-        let origin = file.display().to_string();
-        let value = toml_edit::Value::from(chosen.display().to_string());
-        let written = std::fs::read_to_string(&file)
-            .map_err(|e| crate::Error::io(&file, e))
-            .and_then(|t| stage_edit::set(&t, &origin, &Setting::Key("foundation", "path"), value))
-            .and_then(|t| match conflicting {
-                true => stage_edit::set(&t, &origin, &Setting::Key("foundation", "family"), "auto".into()),
-                false => Ok(t),
-            })
-            .and_then(|t| crate::engine::run_dir::write_text_atomic(&file, &t));
-        match written {
-            Ok(()) => {
-                self.info(format!("foundation.path = {} in {origin}", chosen.display()));
+        let mut settings = vec![(
+            Setting::Key("foundation", "path"),
+            toml_edit::Value::from(chosen.display().to_string()),
+        )];
+        if conflicting {
+            settings.push((Setting::Key("foundation", "family"), "auto".into()));
+        }
+        match self.write_checked(&settings) {
+            Ok(_) => {
+                self.info(format!("foundation.path = {} in {}", chosen.display(), self.config.path.display()));
                 self.reload_config(false);
                 if !self.run.is_active() {
                     self.load_foundation();
+                }
+                if let Some(n) = native.filter(|n| *n != self.config.exp.foundation.image_size) {
+                    self.view.overlay = Overlay::Confirm(Confirm::NativeSize(n));
                 }
             }
             Err(e) => self.error(format!("foundation picker: {e}")),
         }
     }
 
-    /// Edit the Reprogrammer pane's selected value in place.
-    pub(super) fn open_editor(&mut self) {
-        let (table, key) = self.reprogrammer.field();
-        let current = toml::Value::try_from(&self.config.exp)
-            .ok()
-            .and_then(|v| v.get(table).and_then(|t| t.get(key)).map(|v| v.to_string()))
-            .unwrap_or_default();
-        self.editor = Some(FieldEditor::new(table, key, current));
+    /// `foundation.image_size = n`, the chosen checkpoint's native input (accepted).
+    pub(super) fn set_native_size(&mut self, n: usize) {
+        match self.write_checked(&[(Setting::Key("foundation", "image_size"), (n as i64).into())]) {
+            Ok(old) => {
+                self.undo.push(old);
+                self.info(format!("foundation.image_size = {n} (ctrl-z undoes)"));
+                self.reload_config(false);
+            }
+            Err(e) => self.error(format!("foundation.image_size = {n} not taken: {e}")),
+        }
     }
 
-    /// Check the edited value the way the file is checked (a copy of the file with the
-    /// value set is loaded, bases and `--set` overrides included); write it only if it
-    /// passes, keeping the old text for ctrl-z.
-    pub(super) fn submit_edit(&mut self, typed: &str) {
-        let Some(editor) = self.editor.as_mut() else { return };
-        let (table, key) = (editor.table, editor.key);
-        let path = self.config.path.clone();
-        let origin = path.display().to_string();
+    /// Point the data at the ImageFolder `root` (as an absolute path).
+    pub(super) fn choose_data(&mut self, root: &Path) {
+        let chosen = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let settings = [
+            (Setting::Key("data", "kind"), "image-folder".into()),
+            (Setting::Key("data", "path"), chosen.display().to_string().into()),
+        ];
+        match self.write_checked(&settings) {
+            Ok(old) => {
+                self.undo.push(old);
+                self.info(format!("data.path = {} (ctrl-z undoes)", chosen.display()));
+                self.reload_config(false);
+            }
+            Err(e) => self.error(format!("data picker: {e}")),
+        }
+    }
+
+    /// Edit the selected line's `fields` in place.
+    pub(super) fn open_editor(&mut self, fields: Vec<Field>) {
+        let exp = &self.config.exp;
+        let fields = fields
+            .into_iter()
+            .map(|f| {
+                let now = fields::current(exp, &f.at);
+                (f, now)
+            })
+            .collect();
+        self.editor = Some(FieldEditor::new(fields));
+    }
+
+    /// Set `settings` in the config file, keeping its comments, if the result loads the
+    /// way the file is loaded (a copy beside it, so bases, relative paths and `--set`
+    /// overrides apply as for the file). Returns the text it replaced; on an error
+    /// nothing is written.
+    fn write_checked(&self, settings: &[(Setting, toml_edit::Value)]) -> std::result::Result<String, String> {
+        let path = &self.config.path;
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let probe_name = format!(".{name}.tdmr-edit.toml");
-        let old = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                editor.error = Some(crate::Error::io(&path, e).to_string());
-                return;
+        let written = (|| {
+            let origin = path.display().to_string();
+            let old = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+            let mut new = old.clone();
+            for (at, value) in settings {
+                new = stage_edit::set(&new, &origin, at, value.clone())?;
             }
-        };
-        let checked = stage_edit::set(&old, &origin, &Setting::Key(table, key), FieldEditor::value(typed)).and_then(|new| {
-            // Beside the file, so `extends` and relative paths resolve as for the file.
             let probe = path.with_file_name(&probe_name);
             std::fs::write(&probe, &new).map_err(|e| crate::Error::io(&probe, e))?;
             let loaded = Experiment::load(&probe, &self.config.overrides);
             let _ = std::fs::remove_file(&probe);
-            loaded.map(|_| new)
-        });
-        match checked.and_then(|new| crate::engine::run_dir::write_text_atomic(&path, &new)) {
-            Ok(()) => {
+            loaded?;
+            crate::engine::run_dir::write_text_atomic(path, &new)?;
+            Ok::<_, crate::Error>(old)
+        })();
+        // A message names the probe copy; say the file instead.
+        written.map_err(|e| e.to_string().replace(&probe_name, &name))
+    }
+
+    /// The edited value, checked and written; the old text is kept for ctrl-z and `u`.
+    pub(super) fn submit_edit(&mut self, typed: &str) {
+        let Some(at) = self.editor.as_ref().map(|e| e.setting().clone()) else {
+            return;
+        };
+        match self.write_checked(&[(at.clone(), FieldEditor::value(typed))]) {
+            Ok(old) => {
                 self.editor = None;
                 self.undo.push(old);
-                self.info(format!("{table}.{key} = {typed} in {origin} (ctrl-z undoes)"));
+                self.info(format!("{at} = {typed} in {} (ctrl-z undoes)", self.config.path.display()));
                 self.reload_config(false);
             }
-            // The message names the probe copy; say the file instead.
-            Err(e) => editor.error = Some(e.to_string().replace(&probe_name, &name)),
+            Err(e) => {
+                if let Some(editor) = self.editor.as_mut() {
+                    editor.error = Some(e);
+                }
+            }
         }
     }
 
@@ -200,6 +242,7 @@ impl App {
         match self.view.focus {
             Pane::Log => self.log.scroll(up),
             Pane::Reprogrammer => self.reprogrammer.move_selection(up),
+            Pane::Foundation => self.foundation.move_selection(up),
             _ => self.schedule.move_selection(up),
         }
     }

@@ -10,6 +10,13 @@ impl App {
                 Edited::Typing => {}
                 Edited::Cancelled => self.editor = None,
                 Edited::Submitted(text) => self.submit_edit(&text),
+                Edited::Undo => {
+                    self.undo_edit();
+                    let exp = &self.config.exp;
+                    if let Some(e) = self.editor.as_mut() {
+                        e.refresh(|at| fields::current(exp, at));
+                    }
+                }
             }
             return Effect::None;
         }
@@ -22,9 +29,12 @@ impl App {
                 Picked::Browsing => {}
                 Picked::Closed => self.picker = None,
                 Picked::Chosen(path) => {
-                    let family = picker.detected_family().map(String::from);
+                    let (browse, family, native) = (picker.browse, picker.detected_family().map(String::from), picker.native_input());
                     self.picker = None;
-                    self.choose_foundation(&path, family.as_deref());
+                    match browse {
+                        Browse::Foundation => self.choose_foundation(&path, family.as_deref(), native),
+                        Browse::Data { .. } => self.choose_data(&path),
+                    }
                 }
             }
             return Effect::None;
@@ -42,6 +52,7 @@ impl App {
                         return Effect::Quit;
                     }
                     Confirm::Restart => self.restart(),
+                    Confirm::NativeSize(n) => self.set_native_size(n),
                 }
             }
             return Effect::None;
@@ -58,7 +69,7 @@ impl App {
                     self.should_quit = true;
                     return Effect::Quit;
                 }
-                PickFoundation | Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart
+                PickFoundation | PickData | Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart
                 | EditConfig | StageAdd | StageRemove | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve | LrDouble => {
                     self.warn("attached read-only: control the run where it runs");
                     return Effect::None;
@@ -101,20 +112,12 @@ impl App {
                 };
             }
             Action::ReloadFoundation => self.load_foundation(),
-            Action::PickFoundation => {
-                let current = self.config.exp.foundation_path();
-                let dir = current
-                    .parent()
-                    .filter(|d| d.is_dir())
-                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-                self.picker = Some(Picker::open(&dir, Some(&current)));
-            }
+            Action::PickFoundation => self.open_picker(Browse::Foundation),
+            Action::PickData => self.open_picker(self.data_browse()),
             Action::NextPane => self.cycle_focus(true),
             Action::PrevPane => self.cycle_focus(false),
-            Action::EditValue if self.view.focus == Pane::Reprogrammer && self.run.read_only => {
-                self.warn("attached read-only: control the run where it runs")
-            }
-            Action::EditValue if self.view.focus == Pane::Reprogrammer => self.open_editor(),
+            // Attached read-only, enter only looks (zooms).
+            Action::EditValue if !self.run.read_only && !self.view.zoom && self.edit_selected() => {}
             Action::Zoom | Action::EditValue => self.view.zoom = !self.view.zoom,
             Action::Up => self.move_selection(true),
             Action::Down => self.move_selection(false),
@@ -169,6 +172,58 @@ impl App {
             }
         }
         Effect::None
+    }
+
+    /// `enter` on the Foundation, Reprogrammer or Schedule pane: edit the selected
+    /// line's values, or open the picker it names. `false` where the pane edits nothing.
+    fn edit_selected(&mut self) -> bool {
+        let fields = match self.view.focus {
+            Pane::Reprogrammer => self.reprogrammer.fields(),
+            Pane::Schedule => match self.schedule.selected_fields() {
+                Ok(f) => f,
+                Err(why) => {
+                    self.warn(why);
+                    return true;
+                }
+            },
+            Pane::Foundation => match self.foundation.line_edit() {
+                LineEdit::Values(f) => f,
+                LineEdit::PickFile => {
+                    self.open_picker(Browse::Foundation);
+                    return true;
+                }
+                LineEdit::PickData => {
+                    self.open_picker(self.data_browse());
+                    return true;
+                }
+            },
+            _ => return false,
+        };
+        self.open_editor(fields);
+        true
+    }
+
+    /// The data picker, checking folders against the config's `k` and hold-outs.
+    fn data_browse(&self) -> Browse {
+        let d = &self.config.exp.data;
+        Browse::Data {
+            k: d.k,
+            test_fraction: d.test_fraction,
+            validation_fraction: d.validation_fraction,
+        }
+    }
+
+    /// A picker at the directory of what the config names now.
+    fn open_picker(&mut self, browse: Browse) {
+        let current = match browse {
+            Browse::Foundation => self.config.exp.foundation_path(),
+            Browse::Data { .. } => self.config.exp.data_path(),
+        };
+        let dir = current
+            .parent()
+            .filter(|d| d.is_dir())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        self.picker = Some(Picker::browse(browse, &dir, Some(&current)));
     }
 
     pub(super) fn schedule_op(&mut self, op: fn(usize) -> StageOp) {

@@ -9,7 +9,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::{pct, PaneCtx};
-use crate::engine::class_report::Confusion;
+use crate::engine::class_report::{Confusion, During};
 use crate::engine::Event;
 
 /// One finished method's report.
@@ -19,6 +19,8 @@ pub struct MethodClasses {
     pub per_class: Vec<f64>,
     pub agreement: Option<f64>,
     pub confused: Vec<Confusion>,
+    /// Where the method stood, while it still trains.
+    pub during: Option<During>,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +51,7 @@ impl ComparePane {
                 per_class,
                 agreement,
                 confused,
+                during,
             } => {
                 self.reports.retain(|r| &r.method != method);
                 self.reports.push(MethodClasses {
@@ -56,6 +59,7 @@ impl ComparePane {
                     per_class: per_class.clone(),
                     agreement: *agreement,
                     confused: confused.clone(),
+                    during: during.clone(),
                 });
                 let rank = |m: &str| ORDER.iter().position(|o| *o == m).unwrap_or(ORDER.len());
                 self.reports.sort_by_key(|r| rank(&r.method));
@@ -78,6 +82,14 @@ impl ComparePane {
         }
         let inner_w = area.width.saturating_sub(2) as usize;
         let mut lines = Vec::new();
+        for r in self.reports.iter().filter(|r| r.during.is_some()) {
+            if let Some(d) = &r.during {
+                lines.push(Line::from(Span::styled(
+                    format!("{} live: {} epoch {}", r.method, d.stage, d.epoch),
+                    t.warn(),
+                )));
+            }
+        }
         if let Some(target) = self.reports.iter().find(|r| r.method == "tdmr") {
             if let Some(a) = target.agreement {
                 lines.push(Line::from(Span::styled(

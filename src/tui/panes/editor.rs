@@ -1,17 +1,25 @@
 //! Editing one config value in place: a one-line input pre-filled with the current
 //! value. The new value is checked by the same loader as the file (a copy of the file
 //! with the value set is loaded, bases included) before anything is written.
+//!
+//! A line may stand for several values (`prompt` is its kind and its width): `tab`
+//! moves between them. Enums and switches are cycled with `←`/`→`, never typed, and a
+//! number never holds a `u`, so `u` is free to undo the session's last edit here.
 
+use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
+use super::fields::Field;
 use super::PaneCtx;
+use crate::config::stage_edit::Setting;
 
 pub struct FieldEditor {
-    pub table: &'static str,
-    pub key: &'static str,
+    /// The line's values and what each is now; `at` is the one being edited.
+    fields: Vec<(Field, String)>,
+    at: usize,
     pub input: String,
     /// The validator's message for the last value tried; nothing was written.
     pub error: Option<String>,
@@ -22,29 +30,69 @@ pub struct FieldEditor {
 pub enum Edited {
     Typing,
     Cancelled,
-    /// The value as typed, to check and write.
+    /// The value as typed or chosen, to check and write.
     Submitted(String),
+    /// `u`: undo the session's last in-place edit.
+    Undo,
 }
 
 impl FieldEditor {
-    pub fn new(table: &'static str, key: &'static str, current: String) -> Self {
+    /// An editor over a line's `fields`, each with its current value, at the first.
+    pub fn new(fields: Vec<(Field, String)>) -> Self {
+        let input = fields.first().map(|(_, v)| v.clone()).unwrap_or_default();
         FieldEditor {
-            table,
-            key,
-            input: current,
+            fields,
+            at: 0,
+            input,
             error: None,
         }
     }
 
-    pub fn on_key(&mut self, code: ratatui::crossterm::event::KeyCode) -> Edited {
-        use ratatui::crossterm::event::KeyCode::*;
+    /// Where the edited value lives in the file.
+    pub fn setting(&self) -> &Setting {
+        &self.fields[self.at].0.at
+    }
+
+    fn choices(&self) -> Vec<&'static str> {
+        self.fields[self.at].0.choices.names()
+    }
+
+    /// After an undo: the line's values as the file now has them.
+    pub fn refresh(&mut self, current: impl Fn(&Setting) -> String) {
+        for (f, v) in &mut self.fields {
+            *v = current(&f.at);
+        }
+        self.input = self.fields[self.at].1.clone();
+        self.error = None;
+    }
+
+    pub fn on_key(&mut self, code: KeyCode) -> Edited {
+        let choices = self.choices();
         match code {
-            Esc => return Edited::Cancelled,
-            Enter => return Edited::Submitted(self.input.trim().to_string()),
-            Backspace => {
+            KeyCode::Esc => return Edited::Cancelled,
+            KeyCode::Enter => return Edited::Submitted(self.input.trim().to_string()),
+            KeyCode::Char('u') => return Edited::Undo,
+            KeyCode::Tab | KeyCode::BackTab => {
+                let n = self.fields.len();
+                self.at = if code == KeyCode::Tab {
+                    (self.at + 1) % n
+                } else {
+                    (self.at + n - 1) % n
+                };
+                self.input = self.fields[self.at].1.clone();
+                self.error = None;
+            }
+            KeyCode::Left | KeyCode::Right if !choices.is_empty() => {
+                let n = choices.len();
+                let i = choices.iter().position(|c| *c == self.input).unwrap_or(0);
+                let i = if code == KeyCode::Right { (i + 1) % n } else { (i + n - 1) % n };
+                self.input = choices[i].to_string();
+                self.error = None;
+            }
+            KeyCode::Backspace if choices.is_empty() => {
                 self.input.pop();
             }
-            Char(c) => self.input.push(c),
+            KeyCode::Char(c) if choices.is_empty() => self.input.push(c),
             _ => {}
         }
         Edited::Typing
@@ -58,17 +106,35 @@ impl FieldEditor {
 
     pub fn draw(&self, f: &mut Frame, area: Rect, ctx: &PaneCtx) {
         let t = ctx.theme;
-        let height = if self.error.is_some() { 5 } else { 3 };
+        let height = if self.error.is_some() { 5 } else { 4 };
         let [_, rect] = Layout::vertical([Constraint::Min(0), Constraint::Length(height)]).areas(area);
         f.render_widget(Clear, rect);
-        let mut lines = vec![Line::from(vec![
-            Span::styled(format!("{}.{} = ", self.table, self.key), t.muted()),
-            Span::styled(format!("{}█", self.input), t.text()),
-        ])];
+        let choices = self.choices();
+        let value = match choices.is_empty() {
+            true => Span::styled(format!("{}█", self.input), t.text()),
+            false => Span::styled(format!("◀ {} ▶", self.input), t.text()),
+        };
+        let mut lines = vec![Line::from(vec![Span::styled(format!("{} = ", self.setting()), t.muted()), value])];
         if let Some(e) = &self.error {
             lines.push(Line::from(Span::styled(format!("✗ {e}"), t.error())));
         }
+        let mut hint = Vec::new();
+        if !choices.is_empty() {
+            hint.push(format!("←/→ {}", choices.join("·")));
+        }
+        if self.fields.len() > 1 {
+            let names: Vec<String> = self.fields.iter().map(|(f, _)| key_name(&f.at)).collect();
+            hint.push(format!("tab {}", names.join("·")));
+        }
+        hint.push("u undo".into());
+        lines.push(Line::from(Span::styled(hint.join(" · "), t.muted())));
         let block = ctx.block(" Edit · enter saves · esc cancels ");
         f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(block), rect);
+    }
+}
+
+fn key_name(at: &Setting) -> String {
+    match at {
+        Setting::Key(_, key) | Setting::Stage(_, key) => key.to_string(),
     }
 }

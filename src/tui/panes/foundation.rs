@@ -9,7 +9,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
+use super::fields::{typed, Choices, Field};
 use super::PaneCtx;
+use crate::config::stage_edit::Setting;
 use crate::config::Experiment;
 use crate::engine::describe::Level;
 use crate::engine::Event;
@@ -33,18 +35,55 @@ pub enum FoundationState {
 pub struct FoundationPane {
     pub state: FoundationState,
     loader: Option<Receiver<Result<FoundationInfo, String>>>,
+    /// The selected line, for `enter`.
+    pub selected: usize,
 }
+
+/// What `enter` does on a line of the pane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineEdit {
+    /// Browse to another checkpoint.
+    PickFile,
+    /// Edit these values in place.
+    Values(Vec<Field>),
+    /// Browse to another ImageFolder.
+    PickData,
+}
+
+const LINES: usize = 4;
 
 impl Default for FoundationPane {
     fn default() -> Self {
         FoundationPane {
             state: FoundationState::NotLoaded,
             loader: None,
+            selected: 0,
         }
     }
 }
 
 impl FoundationPane {
+    pub fn move_selection(&mut self, up: bool) {
+        self.selected = if up {
+            self.selected.saturating_sub(1)
+        } else {
+            (self.selected + 1).min(LINES - 1)
+        };
+    }
+
+    /// What the selected line edits.
+    pub fn line_edit(&self) -> LineEdit {
+        match self.selected {
+            0 => LineEdit::PickFile,
+            1 => LineEdit::Values(vec![Field {
+                at: Setting::Key("foundation", "family"),
+                choices: Choices::Family,
+            }]),
+            2 => LineEdit::Values(vec![typed("foundation", "image_size"), typed("foundation", "inner_size")]),
+            _ => LineEdit::PickData,
+        }
+    }
+
     /// Load the foundation `exp` names on a worker thread.
     pub fn load(&mut self, exp: &Experiment) {
         let path = exp.foundation_path();
@@ -137,15 +176,20 @@ impl FoundationPane {
             }
         };
         let width = if labelled { width } else { area.width.saturating_sub(2) as usize };
-        let lines = vec![
+        let mut lines = vec![
             Line::from(vec![label("file"), Span::styled(shorten(&name, width), t.text())]),
             Line::from(vec![label("family"), family]),
             Line::from(vec![
                 label("input"),
                 Span::styled(format!("{}² in{sizes}", fd.image_size), t.text()),
             ]),
-            Line::from(vec![label("norm"), Span::styled("imagenet mean/std", t.text())]),
+            Line::from(vec![label("data"), Span::styled(shorten(&data_summary(exp), width), t.text())]),
         ];
+        if ctx.focused {
+            if let Some(l) = lines.get_mut(self.selected) {
+                *l = std::mem::take(l).style(t.selected());
+            }
+        }
         let mut p = Paragraph::new(lines).block(ctx.block(" Foundation "));
         // An error message is worth its wrapped lines.
         if matches!(self.state, FoundationState::Failed(_)) {
@@ -153,6 +197,14 @@ impl FoundationPane {
         }
         f.render_widget(p, area);
     }
+}
+
+/// `clipart · k10`: the data's folder (or kind) and the labelled images per class.
+fn data_summary(exp: &Experiment) -> String {
+    let path = exp.data_path();
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = name.trim_end_matches(".csv.gz");
+    format!("{name} · k{} · O picks", exp.data.k)
 }
 
 /// `long-file-na…tensors`: keep both ends of a name that does not fit.

@@ -9,6 +9,7 @@ use super::theme::Theme;
 pub mod charts;
 pub mod compare;
 pub mod editor;
+pub mod fields;
 pub mod foundation;
 pub mod log;
 pub mod picker;

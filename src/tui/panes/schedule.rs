@@ -6,10 +6,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+use super::fields::*;
 use super::{pct, PaneCtx};
 use crate::config::Experiment;
+use crate::config::Method;
 use crate::engine::Event;
-use crate::tui::plan::{Plan, RowState};
+use crate::tui::plan::{Kind, Plan, RowState};
 
 pub struct SchedulePane {
     pub plan: Plan,
@@ -40,6 +42,34 @@ impl SchedulePane {
     /// The selected row's index in `distill.stages`, when it is a distillation stage.
     pub fn selected_distill(&self) -> Option<usize> {
         self.plan.rows.get(self.selected).and_then(|r| r.distill_index)
+    }
+
+    /// The values `enter` edits on the selected row: a distillation stage's own, or
+    /// the settings the other stages train with. `Err` says why a row has none.
+    pub fn selected_fields(&self) -> Result<Vec<Field>, String> {
+        let Some(r) = self.plan.rows.get(self.selected) else {
+            return Err("no stage is selected".into());
+        };
+        if let Some(i) = r.distill_index {
+            return Ok(stage_fields(i));
+        }
+        Ok(match (r.kind, r.stage.as_str()) {
+            (Kind::Probe, "probe-init") => vec![typed("stage1", "probe_init_epochs"), typed("baselines", "linear_probe_lr")],
+            (Kind::Probe, _) => vec![typed("baselines", "linear_probe_epochs"), typed("baselines", "linear_probe_lr")],
+            (Kind::Foundation, _) => vec![
+                typed("stage1", "epochs"),
+                typed("stage1", "lr"),
+                one_of("stage1", "lr_schedule", SCHEDULES),
+                typed("stage1", "warmup_epochs"),
+            ],
+            _ if r.method == Method::Kd.name() => vec![typed("baselines", "kd_alpha")],
+            _ => {
+                return Err(format!(
+                    "{} trains for the distillation stages' epochs, at their peak lr: edit those rows",
+                    r.method
+                ))
+            }
+        })
     }
 
     pub fn draw(&self, f: &mut Frame, area: Rect, ctx: &PaneCtx) {
@@ -79,13 +109,24 @@ impl SchedulePane {
         let skip = (self.selected + 1).saturating_sub(height);
         let title = Line::from(vec![
             Span::raw(" Schedule "),
-            Span::styled("a add · d del · K/J move · e edit ", t.muted()),
+            Span::styled("enter values · a add · d del · K/J move ", t.muted()),
         ]);
         f.render_widget(
             Paragraph::new(lines.into_iter().skip(skip).collect::<Vec<_>>()).block(ctx.block(title)),
             area,
         );
     }
+}
+
+/// The values of the `i`-th distillation stage that `enter` edits.
+pub fn stage_fields(i: usize) -> Vec<Field> {
+    vec![
+        stage(i, "epochs", Choices::Typed),
+        stage(i, "lr", Choices::Typed),
+        stage(i, "lr_schedule", Choices::Of(SCHEDULES)),
+        stage(i, "warmup_epochs", Choices::Typed),
+        stage(i, "ramp", Choices::Of(SWITCH)),
+    ]
 }
 
 fn bar(done: usize, total: usize, width: usize) -> String {

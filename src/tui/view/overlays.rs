@@ -70,6 +70,10 @@ pub(super) fn draw_confirm(f: &mut Frame, app: &App, area: Rect, what: Confirm) 
             format!("Stop this run and start again with {} pending change(s)?", app.config.pending.len())
         }
         Confirm::Restart => "Start a new run with the file's configuration?".to_string(),
+        Confirm::NativeSize(n) => format!(
+            "The checkpoint's native input is {n}². Set foundation.image_size = {n} (now {})?",
+            app.config.exp.foundation.image_size
+        ),
     };
     let rect = centered(area, 62, 5);
     f.render_widget(Clear, rect);

@@ -1,0 +1,76 @@
+//! The workbench in ratatui's TestBackend: drawing a frame as text, keys, polling.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use tdmr::config::Experiment;
+use tdmr::tui::app::{App, Options};
+use tdmr::tui::view;
+
+use super::root;
+
+pub fn screen(app: &App, w: u16, h: u16) -> String {
+    drawn(w, h, |f| view::draw(f, app))
+}
+
+/// The text of one frame drawn by `draw` on a `w`×`h` test terminal.
+pub fn drawn(w: u16, h: u16, draw: impl FnOnce(&mut ratatui::Frame)) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(draw).unwrap();
+    let buf = t.backend().buffer();
+    let mut out = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub fn press(app: &mut App, c: char) {
+    app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+}
+
+/// Poll the app until `done` holds (or fail after `secs`).
+pub fn pump(app: &mut App, secs: u64, what: &str, done: impl Fn(&App) -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !done(app) {
+        assert!(Instant::now() < end, "timed out waiting for: {what}\nlog:\n{}", log_text(app));
+        app.poll();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn log_text(app: &App) -> String {
+    app.log.lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n")
+}
+
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("exp.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn new_app(dir: &Path, text: &str) -> App {
+    open_app(write_config(dir, text), Some(dir.join("run")), None, false)
+}
+
+/// The workbench on an existing config file, with the bundled themes.
+pub fn open_app(cfg: PathBuf, out: Option<PathBuf>, theme: Option<&str>, no_color: bool) -> App {
+    let exp = Experiment::load(&cfg, &[]).unwrap();
+    App::new(
+        cfg,
+        Vec::new(),
+        exp,
+        Options {
+            out,
+            themes_dir: root().join("themes"),
+            theme: theme.map(String::from),
+            no_color,
+        },
+    )
+}
