@@ -190,11 +190,11 @@ impl Picker {
                     self.list();
                 }
             }
-            Enter if self.data_here() => match &self.refusal {
-                None => return Picked::Chosen(self.entries[self.selected].path.clone()),
-                // The preview already says why; the picker stays open.
-                Some(_) => {}
-            },
+            Enter if self.data_here() && self.refusal.is_none() => {
+                return Picked::Chosen(self.entries[self.selected].path.clone());
+            }
+            // A refused folder keeps the picker open: the preview already says why.
+            Enter if self.data_here() => {}
             Enter | Right | Char('l') => match self.entries.get(self.selected).cloned() {
                 Some(e) if e.is_dir => {
                     self.dir = e.path;
