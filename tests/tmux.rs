@@ -414,3 +414,164 @@ fn an_in_place_edit_at_80x24_applies_live_and_keeps_the_files_comments() {
     tmux.keys("y");
     tmux.wait_exit(60, "the workbench to quit");
 }
+
+/// The shell line that runs the workbench on `cfg`, writing its run under `run`.
+fn workbench(cfg: &Path, run: &Path) -> String {
+    format!(
+        "cd {:?} && exec {:?} tui {:?} --out {:?}",
+        root(),
+        env!("CARGO_BIN_EXE_tdmr"),
+        cfg,
+        run
+    )
+}
+
+fn events(run: &Path) -> Vec<tdmr::engine::Event> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn the_picker_at_80x24_previews_a_checkpoint_and_the_foundation_pane_names_the_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(models.join("more")).unwrap();
+    std::fs::copy(root().join(WEIGHTS), models.join("current.safetensors")).unwrap();
+    std::fs::copy(root().join(WEIGHTS), models.join("more").join("chosen.safetensors")).unwrap();
+    let cfg = dir.path().join("exp.toml");
+    let text = format!("# keep me\n{}", tiny_text()).replace(
+        &format!("{:?}", root().join(WEIGHTS).display().to_string()),
+        &format!("{:?}", models.join("current.safetensors").display().to_string()),
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let Some(tmux) = Tmux::start("picker", 80, 24, &workbench(&cfg, &dir.path().join("run"))) else {
+        return;
+    };
+    tmux.wait(60, "the foundation to load", |s| {
+        s.contains("current.safetensors") && s.contains("✓")
+    });
+    tmux.keys("o");
+    // It opens at the current file's directory on the current file: `..`, `more/`, it.
+    tmux.wait(10, "the picker", |s| s.contains("more") && s.contains("current.safetensors"));
+    tmux.keys("Up");
+    tmux.keys("Enter");
+    tmux.wait(10, "the sub-directory", |s| s.contains("chosen.safetensors"));
+    tmux.keys("Down");
+    tmux.wait(20, "the preview's family", |s| {
+        s.contains("efficientnet-lite") && s.contains("d1280")
+    });
+    tmux.keys("Enter");
+    tmux.wait(10, "the native-size offer", |s| s.contains("native input is 224"));
+    tmux.keys("n");
+    let (s, _) = tmux.wait(60, "the Foundation pane to name the choice", |s| {
+        s.contains("chosen.safetensors") && s.contains("✓ efficientnet-lite")
+    });
+    assert!(!s.contains("native input is 224"), "{s}");
+    let on_disk = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        on_disk.starts_with("# keep me") && on_disk.contains("more/chosen.safetensors"),
+        "{on_disk}"
+    );
+    assert!(on_disk.contains("image_size = 32"), "n keeps the configured size: {on_disk}");
+    tmux.keys("q");
+    tmux.wait_exit(30, "the workbench to quit");
+}
+
+#[test]
+fn plus_at_80x24_lengthens_the_running_stage_and_metrics_show_the_extra_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("exp.toml");
+    // Stage 1's length is fixed mid-run; a distillation stage's is not.
+    let text = tiny_text().replace("name = \"align\"\nepochs = 1", "name = \"align\"\nepochs = 30");
+    assert!(text.contains("epochs = 30"));
+    std::fs::write(&cfg, text).unwrap();
+    let run = dir.path().join("run");
+    let Some(tmux) = Tmux::start("plus", 80, 24, &workbench(&cfg, &run)) else {
+        return;
+    };
+    tmux.keys("s");
+    tmux.wait(300, "tdmr/align to run", |s| s.contains("▶ tdmr/align "));
+    tmux.keys("+");
+    tmux.wait(60, "the steer in the log", |s| s.contains("steered tdmr/align"));
+    let align = |e: &tdmr::engine::Event| match e {
+        tdmr::engine::Event::Epoch {
+            method,
+            stage,
+            epoch,
+            epochs,
+            ..
+        } if method == "tdmr" && stage == "align" => Some((*epoch, *epochs)),
+        _ => None,
+    };
+    let end = Instant::now() + Duration::from_secs(240);
+    loop {
+        let last = events(&run).iter().filter_map(align).last();
+        if last == Some((31, 31)) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "tdmr/align never ran its 31st epoch: {last:?}\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recorded = events(&run).iter().any(|e| {
+        matches!(e, tdmr::engine::Event::ConfigApplied { changes }
+            if changes.iter().any(|c| c.contains("distill.stages.align.epochs: 30 → 31")))
+    });
+    assert!(recorded, "the change is a config-applied event in metrics.jsonl");
+    tmux.keys("q");
+    tmux.wait(10, "the quit confirmation", |s| s.contains("Stop it and quit?"));
+    tmux.keys("y");
+    tmux.wait_exit(60, "the workbench to quit");
+}
+
+#[test]
+fn after_the_quick_experiment_the_teacher_vs_target_pane_has_a_bar_row_for_every_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let cfg = root().join("sample-data/experiments/quick.toml");
+    let Some(tmux) = Tmux::start("compare", 80, 24, &workbench(&cfg, &run)) else {
+        return;
+    };
+    tmux.wait(60, "the foundation to load", |s| s.contains("✓ efficientnet-lite"));
+    tmux.keys("s");
+    let end = Instant::now() + Duration::from_secs(600);
+    while !events(&run).iter().any(|e| matches!(e, tdmr::engine::Event::Done { .. })) {
+        assert!(Instant::now() < end, "the quick experiment never finished:\n{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let classes = events(&run)
+        .into_iter()
+        .find_map(|e| match e {
+            tdmr::engine::Event::DataLoaded { classes, .. } => Some(classes),
+            _ => None,
+        })
+        .expect("a data-loaded event");
+    for _ in 0..4 {
+        tmux.keys("Tab");
+    }
+    tmux.keys("z");
+    let (s, _) = tmux.wait(10, "the zoomed pane", |s| {
+        s.contains("Teacher vs target") && !s.contains("Schedule")
+    });
+    let header = s.lines().position(|l| l.contains("class ") && l.contains("teacher")).expect(&s);
+    let rows: Vec<&str> = s.lines().skip(header + 1).collect();
+    for c in &classes {
+        let row = rows.iter().find(|l| l.trim_start_matches(['│', ' ']).starts_with(&format!("{c} ")));
+        let row = row.unwrap_or_else(|| panic!("no row for class {c}:\n{s}"));
+        assert!(
+            row.contains('█') || row.contains('▏') || row.contains("0%"),
+            "class {c} has no bars: {row}\n{s}"
+        );
+        assert!(row.matches('%').count() >= 4, "teacher, probe, tdmr and kd for {c}: {row}");
+    }
+    assert!(s.contains("agrees with its teacher"), "{s}");
+    tmux.keys("z");
+    tmux.keys("q");
+    tmux.wait_exit(30, "the workbench to quit");
+}
