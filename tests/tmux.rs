@@ -508,7 +508,7 @@ fn plus_at_80x24_lengthens_the_running_stage_and_metrics_show_the_extra_epoch() 
     };
     let end = Instant::now() + Duration::from_secs(240);
     loop {
-        let last = events(&run).iter().filter_map(align).last();
+        let last = events(&run).iter().rev().find_map(align);
         if last == Some((31, 31)) {
             break;
         }
