@@ -363,14 +363,9 @@ fn an_in_place_edit_at_80x24_applies_live_and_keeps_the_files_comments() {
     let text = tiny_text().replace("[stage1]\nepochs = 2", "[stage1] # stage one\nepochs = 60\nlr = 0.01 # the lr");
     std::fs::write(&cfg, &text).unwrap();
     let run = dir.path().join("run");
-    let shell = format!(
-        "cd {:?} && exec {:?} tui {:?} --out {:?}",
-        root(),
-        env!("CARGO_BIN_EXE_tdmr"),
-        cfg,
-        run
-    );
-    let Some(tmux) = Tmux::start("edit", 80, 24, &shell) else { return };
+    let Some(tmux) = Tmux::start("edit", 80, 24, &workbench(&cfg, &run)) else {
+        return;
+    };
     tmux.keys("s");
     tmux.wait(90, "stage 1 to run", |s| s.contains("▶ vp/reprogram"));
     // Reprogrammer pane, the stage1 line, edit.
