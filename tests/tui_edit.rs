@@ -1,6 +1,6 @@
 //! The workbench managing what it shows: every pane's values edited in place (typed
-//! numbers, cycled enums, `tab` along a line, `u` undo), the data picker, and
-//! snapshots of the new panes and popups at 80×24 and 160×48.
+//! numbers, cycled enums, `tab` along a line, `u` undo) and the data picker, with the
+//! screens checked at 80×24 and 160×48.
 
 mod common;
 
