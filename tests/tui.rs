@@ -857,17 +857,12 @@ fn the_foundation_picker_previews_a_checkpoint_and_chooses_it() {
         ["..", "more", "broken.safetensors", "lite.safetensors"],
         "directories, then checkpoints"
     );
-    let to = |app: &mut App, name: &str| {
-        while app.picker.as_ref().unwrap().entries[app.picker.as_ref().unwrap().selected].name != name {
-            app.on_key(KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
-        }
-    };
-    to(&mut app, "broken.safetensors");
+    picker_to(&mut app, "broken.safetensors");
     for (w, h) in [(80, 24), (160, 48)] {
         let s = screen(&app, w, h);
         assert!(s.contains("✗"), "{w}×{h}: an unreadable file shows its error:\n{s}");
     }
-    to(&mut app, "lite.safetensors");
+    picker_to(&mut app, "lite.safetensors");
     for (w, h) in [(80, 24), (160, 48)] {
         let s = screen(&app, w, h);
         assert!(s.contains("efficientnet-lite") && s.contains("d1280"), "{w}×{h}: the preview:\n{s}");

@@ -199,20 +199,10 @@ fn the_data_picker_shows_classes_refuses_a_k_they_cannot_give_and_chooses_a_fold
     app.picker = Some(tdmr::tui::panes::picker::Picker::browse(opened.browse, &data, None));
     let names: Vec<String> = app.picker.as_ref().unwrap().entries.iter().map(|e| e.name.clone()).collect();
     assert_eq!(names, ["..", "empty", "good", "small"], "folders only");
-    // Walks with the keys, so the preview is redrawn as the user would see it.
-    let to = |app: &mut App, name: &str| {
-        let p = app.picker.as_ref().unwrap();
-        let want = p.entries.iter().position(|e| e.name == name).expect(name);
-        let step = if want > p.selected { KeyCode::Down } else { KeyCode::Up };
-        for _ in 0..want.abs_diff(p.selected) {
-            key(app, step);
-        }
-        assert_eq!(app.picker.as_ref().unwrap().selected, want);
-    };
-    to(&mut app, "empty");
+    picker_to(&mut app, "empty");
     assert!(screen(&app, 160, 48).contains("class folder"), "{}", screen(&app, 160, 48));
     // `cat` has 2 images, one held out for testing: k = 2 cannot be taken from it.
-    to(&mut app, "small");
+    picker_to(&mut app, "small");
     for (w, h) in [(80, 24), (160, 48)] {
         let s = screen(&app, w, h);
         assert!(s.contains("does not fit") && s.contains("cat"), "{w}×{h}:\n{s}");
@@ -220,7 +210,7 @@ fn the_data_picker_shows_classes_refuses_a_k_they_cannot_give_and_chooses_a_fold
     key(&mut app, KeyCode::Enter);
     assert!(app.picker.is_some(), "refused: the picker stays");
     assert_eq!(on_disk(&app), text);
-    to(&mut app, "good");
+    picker_to(&mut app, "good");
     for (w, h) in [(80, 24), (160, 48)] {
         let s = screen(&app, w, h);
         assert!(

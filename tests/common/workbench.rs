@@ -74,3 +74,15 @@ pub fn open_app(cfg: PathBuf, out: Option<PathBuf>, theme: Option<&str>, no_colo
         },
     )
 }
+
+/// Moves the open picker's highlight to `name` with the arrow keys, so the preview is
+/// redrawn as the user would see it; panics if `name` is not listed.
+pub fn picker_to(app: &mut App, name: &str) {
+    let p = app.picker.as_ref().expect("a picker is open");
+    let want = p.entries.iter().position(|e| e.name == name).expect(name);
+    let step = if want > p.selected { KeyCode::Down } else { KeyCode::Up };
+    for _ in 0..want.abs_diff(p.selected) {
+        app.on_key(KeyEvent::new(step, KeyModifiers::NONE));
+    }
+    assert_eq!(app.picker.as_ref().unwrap().selected, want);
+}
