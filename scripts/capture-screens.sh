@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates docs/screen-160x48.txt and docs/screen-80x24.txt: the workbench on the quick
-# experiment, captured with tmux once stage 2 of TDMR runs (the same terminal resized
-# in between, which also shows the redraw on resize). Needs tmux and a release build.
+# experiment, captured with tmux once stage 2 of TDMR runs, with the Teacher vs target
+# tab in front (the same terminal resized in between, which also shows the redraw on
+# resize). Needs tmux and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -14,6 +15,8 @@ for _ in $(seq 1 600); do
     if tmux -L "$sock" capture-pane -p -t cap | grep -q "▶ tdmr/align+kd"; then break; fi
     sleep 0.5
 done
+# Four tabs from the Schedule pane (focused at start) bring the Teacher vs target tab of the Runs/Log area.
+for _ in 1 2 3 4; do tmux -L "$sock" send-keys -t cap Tab; done
 sleep 2
 tmux -L "$sock" capture-pane -p -t cap > docs/screen-160x48.txt
 tmux -L "$sock" resize-window -t cap -x 80 -y 24

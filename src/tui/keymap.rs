@@ -22,6 +22,7 @@ pub enum Action {
     PrevPane,
     Zoom,
     EditValue,
+    Undo,
     Up,
     Down,
     StageAdd,
@@ -100,15 +101,171 @@ pub const KEYMAP: &[Binding] = &[
     bind(Char('?'), "?", Help, "this help"),
     bind(Char('q'), "q", Quit, "quit (confirms if running)"),
     bind(KeyCode::Esc, "esc", Quit, "close a popup / quit"),
+    // Raw mode swallows SIGINT, so ctrl-c is read as a key and behaves like q.
+    ctrl('c', "ctrl-c", Quit, "quit (confirms if running)"),
+    ctrl('z', "ctrl-z", Undo, "undo an in-place edit"),
 ];
+
+const fn ctrl(c: char, label: &'static str, action: Action, help: &'static str) -> Binding {
+    Binding {
+        key: Char(c),
+        mods: KeyModifiers::CONTROL,
+        label,
+        action,
+        help,
+    }
+}
 
 /// The action bound to a key press, if any.
 pub fn lookup(ev: &KeyEvent) -> Option<Action> {
-    if ev.modifiers.contains(KeyModifiers::CONTROL) {
-        // Ctrl-C behaves like q: raw mode swallows SIGINT.
-        return (ev.code == Char('c')).then_some(Quit);
+    let ctrl = ev.modifiers.contains(KeyModifiers::CONTROL);
+    KEYMAP
+        .iter()
+        .find(|b| b.key == ev.code && b.mods.contains(KeyModifiers::CONTROL) == ctrl)
+        .map(|b| b.action)
+}
+
+/// A key that means something inside a popup (the value editor, the file pickers),
+/// where the main table does not apply.
+pub struct ContextKey<A: 'static> {
+    pub keys: &'static [KeyCode],
+    pub label: &'static str,
+    pub action: A,
+    pub help: &'static str,
+}
+
+/// What a key does in the one-line value editor; any other character is typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditKey {
+    Save,
+    Cancel,
+    Undo,
+    NextValue,
+    PrevValue,
+    ChoiceNext,
+    ChoicePrev,
+    Erase,
+}
+
+pub const EDITOR_KEYS: &[ContextKey<EditKey>] = &[
+    ContextKey {
+        keys: &[KeyCode::Enter],
+        label: "enter",
+        action: EditKey::Save,
+        help: "check and save",
+    },
+    ContextKey {
+        keys: &[KeyCode::Esc],
+        label: "esc",
+        action: EditKey::Cancel,
+        help: "cancel",
+    },
+    ContextKey {
+        keys: &[KeyCode::Left],
+        label: "←",
+        action: EditKey::ChoicePrev,
+        help: "cycle a choice",
+    },
+    ContextKey {
+        keys: &[KeyCode::Right],
+        label: "→",
+        action: EditKey::ChoiceNext,
+        help: "cycle a choice",
+    },
+    ContextKey {
+        keys: &[KeyCode::Tab],
+        label: "tab",
+        action: EditKey::NextValue,
+        help: "the line's next / previous value",
+    },
+    ContextKey {
+        keys: &[KeyCode::BackTab],
+        label: "shift-tab",
+        action: EditKey::PrevValue,
+        help: "the line's next / previous value",
+    },
+    ContextKey {
+        keys: &[Char('u')],
+        label: "u",
+        action: EditKey::Undo,
+        help: "undo",
+    },
+    ContextKey {
+        keys: &[KeyCode::Backspace],
+        label: "⌫",
+        action: EditKey::Erase,
+        help: "erase",
+    },
+];
+
+/// What a key does in the foundation and data pickers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickKey {
+    Up,
+    Down,
+    Parent,
+    Open,
+    Choose,
+    Close,
+}
+
+pub const PICKER_KEYS: &[ContextKey<PickKey>] = &[
+    ContextKey {
+        keys: &[KeyCode::Up, Char('k')],
+        label: "↑/k",
+        action: PickKey::Up,
+        help: "move",
+    },
+    ContextKey {
+        keys: &[KeyCode::Down, Char('j')],
+        label: "↓/j",
+        action: PickKey::Down,
+        help: "move",
+    },
+    ContextKey {
+        keys: &[KeyCode::Enter],
+        label: "enter",
+        action: PickKey::Choose,
+        help: "choose / open",
+    },
+    ContextKey {
+        keys: &[KeyCode::Right, Char('l')],
+        label: "→/l",
+        action: PickKey::Open,
+        help: "open a folder",
+    },
+    ContextKey {
+        keys: &[KeyCode::Left, Char('h'), KeyCode::Backspace],
+        label: "←/h/⌫",
+        action: PickKey::Parent,
+        help: "up a folder",
+    },
+    ContextKey {
+        keys: &[KeyCode::Esc, Char('q'), Char('o'), Char('O')],
+        label: "esc/q",
+        action: PickKey::Close,
+        help: "close",
+    },
+];
+
+/// The action `code` has in a popup's table.
+pub fn in_context<A: Copy>(table: &[ContextKey<A>], code: KeyCode) -> Option<A> {
+    table.iter().find(|k| k.keys.contains(&code)).map(|k| k.action)
+}
+
+/// One help line for a popup's table: keys sharing a help text are listed together.
+pub fn context_help<A>(table: &[ContextKey<A>]) -> String {
+    let mut rows: Vec<(String, &str)> = Vec::new();
+    for k in table {
+        match rows.iter_mut().find(|(_, h)| *h == k.help) {
+            Some((keys, _)) => {
+                keys.push('/');
+                keys.push_str(k.label);
+            }
+            None => rows.push((k.label.to_string(), k.help)),
+        }
     }
-    KEYMAP.iter().find(|b| b.key == ev.code).map(|b| b.action)
+    rows.iter().map(|(k, h)| format!("{k} {h}")).collect::<Vec<_>>().join(" · ")
 }
 
 #[cfg(test)]
@@ -119,11 +276,38 @@ mod tests {
     fn every_key_is_bound_once_and_documented() {
         let mut seen = std::collections::HashSet::new();
         for b in KEYMAP {
-            assert!(seen.insert(format!("{:?}", b.key)), "{} is bound twice", b.label);
+            assert!(seen.insert(format!("{:?}{:?}", b.key, b.mods)), "{} is bound twice", b.label);
             assert!(!b.help.is_empty());
-            assert_eq!(lookup(&KeyEvent::new(b.key, KeyModifiers::NONE)), Some(b.action));
+            assert_eq!(lookup(&KeyEvent::new(b.key, b.mods)), Some(b.action));
         }
         assert_eq!(lookup(&KeyEvent::new(Char('c'), KeyModifiers::CONTROL)), Some(Quit));
+        assert_eq!(lookup(&KeyEvent::new(Char('c'), KeyModifiers::NONE)), Some(SaveCheckpoint));
+        assert_eq!(lookup(&KeyEvent::new(Char('z'), KeyModifiers::CONTROL)), Some(Undo));
+        assert_eq!(lookup(&KeyEvent::new(Char('z'), KeyModifiers::NONE)), Some(Zoom));
+        assert_eq!(lookup(&KeyEvent::new(Char('x'), KeyModifiers::CONTROL)), None);
         assert_eq!(lookup(&KeyEvent::new(Char('J'), KeyModifiers::SHIFT)), Some(StageMoveDown));
+    }
+
+    fn bound_once<A: Copy + PartialEq + std::fmt::Debug>(table: &[ContextKey<A>]) {
+        let mut seen = std::collections::HashSet::new();
+        for k in table {
+            assert!(!k.help.is_empty() && !k.keys.is_empty());
+            for code in k.keys {
+                assert!(seen.insert(format!("{code:?}")), "{code:?} does two things in one popup");
+                assert_eq!(in_context(table, *code), Some(k.action));
+            }
+        }
+    }
+
+    #[test]
+    fn every_popup_key_is_bound_once_and_documented() {
+        bound_once(EDITOR_KEYS);
+        bound_once(PICKER_KEYS);
+        let editor = context_help(EDITOR_KEYS);
+        assert!(
+            editor.contains("←/→ cycle a choice") && editor.contains("tab/shift-tab"),
+            "{editor}"
+        );
+        assert_eq!(in_context(EDITOR_KEYS, Char('7')), None, "digits are typed");
     }
 }

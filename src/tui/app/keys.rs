@@ -20,10 +20,6 @@ impl App {
             }
             return Effect::None;
         }
-        if key.modifiers.contains(ratatui::crossterm::event::KeyModifiers::CONTROL) && key.code == KeyCode::Char('z') {
-            self.undo_edit();
-            return Effect::None;
-        }
         if let Some(picker) = self.picker.as_mut() {
             match picker.on_key(key.code) {
                 Picked::Browsing => {}
@@ -69,8 +65,9 @@ impl App {
                     self.should_quit = true;
                     return Effect::Quit;
                 }
-                PickFoundation | PickData | Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig | Restart
-                | EditConfig | StageAdd | StageRemove | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve | LrDouble => {
+                PickFoundation | PickData | Undo | Start | PauseResume | SkipStage | SkipTo | Abort | SaveCheckpoint | ReloadConfig
+                | Restart | EditConfig | StageAdd | StageRemove | StageMoveUp | StageMoveDown | EpochMore | EpochLess | LrHalve
+                | LrDouble => {
                     self.warn("attached read-only: control the run where it runs");
                     return Effect::None;
                 }
@@ -119,6 +116,7 @@ impl App {
             // Attached read-only, enter only looks (zooms).
             Action::EditValue if !self.run.read_only && !self.view.zoom && self.edit_selected() => {}
             Action::Zoom | Action::EditValue => self.view.zoom = !self.view.zoom,
+            Action::Undo => self.undo_edit(),
             Action::Up => self.move_selection(true),
             Action::Down => self.move_selection(false),
             Action::StageAdd => self.schedule_op(StageOp::Duplicate),

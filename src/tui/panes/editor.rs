@@ -15,6 +15,7 @@ use ratatui::Frame;
 use super::fields::Field;
 use super::PaneCtx;
 use crate::config::stage_edit::Setting;
+use crate::tui::keymap::{in_context, EditKey, EDITOR_KEYS};
 
 pub struct FieldEditor {
     /// The line's values and what each is now; `at` is the one being edited.
@@ -68,13 +69,13 @@ impl FieldEditor {
 
     pub fn on_key(&mut self, code: KeyCode) -> Edited {
         let choices = self.choices();
-        match code {
-            KeyCode::Esc => return Edited::Cancelled,
-            KeyCode::Enter => return Edited::Submitted(self.input.trim().to_string()),
-            KeyCode::Char('u') => return Edited::Undo,
-            KeyCode::Tab | KeyCode::BackTab => {
+        match (in_context(EDITOR_KEYS, code), code) {
+            (Some(EditKey::Cancel), _) => return Edited::Cancelled,
+            (Some(EditKey::Save), _) => return Edited::Submitted(self.input.trim().to_string()),
+            (Some(EditKey::Undo), _) => return Edited::Undo,
+            (Some(step @ (EditKey::NextValue | EditKey::PrevValue)), _) => {
                 let n = self.fields.len();
-                self.at = if code == KeyCode::Tab {
+                self.at = if step == EditKey::NextValue {
                     (self.at + 1) % n
                 } else {
                     (self.at + n - 1) % n
@@ -82,17 +83,21 @@ impl FieldEditor {
                 self.input = self.fields[self.at].1.clone();
                 self.error = None;
             }
-            KeyCode::Left | KeyCode::Right if !choices.is_empty() => {
+            (Some(step @ (EditKey::ChoiceNext | EditKey::ChoicePrev)), _) if !choices.is_empty() => {
                 let n = choices.len();
                 let i = choices.iter().position(|c| *c == self.input).unwrap_or(0);
-                let i = if code == KeyCode::Right { (i + 1) % n } else { (i + n - 1) % n };
+                let i = if step == EditKey::ChoiceNext {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                };
                 self.input = choices[i].to_string();
                 self.error = None;
             }
-            KeyCode::Backspace if choices.is_empty() => {
+            (Some(EditKey::Erase), _) if choices.is_empty() => {
                 self.input.pop();
             }
-            KeyCode::Char(c) if choices.is_empty() => self.input.push(c),
+            (None, KeyCode::Char(c)) if choices.is_empty() => self.input.push(c),
             _ => {}
         }
         Edited::Typing

@@ -180,22 +180,22 @@ impl Picker {
     }
 
     pub fn on_key(&mut self, code: ratatui::crossterm::event::KeyCode) -> Picked {
-        use ratatui::crossterm::event::KeyCode::*;
-        match code {
-            Up | Char('k') => self.selected = self.selected.saturating_sub(1),
-            Down | Char('j') => self.selected = (self.selected + 1).min(self.entries.len().saturating_sub(1)),
-            Backspace | Left | Char('h') => {
+        use crate::tui::keymap::{in_context, PickKey, PICKER_KEYS};
+        match in_context(PICKER_KEYS, code) {
+            Some(PickKey::Up) => self.selected = self.selected.saturating_sub(1),
+            Some(PickKey::Down) => self.selected = (self.selected + 1).min(self.entries.len().saturating_sub(1)),
+            Some(PickKey::Parent) => {
                 if let Some(parent) = self.dir.parent().map(Path::to_path_buf) {
                     self.dir = parent;
                     self.list();
                 }
             }
-            Enter if self.data_here() && self.refusal.is_none() => {
+            Some(PickKey::Choose) if self.data_here() && self.refusal.is_none() => {
                 return Picked::Chosen(self.entries[self.selected].path.clone());
             }
             // A refused folder keeps the picker open: the preview already says why.
-            Enter if self.data_here() => {}
-            Enter | Right | Char('l') => match self.entries.get(self.selected).cloned() {
+            Some(PickKey::Choose) if self.data_here() => {}
+            Some(PickKey::Choose | PickKey::Open) => match self.entries.get(self.selected).cloned() {
                 Some(e) if e.is_dir => {
                     self.dir = e.path;
                     self.list();
@@ -203,8 +203,8 @@ impl Picker {
                 Some(e) => return Picked::Chosen(e.path),
                 None => {}
             },
-            Esc | Char('q') | Char('o') | Char('O') => return Picked::Closed,
-            _ => {}
+            Some(PickKey::Close) => return Picked::Closed,
+            None => {}
         }
         self.refresh_preview();
         Picked::Browsing

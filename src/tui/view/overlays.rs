@@ -34,8 +34,9 @@ pub(super) fn draw_help(f: &mut Frame, app: &App, area: Rect) {
             Span::styled(format!("{h:<help_w$}"), t.text()),
         ]
     };
-    // Two columns when one does not fit the height (80×24 included).
-    let columns = if rows.len() as u16 + 2 > area.height { 2 } else { 1 };
+    // Two columns when one does not fit the height with the popups' keys under it
+    // (80×24 included).
+    let columns = if rows.len() as u16 + 6 > area.height { 2 } else { 1 };
     let per = rows.len().div_ceil(columns);
     let lines: Vec<Line> = (0..per)
         .map(|i| {
@@ -48,17 +49,31 @@ pub(super) fn draw_help(f: &mut Frame, app: &App, area: Rect) {
         })
         .collect();
     let width = (columns * (key_w + help_w + 2) + (columns - 1) * 2 + 2) as u16;
-    let rect = centered(area, width, lines.len() as u16 + 2);
+    let inner = width.min(area.width).saturating_sub(2).max(1) as usize;
+    // The popups' own keys, one wrapped paragraph under the table.
+    let mut context = Vec::new();
+    let mut context_height = 0;
+    for (name, keys) in [
+        ("in the editor", context_help(EDITOR_KEYS)),
+        ("in a picker", context_help(PICKER_KEYS)),
+    ] {
+        context_height += (name.chars().count() + 2 + keys.chars().count()).div_ceil(inner);
+        context.push(Line::from(vec![
+            Span::styled(format!("{name}: "), t.accent()),
+            Span::styled(keys, t.muted()),
+        ]));
+    }
+    let table_height = lines.len() as u16;
+    let rect = centered(area, width, table_height + context_height as u16 + 2);
     f.render_widget(Clear, rect);
-    f.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .border_style(t.border(true))
-                .title(Span::styled(" Keys (any key closes) ", t.title())),
-        ),
-        rect,
-    );
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(t.border(true))
+        .title(Span::styled(" Keys (any key closes) ", t.title()));
+    let [table, below] = Layout::vertical([Constraint::Length(table_height), Constraint::Min(0)]).areas(block.inner(rect));
+    f.render_widget(block, rect);
+    f.render_widget(Paragraph::new(lines), table);
+    f.render_widget(Paragraph::new(context).wrap(Wrap { trim: true }), below);
 }
 
 pub(super) fn draw_confirm(f: &mut Frame, app: &App, area: Rect, what: Confirm) {
