@@ -714,18 +714,8 @@ fn steering_lengthens_the_running_stage_and_halves_its_lr() {
 fn the_compare_pane_shows_every_class_for_teacher_probe_and_targets() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = new_app(dir.path(), &tiny_text());
-    let classes: Vec<String> = ["airplane", "bicycle", "cat", "dog", "guitar"].map(String::from).to_vec();
-    app.on_engine(Event::DataLoaded {
-        kind: "image-folder".into(),
-        root: "data".into(),
-        classes: classes.clone(),
-        train_images: 50,
-        eval_images: 50,
-        views: 1,
-        skipped: Vec::new(),
-        resident_bytes: 0,
-        on_disk: 0,
-    });
+    let classes = ["airplane", "bicycle", "cat", "dog", "guitar"];
+    app.on_engine(data_loaded(&classes));
     let report = |method: &str, base: f64, agreement: Option<f64>| Event::ClassReport {
         method: method.into(),
         per_class: (0..5).map(|c| base - 0.1 * c as f64).collect(),
@@ -764,8 +754,8 @@ fn the_compare_pane_shows_every_class_for_teacher_probe_and_targets() {
     }
     let check = |s: &str, what: &str| {
         assert!(s.contains("Teacher vs target"), "{what}:\n{s}");
-        for c in &classes {
-            assert!(s.contains(c.as_str()), "{what}: no row for {c}:\n{s}");
+        for c in classes {
+            assert!(s.contains(c), "{what}: no row for {c}:\n{s}");
         }
         assert!(s.contains("82.5%") && s.contains("dog→cat (4)"), "{what}:\n{s}");
         let header = s.lines().find(|l| l.contains("class ")).unwrap();

@@ -169,17 +169,7 @@ fn the_key_help_lists_the_popups_keys() {
 fn the_teacher_vs_target_pane_live_finished_and_zoomed() {
     let dir = fixed_dir("compare");
     let mut app = loaded_app(&dir);
-    app.on_engine(Event::DataLoaded {
-        kind: "image-folder".into(),
-        root: "data".into(),
-        classes: ["airplane", "bicycle", "cat", "dog", "guitar"].map(String::from).to_vec(),
-        train_images: 50,
-        eval_images: 50,
-        views: 1,
-        skipped: Vec::new(),
-        resident_bytes: 0,
-        on_disk: 0,
-    });
+    app.on_engine(data_loaded(&["airplane", "bicycle", "cat", "dog", "guitar"]));
     let report = |method: &str, base: f64, agreement: Option<f64>, during: Option<During>| Event::ClassReport {
         method: method.into(),
         per_class: (0..5).map(|c| base - 0.1 * c as f64).collect(),

@@ -253,18 +253,25 @@ pub fn in_context<A: Copy>(table: &[ContextKey<A>], code: KeyCode) -> Option<A> 
     table.iter().find(|k| k.keys.contains(&code)).map(|k| k.action)
 }
 
-/// One help line for a popup's table: keys sharing a help text are listed together.
-pub fn context_help<A>(table: &[ContextKey<A>]) -> String {
+/// Help rows from `(key label, help)` pairs: keys sharing a help text share a row
+/// (`q/ctrl-c`), in the order they first appear.
+pub fn help_rows(keys: impl IntoIterator<Item = (&'static str, &'static str)>) -> Vec<(String, &'static str)> {
     let mut rows: Vec<(String, &str)> = Vec::new();
-    for k in table {
-        match rows.iter_mut().find(|(_, h)| *h == k.help) {
-            Some((keys, _)) => {
-                keys.push('/');
-                keys.push_str(k.label);
+    for (label, help) in keys {
+        match rows.iter_mut().find(|(_, h)| *h == help) {
+            Some((labels, _)) => {
+                labels.push('/');
+                labels.push_str(label);
             }
-            None => rows.push((k.label.to_string(), k.help)),
+            None => rows.push((label.to_string(), help)),
         }
     }
+    rows
+}
+
+/// One help line for a popup's table.
+pub fn context_help<A>(table: &[ContextKey<A>]) -> String {
+    let rows = help_rows(table.iter().map(|k| (k.label, k.help)));
     rows.iter().map(|(k, h)| format!("{k} {h}")).collect::<Vec<_>>().join(" · ")
 }
 

@@ -7,7 +7,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::app::{App, Confirm, Overlay, Pane, RunState};
-use super::keymap::{context_help, EDITOR_KEYS, KEYMAP, PICKER_KEYS};
+use super::keymap::{context_help, help_rows, EDITOR_KEYS, KEYMAP, PICKER_KEYS};
 use super::panes::PaneCtx;
 use crate::config::live::Change;
 

@@ -86,3 +86,18 @@ pub fn picker_to(app: &mut App, name: &str) {
     }
     assert_eq!(app.picker.as_ref().unwrap().selected, want);
 }
+
+/// What the engine says once the data is read: an ImageFolder with these classes.
+pub fn data_loaded(classes: &[&str]) -> tdmr::engine::Event {
+    tdmr::engine::Event::DataLoaded {
+        kind: "image-folder".into(),
+        root: "data".into(),
+        classes: classes.iter().map(|c| c.to_string()).collect(),
+        train_images: 50,
+        eval_images: 50,
+        views: 1,
+        skipped: Vec::new(),
+        resident_bytes: 0,
+        on_disk: 0,
+    }
+}

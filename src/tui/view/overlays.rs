@@ -15,17 +15,7 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
 
 pub(super) fn draw_help(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
-    // One line per action: keys bound to the same action share it.
-    let mut rows: Vec<(String, &str)> = Vec::new();
-    for b in KEYMAP {
-        match rows.iter_mut().find(|(_, h)| *h == b.help) {
-            Some((keys, _)) => {
-                keys.push('/');
-                keys.push_str(b.label);
-            }
-            None => rows.push((b.label.to_string(), b.help)),
-        }
-    }
+    let rows = help_rows(KEYMAP.iter().map(|b| (b.label, b.help)));
     let key_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(4);
     let help_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(10);
     let entry = |(k, h): &(String, &str)| {
