@@ -567,6 +567,9 @@ fn after_the_quick_experiment_the_teacher_vs_target_pane_has_a_bar_row_for_every
     }
     assert!(s.contains("agrees with its teacher"), "{s}");
     tmux.keys("z");
+    // metrics.jsonl has `done` a moment before the workbench has drained it; a `q`
+    // before then asks whether to stop the run.
+    tmux.wait(30, "the workbench to see the run end", |s| s.contains("✓ done"));
     tmux.keys("q");
     tmux.wait_exit(30, "the workbench to quit");
 }

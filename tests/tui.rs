@@ -937,3 +937,22 @@ fn a_value_edited_in_place_is_validated_written_with_its_comments_and_undone() {
     assert_eq!(std::fs::read_to_string(&app.config.path).unwrap(), text);
     assert_eq!(app.config.exp.stage1.lr, 0.01);
 }
+
+#[test]
+fn a_quit_question_asked_as_the_run_ends_goes_away_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = new_app(dir.path(), &tiny_text());
+    app.attach(fake_engine(vec![("tdmr", "task", 30)], 5));
+    pump(&mut app, 10, "the stage to run", |a| {
+        a.run.is_active() && !a.schedule.plan.rows.is_empty()
+    });
+    press(&mut app, 'q');
+    assert_eq!(app.view.overlay, Overlay::Confirm(Confirm::Quit), "q while training asks");
+    assert!(!app.should_quit);
+    pump(&mut app, 20, "the run to finish", |a| a.run.state == RunState::Done);
+    assert_eq!(app.view.overlay, Overlay::None, "the question went with the run");
+    assert!(log_text(&app).contains("nothing to stop"), "{}", log_text(&app));
+    assert!(!screen(&app, 80, 24).contains("Stop it and quit?"));
+    press(&mut app, 'q');
+    assert!(app.should_quit, "a finished run quits without asking");
+}

@@ -36,6 +36,12 @@ impl App {
         self.skip_on_the_way(&e);
         if matches!(e, Event::Done { .. } | Event::Failed { .. }) {
             self.skip_to = None;
+            // A question about stopping the run, asked just before it ended, no longer
+            // means what it says.
+            if let Overlay::Confirm(Confirm::Quit | Confirm::Abort) = self.view.overlay {
+                self.view.overlay = Overlay::None;
+                self.info("the run ended before the answer: nothing to stop (q quits)");
+            }
         }
         let hint = match &e {
             Event::Diverged { .. } => Some("lower the lr in the config, then resume (space) to continue from it"),
