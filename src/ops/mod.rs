@@ -15,6 +15,7 @@ pub mod conv;
 pub mod conv_gemm;
 pub mod cpu;
 pub mod depthwise;
+pub mod gemm_kernels;
 pub mod gradcheck;
 pub mod isa;
 pub mod norm;
