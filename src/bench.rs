@@ -48,7 +48,7 @@ pub struct Machine {
     pub cpu: String,
     /// The path of tdmr's own loops ([`crate::ops::isa`]): scalar, avx2 or avx512.
     pub kernels: String,
-    /// The micro-kernels of the convolutions' f32 GEMMs: fma, avx512 or crate.
+    /// The path of the `gemm` crate's micro-kernels (convolutions and matmuls).
     pub gemm: String,
     pub threads: usize,
 }
@@ -74,9 +74,19 @@ impl std::fmt::Display for Machine {
     }
 }
 
-/// The micro-kernels the convolutions' f32 GEMMs run on ([`crate::ops::gemm_kernels`]).
+/// The micro-kernels the `gemm` crate picks: its AVX-512 ones only when built with its
+/// `x86-v4` feature (tdmr's `avx512-gemm`), else FMA (AVX2) ones where the CPU has FMA.
 fn gemm_path() -> &'static str {
-    crate::ops::gemm_kernels::GemmKernels::active().name()
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512-gemm") && std::is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if std::is_x86_feature_detected!("fma") {
+            return "avx2 (fma)";
+        }
+    }
+    "scalar"
 }
 
 /// What to measure: seconds per workload after its warm-up, and whether to time the

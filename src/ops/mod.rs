@@ -15,7 +15,6 @@ pub mod conv;
 pub mod conv_gemm;
 pub mod cpu;
 pub mod depthwise;
-pub mod gemm_kernels;
 pub mod gradcheck;
 pub mod isa;
 pub mod norm;
