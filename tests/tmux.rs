@@ -386,7 +386,14 @@ fn an_in_place_edit_at_80x24_applies_live_and_keeps_the_files_comments() {
     tmux.keys("BSpace");
     tmux.keys("0.002");
     tmux.keys("Enter");
-    tmux.wait(60, "the live mark", |s| s.contains("✓live"));
+    // The pane's legend always reads "✓live applied": wait for the new value itself,
+    // then zoom the pane so its line is wide enough to show its own mark.
+    tmux.wait(60, "the new lr on the Reprogrammer pane", |s| s.contains("lr 2e-3"));
+    tmux.keys("z");
+    tmux.wait(10, "the live mark on the stage1 line", |s| {
+        s.lines().any(|l| l.contains("lr 2e-3") && l.contains("✓live"))
+    });
+    tmux.keys("z");
     let on_disk = std::fs::read_to_string(&cfg).unwrap();
     assert!(
         on_disk.contains("lr = 0.002 # the lr") && on_disk.contains("# stage one"),

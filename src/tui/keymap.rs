@@ -242,7 +242,7 @@ pub const PICKER_KEYS: &[ContextKey<PickKey>] = &[
     },
     ContextKey {
         keys: &[KeyCode::Esc, Char('q'), Char('o'), Char('O')],
-        label: "esc/q",
+        label: "esc/q/o/O",
         action: PickKey::Close,
         help: "close",
     },
