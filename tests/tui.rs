@@ -871,9 +871,7 @@ fn the_foundation_picker_previews_a_checkpoint_and_chooses_it() {
         on_disk.starts_with("# keep me") && on_disk.contains("lite.safetensors"),
         "{on_disk}"
     );
-    pump(&mut app, 60, "the chosen foundation to load", |a| {
-        matches!(a.foundation.state, tdmr::tui::app::FoundationState::Loaded(_))
-    });
+    wait_for_foundation(&mut app, "the chosen foundation to load");
     let s = screen(&app, 160, 48);
     assert!(s.contains("lite.safetensors") && s.contains("✓ efficientnet-lite"), "{s}");
     // Esc closes the picker without a change.
@@ -891,7 +889,6 @@ fn a_value_edited_in_place_is_validated_written_with_its_comments_and_undone() {
         "[stage1] # stage one\nepochs = 2 # short\nlr = 0.01 # the lr",
     );
     let mut app = new_app(dir.path(), &text);
-    let key = |app: &mut App, code: KeyCode| app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
     key(&mut app, KeyCode::BackTab);
     assert_eq!(app.view.focus, tdmr::tui::app::Pane::Reprogrammer);
     for _ in 0..3 {

@@ -4,18 +4,12 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::workbench::*;
 use common::*;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use tdmr::config::DataKind;
 use tdmr::tui::app::{App, Pane};
 use tdmr::tui::panes::picker::Browse;
-
-fn key(app: &mut App, code: KeyCode) {
-    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
-}
 
 fn focus(app: &mut App, pane: Pane) {
     for _ in 0..8 {
@@ -163,18 +157,6 @@ fn schedule_and_foundation_values_edit_in_place() {
     }
     key(&mut app, KeyCode::Enter);
     assert!(matches!(app.picker.as_ref().map(|p| p.browse), Some(Browse::Data { k: 2, .. })));
-}
-
-/// An ImageFolder under `root` with `counts` images per class.
-fn image_folder(root: &Path, counts: &[(&str, u8)]) {
-    for (class, n) in counts {
-        std::fs::create_dir_all(root.join(class)).unwrap();
-        for i in 0..*n {
-            image::RgbImage::from_pixel(8, 8, image::Rgb([i * 30, 90, 200]))
-                .save(root.join(class).join(format!("{i}.png")))
-                .unwrap();
-        }
-    }
 }
 
 #[test]

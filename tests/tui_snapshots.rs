@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use common::workbench::*;
 use common::*;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::KeyCode;
 use tdmr::engine::class_report::{Confusion, During};
 use tdmr::engine::Event;
-use tdmr::tui::app::{App, FoundationState, Pane};
+use tdmr::tui::app::{App, Pane};
 use tdmr::tui::panes::picker::{Browse, Picker};
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (160, 48)];
@@ -30,10 +30,6 @@ fn fixed_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn key(app: &mut App, code: KeyCode) {
-    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
-}
-
 /// The workbench on the tiny experiment, its foundation loaded with `f` and waited
 /// for (the pane would otherwise show whatever the loader thread had reached).
 fn loaded_app(dir: &Path) -> App {
@@ -43,9 +39,7 @@ fn loaded_app(dir: &Path) -> App {
 fn app_on(dir: &Path, config: &str) -> App {
     let mut app = new_app(dir, config);
     press(&mut app, 'f');
-    pump(&mut app, 60, "the foundation to load", |a| {
-        matches!(a.foundation.state, FoundationState::Loaded(_))
-    });
+    wait_for_foundation(&mut app, "the foundation to load");
     app
 }
 
@@ -113,9 +107,7 @@ fn the_foundation_picker_previews_a_checkpoint_and_an_unreadable_file() {
     snapshot(&app, "foundation-picker-error");
     picker_to(&mut app, "lite.safetensors");
     key(&mut app, KeyCode::Enter);
-    pump(&mut app, 60, "the chosen foundation to load", |a| {
-        matches!(a.foundation.state, FoundationState::Loaded(_))
-    });
+    wait_for_foundation(&mut app, "the chosen foundation to load");
     snapshot(&app, "native-size");
 }
 
@@ -123,17 +115,8 @@ fn the_foundation_picker_previews_a_checkpoint_and_an_unreadable_file() {
 fn the_data_picker_shows_a_folder_that_fits_and_one_it_refuses() {
     let dir = fixed_dir("data-picker");
     let data = dir.join("data");
-    for (set, counts) in [("good", [6u8, 6, 6]), ("small", [6, 6, 2])] {
-        for (class, n) in ["ant", "bee", "cat"].iter().zip(counts) {
-            let folder = data.join(set).join(class);
-            std::fs::create_dir_all(&folder).unwrap();
-            for i in 0..n {
-                image::RgbImage::from_pixel(8, 8, image::Rgb([i * 30, 90, 200]))
-                    .save(folder.join(format!("{i}.png")))
-                    .unwrap();
-            }
-        }
-    }
+    image_folder(&data.join("good"), &[("ant", 6), ("bee", 6), ("cat", 6)]);
+    image_folder(&data.join("small"), &[("ant", 6), ("bee", 6), ("cat", 2)]);
     let mut app = loaded_app(&dir);
     press(&mut app, 'O');
     let browse = app.picker.as_ref().expect("O opens the data picker").browse;

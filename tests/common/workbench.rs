@@ -35,6 +35,10 @@ pub fn press(app: &mut App, c: char) {
     app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
 }
 
+pub fn key(app: &mut App, code: KeyCode) {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
 /// Poll the app until `done` holds (or fail after `secs`).
 pub fn pump(app: &mut App, secs: u64, what: &str, done: impl Fn(&App) -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
@@ -43,6 +47,13 @@ pub fn pump(app: &mut App, secs: u64, what: &str, done: impl Fn(&App) -> bool) {
         app.poll();
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Poll until the Foundation pane has loaded its checkpoint.
+pub fn wait_for_foundation(app: &mut App, what: &str) {
+    pump(app, 60, what, |a| {
+        matches!(a.foundation.state, tdmr::tui::app::FoundationState::Loaded(_))
+    });
 }
 
 pub fn log_text(app: &App) -> String {
@@ -99,5 +110,17 @@ pub fn data_loaded(classes: &[&str]) -> tdmr::engine::Event {
         skipped: Vec::new(),
         resident_bytes: 0,
         on_disk: 0,
+    }
+}
+
+/// An ImageFolder under `root` with `counts` images per class.
+pub fn image_folder(root: &Path, counts: &[(&str, u8)]) {
+    for (class, n) in counts {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..*n {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([i * 30, 90, 200]))
+                .save(root.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
     }
 }
