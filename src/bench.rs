@@ -48,7 +48,7 @@ pub struct Machine {
     pub cpu: String,
     /// The path of tdmr's own loops ([`crate::ops::isa`]): scalar, avx2 or avx512.
     pub kernels: String,
-    /// The path of the `gemm` crate's micro-kernels (convolutions and matmuls).
+    /// The micro-kernels of the convolutions' f32 GEMMs: fma, avx512 or crate.
     pub gemm: String,
     pub threads: usize,
 }
@@ -74,19 +74,9 @@ impl std::fmt::Display for Machine {
     }
 }
 
-/// The micro-kernels the `gemm` crate picks: its AVX-512 ones only when built with its
-/// `x86-v4` feature (tdmr's `avx512-gemm`), else FMA (AVX2) ones where the CPU has FMA.
+/// The micro-kernels the convolutions' f32 GEMMs run on ([`crate::ops::gemm_kernels`]).
 fn gemm_path() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if cfg!(feature = "avx512-gemm") && std::is_x86_feature_detected!("avx512f") {
-            return "avx512";
-        }
-        if std::is_x86_feature_detected!("fma") {
-            return "avx2 (fma)";
-        }
-    }
-    "scalar"
+    crate::ops::gemm_kernels::GemmKernels::active().name()
 }
 
 /// What to measure: seconds per workload after its warm-up, and whether to time the

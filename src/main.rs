@@ -75,6 +75,10 @@ fn main() -> ExitCode {
     // ~40% of CPU time in a profile.
     unsafe { libmimalloc_sys::mi_option_set(tdmr::bench::MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
+    if let Err(e) = tdmr::ops::gemm_kernels::choose_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Some(Cmd::Run(args)) => run(args),
         Some(Cmd::Tui(args)) => tui(args),

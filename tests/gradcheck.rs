@@ -3,12 +3,13 @@
 
 mod common;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use tdmr::config::{AlignLoss, PromptKind};
 use tdmr::distill::loss;
 use tdmr::models::efficientnet_lite::EfficientNetLite;
 use tdmr::models::IMAGENET;
-use tdmr::ops::{self, conv, gradcheck::max_relative_error, norm};
+use tdmr::ops::act::Act;
+use tdmr::ops::{self, conv, gradcheck::max_relative_error, norm, residual};
 use tdmr::params::Params;
 use tdmr::reprogram::Prompt;
 
@@ -93,6 +94,29 @@ fn im2col_conv_matches_conv2d_and_gradients() {
     assert!(diff < 1e-5, "max abs diff {diff}");
     check("im2col input", &x, |x| weighted_sum(&conv::conv2d_im2col(x, &w, None)?, 14));
     check("im2col weight", &w, |w| weighted_sum(&conv::conv2d_im2col(&x, w, None)?, 15));
+}
+
+#[test]
+fn residual_join_matches_add_then_activation_and_its_gradients() {
+    let f64 = |t: Tensor| t.to_dtype(DType::F64).unwrap();
+    // Spread over the activations' kinks and ReLU6's ceiling; f64 so a small step
+    // rarely straddles a kink.
+    let y = f64((randn(&[2, 4, 5, 5], 40) * 4.0).unwrap());
+    let skip = f64((randn(&[2, 4, 5, 5], 41) * 4.0).unwrap());
+    for act in [Act::Identity, Act::Relu, Act::Relu6] {
+        let ours = residual::add_act(&y, &skip, act).unwrap();
+        let reference = act.composed(&(&y + &skip).unwrap()).unwrap();
+        assert_eq!(max_abs_diff(&ours, &reference), 0.0, "{act:?}");
+        let name = |what| format!("residual join {act:?}, {what}");
+        common::check_gradient(&name("first summand"), &y, 1e-6, |y| {
+            weighted_sum(&residual::add_act(y, &skip, act)?, 42)
+        });
+        common::check_gradient(&name("skip"), &skip, 1e-6, |s| weighted_sum(&residual::add_act(&y, s, act)?, 43));
+        // An identity shortcut: both summands grow from one tensor.
+        common::check_gradient(&name("shared input"), &y, 1e-6, |x| {
+            weighted_sum(&residual::add_act(&(x * 0.5)?, x, act)?, 44)
+        });
+    }
 }
 
 #[test]

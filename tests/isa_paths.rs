@@ -15,13 +15,14 @@ use tdmr::ops::depthwise::depthwise_conv2d_act;
 use tdmr::ops::isa::{self, Isa};
 use tdmr::ops::norm::batch_norm_train_act;
 use tdmr::ops::pool::{max_pool2d, pool2d, PoolKind, PoolSpec};
+use tdmr::ops::residual::add_act;
 
 use common::{max_abs_diff, randn, weighted_sum};
 
 /// Every output and gradient of the layers whose loops run on the chosen path:
 /// depthwise convolution (taps via `axpy`) with ReLU6, a dense convolution's fused
 /// bias + ReLU epilogue and its activation gradient, batch norm with ReLU, max and
-/// average pooling.
+/// average pooling, a residual join with ReLU.
 fn layers() -> Vec<(&'static str, Tensor)> {
     let x = Var::from_tensor(&randn(&[3, 8, 13, 11], 1)).unwrap();
     let dw = Var::from_tensor(&(randn(&[8, 1, 5, 5], 2) * 0.5).unwrap()).unwrap();
@@ -53,7 +54,9 @@ fn layers() -> Vec<(&'static str, Tensor)> {
         },
     )
     .unwrap();
+    let r = add_act(&n, &c, Act::Relu).unwrap();
     let loss = ((weighted_sum(&d, 8).unwrap() + weighted_sum(&m, 9).unwrap()).unwrap() + weighted_sum(&a, 10).unwrap()).unwrap();
+    let loss = (loss + weighted_sum(&r, 11).unwrap()).unwrap();
     let g = loss.backward().unwrap();
     let grad = |v: &Var| g.get(v).unwrap().clone();
     vec![
@@ -61,6 +64,7 @@ fn layers() -> Vec<(&'static str, Tensor)> {
         ("batch-norm output", n),
         ("max-pool output", m),
         ("avg-pool output", a),
+        ("residual join output", r),
         ("input gradient", grad(&x)),
         ("depthwise weight gradient", grad(&dw)),
         ("conv weight gradient", grad(&w)),

@@ -33,6 +33,10 @@ pub(crate) struct BenchArgs {
     /// avx512 (default: the widest this CPU has), to compare the paths.
     #[arg(long)]
     pub(crate) isa: Option<tdmr::ops::isa::Isa>,
+    /// Run the convolutions' f32 GEMMs on these micro-kernels: fma, avx512 or crate
+    /// (default: AVX-512 where the CPU has it, except on AMD Zen 4, else FMA).
+    #[arg(long)]
+    pub(crate) gemm: Option<tdmr::ops::gemm_kernels::GemmKernels>,
     /// Time only the workload at this index (what each child process is asked for).
     #[arg(long, hide = true)]
     pub(crate) workload: Option<usize>,
@@ -57,6 +61,9 @@ pub(crate) fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
             eprintln!("--isa {isa}: this CPU's widest path is {detected}; using {detected}");
         }
         tdmr::ops::isa::limit(Some(isa));
+    }
+    if let Some(kernels) = args.gemm {
+        tdmr::ops::gemm_kernels::choose(Some(kernels)).map_err(|e| anyhow::anyhow!("--gemm: {e}"))?;
     }
     let figures = if args.in_process || args.workload.is_some() {
         let opts = tdmr::bench::Options {
@@ -98,6 +105,9 @@ pub(crate) fn bench_each_in_its_own_process(args: &BenchArgs) -> anyhow::Result<
         }
         if let Some(isa) = args.isa {
             cmd.args(["--isa", isa.name()]);
+        }
+        if let Some(kernels) = args.gemm {
+            cmd.args(["--gemm", kernels.name()]);
         }
         let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
         let text = String::from_utf8_lossy(&out.stdout);

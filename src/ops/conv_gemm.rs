@@ -165,6 +165,23 @@ impl<T> Mat<T> {
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, `dst` row-major.
 fn gemm_into<T: WithDType>(dst: &mut [T], (m, n, k): (usize, usize, usize), lhs: Mat<T>, rhs: Mat<T>, accumulate: bool, par: Parallelism) {
     assert!(dst.len() >= m * n);
+    let alpha = if accumulate { T::one() } else { T::zero() };
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        let f32_ptr = |p: *const T| p as *const f32;
+        // SAFETY: as below; T is f32, so the casts change nothing.
+        unsafe {
+            super::gemm_kernels::gemm_f32(
+                (m, n, k),
+                (dst.as_mut_ptr() as *mut f32, 1, n as isize),
+                accumulate,
+                (f32_ptr(lhs.ptr), lhs.cs, lhs.rs),
+                (f32_ptr(rhs.ptr), rhs.cs, rhs.rs),
+                (alpha.to_f64() as f32, 1.0),
+                par,
+            )
+        };
+        return;
+    }
     // SAFETY: `dst` holds m·n elements (checked above) and the callers size `lhs` and
     // `rhs` slices to m·k and k·n elements for the strides given.
     unsafe {
@@ -182,7 +199,7 @@ fn gemm_into<T: WithDType>(dst: &mut [T], (m, n, k): (usize, usize, usize), lhs:
             rhs.ptr,
             rhs.cs,
             rhs.rs,
-            if accumulate { T::one() } else { T::zero() },
+            alpha,
             T::one(),
             false,
             false,

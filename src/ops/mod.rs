@@ -15,10 +15,12 @@ pub mod conv;
 pub mod conv_gemm;
 pub mod cpu;
 pub mod depthwise;
+pub mod gemm_kernels;
 pub mod gradcheck;
 pub mod isa;
 pub mod norm;
 pub mod pool;
+pub mod residual;
 pub mod resize;
 
 pub use conv::{conv2d_same_tf, pointwise_conv};

@@ -8,6 +8,8 @@ use candle_core::Tensor;
 use super::layers::{conv_torch, max_pool};
 use crate::models::prefix::Prefix;
 use crate::models::weights::StrictWeights;
+use crate::ops::act::Act;
+use crate::ops::residual::add_act;
 use crate::{Error, Result};
 
 /// A convolution with its batch norm folded into a per-channel scale and shift.
@@ -142,7 +144,7 @@ impl ResNet {
                 Some(d) => d.forward(&x)?,
                 None => x.clone(),
             };
-            x = (y + skip)?.relu()?;
+            x = add_act(&y, &skip, Act::Relu)?;
         }
         Ok(x.mean((2, 3))?)
     }

@@ -8,6 +8,7 @@ use super::blocks::{Conv, ConvBn, Macs};
 use crate::models::prefix::Prefix;
 use crate::onnx::Graph;
 use crate::ops::act::Act;
+use crate::ops::residual::add_act;
 use crate::params::Params;
 use crate::Result;
 
@@ -54,7 +55,7 @@ impl BasicBlock {
             Some(s) => s.forward(x, train)?,
             None => x.clone(),
         };
-        Ok((y + skip)?.relu()?)
+        Ok(add_act(&y, &skip, Act::Relu)?)
     }
 
     pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
