@@ -22,7 +22,7 @@ use common::{max_abs_diff, randn, weighted_sum};
 /// Every output and gradient of the layers whose loops run on the chosen path:
 /// depthwise convolution (taps via `axpy`) with ReLU6, a dense convolution's fused
 /// bias + ReLU epilogue and its activation gradient, batch norm with ReLU, max and
-/// average pooling, a residual join with ReLU.
+/// average pooling (3×3 and the 2×2 loop), a residual join with ReLU.
 fn layers() -> Vec<(&'static str, Tensor)> {
     let x = Var::from_tensor(&randn(&[3, 8, 13, 11], 1)).unwrap();
     let dw = Var::from_tensor(&(randn(&[8, 1, 5, 5], 2) * 0.5).unwrap()).unwrap();
@@ -54,15 +54,17 @@ fn layers() -> Vec<(&'static str, Tensor)> {
         },
     )
     .unwrap();
+    let m2 = max_pool2d(&n, 2, 2, 0).unwrap();
     let r = add_act(&n, &c, Act::Relu).unwrap();
     let loss = ((weighted_sum(&d, 8).unwrap() + weighted_sum(&m, 9).unwrap()).unwrap() + weighted_sum(&a, 10).unwrap()).unwrap();
-    let loss = (loss + weighted_sum(&r, 11).unwrap()).unwrap();
+    let loss = ((loss + weighted_sum(&r, 11).unwrap()).unwrap() + weighted_sum(&m2, 12).unwrap()).unwrap();
     let g = loss.backward().unwrap();
     let grad = |v: &Var| g.get(v).unwrap().clone();
     vec![
         ("depthwise output", d),
         ("batch-norm output", n),
         ("max-pool output", m),
+        ("2×2 max-pool output", m2),
         ("avg-pool output", a),
         ("residual join output", r),
         ("input gradient", grad(&x)),

@@ -148,6 +148,38 @@ proptest! {
     }
 }
 
+/// The 2×2, stride-2 max-pool has a loop of its own: even and odd planes, and windows
+/// with ties, where the first maximum in row order takes the gradient.
+#[test]
+fn max_pool_2x2_matches_the_definition_with_ties_and_odd_sizes() {
+    let spec = PoolSpec {
+        kind: PoolKind::Max,
+        k: 2,
+        stride: 2,
+        pad: [0; 4],
+    };
+    for (h, w) in [(8, 8), (7, 9), (2, 3), (5, 2), (1, 4)] {
+        // On a coarse grid, so most windows hold ties.
+        let x = (randn(&[2, 3, h, w], (h * w) as u64) * 1.5)
+            .unwrap()
+            .round()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let y = pool2d(xv.as_tensor(), spec);
+        if h < 2 {
+            assert!(y.is_err(), "{h}×{w} is smaller than the window");
+            continue;
+        }
+        let y = y.unwrap();
+        assert_eq!(max_abs_diff(&y, &naive_pool(&x, spec)), 0.0, "{h}×{w}");
+        let gy = randn(y.dims(), 3).to_dtype(DType::F64).unwrap();
+        let gx = (y * &gy).unwrap().sum_all().unwrap().backward().unwrap().get(&xv).unwrap().clone();
+        assert_eq!(max_abs_diff(&gx, &naive_pool_grad(&x, &gy, spec)), 0.0, "grad {h}×{w}");
+    }
+}
+
 /// Output planes of 256 pixels and more take the per-image GEMM path (smaller ones are
 /// packed several images to a GEMM): both against the definition.
 #[test]

@@ -2,10 +2,11 @@
 //! layer's bias, normalisation and activation cost one pass over memory instead of
 //! three or four, and their backward one masked pass.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use super::cpu::{cpu_fwd, slice, Input};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
+
+use super::cpu::{cpu_fwd, par_uninit, slice, Input};
 use super::isa;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,24 +125,25 @@ impl ActGrad {
         if g.len() != y.len() {
             candle_core::bail!("activation grad: gradient {:?} vs output {:?}", l1.dims(), l2.dims())
         }
-        let mut out = vec![T::zero(); g.len()];
         const CHUNK: usize = 1 << 14;
-        out.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .for_each(|(o, (g, y))| {
+        // SAFETY: each arm writes every element of its chunk.
+        let out = unsafe {
+            par_uninit(g.len(), CHUNK, |i, o| {
+                let (g, y) = (&g[i * CHUNK..i * CHUNK + o.len()], &y[i * CHUNK..i * CHUNK + o.len()]);
                 isa::run(|| {
-                    let mask = |o: &mut [T], act: Act| {
+                    let mask = |o: &mut [MaybeUninit<T>], act: Act| {
                         for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                            *o = if act.passes(y) { g } else { T::zero() };
+                            o.write(if act.passes(y) { g } else { T::zero() });
                         }
                     };
                     match self.0 {
-                        Act::Identity => o.copy_from_slice(g),
+                        Act::Identity => mask(o, Act::Identity),
                         Act::Relu => mask(o, Act::Relu),
                         Act::Relu6 => mask(o, Act::Relu6),
                     }
                 })
-            });
+            })
+        };
         Ok((out, Shape::from(l1.dims())))
     }
 }

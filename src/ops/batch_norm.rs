@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::cpu::{cpu_fwd, slice, Input};
+use super::cpu::{cpu_fwd, init, par_uninit, slice, Input};
 use super::isa;
 
 fn dims(l: &Layout, op: &str) -> candle_core::Result<(usize, usize, usize)> {
@@ -120,18 +120,21 @@ impl BatchNormTrain {
         if gamma.len() != c || beta.len() != c {
             candle_core::bail!("batch_norm: {c} channels but γ has {} and β {}", gamma.len(), beta.len())
         }
-        let mut y = vec![T::zero(); x.len()];
-        y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
-            let ch = p % c;
-            let scale = T::from_f64(self.invstd[ch] * gamma[ch].to_f64());
-            let shift = T::from_f64(beta[ch].to_f64() - self.mean[ch] * self.invstd[ch] * gamma[ch].to_f64());
-            isa::run(|| {
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = v * scale;
-                }
-            });
-            self.act.apply_row(yp, shift);
-        });
+        // SAFETY: the first loop writes every element of the plane.
+        let y = unsafe {
+            par_uninit(x.len(), hw, |p, yp| {
+                let ch = p % c;
+                let scale = T::from_f64(self.invstd[ch] * gamma[ch].to_f64());
+                let shift = T::from_f64(beta[ch].to_f64() - self.mean[ch] * self.invstd[ch] * gamma[ch].to_f64());
+                let xp = &x[p * hw..p * hw + yp.len()];
+                isa::run(|| {
+                    for (o, &v) in yp.iter_mut().zip(xp) {
+                        o.write(v * scale);
+                    }
+                });
+                self.act.apply_row(init(yp), shift);
+            })
+        };
         Ok((y, Shape::from(l1.dims())))
     }
 }
@@ -195,23 +198,25 @@ impl GradInput {
             slice::<T>(s3, l3, "batch_norm grad")?,
         );
         let n = (b * hw) as f64;
-        let mut dx = vec![T::zero(); dy.len()];
-        dx.par_chunks_mut(hw).enumerate().for_each(|(p, dp)| {
-            let ch = p % c;
-            let (m, is) = (self.mean[ch], self.invstd[ch]);
-            let k = gamma[ch].to_f64() * is;
-            let (md, mdx) = (self.sum_dy[ch] / n, self.sum_dy_xhat[ch] / n);
-            // dx = a·dy + b·x + c0, per channel.
-            let a = T::from_f64(k);
-            let bx = T::from_f64(-k * mdx * is);
-            let c0 = T::from_f64(k * (mdx * is * m - md));
-            let (gp, xp) = (&dy[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
-            isa::run(|| {
-                for ((d, &g), &v) in dp.iter_mut().zip(gp).zip(xp) {
-                    *d = a * g + bx * v + c0;
-                }
-            });
-        });
+        // SAFETY: the loop writes every element of the plane.
+        let dx = unsafe {
+            par_uninit(dy.len(), hw, |p, dp| {
+                let ch = p % c;
+                let (m, is) = (self.mean[ch], self.invstd[ch]);
+                let k = gamma[ch].to_f64() * is;
+                let (md, mdx) = (self.sum_dy[ch] / n, self.sum_dy_xhat[ch] / n);
+                // dx = a·dy + b·x + c0, per channel.
+                let a = T::from_f64(k);
+                let bx = T::from_f64(-k * mdx * is);
+                let c0 = T::from_f64(k * (mdx * is * m - md));
+                let (gp, xp) = (&dy[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
+                isa::run(|| {
+                    for ((d, &g), &v) in dp.iter_mut().zip(gp).zip(xp) {
+                        d.write(a * g + bx * v + c0);
+                    }
+                });
+            })
+        };
         Ok((dx, Shape::from(l1.dims())))
     }
 }

@@ -3,6 +3,9 @@
 //! (`tdmr bench` times both, so the table shows what the kernels buy).
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
 
 use super::isa;
 use candle_core::{CpuStorage, DType, Layout, Tensor, WithDType};
@@ -109,6 +112,33 @@ pub fn axpy<T: WithDType>(y: &mut [T], a: T, x: &[T]) {
             *yv += a * xv;
         }
     })
+}
+
+/// A new `[T]` of `n` elements filled in place, `chunk` elements at a time in parallel,
+/// without zero-filling it first: for outputs written once, that fill is a whole extra
+/// pass over memory (measured at 5–8% of a training step).
+///
+/// # Safety
+/// `fill(i, out)` must write every element of `out`, the `i`-th chunk (the last may be
+/// shorter), before it returns; [`init`] then views the chunk as `&mut [T]`.
+pub(crate) unsafe fn par_uninit<T: Send>(n: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, o)| fill(i, o));
+    // SAFETY: the chunks cover all `n` slots and the caller's `fill` wrote each one.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// `out` as initialised values.
+///
+/// # Safety
+/// Every element of `out` has been written.
+pub(crate) unsafe fn init<T>(out: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the caller wrote every element.
+    unsafe { &mut *(out as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// One argument of a custom op's CPU kernel: its storage and layout.

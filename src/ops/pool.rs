@@ -67,6 +67,12 @@ impl PoolSpec {
         }
     }
 
+    /// A max-pool of 2×2 windows at stride 2 without padding (most CNNs' only pooling):
+    /// it takes [`max_pairs`], with no per-window bounds.
+    fn is_max_2x2(&self) -> bool {
+        self.kind == PoolKind::Max && self.k == 2 && self.stride == 2 && self.pad == [0; 4]
+    }
+
     /// The flat index of the first maximum of a window (`None` if it is all padding).
     fn argmax<T: WithDType>(xp: &[T], w: usize, (y0, y1): (usize, usize), (x0, x1): (usize, usize)) -> Option<usize> {
         let mut best: Option<(usize, T)> = None;
@@ -89,6 +95,10 @@ impl PoolSpec {
         y.par_chunks_mut(g.ho * g.wo).enumerate().for_each(|(plane, yp)| {
             isa::run(|| {
                 let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
+                if self.is_max_2x2() {
+                    max_pairs(xp, &g, |o, i| yp[o] = xp[i]);
+                    return;
+                }
                 self.each_window(&g, |o, ys, xs| {
                     yp[o] = match self.kind {
                         PoolKind::Max => Self::argmax(xp, g.w, ys, xs).map_or(T::zero(), |i| xp[i]),
@@ -147,6 +157,10 @@ impl PoolGrad {
             isa::run(|| {
                 let xp = &x[plane * g.h * g.w..(plane + 1) * g.h * g.w];
                 let gp = &gy[plane * g.ho * g.wo..(plane + 1) * g.ho * g.wo];
+                if spec.is_max_2x2() {
+                    max_pairs(xp, &g, |o, i| dp[i] += gp[o]);
+                    return;
+                }
                 spec.each_window(&g, |o, ys, xs| match spec.kind {
                     PoolKind::Max => {
                         if let Some(i) = PoolSpec::argmax(xp, g.w, ys, xs) {
@@ -165,6 +179,26 @@ impl PoolGrad {
             })
         });
         Ok((dx, Shape::from(l1.dims())))
+    }
+}
+
+/// `at(output index, flat input index of its window's first maximum)` for every 2×2,
+/// stride-2 window of one plane, in the order and with the comparisons of
+/// [`PoolSpec::argmax`] (so the same maximum wins), read two rows at a time.
+#[inline(always)]
+fn max_pairs<T: WithDType>(xp: &[T], g: &Geometry, mut at: impl FnMut(usize, usize)) {
+    for oy in 0..g.ho {
+        let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
+        let (top, bottom) = (&xp[r0..r0 + 2 * g.wo], &xp[r1..r1 + 2 * g.wo]);
+        for (ox, (t, b)) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).enumerate() {
+            let mut best = (r0 + 2 * ox, t[0]);
+            for (i, v) in [(r0 + 2 * ox + 1, t[1]), (r1 + 2 * ox, b[0]), (r1 + 2 * ox + 1, b[1])] {
+                if v > best.1 {
+                    best = (i, v);
+                }
+            }
+            at(oy * g.wo + ox, best.0);
+        }
     }
 }
 

@@ -6,12 +6,10 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
-use rayon::prelude::*;
-
 use super::act::Act;
-use super::cpu::{cpu_fwd, fast_path, slice, Input};
+use super::cpu::{cpu_fwd, fast_path, par_uninit, slice, Input};
 use super::isa;
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 
 /// `act(y + skip)` for two tensors of one shape; on the CPU kernels where
 /// [`fast_path`] allows, else composed from candle ops.
@@ -44,13 +42,11 @@ impl AddAct {
         if l1.dims() != l2.dims() {
             candle_core::bail!("residual add: {:?} vs {:?}", l1.dims(), l2.dims())
         }
-        // Written once, never zero-filled first: the op is bound by memory traffic.
-        let mut out: Vec<T> = Vec::with_capacity(a.len());
         const CHUNK: usize = 1 << 14;
-        out.spare_capacity_mut()[..a.len()]
-            .par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(o, (a, b))| {
+        // SAFETY: each chunk's loop writes every element (`o`, `a` and `b` have one length).
+        let out = unsafe {
+            par_uninit(a.len(), CHUNK, |i, o| {
+                let (a, b) = (&a[i * CHUNK..i * CHUNK + o.len()], &b[i * CHUNK..i * CHUNK + o.len()]);
                 isa::run(|| {
                     let join = |o: &mut [MaybeUninit<T>], act: Act| {
                         for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
@@ -63,9 +59,8 @@ impl AddAct {
                         Act::Relu6 => join(o, Act::Relu6),
                     }
                 })
-            });
-        // SAFETY: the chunks above cover all `a.len()` slots and each wrote every one.
-        unsafe { out.set_len(a.len()) };
+            })
+        };
         Ok((out, Shape::from(l1.dims())))
     }
 }
