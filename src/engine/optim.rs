@@ -5,6 +5,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
 use crate::config::OptimizerKind;
+use crate::ops::adamw::{adamw_cpu, AdamwStep};
 use crate::Result;
 
 pub struct Optimizer {
@@ -90,6 +91,21 @@ impl Optimizer {
             let theta = var.as_tensor();
             let updated = match self.kind {
                 OptimizerKind::Adamw => {
+                    let step = AdamwStep {
+                        lr,
+                        weight_decay: self.weight_decay,
+                        beta1: BETA1,
+                        beta2: BETA2,
+                        eps: EPS,
+                        t,
+                    };
+                    if let Some(fused) = adamw_cpu(theta, g, self.first[i].as_ref(), self.second[i].as_ref(), step) {
+                        let (theta, m, v) = fused?;
+                        self.first[i] = Some(m);
+                        self.second[i] = Some(v);
+                        var.set(&theta)?;
+                        continue;
+                    }
                     let m = match &self.first[i] {
                         Some(m) => ((m * BETA1)? + (g * (1.0 - BETA1))?)?,
                         None => (g * (1.0 - BETA1))?,

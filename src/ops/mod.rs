@@ -10,6 +10,7 @@
 //! before column (`cpu::set_composed_only`), on compositions of candle ops.
 
 pub mod act;
+pub mod adamw;
 pub mod batch_norm;
 pub mod conv;
 pub mod conv_gemm;
