@@ -170,83 +170,62 @@ mod x86 {
     type Dst = (*mut f32, isize, isize);
     type Src = (*const f32, isize, isize);
 
-    #[inline(never)]
-    pub(super) unsafe fn avx512(
-        (m, n, k): (usize, usize, usize),
-        (dst, dst_cs, dst_rs): Dst,
-        read_dst: bool,
-        (lhs, lhs_cs, lhs_rs): Src,
-        (rhs, rhs_cs, rhs_rs): Src,
-        (alpha, beta): (f32, f32),
-        par: Parallelism,
-    ) {
-        let simd = <V4 as MixedSimd<f32, f32, f32, f32>>::try_new().expect("checked by `available`");
-        gemm_basic_generic::<_, f32, 16, { v4::MR_DIV_N * 16 }, { v4::NR }, { v4::MR_DIV_N }, { v4::H_M }, { v4::H_N }>(
-            simd,
-            m,
-            n,
-            k,
-            dst,
-            dst_cs,
-            dst_rs,
-            read_dst,
-            lhs,
-            lhs_cs,
-            lhs_rs,
-            rhs,
-            rhs_cs,
-            rhs_rs,
-            alpha,
-            beta,
-            false,
-            false,
-            false,
-            |a, b, c| a * b + c,
-            &v4::UKR,
-            &v4::H_UKR,
-            false,
-            par,
-        )
+    /// `gemm_basic_generic` on one instruction set's micro-kernels: `$simd` the crate's
+    /// SIMD token, `$ukr` its kernel module, `$lanes` f32 lanes per register.
+    macro_rules! on_kernels {
+        ($name:ident, $simd:ty, $ukr:ident, $lanes:literal) => {
+            #[inline(never)]
+            pub(super) unsafe fn $name(
+                (m, n, k): (usize, usize, usize),
+                (dst, dst_cs, dst_rs): Dst,
+                read_dst: bool,
+                (lhs, lhs_cs, lhs_rs): Src,
+                (rhs, rhs_cs, rhs_rs): Src,
+                (alpha, beta): (f32, f32),
+                par: Parallelism,
+            ) {
+                let simd = <$simd as MixedSimd<f32, f32, f32, f32>>::try_new().expect("checked by `available`");
+                gemm_basic_generic::<
+                    _,
+                    f32,
+                    $lanes,
+                    { $ukr::MR_DIV_N * $lanes },
+                    { $ukr::NR },
+                    { $ukr::MR_DIV_N },
+                    { $ukr::H_M },
+                    { $ukr::H_N },
+                >(
+                    simd,
+                    m,
+                    n,
+                    k,
+                    dst,
+                    dst_cs,
+                    dst_rs,
+                    read_dst,
+                    lhs,
+                    lhs_cs,
+                    lhs_rs,
+                    rhs,
+                    rhs_cs,
+                    rhs_rs,
+                    alpha,
+                    beta,
+                    false,
+                    false,
+                    false,
+                    |a, b, c| a * b + c,
+                    &$ukr::UKR,
+                    &$ukr::H_UKR,
+                    false,
+                    par,
+                )
+            }
+        };
     }
 
-    #[inline(never)]
-    pub(super) unsafe fn fma(
-        (m, n, k): (usize, usize, usize),
-        (dst, dst_cs, dst_rs): Dst,
-        read_dst: bool,
-        (lhs, lhs_cs, lhs_rs): Src,
-        (rhs, rhs_cs, rhs_rs): Src,
-        (alpha, beta): (f32, f32),
-        par: Parallelism,
-    ) {
-        let simd = <V3 as MixedSimd<f32, f32, f32, f32>>::try_new().expect("checked by `available`");
-        gemm_basic_generic::<_, f32, 8, { v3::MR_DIV_N * 8 }, { v3::NR }, { v3::MR_DIV_N }, { v3::H_M }, { v3::H_N }>(
-            simd,
-            m,
-            n,
-            k,
-            dst,
-            dst_cs,
-            dst_rs,
-            read_dst,
-            lhs,
-            lhs_cs,
-            lhs_rs,
-            rhs,
-            rhs_cs,
-            rhs_rs,
-            alpha,
-            beta,
-            false,
-            false,
-            false,
-            |a, b, c| a * b + c,
-            &v3::UKR,
-            &v3::H_UKR,
-            false,
-            par,
-        )
-    }
+    on_kernels!(avx512, V4, v4, 16);
+    on_kernels!(fma, V3, v3, 8);
 }
 
 #[cfg(test)]
