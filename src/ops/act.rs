@@ -63,6 +63,33 @@ impl Act {
         }
     }
 
+    /// `out[i] = f(self, a[i], b[i])` over two slices of one length, in parallel chunks
+    /// of a buffer that is never zero-filled first. The match on the activation is
+    /// hoisted, so each arm's loop is compiled, and vectorised, for one activation.
+    pub(crate) fn zip_map<T: WithDType>(self, a: &[T], b: &[T], f: impl Fn(Act, T, T) -> T + Sync + Send) -> Vec<T> {
+        assert_eq!(a.len(), b.len(), "zip_map: slices of different lengths");
+        const CHUNK: usize = 1 << 14;
+        // SAFETY: `o`, `a` and `b` have one length, so each arm's loop writes every
+        // element of its chunk.
+        unsafe {
+            par_uninit(a.len(), CHUNK, |i, o| {
+                let (a, b) = (&a[i * CHUNK..i * CHUNK + o.len()], &b[i * CHUNK..i * CHUNK + o.len()]);
+                isa::run(|| {
+                    let each = |o: &mut [MaybeUninit<T>], act: Act| {
+                        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                            o.write(f(act, a, b));
+                        }
+                    };
+                    match self {
+                        Act::Identity => each(o, Act::Identity),
+                        Act::Relu => each(o, Act::Relu),
+                        Act::Relu6 => each(o, Act::Relu6),
+                    }
+                })
+            })
+        }
+    }
+
     /// The same activation from candle ops (the composed path).
     pub fn composed(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
@@ -125,25 +152,7 @@ impl ActGrad {
         if g.len() != y.len() {
             candle_core::bail!("activation grad: gradient {:?} vs output {:?}", l1.dims(), l2.dims())
         }
-        const CHUNK: usize = 1 << 14;
-        // SAFETY: each arm writes every element of its chunk.
-        let out = unsafe {
-            par_uninit(g.len(), CHUNK, |i, o| {
-                let (g, y) = (&g[i * CHUNK..i * CHUNK + o.len()], &y[i * CHUNK..i * CHUNK + o.len()]);
-                isa::run(|| {
-                    let mask = |o: &mut [MaybeUninit<T>], act: Act| {
-                        for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                            o.write(if act.passes(y) { g } else { T::zero() });
-                        }
-                    };
-                    match self.0 {
-                        Act::Identity => mask(o, Act::Identity),
-                        Act::Relu => mask(o, Act::Relu),
-                        Act::Relu6 => mask(o, Act::Relu6),
-                    }
-                })
-            })
-        };
+        let out = self.0.zip_map(g, y, |act, g, y| if act.passes(y) { g } else { T::zero() });
         Ok((out, Shape::from(l1.dims())))
     }
 }

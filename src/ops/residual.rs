@@ -4,11 +4,8 @@
 //! a second copy of the same gradient for the skip path; here both summands share the
 //! one masked gradient.
 
-use std::mem::MaybeUninit;
-
 use super::act::Act;
-use super::cpu::{cpu_fwd, fast_path, par_uninit, slice, Input};
-use super::isa;
+use super::cpu::{cpu_fwd, fast_path, slice, Input};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 
 /// `act(y + skip)` for two tensors of one shape; on the CPU kernels where
@@ -42,25 +39,7 @@ impl AddAct {
         if l1.dims() != l2.dims() {
             candle_core::bail!("residual add: {:?} vs {:?}", l1.dims(), l2.dims())
         }
-        const CHUNK: usize = 1 << 14;
-        // SAFETY: each chunk's loop writes every element (`o`, `a` and `b` have one length).
-        let out = unsafe {
-            par_uninit(a.len(), CHUNK, |i, o| {
-                let (a, b) = (&a[i * CHUNK..i * CHUNK + o.len()], &b[i * CHUNK..i * CHUNK + o.len()]);
-                isa::run(|| {
-                    let join = |o: &mut [MaybeUninit<T>], act: Act| {
-                        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                            o.write(act.apply(a + b));
-                        }
-                    };
-                    match self.0 {
-                        Act::Identity => join(o, Act::Identity),
-                        Act::Relu => join(o, Act::Relu),
-                        Act::Relu6 => join(o, Act::Relu6),
-                    }
-                })
-            })
-        };
+        let out = self.0.zip_map(a, b, |act, a, b| act.apply(a + b));
         Ok((out, Shape::from(l1.dims())))
     }
 }

@@ -134,6 +134,11 @@ pub struct ContextKey<A: 'static> {
     pub help: &'static str,
 }
 
+/// One row of a popup's table (the popups' counterpart of [`bind`]).
+const fn key_in<A>(keys: &'static [KeyCode], label: &'static str, action: A, help: &'static str) -> ContextKey<A> {
+    ContextKey { keys, label, action, help }
+}
+
 /// What a key does in the one-line value editor; any other character is typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EditKey {
@@ -148,54 +153,19 @@ pub enum EditKey {
 }
 
 pub const EDITOR_KEYS: &[ContextKey<EditKey>] = &[
-    ContextKey {
-        keys: &[KeyCode::Enter],
-        label: "enter",
-        action: EditKey::Save,
-        help: "check and save",
-    },
-    ContextKey {
-        keys: &[KeyCode::Esc],
-        label: "esc",
-        action: EditKey::Cancel,
-        help: "cancel",
-    },
-    ContextKey {
-        keys: &[KeyCode::Left],
-        label: "←",
-        action: EditKey::ChoicePrev,
-        help: "cycle a choice",
-    },
-    ContextKey {
-        keys: &[KeyCode::Right],
-        label: "→",
-        action: EditKey::ChoiceNext,
-        help: "cycle a choice",
-    },
-    ContextKey {
-        keys: &[KeyCode::Tab],
-        label: "tab",
-        action: EditKey::NextValue,
-        help: "the line's next / previous value",
-    },
-    ContextKey {
-        keys: &[KeyCode::BackTab],
-        label: "shift-tab",
-        action: EditKey::PrevValue,
-        help: "the line's next / previous value",
-    },
-    ContextKey {
-        keys: &[Char('u')],
-        label: "u",
-        action: EditKey::Undo,
-        help: "undo",
-    },
-    ContextKey {
-        keys: &[KeyCode::Backspace],
-        label: "⌫",
-        action: EditKey::Erase,
-        help: "erase",
-    },
+    key_in(&[KeyCode::Enter], "enter", EditKey::Save, "check and save"),
+    key_in(&[KeyCode::Esc], "esc", EditKey::Cancel, "cancel"),
+    key_in(&[KeyCode::Left], "←", EditKey::ChoicePrev, "cycle a choice"),
+    key_in(&[KeyCode::Right], "→", EditKey::ChoiceNext, "cycle a choice"),
+    key_in(&[KeyCode::Tab], "tab", EditKey::NextValue, "the line's next / previous value"),
+    key_in(
+        &[KeyCode::BackTab],
+        "shift-tab",
+        EditKey::PrevValue,
+        "the line's next / previous value",
+    ),
+    key_in(&[Char('u')], "u", EditKey::Undo, "undo"),
+    key_in(&[KeyCode::Backspace], "⌫", EditKey::Erase, "erase"),
 ];
 
 /// What a key does in the foundation and data pickers.
@@ -210,42 +180,22 @@ pub enum PickKey {
 }
 
 pub const PICKER_KEYS: &[ContextKey<PickKey>] = &[
-    ContextKey {
-        keys: &[KeyCode::Up, Char('k')],
-        label: "↑/k",
-        action: PickKey::Up,
-        help: "move",
-    },
-    ContextKey {
-        keys: &[KeyCode::Down, Char('j')],
-        label: "↓/j",
-        action: PickKey::Down,
-        help: "move",
-    },
-    ContextKey {
-        keys: &[KeyCode::Enter],
-        label: "enter",
-        action: PickKey::Choose,
-        help: "choose / open",
-    },
-    ContextKey {
-        keys: &[KeyCode::Right, Char('l')],
-        label: "→/l",
-        action: PickKey::Open,
-        help: "open a folder",
-    },
-    ContextKey {
-        keys: &[KeyCode::Left, Char('h'), KeyCode::Backspace],
-        label: "←/h/⌫",
-        action: PickKey::Parent,
-        help: "up a folder",
-    },
-    ContextKey {
-        keys: &[KeyCode::Esc, Char('q'), Char('o'), Char('O')],
-        label: "esc/q/o/O",
-        action: PickKey::Close,
-        help: "close",
-    },
+    key_in(&[KeyCode::Up, Char('k')], "↑/k", PickKey::Up, "move"),
+    key_in(&[KeyCode::Down, Char('j')], "↓/j", PickKey::Down, "move"),
+    key_in(&[KeyCode::Enter], "enter", PickKey::Choose, "choose / open"),
+    key_in(&[KeyCode::Right, Char('l')], "→/l", PickKey::Open, "open a folder"),
+    key_in(
+        &[KeyCode::Left, Char('h'), KeyCode::Backspace],
+        "←/h/⌫",
+        PickKey::Parent,
+        "up a folder",
+    ),
+    key_in(
+        &[KeyCode::Esc, Char('q'), Char('o'), Char('O')],
+        "esc/q/o/O",
+        PickKey::Close,
+        "close",
+    ),
 ];
 
 /// The action `code` has in a popup's table.
