@@ -9,12 +9,14 @@
 //! convolutions at stride 1. Padding (asymmetric, for TF "SAME") and stride are native.
 //! GEMMs run on the `gemm` crate that candle's own matmul uses.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::act::{conv_backward, Act};
-use super::cpu::{cpu_fwd, slice, Input, Taps};
+use super::cpu::{cpu_fwd, init, par_uninit, slice, Input, Taps};
 
 /// Stride and zero padding `[top, bottom, left, right]` of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,66 +78,6 @@ impl Geometry {
     }
 }
 
-/// One image `[C, H, W]` to its column matrix `[C·KH·KW, HO·WO]` (zeros where a tap
-/// falls in the padding), whose rows start `ld` apart in `col`.
-fn im2col<T: WithDType>(g: &Geometry, x: &[T], col: &mut [T], ld: usize) {
-    let (t, p) = (&g.t, g.p());
-    for c in 0..g.c {
-        let xc = &x[c * g.plane()..(c + 1) * g.plane()];
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * ld..][..p];
-                let (lo, hi, x0) = t.columns(kx);
-                for oy in 0..t.ho {
-                    let out = &mut row[oy * t.wo..(oy + 1) * t.wo];
-                    let Some(iy) = t.row(oy, ky).filter(|_| lo < hi) else {
-                        out.fill(T::zero());
-                        continue;
-                    };
-                    let xr = &xc[iy * t.w..(iy + 1) * t.w];
-                    out[..lo].fill(T::zero());
-                    out[hi..].fill(T::zero());
-                    if t.s == 1 {
-                        out[lo..hi].copy_from_slice(&xr[x0..x0 + hi - lo]);
-                    } else {
-                        for (i, v) in out[lo..hi].iter_mut().enumerate() {
-                            *v = xr[x0 + i * t.s];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of [`im2col`]: add each column entry back onto its input pixel.
-fn col2im<T: WithDType>(g: &Geometry, col: &[T], ld: usize, dx: &mut [T]) {
-    let (t, p) = (&g.t, g.p());
-    for c in 0..g.c {
-        let dc = &mut dx[c * g.plane()..(c + 1) * g.plane()];
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &col[((c * g.kh + ky) * g.kw + kx) * ld..][..p];
-                let (lo, hi, x0) = t.columns(kx);
-                for oy in 0..t.ho {
-                    let Some(iy) = t.row(oy, ky).filter(|_| lo < hi) else { continue };
-                    let src = &row[oy * t.wo + lo..oy * t.wo + hi];
-                    let dr = &mut dc[iy * t.w..(iy + 1) * t.w];
-                    if t.s == 1 {
-                        for (d, &v) in dr[x0..x0 + hi - lo].iter_mut().zip(src) {
-                            *d += v;
-                        }
-                    } else {
-                        for (i, &v) in src.iter().enumerate() {
-                            dr[x0 + i * t.s] += v;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// A row-major `rows × cols` matrix at `ptr`, or its transpose (swapped strides).
 #[derive(Clone, Copy)]
 struct Mat<T> {
@@ -163,7 +105,45 @@ impl<T> Mat<T> {
 }
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, `dst` row-major.
-fn gemm_into<T: WithDType>(dst: &mut [T], (m, n, k): (usize, usize, usize), lhs: Mat<T>, rhs: Mat<T>, accumulate: bool, par: Parallelism) {
+fn gemm_into<T: WithDType>(dst: &mut [T], dims: (usize, usize, usize), lhs: Mat<T>, rhs: Mat<T>, accumulate: bool, par: Parallelism) {
+    // SAFETY: the GEMM writes only computed values, never uninitialised ones.
+    let dst = unsafe { &mut *(dst as *mut [T] as *mut [MaybeUninit<T>]) };
+    gemm_raw(dst, dims, lhs, rhs, accumulate, par);
+}
+
+/// `dst[m×n] = lhs · rhs` into memory that may be uninitialised (the GEMM does not
+/// read its destination unless it accumulates), as initialised values.
+fn gemm_uninit<T: WithDType>(
+    dst: &mut [MaybeUninit<T>],
+    dims: (usize, usize, usize),
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    par: Parallelism,
+) -> &mut [T] {
+    assert_eq!(dst.len(), dims.0 * dims.1);
+    gemm_raw(dst, dims, lhs, rhs, false, par);
+    // SAFETY: the GEMM wrote all m·n elements, which is the whole of `dst`.
+    unsafe { init(dst) }
+}
+
+/// A new `m×n` matrix `lhs · rhs`, never zero-filled.
+fn gemm_new<T: WithDType>(dims: (usize, usize, usize), lhs: Mat<T>, rhs: Mat<T>, par: Parallelism) -> Vec<T> {
+    let len = dims.0 * dims.1;
+    let mut out = Vec::with_capacity(len);
+    gemm_uninit(&mut out.spare_capacity_mut()[..len], dims, lhs, rhs, par);
+    // SAFETY: `gemm_uninit` wrote all `len` elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
+fn gemm_raw<T: WithDType>(
+    dst: &mut [MaybeUninit<T>],
+    (m, n, k): (usize, usize, usize),
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    accumulate: bool,
+    par: Parallelism,
+) {
     assert!(dst.len() >= m * n);
     let alpha = if accumulate { T::one() } else { T::zero() };
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
@@ -189,7 +169,7 @@ fn gemm_into<T: WithDType>(dst: &mut [T], (m, n, k): (usize, usize, usize), lhs:
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr() as *mut T,
             1,
             n as isize,
             accumulate,
@@ -218,6 +198,36 @@ fn inner_parallelism(images: usize) -> Parallelism {
     } else {
         Parallelism::Rayon(threads)
     }
+}
+
+/// A new `[T]` of `images` chunks of `len`, chunk `i` written by `image(i, chunk,
+/// scratch)` with a scratch vector per thread: in parallel over images where `par` is
+/// [`Parallelism::None`] (see [`inner_parallelism`]), else one after another. Never
+/// zero-filled first.
+///
+/// # Safety
+/// `image` must write every element of its chunk.
+unsafe fn per_image<T: WithDType>(
+    images: usize,
+    len: usize,
+    par: Parallelism,
+    image: impl Fn(usize, &mut [MaybeUninit<T>], &mut Vec<T>) + Sync + Send,
+) -> Vec<T> {
+    let n = images * len;
+    let mut out = Vec::with_capacity(n);
+    let slots = &mut out.spare_capacity_mut()[..n];
+    if matches!(par, Parallelism::None) {
+        slots
+            .par_chunks_mut(len.max(1))
+            .enumerate()
+            .for_each_init(Vec::new, |col, (i, o)| image(i, o, col));
+    } else {
+        let mut col = Vec::new();
+        slots.chunks_mut(len.max(1)).enumerate().for_each(|(i, o)| image(i, o, &mut col));
+    }
+    // SAFETY: the chunks cover all `n` slots and the caller's `image` wrote each one.
+    unsafe { out.set_len(n) };
+    out
 }
 
 struct ConvFwd {
@@ -266,9 +276,8 @@ impl ConvFwd {
             return Ok((packed::forward(&g, x, w, bias, self.act), Shape::from((g.b, g.o, g.t.ho, g.t.wo))));
         }
         let (ck, p) = (g.ck(), g.p());
-        let mut y = vec![T::zero(); g.b * g.o * p];
         let par = inner_parallelism(g.b);
-        let image = |i: usize, yi: &mut [T], col: &mut Vec<T>| {
+        let image = |i: usize, yi: &mut [MaybeUninit<T>], col: &mut Vec<T>| {
             let xi = &x[i * g.c * g.plane()..(i + 1) * g.c * g.plane()];
             let cols = if g.is_pointwise() {
                 xi
@@ -277,20 +286,14 @@ impl ConvFwd {
                 im2col(&g, xi, col, p);
                 &col[..]
             };
-            gemm_into(yi, (g.o, p, ck), Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), p), false, par);
+            let yi = gemm_uninit(yi, (g.o, p, ck), Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), p), par);
             // The epilogue: bias and activation while the image's output is in cache.
             for (row, &b) in yi.chunks_mut(p).zip(bias) {
                 self.act.apply_row(row, b);
             }
         };
-        if matches!(par, Parallelism::None) {
-            y.par_chunks_mut(g.o * p)
-                .enumerate()
-                .for_each_init(Vec::new, |col, (i, yi)| image(i, yi, col));
-        } else {
-            let mut col = Vec::new();
-            y.chunks_mut(g.o * p).enumerate().for_each(|(i, yi)| image(i, yi, &mut col));
-        }
+        // SAFETY: `image` writes all of its image's output through `gemm_uninit`.
+        let y = unsafe { per_image(g.b, g.o * p, par, image) };
         Ok((y, Shape::from((g.b, g.o, g.t.ho, g.t.wo))))
     }
 }
@@ -324,27 +327,22 @@ impl ConvGradInput {
             return Ok((packed::grad_input(&g, gy, w), Shape::from((b, g.c, g.t.h, g.t.w))));
         }
         let (ck, p, plane) = (g.ck(), g.p(), g.c * g.plane());
-        let mut dx = vec![T::zero(); b * plane];
         let par = inner_parallelism(b);
-        let image = |i: usize, dxi: &mut [T], col: &mut Vec<T>| {
+        let image = |i: usize, dxi: &mut [MaybeUninit<T>], col: &mut Vec<T>| {
             let gyi = Mat::rows(gy[i * g.o * p..].as_ptr(), p);
             let wt = Mat::transposed(w.as_ptr(), ck);
             if g.is_pointwise() {
-                gemm_into(dxi, (ck, p, g.o), wt, gyi, false, par);
+                gemm_uninit(dxi, (ck, p, g.o), wt, gyi, par);
             } else {
                 col.resize(ck * p, T::zero());
                 gemm_into(col, (ck, p, g.o), wt, gyi, false, par);
-                col2im(&g, col, p, dxi);
+                dxi.fill(MaybeUninit::new(T::zero()));
+                // SAFETY: just filled.
+                col2im(&g, col, p, unsafe { init(dxi) });
             }
         };
-        if matches!(par, Parallelism::None) {
-            dx.par_chunks_mut(plane)
-                .enumerate()
-                .for_each_init(Vec::new, |col, (i, dxi)| image(i, dxi, col));
-        } else {
-            let mut col = Vec::new();
-            dx.chunks_mut(plane).enumerate().for_each(|(i, dxi)| image(i, dxi, &mut col));
-        }
+        // SAFETY: `image` writes all of its image's gradient, by GEMM or zeros + col2im.
+        let dx = unsafe { per_image(b, plane, par, image) };
         Ok((dx, Shape::from((b, g.c, g.t.h, g.t.w))))
     }
 }
@@ -415,27 +413,37 @@ impl ConvGradWeight {
 /// `dW = dy · colᵀ` packs all of `col` (`C·K² × P`), and ran 1.6× faster on a 3×3,
 /// 64-channel, 32² layer.
 fn transpose<T: WithDType>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut t = vec![T::zero(); m.len()];
-    for (r, row) in m.chunks(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            t[c * rows + r] = v;
-        }
+    // SAFETY: output row `c` takes column `c` of `m`, `rows` values, all written.
+    unsafe {
+        par_uninit(m.len(), rows, |c, out| {
+            for (r, o) in out.iter_mut().enumerate() {
+                o.write(m[r * cols + c]);
+            }
+        })
     }
-    t
 }
 
+mod columns;
 mod packed;
 
+use columns::{col2im, im2col};
+
 /// Partial weight gradients summed in their order: the same result whatever the
-/// thread count.
+/// thread count (the threads split the elements, never the partials).
 fn sum_in_order<T: WithDType>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
-    let mut sum = vec![T::zero(); len];
-    for part in partials {
-        for (d, v) in sum.iter_mut().zip(part) {
-            *d += v;
-        }
+    const CHUNK: usize = 1 << 14;
+    // SAFETY: every element of each chunk is set to zero before the partials are added.
+    unsafe {
+        par_uninit(len, CHUNK, |k, out| {
+            out.fill(MaybeUninit::new(T::zero()));
+            let sum = init(out);
+            for part in &partials {
+                for (d, &v) in sum.iter_mut().zip(&part[k * CHUNK..]) {
+                    *d += v;
+                }
+            }
+        })
     }
-    sum
 }
 
 /// `act(x ⊛ w + bias)`: `x` `[B, C, H, W]` (f32 or f64, CPU), `w` `[O, C, KH, KW]`,

@@ -28,10 +28,10 @@ fn columns<T: WithDType>(g: &Geometry, x: &[T], first: usize, n: usize, cols: &m
 fn pack_output<T: WithDType>(g: &Geometry, dy: &[T], first: usize, n: usize) -> Vec<T> {
     let p = g.p();
     let ld = n * p;
-    let mut out = vec![T::zero(); g.o * ld];
-    for j in 0..n {
-        for o in 0..g.o {
-            out[o * ld + j * p..][..p].copy_from_slice(&dy[((first + j) * g.o + o) * p..][..p]);
+    let mut out = Vec::with_capacity(g.o * ld);
+    for o in 0..g.o {
+        for j in 0..n {
+            out.extend_from_slice(&dy[((first + j) * g.o + o) * p..][..p]);
         }
     }
     out
@@ -39,51 +39,50 @@ fn pack_output<T: WithDType>(g: &Geometry, dy: &[T], first: usize, n: usize) -> 
 
 pub(super) fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T> {
     let (ck, p, size) = (g.ck(), g.p(), group_size(g));
-    let mut y = vec![T::zero(); g.b * g.o * p];
-    y.par_chunks_mut(size * g.o * p).enumerate().for_each(|(k, yg)| {
-        let n = yg.len() / (g.o * p);
-        let mut cols = Vec::new();
-        let ld = columns(g, x, k * size, n, &mut cols);
-        let mut out = vec![T::zero(); g.o * ld];
-        gemm_into(
-            &mut out,
-            (g.o, ld, ck),
-            Mat::rows(w.as_ptr(), ck),
-            Mat::rows(cols.as_ptr(), ld),
-            false,
-            Parallelism::None,
-        );
-        for j in 0..n {
-            for (o, &b) in bias.iter().enumerate() {
-                let row = &mut yg[(j * g.o + o) * p..][..p];
-                row.copy_from_slice(&out[o * ld + j * p..][..p]);
-                act.apply_row(row, b);
+    // SAFETY: each group's rows are all copied from its GEMM output below.
+    unsafe {
+        par_uninit(g.b * g.o * p, size * g.o * p, |k, yg| {
+            let n = yg.len() / (g.o * p);
+            let mut cols = Vec::new();
+            let ld = columns(g, x, k * size, n, &mut cols);
+            let out = gemm_new(
+                (g.o, ld, ck),
+                Mat::rows(w.as_ptr(), ck),
+                Mat::rows(cols.as_ptr(), ld),
+                Parallelism::None,
+            );
+            for j in 0..n {
+                for (o, &b) in bias.iter().enumerate() {
+                    let row = &mut yg[(j * g.o + o) * p..][..p];
+                    for (r, &v) in row.iter_mut().zip(&out[o * ld + j * p..][..p]) {
+                        r.write(v);
+                    }
+                    act.apply_row(init(row), b);
+                }
             }
-        }
-    });
-    y
+        })
+    }
 }
 
 pub(super) fn grad_input<T: WithDType>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T> {
     let (ck, p, size, plane) = (g.ck(), g.p(), group_size(g), g.c * g.plane());
-    let mut dx = vec![T::zero(); g.b * plane];
-    dx.par_chunks_mut(size * plane).enumerate().for_each(|(k, dxg)| {
-        let n = dxg.len() / plane;
-        let (dyp, ld) = (pack_output(g, dy, k * size, n), n * p);
-        let mut dcol = vec![T::zero(); ck * ld];
-        gemm_into(
-            &mut dcol,
-            (ck, ld, g.o),
-            Mat::transposed(w.as_ptr(), ck),
-            Mat::rows(dyp.as_ptr(), ld),
-            false,
-            Parallelism::None,
-        );
-        for (j, dxi) in dxg.chunks_mut(plane).enumerate() {
-            col2im(g, &dcol[j * p..], ld, dxi);
-        }
-    });
-    dx
+    // SAFETY: each group's gradient is zero-filled before col2im adds into it.
+    unsafe {
+        par_uninit(g.b * plane, size * plane, |k, dxg| {
+            let n = dxg.len() / plane;
+            let (dyp, ld) = (pack_output(g, dy, k * size, n), n * p);
+            let mut dcol = gemm_new(
+                (ck, ld, g.o),
+                Mat::transposed(w.as_ptr(), ck),
+                Mat::rows(dyp.as_ptr(), ld),
+                Parallelism::None,
+            );
+            dxg.fill(MaybeUninit::new(T::zero()));
+            for (j, dxi) in init(dxg).chunks_mut(plane).enumerate() {
+                col2im(g, &mut dcol[j * p..], ld, dxi);
+            }
+        })
+    }
 }
 
 pub(super) fn grad_weight<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
@@ -95,18 +94,14 @@ pub(super) fn grad_weight<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
             let mut cols = Vec::new();
             let ld = columns(g, x, k * size, n, &mut cols);
             let dyp = pack_output(g, dy, k * size, n);
-            let mut dw = vec![T::zero(); g.o * ck];
             // Not turned round as the per-image path is: with several images side by
             // side that ran slower (4×4 planes, 512 channels).
-            gemm_into(
-                &mut dw,
+            gemm_new(
                 (g.o, ck, ld),
                 Mat::rows(dyp.as_ptr(), ld),
                 Mat::transposed(cols.as_ptr(), ld),
-                false,
                 Parallelism::None,
-            );
-            dw
+            )
         })
         .collect();
     sum_in_order(partials, g.o * ck)
