@@ -384,15 +384,17 @@ impl ConvGradInput {
 /// `w` `[O, C, KH, KW]` as the kernel of its adjoint: `[C, O, KH, KW]`, each tap
 /// turned round (`(ky, kx)` to `(KH−1−ky, KW−1−kx)`).
 fn flipped<T: WithDType>(g: &Geometry, w: &[T]) -> Vec<T> {
-    let (kh, kw) = (g.kh, g.kw);
-    let mut out = Vec::with_capacity(w.len());
-    for c in 0..g.c {
-        for o in 0..g.o {
-            let taps = &w[(o * g.c + c) * kh * kw..][..kh * kw];
-            out.extend(taps.iter().rev());
-        }
+    let k2 = g.kh * g.kw;
+    // SAFETY: row `c` of the result holds `O` kernels of `k2` taps, each written.
+    unsafe {
+        par_uninit(w.len(), g.o * k2, |c, row| {
+            for (o, out) in row.chunks_mut(k2).enumerate() {
+                for (d, &v) in out.iter_mut().zip(w[(o * g.c + c) * k2..][..k2].iter().rev()) {
+                    d.write(v);
+                }
+            }
+        })
     }
-    out
 }
 
 struct ConvGradWeight {
