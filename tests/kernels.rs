@@ -416,3 +416,61 @@ fn kernels_agree_with_the_composed_ops_on_real_networks() {
         );
     }
 }
+
+/// The fused convolution + batch norm node gives the bits of the two nodes it
+/// replaces (the same kernels in the same order): output, batch statistics, and the
+/// gradients of x, w, γ and β, in f32 and f64, for each activation, both strides, and
+/// a 1×1 layer; and its gradients match finite differences.
+#[test]
+fn fused_conv_batch_norm_gives_the_two_nodes_bits() {
+    use tdmr::ops::batch_norm::batch_norm_train_cpu;
+    use tdmr::ops::conv_bn::conv_bn_train_cpu;
+    let bits = |t: &Tensor| -> Vec<u64> {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    for dtype in [DType::F32, DType::F64] {
+        for (k, stride, act) in [(3, 1, Act::Relu), (3, 2, Act::Identity), (1, 1, Act::Relu6), (3, 1, Act::Identity)] {
+            let spec = ConvSpec { stride, pad: [k / 2; 4] };
+            let t = |shape: &[usize], seed| randn(shape, seed).to_dtype(dtype).unwrap();
+            let (x, w, gamma, beta) = (t(&[3, 4, 9, 9], 31), t(&[5, 4, k, k], 32), t(&[5], 33), t(&[5], 34));
+            let vars = [&x, &w, &gamma, &beta].map(|t| Var::from_tensor(t).unwrap());
+            let [xv, wv, gv, bv] = vars.each_ref().map(|v| v.as_tensor());
+            let grads = |y: &Tensor| {
+                let g = weighted_sum(y, 12).unwrap().backward().unwrap();
+                vars.each_ref().map(|v| g.get(v).unwrap().clone())
+            };
+            let fused = conv_bn_train_cpu(xv, wv, gv, bv, spec, 1e-5, act).unwrap();
+            let zeros = Tensor::zeros(5, dtype, x.device()).unwrap();
+            let (y2, m2, v2) = batch_norm_train_cpu(&conv2d_cpu(xv, wv, &zeros, spec, Act::Identity).unwrap(), gv, bv, 1e-5, act).unwrap();
+            let what = format!("{dtype:?} k{k} s{stride} {act:?}");
+            assert_eq!(bits(&fused.y), bits(&y2), "{what}: output");
+            assert_eq!(bits(&fused.mean), bits(&m2), "{what}: mean");
+            assert_eq!(bits(&fused.var), bits(&v2), "{what}: variance");
+            for (name, a, b) in ["x", "w", "gamma", "beta"]
+                .into_iter()
+                .zip(grads(&fused.y))
+                .zip(grads(&y2))
+                .map(|((n, a), b)| (n, a, b))
+            {
+                assert_eq!(bits(&a), bits(&b), "{what}: {name} gradient");
+            }
+        }
+    }
+    let (x, w, gamma, beta) = (f64s(&[2, 3, 6, 6], 41), f64s(&[4, 3, 3, 3], 42), f64s(&[4], 43), f64s(&[4], 44));
+    let spec = ConvSpec { stride: 1, pad: [1; 4] };
+    let f = |x: &Tensor, w: &Tensor, g: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
+        weighted_sum(&conv_bn_train_cpu(x, w, g, b, spec, 1e-5, Act::Identity)?.y, 13)
+    };
+    check("conv+bn x", &x, |x| f(x, &w, &gamma, &beta));
+    check("conv+bn w", &w, |w| f(&x, w, &gamma, &beta));
+    check("conv+bn gamma", &gamma, |g| f(&x, &w, g, &beta));
+    check("conv+bn beta", &beta, |b| f(&x, &w, &gamma, b));
+}

@@ -84,21 +84,26 @@ impl ChannelStats {
     fn fwd<T: WithDType>(&self, (s, l): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let (b, c, hw) = dims(l, "batch_norm")?;
         let x = slice::<T>(s, l, "batch_norm")?;
-        let n = (b * hw) as f64;
-        let out = per_channel::<T>(c, |ch| {
-            let sum: f64 = (0..b).map(|i| isa::run(|| lane_sums(plane(x, c, hw, i, ch), |v| (v, 0.0)).0)).sum();
-            let mean = sum / n;
-            let sq: f64 = (0..b)
-                .map(|i| isa::run(|| lane_sums(plane(x, c, hw, i, ch), |v| ((v - mean).powi(2), 0.0)).0))
-                .sum();
-            (mean, sq / n)
-        });
-        Ok((out, Shape::from((2, c))))
+        Ok((channel_stats(x, b, c, hw), Shape::from((2, c))))
     }
 }
 
+/// [`ChannelStats`] over `x` `[B, C, HW]`'s data: `[2, C]`, means then variances.
+pub(crate) fn channel_stats<T: WithDType>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<T> {
+    let n = (b * hw) as f64;
+    per_channel::<T>(c, |ch| {
+        let sum: f64 = (0..b).map(|i| isa::run(|| lane_sums(plane(x, c, hw, i, ch), |v| (v, 0.0)).0)).sum();
+        let mean = sum / n;
+        let sq: f64 = (0..b)
+            .map(|i| isa::run(|| lane_sums(plane(x, c, hw, i, ch), |v| ((v - mean).powi(2), 0.0)).0))
+            .sum();
+        (mean, sq / n)
+    })
+}
+
 /// `y = act((x − mean) · invstd · γ + β)` with the batch's statistics fixed in the op.
-struct BatchNormTrain {
+#[derive(Clone)]
+pub(crate) struct BatchNormTrain {
     mean: Vec<f64>,
     invstd: Vec<f64>,
     act: Act,
@@ -119,6 +124,22 @@ impl CustomOp3 for BatchNormTrain {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgamma, dbeta) = self.backward(x, gamma, res, grad, x.track_op())?;
+        Ok((dx, Some(dgamma), Some(dbeta)))
+    }
+}
+
+impl BatchNormTrain {
+    /// The gradients of `x` (only with `want_dx`), γ and β, from the output `res` and
+    /// its gradient `grad`.
+    pub(crate) fn backward(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+        want_dx: bool,
+    ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
         let grad = self.act.backward(grad, res)?.contiguous()?;
         let sums = grad.apply_op2_no_bwd(
             x,
@@ -128,7 +149,7 @@ impl CustomOp3 for BatchNormTrain {
             },
         )?;
         let (sum_dy, sum_dy_xhat) = (sums.get(0)?, sums.get(1)?);
-        let dx = if x.track_op() {
+        let dx = if want_dx {
             let s = sums.to_dtype(DType::F64)?.to_vec2::<f64>()?;
             let op = GradInput {
                 mean: self.mean.clone(),
@@ -140,11 +161,20 @@ impl CustomOp3 for BatchNormTrain {
         } else {
             None
         };
-        Ok((dx, Some(sum_dy_xhat), Some(sum_dy)))
+        Ok((dx, sum_dy_xhat, sum_dy))
     }
 }
 
 impl BatchNormTrain {
+    /// The op for a batch's per-channel mean and biased variance.
+    pub(crate) fn new(mean: &[f64], var: &[f64], eps: f64, act: Act) -> Self {
+        BatchNormTrain {
+            mean: mean.to_vec(),
+            invstd: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+            act,
+        }
+    }
+
     fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>, (s3, l3): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let (_, c, hw) = dims(l1, "batch_norm")?;
         let (x, gamma, beta) = (
@@ -152,6 +182,11 @@ impl BatchNormTrain {
             slice::<T>(s2, l2, "batch_norm")?,
             slice::<T>(s3, l3, "batch_norm")?,
         );
+        Ok((self.normalize(x, gamma, beta, c, hw)?, Shape::from(l1.dims())))
+    }
+
+    /// The forward pass over `x` `[B, C, HW]`'s data.
+    pub(crate) fn normalize<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T], c: usize, hw: usize) -> candle_core::Result<Vec<T>> {
         if gamma.len() != c || beta.len() != c {
             candle_core::bail!("batch_norm: {c} channels but γ has {} and β {}", gamma.len(), beta.len())
         }
@@ -170,7 +205,7 @@ impl BatchNormTrain {
                 self.act.apply_row(init(yp), shift);
             })
         };
-        Ok((y, Shape::from(l1.dims())))
+        Ok(y)
     }
 }
 
@@ -267,12 +302,7 @@ pub fn batch_norm_train_cpu(
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&ChannelStats)?;
     let rows = stats.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-    let invstd = rows[1].iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let op = BatchNormTrain {
-        mean: rows[0].clone(),
-        invstd,
-        act,
-    };
+    let op = BatchNormTrain::new(&rows[0], &rows[1], eps, act);
     let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     Ok((y, stats.get(0)?, stats.get(1)?))
 }

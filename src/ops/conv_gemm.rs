@@ -496,6 +496,50 @@ fn sum_in_order<T: WithDType>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
     }
 }
 
+/// `x ⊛ w` over contiguous data, without bias: the output and its `[B, O, HO, WO]`.
+pub(crate) fn convolve<T: WithDType>(
+    xs: &[usize],
+    ws: &[usize],
+    spec: ConvSpec,
+    x: &[T],
+    w: &[T],
+) -> candle_core::Result<(Vec<T>, [usize; 4])> {
+    let g = Geometry::new(xs, ws, spec)?;
+    let zeros = vec![T::zero(); g.o];
+    Ok((forward(&g, x, w, &zeros, Act::Identity), [g.b, g.o, g.t.ho, g.t.wo]))
+}
+
+/// The input and weight gradients of `x ⊛ w` from the output's gradient `dy`, each only
+/// where `x` or `w` is tracked.
+pub(crate) fn convolution_grads(
+    x: &Tensor,
+    w: &Tensor,
+    spec: ConvSpec,
+    dy: &Tensor,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    let gx = if x.track_op() {
+        let op = ConvGradInput {
+            spec,
+            h: x.dim(2)?,
+            w: x.dim(3)?,
+        };
+        Some(dy.apply_op2_no_bwd(w, &op)?)
+    } else {
+        None
+    };
+    let gw = if w.track_op() {
+        let op = ConvGradWeight {
+            spec,
+            kh: w.dim(2)?,
+            kw: w.dim(3)?,
+        };
+        Some(x.apply_op2_no_bwd(dy, &op)?)
+    } else {
+        None
+    };
+    Ok((gx, gw))
+}
+
 /// `act(x ⊛ w + bias)`: `x` `[B, C, H, W]` (f32 or f64, CPU), `w` `[O, C, KH, KW]`,
 /// `bias` `[O]`.
 pub fn conv2d_cpu(x: &Tensor, w: &Tensor, bias: &Tensor, spec: ConvSpec, act: Act) -> candle_core::Result<Tensor> {

@@ -13,6 +13,7 @@ pub mod act;
 pub mod adamw;
 pub mod batch_norm;
 pub mod conv;
+pub mod conv_bn;
 pub mod conv_gemm;
 pub mod cpu;
 pub mod depthwise;

@@ -8,6 +8,9 @@ use crate::onnx::{Attr, ConvSpec, Graph};
 use crate::ops::{
     act::Act,
     conv::{conv2d, pad4},
+    conv_bn::conv_bn_train_cpu,
+    conv_gemm::ConvSpec as KernelSpec,
+    cpu::fast_path,
     depthwise::depthwise_conv2d_act,
     norm,
 };
@@ -67,13 +70,20 @@ impl BatchNorm {
             return Ok(act.composed(&y)?);
         }
         let (y, mean, var) = norm::batch_norm_train_act(x, &self.gamma, &self.beta, BN_EPS, act)?;
-        let n = (x.dim(0)? * x.dim(2)? * x.dim(3)?) as f64;
+        self.update_running(&mean, &var, x.dim(0)? * x.dim(2)? * x.dim(3)?)?;
+        Ok(y)
+    }
+
+    /// Fold a training batch's statistics (biased variance over `n` values per
+    /// channel) into the running ones.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let n = n as f64;
         let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
         let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean.detach() * BN_MOMENTUM)?)?;
         let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (unbiased * BN_MOMENTUM)?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)?;
-        Ok(y)
+        Ok(())
     }
 }
 
@@ -174,11 +184,22 @@ impl ConvBn {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward(&self.conv(x)?, train)
+        self.forward_act(x, train, Act::Identity)
     }
 
-    /// Convolution, batch norm, then `act`.
+    /// Convolution, batch norm, then `act`: while training on the CPU kernels, one
+    /// fused node ([`conv_bn_train_cpu`]).
     pub fn forward_act(&self, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
+        if train && !self.depthwise && fast_path(x) {
+            let spec = KernelSpec {
+                stride: self.stride,
+                pad: pad4(self.weight.dim(2)? / 2),
+            };
+            let out = conv_bn_train_cpu(x, &self.weight, &self.bn.gamma, &self.bn.beta, spec, BN_EPS, act)?;
+            self.bn
+                .update_running(&out.mean, &out.var, out.y.dim(0)? * out.y.dim(2)? * out.y.dim(3)?)?;
+            return Ok(out.y);
+        }
         self.bn.forward_act(&self.conv(x)?, train, act)
     }
 
