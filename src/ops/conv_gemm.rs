@@ -1,7 +1,9 @@
 //! Dense 2-D convolution as a candle custom op on the CPU: im2col + one GEMM per image
-//! (per group of images for small output planes) forward; backward, the input gradient as a GEMM + col2im and the weight gradient as
-//! a GEMM against the re-built columns, each computed only when something upstream
-//! needs it (frozen foundation weights are plain tensors, so they get none).
+//! (per group of images for small output planes) forward; backward, the weight gradient
+//! as a GEMM against the re-built columns, and the input gradient as a convolution of
+//! the output gradient (stride 1) or a GEMM + col2im (strided), each computed only when
+//! something upstream needs it (frozen foundation weights are plain tensors, so they
+//! get none).
 //!
 //! Why: candle's conv2d backward always computes the weight gradient and its input
 //! gradient is a loop-based transposed convolution; the composed version (K² shifted
@@ -325,8 +327,8 @@ impl ConvGradInput {
     /// `C·KH·KW` rows of only `O` terms whose output is added back pixel by pixel
     /// (col2im). Measured: the ResNet-18 train step 1–2% faster, most of it on the
     /// 4×4-plane, 512-channel layers, where the gradient's GEMM ran at a third of the
-    /// forward's rate. `None` for other strides,
-    /// padding wider than the kernel, and 1×1 (already a single GEMM).
+    /// forward's rate. `None` for other strides, padding as wide as the kernel or
+    /// wider, and 1×1 (already a single GEMM).
     fn as_convolution(&self, g: &Geometry) -> candle_core::Result<Option<Geometry>> {
         let ConvSpec {
             stride,
