@@ -99,6 +99,7 @@ def main():
     ap.add_argument("--budget", type=float, default=10.0, help="seconds per workload")
     ap.add_argument("--foundation", default=FOUNDATION)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--only", help="time only the workloads whose names contain this text (as `tdmr bench --only`)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
@@ -129,6 +130,8 @@ def main():
     print("|---|---:|---:|---:|---:|")
     figures = []
     for name, batch, size, step in workloads:
+        if args.only and args.only not in name:
+            continue
         ips, n = timed(step, batch, args.budget)
         print(f"| {name} | {batch} | {size} | {ips:.1f} | {n} |", flush=True)
         figures.append({"workload": name, "batch": batch, "size": size, "images_per_s": ips, "iterations": n})

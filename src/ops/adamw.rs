@@ -10,7 +10,10 @@
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
+use std::mem::MaybeUninit;
+
 use super::cpu::fast_path;
+use super::isa;
 
 /// The scalars of one step.
 #[derive(Clone, Copy, Debug)]
@@ -69,31 +72,52 @@ fn update(theta: &[f32], g: &[f32], moments: Option<(&[f32], &[f32])>, s: AdamwS
     let (m_corr, v_corr) = (f(1.0 / (1.0 - s.beta1.powi(s.t))), f(1.0 / (1.0 - s.beta2.powi(s.t))));
     let (decay, lr, eps) = (f(1.0 - s.lr * s.weight_decay), f(s.lr), f(s.eps));
     let n = theta.len();
-    let (mut out_t, mut out_m, mut out_v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let (mut out_t, mut out_m, mut out_v) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     const CHUNK: usize = 1 << 14;
-    out_t
+    out_t.spare_capacity_mut()[..n]
         .par_chunks_mut(CHUNK)
-        .zip(out_m.par_chunks_mut(CHUNK))
-        .zip(out_v.par_chunks_mut(CHUNK))
+        .zip(out_m.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
+        .zip(out_v.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
         .enumerate()
         .for_each(|(c, ((ot, om), ov))| {
-            let at = c * CHUNK;
-            for i in 0..ot.len() {
-                let (th, gi) = (theta[at + i], g[at + i]);
-                let (m, v) = match moments {
-                    Some((m, v)) => (
-                        affine(m[at + i], b1, 0.0) + affine(gi, one_b1, 0.0),
-                        affine(v[at + i], b2, 0.0) + affine(gi * gi, one_b2, 0.0),
-                    ),
-                    None => (affine(gi, one_b1, 0.0), affine(gi * gi, one_b2, 0.0)),
-                };
-                let (m_hat, v_hat) = (affine(m, m_corr, 0.0), affine(v, v_corr, 0.0));
-                let upd = m_hat / affine(v_hat.sqrt(), 1.0, eps);
-                ot[i] = affine(th, decay, 0.0) - affine(upd, lr, 0.0);
-                om[i] = m;
-                ov[i] = v;
-            }
+            let range = c * CHUNK..c * CHUNK + ot.len();
+            let (th, g) = (&theta[range.clone()], &g[range.clone()]);
+            // Slices and iterators, the match outside the loop: the loop vectorises,
+            // on the widest path the CPU has. Same operations, so the same bits.
+            let step = |ot: &mut [MaybeUninit<f32>],
+                        om: &mut [MaybeUninit<f32>],
+                        ov: &mut [MaybeUninit<f32>],
+                        m: &[f32],
+                        v: &[f32],
+                        first: bool| {
+                for (i, (((ot, om), ov), (&th, &gi))) in ot.iter_mut().zip(om).zip(ov).zip(th.iter().zip(g)).enumerate() {
+                    let (m, v) = if first {
+                        (affine(gi, one_b1, 0.0), affine(gi * gi, one_b2, 0.0))
+                    } else {
+                        (
+                            affine(m[i], b1, 0.0) + affine(gi, one_b1, 0.0),
+                            affine(v[i], b2, 0.0) + affine(gi * gi, one_b2, 0.0),
+                        )
+                    };
+                    let (m_hat, v_hat) = (affine(m, m_corr, 0.0), affine(v, v_corr, 0.0));
+                    let upd = m_hat / affine(v_hat.sqrt(), 1.0, eps);
+                    ot.write(affine(th, decay, 0.0) - affine(upd, lr, 0.0));
+                    om.write(m);
+                    ov.write(v);
+                }
+            };
+            isa::run(|| match moments {
+                Some((m, v)) => step(ot, om, ov, &m[range.clone()], &v[range.clone()], false),
+                None => step(ot, om, ov, th, th, true),
+            });
         });
+    // SAFETY: the chunks cover all `n` slots of each output and the loop writes each
+    // element of its three chunks.
+    unsafe {
+        out_t.set_len(n);
+        out_m.set_len(n);
+        out_v.set_len(n);
+    }
     (out_t, out_m, out_v)
 }
 
