@@ -191,6 +191,14 @@ fn gemm_raw<T: WithDType>(
     }
 }
 
+/// `n` slots of `buf`'s capacity, for a scratch matrix that is written whole before it
+/// is read: whatever `buf` held is dropped, and nothing is zero-filled.
+fn scratch<T>(buf: &mut Vec<T>, n: usize) -> &mut [MaybeUninit<T>] {
+    buf.clear();
+    buf.reserve(n);
+    &mut buf.spare_capacity_mut()[..n]
+}
+
 /// Parallelise over images when there are enough of them to feed every thread, else
 /// inside each GEMM.
 fn inner_parallelism(images: usize) -> Parallelism {
@@ -291,9 +299,10 @@ fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], act: Act) -
         let cols = if g.is_pointwise() {
             xi
         } else {
-            col.resize(ck * p, T::zero());
-            im2col(g, xi, col, p);
-            &col[..]
+            let cols = scratch(col, ck * p);
+            im2col(g, xi, cols, p);
+            // SAFETY: im2col writes every element of its rows.
+            unsafe { init(cols) }
         };
         let yi = gemm_uninit(yi, (g.o, p, ck), Mat::rows(w.as_ptr(), ck), Mat::rows(cols.as_ptr(), p), par);
         // The epilogue: bias and activation while the image's output is in cache.
@@ -370,8 +379,7 @@ impl ConvGradInput {
             if g.is_pointwise() {
                 gemm_uninit(dxi, (ck, p, g.o), wt, gyi, par);
             } else {
-                col.resize(ck * p, T::zero());
-                gemm_into(col, (ck, p, g.o), wt, gyi, false, par);
+                let col = gemm_uninit(scratch(col, ck * p), (ck, p, g.o), wt, gyi, par);
                 dxi.fill(MaybeUninit::new(T::zero()));
                 // SAFETY: just filled.
                 col2im(&g, col, p, unsafe { init(dxi) });
@@ -439,9 +447,10 @@ impl ConvGradWeight {
                 let cols = if g.is_pointwise() {
                     xi
                 } else {
-                    col.resize(ck * p, T::zero());
-                    im2col(&g, xi, &mut col, p);
-                    &col[..]
+                    let cols = scratch(&mut col, ck * p);
+                    im2col(&g, xi, cols, p);
+                    // SAFETY: im2col writes every element of its rows.
+                    unsafe { init(cols) }
                 };
                 let gyt = Mat::transposed(gy[i * g.o * p..].as_ptr(), p);
                 gemm_into(&mut dwt, (ck, g.o, p), Mat::rows(cols.as_ptr(), p), gyt, true, par);

@@ -11,17 +11,19 @@ fn group_size(g: &Geometry) -> usize {
     g.b.div_ceil(WEIGHT_GRAD_CHUNKS).min(PACK_BUDGET / per_image.max(1)).max(1)
 }
 
-/// Columns of images `first..first + n`, rows `ld = n·P` long.
-fn columns<T: WithDType>(g: &Geometry, x: &[T], first: usize, n: usize, cols: &mut Vec<T>) -> usize {
+/// Columns of images `first..first + n` in `cols`, rows `n·P` long: the matrix and its
+/// row length.
+fn columns<'a, T: WithDType>(g: &Geometry, x: &[T], first: usize, n: usize, cols: &'a mut Vec<T>) -> (&'a [T], usize) {
     let (p, plane) = (g.p(), g.c * g.plane());
     let ld = n * p;
-    cols.clear();
-    cols.resize(g.ck() * ld, T::zero());
+    let out = scratch(cols, g.ck() * ld);
     for j in 0..n {
         let i = first + j;
-        im2col(g, &x[i * plane..(i + 1) * plane], &mut cols[j * p..], ld);
+        im2col(g, &x[i * plane..(i + 1) * plane], &mut out[j * p..], ld);
     }
-    ld
+    // SAFETY: image `j` wrote columns `j·P..(j + 1)·P` of every row, so together the
+    // images wrote all `ld` of each.
+    (unsafe { init(out) }, ld)
 }
 
 /// `dy` of images `first..first + n` as one `[O, n·P]` matrix.
@@ -43,8 +45,8 @@ pub(super) fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], 
     unsafe {
         par_uninit(g.b * g.o * p, size * g.o * p, |k, yg| {
             let n = yg.len() / (g.o * p);
-            let mut cols = Vec::new();
-            let ld = columns(g, x, k * size, n, &mut cols);
+            let mut buf = Vec::new();
+            let (cols, ld) = columns(g, x, k * size, n, &mut buf);
             let out = gemm_new(
                 (g.o, ld, ck),
                 Mat::rows(w.as_ptr(), ck),
@@ -91,8 +93,8 @@ pub(super) fn grad_weight<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
         .into_par_iter()
         .map(|k| {
             let n = size.min(g.b - k * size);
-            let mut cols = Vec::new();
-            let ld = columns(g, x, k * size, n, &mut cols);
+            let mut buf = Vec::new();
+            let (cols, ld) = columns(g, x, k * size, n, &mut buf);
             let dyp = pack_output(g, dy, k * size, n);
             // Not turned round as the per-image path is: with several images side by
             // side that ran slower (4×4 planes, 512 channels).
