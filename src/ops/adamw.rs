@@ -82,8 +82,9 @@ fn update(theta: &[f32], g: &[f32], moments: Option<(&[f32], &[f32])>, s: AdamwS
         .for_each(|(c, ((ot, om), ov))| {
             let range = c * CHUNK..c * CHUNK + ot.len();
             let (th, g) = (&theta[range.clone()], &g[range.clone()]);
-            // Slices and iterators, the match outside the loop: the loop vectorises,
-            // on the widest path the CPU has. Same operations, so the same bits.
+            // Slices and iterators, and the match outside the loop, so that the loop
+            // vectorises (it was scalar, with a bounds check per element); `isa::run`
+            // offers it the widest vector path. Same operations, so the same bits.
             let step = |ot: &mut [MaybeUninit<f32>],
                         om: &mut [MaybeUninit<f32>],
                         ov: &mut [MaybeUninit<f32>],
