@@ -65,12 +65,12 @@ impl CustomOp3 for ConvBnTrain {
             Some(d) => convolution_grads(x, w, self.spec, &d)?,
             None => (None, None),
         };
-        let gbeta = if gamma_beta.track_op() {
+        let gamma_beta_grad = if gamma_beta.track_op() {
             Some(Tensor::stack(&[dgamma, dbeta], 0)?)
         } else {
             None
         };
-        Ok((gx, gw, gbeta))
+        Ok((gx, gw, gamma_beta_grad))
     }
 }
 
