@@ -122,18 +122,31 @@ pub fn conv_backward<GI: CustomOp2, GW: CustomOp2>(
     grad_weight: GW,
 ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
     let dy = act.backward(grad, res)?.contiguous()?;
+    let (gx, gw) = input_and_weight_grads(x, w, &dy, grad_input, grad_weight)?;
+    let gb = if bias.track_op() { Some(dy.sum((0, 2, 3))?) } else { None };
+    Ok((gx, gw, gb))
+}
+
+/// The input gradient `grad_input(dy, w)` where `x` is tracked and the weight gradient
+/// `grad_weight(x, dy)` where `w` is, from the gradient `dy` before the activation.
+pub fn input_and_weight_grads<GI: CustomOp2, GW: CustomOp2>(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    grad_input: GI,
+    grad_weight: GW,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
     let gx = if x.track_op() {
         Some(dy.apply_op2_no_bwd(w, &grad_input)?)
     } else {
         None
     };
     let gw = if w.track_op() {
-        Some(x.apply_op2_no_bwd(&dy, &grad_weight)?)
+        Some(x.apply_op2_no_bwd(dy, &grad_weight)?)
     } else {
         None
     };
-    let gb = if bias.track_op() { Some(dy.sum((0, 2, 3))?) } else { None };
-    Ok((gx, gw, gb))
+    Ok((gx, gw))
 }
 
 struct ActGrad(Act);

@@ -17,7 +17,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithD
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::act::{conv_backward, Act};
+use super::act::{conv_backward, input_and_weight_grads, Act};
 use super::cpu::{cpu_fwd, init, par_uninit, slice, Input, Taps};
 
 /// Stride and zero padding `[top, bottom, left, right]` of a convolution.
@@ -260,18 +260,24 @@ impl CustomOp3 for ConvFwd {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad_input = ConvGradInput {
-            spec: self.spec,
-            h: x.dim(2)?,
-            w: x.dim(3)?,
-        };
-        let grad_weight = ConvGradWeight {
-            spec: self.spec,
-            kh: w.dim(2)?,
-            kw: w.dim(3)?,
-        };
+        let (grad_input, grad_weight) = grad_ops(self.spec, x, w)?;
         conv_backward(self.act, (x, w, bias), res, grad, grad_input, grad_weight)
     }
+}
+
+/// The two backward ops of a convolution of `x` by `w`.
+fn grad_ops(spec: ConvSpec, x: &Tensor, w: &Tensor) -> candle_core::Result<(ConvGradInput, ConvGradWeight)> {
+    let grad_input = ConvGradInput {
+        spec,
+        h: x.dim(2)?,
+        w: x.dim(3)?,
+    };
+    let grad_weight = ConvGradWeight {
+        spec,
+        kh: w.dim(2)?,
+        kw: w.dim(3)?,
+    };
+    Ok((grad_input, grad_weight))
 }
 
 impl ConvFwd {
@@ -528,27 +534,8 @@ pub(crate) fn convolution_grads(
     spec: ConvSpec,
     dy: &Tensor,
 ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-    let gx = if x.track_op() {
-        let op = ConvGradInput {
-            spec,
-            h: x.dim(2)?,
-            w: x.dim(3)?,
-        };
-        Some(dy.apply_op2_no_bwd(w, &op)?)
-    } else {
-        None
-    };
-    let gw = if w.track_op() {
-        let op = ConvGradWeight {
-            spec,
-            kh: w.dim(2)?,
-            kw: w.dim(3)?,
-        };
-        Some(x.apply_op2_no_bwd(dy, &op)?)
-    } else {
-        None
-    };
-    Ok((gx, gw))
+    let (grad_input, grad_weight) = grad_ops(spec, x, w)?;
+    input_and_weight_grads(x, w, dy, grad_input, grad_weight)
 }
 
 /// `act(x ⊛ w + bias)`: `x` `[B, C, H, W]` (f32 or f64, CPU), `w` `[O, C, KH, KW]`,
