@@ -181,18 +181,21 @@ fn max_pool_2x2_matches_the_definition_with_ties_and_odd_sizes() {
 }
 
 /// Output planes of 256 pixels and more take the per-image GEMM path (smaller ones are
-/// packed several images to a GEMM): both against the definition.
+/// packed several images to a GEMM): both against the definition. The last case's
+/// columns (130 images of 64 channels × 3×3 taps × 64 pixels) pass the 16 MiB a group
+/// of images may take, so its weight gradient adds up more than one group's GEMM.
 #[test]
 fn conv_paths_for_large_and_small_planes_agree_with_the_definition() {
-    for (size, k, stride, pad, b) in [
-        (20, 3, 1, [1; 4], 3),
-        (33, 3, 2, [1, 0, 1, 0], 2),
-        (16, 1, 1, [0; 4], 5),
-        (9, 3, 1, [1; 4], 9),
+    for (size, k, stride, pad, b, c) in [
+        (20, 3, 1, [1; 4], 3, 4),
+        (33, 3, 2, [1, 0, 1, 0], 2, 4),
+        (16, 1, 1, [0; 4], 5, 4),
+        (9, 3, 1, [1; 4], 9, 4),
+        (8, 3, 1, [1; 4], 130, 64),
     ] {
         let spec = ConvSpec { stride, pad };
-        let x = randn(&[b, 4, size, size], 21);
-        let wt = randn(&[6, 4, k, k], 22);
+        let x = randn(&[b, c, size, size], 21);
+        let wt = randn(&[6, c, k, k], 22);
         let bias = randn(&[6], 23);
         let (y1, gx1, gw1) = run2(&x, &wt, |x, w| conv2d_cpu(x, w, &bias, spec, Act::Relu));
         let (y2, gx2, gw2) = run2(&x, &wt, |x, w| {

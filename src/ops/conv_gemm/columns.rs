@@ -72,7 +72,7 @@ fn zero_padding_columns<E: Copy>(rows: &mut [E], w: usize, cols: &Range<usize>, 
 }
 
 /// `dst` as a copy of `src` (of one length), in memory that may be uninitialised.
-fn write_copy<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+pub(super) fn write_copy<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
     for (d, &v) in dst.iter_mut().zip(src) {
         d.write(v);
     }
@@ -83,23 +83,29 @@ fn write_copy<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
 /// rows is written, so `col` need not be initialised (a scratch buffer's zero-fill was
 /// 2% of a ResNet-18 step).
 pub(super) fn im2col<T: WithDType>(g: &Geometry, x: &[T], col: &mut [MaybeUninit<T>], ld: usize) {
+    let taps = g.kh * g.kw;
+    for c in 0..g.c {
+        channel_columns(g, &x[c * g.plane()..(c + 1) * g.plane()], &mut col[c * taps * ld..], ld);
+    }
+}
+
+/// The `KH·KW` rows of [`im2col`] that one channel's plane `xc` gives, rows starting
+/// `ld` apart in `col`.
+pub(super) fn channel_columns<T: WithDType>(g: &Geometry, xc: &[T], col: &mut [MaybeUninit<T>], ld: usize) {
     let (t, p) = (&g.t, g.p());
     let zero = MaybeUninit::new(T::zero());
-    for c in 0..g.c {
-        let xc = &x[c * g.plane()..(c + 1) * g.plane()];
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * ld..][..p];
-                match route(g, ky, kx) {
-                    Route::Padding => row.fill(zero),
-                    Route::Span(s) => {
-                        row[..s.rows.start * t.wo].fill(zero);
-                        row[s.rows.end * t.wo..].fill(zero);
-                        write_copy(&mut row[s.dst..s.dst + s.len], &xc[s.src..s.src + s.len]);
-                        zero_padding_columns(&mut row[s.rows.start * t.wo..s.rows.end * t.wo], t.wo, &s.cols, zero);
-                    }
-                    Route::Rows => tap_by_rows(g, xc, row, ky, kx),
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let row = &mut col[(ky * g.kw + kx) * ld..][..p];
+            match route(g, ky, kx) {
+                Route::Padding => row.fill(zero),
+                Route::Span(s) => {
+                    row[..s.rows.start * t.wo].fill(zero);
+                    row[s.rows.end * t.wo..].fill(zero);
+                    write_copy(&mut row[s.dst..s.dst + s.len], &xc[s.src..s.src + s.len]);
+                    zero_padding_columns(&mut row[s.rows.start * t.wo..s.rows.end * t.wo], t.wo, &s.cols, zero);
                 }
+                Route::Rows => tap_by_rows(g, xc, row, ky, kx),
             }
         }
     }

@@ -1,6 +1,9 @@
 //! Small output planes: the images of a group side by side in one column matrix
-//! `[C·KH·KW, G·P]`, so each GEMM is `G·P` columns wide; the groups run in parallel.
+//! `[C·KH·KW, G·P]`, so each GEMM is `G·P` columns wide. The forward pass and the input
+//! gradient run their groups in parallel; the weight gradient runs them in order, each
+//! GEMM on every thread.
 
+use super::columns::{channel_columns, write_copy};
 use super::*;
 
 /// Images per group: the batch in [`WEIGHT_GRAD_CHUNKS`] groups (a count fixed by the
@@ -87,24 +90,68 @@ pub(super) fn grad_input<T: WithDType>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
     }
 }
 
+/// The weight gradient over groups of images taken one after another, each group's
+/// columns side by side in one GEMM `dWᵀ += cols · dyᵀ` (`C·KH·KW × O`, `G·P` terms)
+/// that runs on every thread. One `dWᵀ` accumulates, where a partial per group in
+/// parallel wrote and re-read a whole weight-sized matrix per group (9 MiB at 512
+/// channels) for GEMMs only 128 terms deep: 4×4-plane layers ran at two thirds of the
+/// forward's rate. The groups are as large as [`PACK_BUDGET`] allows, a size fixed by
+/// the shapes, and the `gemm` crate splits a GEMM between threads by its output, never
+/// its terms, so the sums run in the same order whatever the thread count.
 pub(super) fn grad_weight<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
-    let (ck, size) = (g.ck(), group_size(g));
-    let partials: Vec<Vec<T>> = (0..g.b.div_ceil(size))
-        .into_par_iter()
-        .map(|k| {
-            let n = size.min(g.b - k * size);
-            let mut buf = Vec::new();
-            let (cols, ld) = columns(g, x, k * size, n, &mut buf);
-            let dyp = pack_output(g, dy, k * size, n);
-            // Not turned round as the per-image path is: with several images side by
-            // side that ran slower (4×4 planes, 512 channels).
-            gemm_new(
-                (g.o, ck, ld),
-                Mat::rows(dyp.as_ptr(), ld),
-                Mat::transposed(cols.as_ptr(), ld),
-                Parallelism::None,
-            )
-        })
-        .collect();
-    sum_in_order(partials, g.o * ck)
+    let (ck, p) = (g.ck(), g.p());
+    if g.b == 0 {
+        return vec![T::zero(); g.o * ck];
+    }
+    let size = (PACK_BUDGET / (ck.max(g.o) * p).max(1)).clamp(1, g.b);
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    let mut dwt = Vec::with_capacity(ck * g.o);
+    let (mut cols, mut dyp) = (Vec::new(), Vec::new());
+    for first in (0..g.b).step_by(size) {
+        let n = size.min(g.b - first);
+        let ld = n * p;
+        let cols = group_columns(g, x, first, n, &mut cols);
+        let dyp = group_output(g, dy, first, n, &mut dyp);
+        let (lhs, rhs) = (Mat::rows(cols.as_ptr(), ld), Mat::transposed(dyp.as_ptr(), ld));
+        if first == 0 {
+            gemm_uninit(&mut dwt.spare_capacity_mut()[..ck * g.o], (ck, g.o, ld), lhs, rhs, par);
+            // SAFETY: `gemm_uninit` wrote all `ck · O` elements.
+            unsafe { dwt.set_len(ck * g.o) };
+        } else {
+            gemm_into(&mut dwt, (ck, g.o, ld), lhs, rhs, true, par);
+        }
+    }
+    sum_turned(&[dwt], ck, g.o)
+}
+
+/// [`columns`] built in parallel, a channel's rows at a time.
+fn group_columns<'a, T: WithDType>(g: &Geometry, x: &[T], first: usize, n: usize, cols: &'a mut Vec<T>) -> &'a [T] {
+    let (p, taps, ld) = (g.p(), g.kh * g.kw, n * g.p());
+    let out = scratch(cols, g.ck() * ld);
+    out.par_chunks_mut(taps * ld).enumerate().for_each(|(c, rows)| {
+        for j in 0..n {
+            let plane = &x[((first + j) * g.c + c) * g.plane()..][..g.plane()];
+            channel_columns(g, plane, &mut rows[j * p..], ld);
+        }
+    });
+    // SAFETY: channel `c`'s chunk is its `KH·KW` rows, each written by all `n` images.
+    unsafe { init(out) }
+}
+
+/// [`pack_output`] into scratch, a row at a time in parallel.
+fn group_output<'a, T: WithDType>(g: &Geometry, dy: &[T], first: usize, n: usize, buf: &'a mut Vec<T>) -> &'a [T] {
+    let p = g.p();
+    let out = scratch(buf, g.o * n * p);
+    out.par_chunks_mut(n * p).enumerate().for_each(|(o, row)| {
+        for (j, dst) in row.chunks_mut(p).enumerate() {
+            write_copy(dst, &dy[((first + j) * g.o + o) * p..][..p]);
+        }
+    });
+    // SAFETY: row `o` takes `P` values from each of the `n` images.
+    unsafe { init(out) }
 }
