@@ -21,7 +21,8 @@ use common::{max_abs_diff, randn, weighted_sum};
 
 /// Every output and gradient of the layers whose loops run on the chosen path:
 /// depthwise convolution (taps via `axpy`) with ReLU6, a dense convolution's fused
-/// bias + ReLU epilogue and its activation gradient, batch norm with ReLU, max and
+/// bias + ReLU epilogue and its activation gradient, batch norm with ReLU and with
+/// ReLU6 (its gradient gated from the input, both ends of ReLU6 open and shut), max and
 /// average pooling (3×3 and the 2×2 loop), a residual join with ReLU.
 fn layers() -> Vec<(&'static str, Tensor)> {
     let x = Var::from_tensor(&randn(&[3, 8, 13, 11], 1)).unwrap();
@@ -43,6 +44,15 @@ fn layers() -> Vec<(&'static str, Tensor)> {
     )
     .unwrap();
     let (n, _, _) = batch_norm_train_act(&c, gamma.as_tensor(), beta.as_tensor(), 1e-5, Act::Relu).unwrap();
+    // β shifted so that some outputs pass 6 and ReLU6's upper gate closes.
+    let (n6, _, _) = batch_norm_train_act(
+        &c,
+        &(gamma.as_tensor() * 3.0).unwrap(),
+        &(beta.as_tensor() + 4.0).unwrap(),
+        1e-5,
+        Act::Relu6,
+    )
+    .unwrap();
     let m = max_pool2d(&n, 3, 2, 1).unwrap();
     let a = pool2d(
         &n,
@@ -58,11 +68,13 @@ fn layers() -> Vec<(&'static str, Tensor)> {
     let r = add_act(&n, &c, Act::Relu).unwrap();
     let loss = ((weighted_sum(&d, 8).unwrap() + weighted_sum(&m, 9).unwrap()).unwrap() + weighted_sum(&a, 10).unwrap()).unwrap();
     let loss = ((loss + weighted_sum(&r, 11).unwrap()).unwrap() + weighted_sum(&m2, 12).unwrap()).unwrap();
+    let loss = (loss + weighted_sum(&n6, 13).unwrap()).unwrap();
     let g = loss.backward().unwrap();
     let grad = |v: &Var| g.get(v).unwrap().clone();
     vec![
         ("depthwise output", d),
         ("batch-norm output", n),
+        ("batch-norm ReLU6 output", n6),
         ("max-pool output", m),
         ("2×2 max-pool output", m2),
         ("avg-pool output", a),

@@ -53,13 +53,34 @@ impl Act {
     }
 
     /// Whether the gradient passes, judged from the activation's *output* (ReLU's and
-    /// ReLU6's flat parts give none, as in PyTorch).
+    /// ReLU6's flat parts give none, as in PyTorch). Judged from the input instead it
+    /// gives the same answer: `passes(v) == passes(apply(v))` for every `v`, NaN too.
     #[inline(always)]
-    fn passes<T: WithDType>(self, y: T) -> bool {
+    pub(crate) fn passes<T: WithDType>(self, y: T) -> bool {
         match self {
             Act::Identity => true,
             Act::Relu => y > T::zero(),
             Act::Relu6 => y > T::zero() && y < T::from_f64(6.0),
+        }
+    }
+
+    /// The activation as a const generic argument (see [`Act::of`]), for kernels whose
+    /// loops must be compiled, and vectorised, for one activation each.
+    pub(crate) const fn code(self) -> u8 {
+        match self {
+            Act::Identity => 0,
+            Act::Relu => 1,
+            Act::Relu6 => 2,
+        }
+    }
+
+    /// The activation [`Act::code`] gave `code`; a constant wherever `code` is one.
+    #[inline(always)]
+    pub(crate) const fn of(code: u8) -> Act {
+        match code {
+            0 => Act::Identity,
+            1 => Act::Relu,
+            _ => Act::Relu6,
         }
     }
 

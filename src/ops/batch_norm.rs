@@ -3,12 +3,15 @@
 //! candle ops it replaces (`norm::batch_norm_train`'s fallback) runs about ten
 //! full-size elementwise ops each way, each allocating its result.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use super::act::Act;
 use super::cpu::{cpu_fwd, init, par_uninit, slice, Input};
 use super::isa;
+use super::lane_sums::{self, Gate, Sum};
 
 fn dims(l: &Layout, op: &str) -> candle_core::Result<(usize, usize, usize)> {
     match l.dims() {
@@ -27,41 +30,6 @@ fn per_channel<T: WithDType>(c: usize, f: impl Fn(usize) -> (f64, f64) + Sync + 
         out[c + ch] = T::from_f64(b);
     }
     out
-}
-
-/// Lanes of the per-plane sums: eight interleaved partial sums, added pairwise at the
-/// end. One running sum is a chain of dependent f64 adds, bound by their latency (the
-/// statistics were ~10% of a small CNN's step); eight independent chains fill a vector
-/// register. The order depends only on the plane's length, never on the thread count
-/// or the vector path, so every path gives the same bits.
-const LANES: usize = 8;
-
-/// `(Σ f(x).0, Σ f(x).1)` over one plane, in f64, in [`LANES`] interleaved sums.
-#[inline(always)]
-fn lane_sums<T: WithDType>(xs: &[T], f: impl Fn(f64) -> (f64, f64)) -> (f64, f64) {
-    lane_sums2(xs, xs, |v, _| f(v))
-}
-
-/// [`lane_sums`] over two planes of one length, element by element.
-#[inline(always)]
-fn lane_sums2<T: WithDType>(xs: &[T], ys: &[T], f: impl Fn(f64, f64) -> (f64, f64)) -> (f64, f64) {
-    let (mut a, mut b) = ([0f64; LANES], [0f64; LANES]);
-    let (xc, yc) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
-    let (xr, yr) = (xc.remainder(), yc.remainder());
-    for (x, y) in xc.zip(yc) {
-        for l in 0..LANES {
-            let (p, q) = f(x[l].to_f64(), y[l].to_f64());
-            a[l] += p;
-            b[l] += q;
-        }
-    }
-    for (l, (x, y)) in xr.iter().zip(yr).enumerate() {
-        let (p, q) = f(x.to_f64(), y.to_f64());
-        a[l] += p;
-        b[l] += q;
-    }
-    let fold = |s: [f64; LANES]| ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    (fold(a), fold(b))
 }
 
 /// Channel planes of `x` `[B, C, HW]`: the `b`-th image's plane of channel `ch`.
@@ -92,11 +60,9 @@ impl ChannelStats {
 pub(crate) fn channel_stats<T: WithDType>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<T> {
     let n = (b * hw) as f64;
     per_channel::<T>(c, |ch| {
-        let sum: f64 = (0..b).map(|i| isa::run(|| lane_sums(plane(x, c, hw, i, ch), |v| (v, 0.0)).0)).sum();
+        let sum: f64 = (0..b).map(|i| lane_sums::sum(plane(x, c, hw, i, ch), Sum::Plain)).sum();
         let mean = sum / n;
-        let sq: f64 = (0..b)
-            .map(|i| isa::run(|| lane_sums(plane(x, c, hw, i, ch), |v| ((v - mean).powi(2), 0.0)).0))
-            .sum();
+        let sq: f64 = (0..b).map(|i| lane_sums::sum(plane(x, c, hw, i, ch), Sum::Squares { mean })).sum();
         (mean, sq / n)
     })
 }
@@ -120,32 +86,35 @@ impl CustomOp3 for BatchNormTrain {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
-        res: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dgamma, dbeta) = self.backward(x, gamma, res, grad, x.track_op())?;
+        let (dx, dgamma, dbeta) = self.backward(x, gamma, beta, grad, x.track_op())?;
         Ok((dx, Some(dgamma), Some(dbeta)))
     }
 }
 
 impl BatchNormTrain {
-    /// The gradients of `x` (only with `want_dx`), γ and β, from the output `res` and
-    /// its gradient `grad`.
+    /// The gradients of `x` (only with `want_dx`), γ and β, from the gradient `grad` of
+    /// the output. The activation's gate is judged again from `x` inside both passes
+    /// (see [`Gate`]): the output is not read, and the gated gradient is never written.
     pub(crate) fn backward(
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        res: &Tensor,
+        beta: &Tensor,
         grad: &Tensor,
         want_dx: bool,
     ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
-        let grad = self.act.backward(grad, res)?.contiguous()?;
+        let grad = grad.contiguous()?;
+        let gate = Gates::new(self, gamma, beta)?;
         let sums = grad.apply_op2_no_bwd(
             x,
             &GradSums {
                 mean: self.mean.clone(),
                 invstd: self.invstd.clone(),
+                gate: gate.clone(),
             },
         )?;
         let (sum_dy, sum_dy_xhat) = (sums.get(0)?, sums.get(1)?);
@@ -156,12 +125,49 @@ impl BatchNormTrain {
                 invstd: self.invstd.clone(),
                 sum_dy: s[0].clone(),
                 sum_dy_xhat: s[1].clone(),
+                gate,
             };
             Some(grad.apply_op3_no_bwd(x, gamma, &op)?)
         } else {
             None
         };
         Ok((dx, sum_dy_xhat, sum_dy))
+    }
+}
+
+/// Where the activation after the batch norm lets the gradient through, per channel,
+/// judged from the batch norm's input `x`: at `x · scale + shift`, the value the forward
+/// pass gave the activation (the same [`BatchNormTrain::affine`], the same two
+/// operations in `T`), so exactly where it lets it through at the output. Both backward
+/// passes read `x` anyway; gating there saves the pass that wrote the gated gradient,
+/// and the read of the output.
+#[derive(Clone)]
+struct Gates {
+    act: Act,
+    scale: Vec<f64>,
+    shift: Vec<f64>,
+}
+
+impl Gates {
+    fn new(bn: &BatchNormTrain, gamma: &Tensor, beta: &Tensor) -> candle_core::Result<Self> {
+        let f64s = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+        let (gamma, beta) = (f64s(gamma)?, f64s(beta)?);
+        let (scale, shift) = gamma
+            .iter()
+            .zip(&beta)
+            .enumerate()
+            .map(|(ch, (&g, &b))| bn.affine::<f64>(ch, g, b))
+            .unzip();
+        Ok(Gates { act: bn.act, scale, shift })
+    }
+
+    /// Channel `ch`'s gate, its scale and shift in `T`.
+    fn at<T: WithDType>(&self, ch: usize) -> Gate<T> {
+        Gate {
+            act: self.act,
+            scale: T::from_f64(self.scale[ch]),
+            shift: T::from_f64(self.shift[ch]),
+        }
     }
 }
 
@@ -185,6 +191,14 @@ impl BatchNormTrain {
         Ok((self.normalize(x, gamma, beta, c, hw)?, Shape::from(l1.dims())))
     }
 
+    /// Channel `ch`'s `x ↦ x · scale + shift` (before the activation) for its `γ` and
+    /// `β`: one function for the forward pass and the backward's [`Gate`], so the two
+    /// see the same values.
+    fn affine<T: WithDType>(&self, ch: usize, gamma: f64, beta: f64) -> (T, T) {
+        let (m, is) = (self.mean[ch], self.invstd[ch]);
+        (T::from_f64(is * gamma), T::from_f64(beta - m * is * gamma))
+    }
+
     /// The forward pass over `x` `[B, C, HW]`'s data.
     pub(crate) fn normalize<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T], c: usize, hw: usize) -> candle_core::Result<Vec<T>> {
         if gamma.len() != c || beta.len() != c {
@@ -194,8 +208,7 @@ impl BatchNormTrain {
         let y = unsafe {
             par_uninit(x.len(), hw, |p, yp| {
                 let ch = p % c;
-                let scale = T::from_f64(self.invstd[ch] * gamma[ch].to_f64());
-                let shift = T::from_f64(beta[ch].to_f64() - self.mean[ch] * self.invstd[ch] * gamma[ch].to_f64());
+                let (scale, shift) = self.affine::<T>(ch, gamma[ch].to_f64(), beta[ch].to_f64());
                 let xp = &x[p * hw..p * hw + yp.len()];
                 isa::run(|| {
                     for (o, &v) in yp.iter_mut().zip(xp) {
@@ -209,10 +222,12 @@ impl BatchNormTrain {
     }
 }
 
-/// `[2, C]`: Σ dy and Σ dy · x̂ per channel (the β and γ gradients).
+/// `[2, C]`: Σ dy and Σ dy · x̂ per channel (the β and γ gradients), `dy` the gradient
+/// through the [`Gates`].
 struct GradSums {
     mean: Vec<f64>,
     invstd: Vec<f64>,
+    gate: Gates,
 }
 
 impl CustomOp2 for GradSums {
@@ -228,26 +243,24 @@ impl GradSums {
         let (b, c, hw) = dims(l1, "batch_norm grad")?;
         let (dy, x) = (slice::<T>(s1, l1, "batch_norm grad")?, slice::<T>(s2, l2, "batch_norm grad")?);
         let out = per_channel::<T>(c, |ch| {
-            let (m, is) = (self.mean[ch], self.invstd[ch]);
-            let (mut sd, mut sdx) = (0.0, 0.0);
-            for i in 0..b {
-                let (g, v) = (plane(dy, c, hw, i, ch), plane(x, c, hw, i, ch));
-                let (a, b) = isa::run(|| lane_sums2(g, v, |g, v| (g, g * (v - m) * is)));
-                sd += a;
-                sdx += b;
-            }
-            (sd, sdx)
+            let (m, is, gate) = (self.mean[ch], self.invstd[ch], self.gate.at::<T>(ch));
+            (0..b).fold((0.0, 0.0), |(sd, sdx), i| {
+                let (a, b) = lane_sums::grad_sums(plane(dy, c, hw, i, ch), plane(x, c, hw, i, ch), gate, (m, is));
+                (sd + a, sdx + b)
+            })
         });
         Ok((out, Shape::from((2, c))))
     }
 }
 
-/// `dx = γ · invstd · (dy − Σdy/N − x̂ · Σ(dy·x̂)/N)`.
+/// `dx = γ · invstd · (dy − Σdy/N − x̂ · Σ(dy·x̂)/N)`, `dy` the gradient through the
+/// [`Gates`].
 struct GradInput {
     mean: Vec<f64>,
     invstd: Vec<f64>,
     sum_dy: Vec<f64>,
     sum_dy_xhat: Vec<f64>,
+    gate: Gates,
 }
 
 impl CustomOp3 for GradInput {
@@ -279,14 +292,39 @@ impl GradInput {
                 let bx = T::from_f64(-k * mdx * is);
                 let c0 = T::from_f64(k * (mdx * is * m - md));
                 let (gp, xp) = (&dy[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
-                isa::run(|| {
-                    for ((d, &g), &v) in dp.iter_mut().zip(gp).zip(xp) {
-                        d.write(a * g + bx * v + c0);
-                    }
-                });
+                let Gate { scale, shift, .. } = self.gate.at::<T>(ch);
+                let (abc, affine) = ((a, bx, c0), (scale, shift));
+                // An inlined closure, so that its loops are compiled inside `isa::run`'s
+                // vector-path functions (one called from all three paths is otherwise
+                // compiled once, for the baseline), matched on the activation inside so
+                // that each loop is compiled for one.
+                isa::run(
+                    #[inline(always)]
+                    || match self.gate.act {
+                        Act::Identity => GradInput::plane::<T, { Act::Identity.code() }>(dp, (gp, xp), abc, affine),
+                        Act::Relu => GradInput::plane::<T, { Act::Relu.code() }>(dp, (gp, xp), abc, affine),
+                        Act::Relu6 => GradInput::plane::<T, { Act::Relu6.code() }>(dp, (gp, xp), abc, affine),
+                    },
+                )
             })
         };
         Ok((dx, Shape::from(l1.dims())))
+    }
+}
+
+impl GradInput {
+    /// One plane's `dx = a · dy + b · x + c`, compiled for the activation whose
+    /// [`Act::code`] is `ACT`.
+    #[inline(always)]
+    fn plane<T: WithDType, const ACT: u8>(dx: &mut [MaybeUninit<T>], (g, x): (&[T], &[T]), (a, b, c): (T, T, T), (scale, shift): (T, T)) {
+        let gate = Gate {
+            act: Act::of(ACT),
+            scale,
+            shift,
+        };
+        for ((d, &g), &v) in dx.iter_mut().zip(g).zip(x) {
+            d.write(a * gate.apply(g, v) + b * v + c);
+        }
     }
 }
 

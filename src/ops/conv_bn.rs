@@ -49,7 +49,7 @@ impl CustomOp3 for ConvBnTrain {
         x: &Tensor,
         w: &Tensor,
         gamma_beta: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (conv, bn) = {
@@ -60,7 +60,7 @@ impl CustomOp3 for ConvBnTrain {
             (s.conv.clone(), s.bn.clone())
         };
         let want_dconv = x.track_op() || w.track_op();
-        let (dconv, dgamma, dbeta) = bn.backward(&conv, &gamma_beta.get(0)?, res, grad, want_dconv)?;
+        let (dconv, dgamma, dbeta) = bn.backward(&conv, &gamma_beta.get(0)?, &gamma_beta.get(1)?, grad, want_dconv)?;
         let (gx, gw) = match dconv {
             Some(d) => convolution_grads(x, w, self.spec, &d)?,
             None => (None, None),

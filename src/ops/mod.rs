@@ -20,6 +20,7 @@ pub mod depthwise;
 pub mod gemm_kernels;
 pub mod gradcheck;
 pub mod isa;
+pub(crate) mod lane_sums;
 pub mod norm;
 pub mod pool;
 pub mod residual;
