@@ -98,7 +98,7 @@ impl CustomOp3 for BatchNormTrain {
 impl BatchNormTrain {
     /// The gradients of `x` (only with `want_dx`), γ and β, from the gradient `grad` of
     /// the output. The activation's gate is judged again from `x` inside both passes
-    /// (see [`Gate`]): the output is not read, and the gated gradient is never written.
+    /// (see [`Gates`]): the output is not read, and the gated gradient is never written.
     pub(crate) fn backward(
         &self,
         x: &Tensor,

@@ -478,8 +478,7 @@ impl ConvGradWeight {
 /// all of `col` (`C·K² × P`), and ran 1.6× faster on a 3×3, 64-channel, 32² layer.
 /// Summing and turning in one pass reads each partial once, a cache line at a time
 /// ([`TURN_BLOCK`] columns), instead of writing the sum and then reading it back down
-/// its columns, a cache miss per element (on 4×4-plane, 512-channel layers that turn
-/// cost more than the turned-round GEMM saved).
+/// its columns, a cache miss per element. Same order of additions as summing first.
 fn sum_turned<T: WithDType>(partials: &[Vec<T>], rows: usize, cols: usize) -> Vec<T> {
     // SAFETY: block `k` is output rows `k·TURN_BLOCK..`, i.e. input columns; each of
     // its `width · rows` elements is written once below.
