@@ -6,9 +6,10 @@
 //! pairwise at the end, an order that depends only on the plane's length.
 //!
 //! For f32 data the loops are written with AVX-512 and AVX2 intrinsics: compiled from
-//! the generic loops, the widening and the gate came out as scalar SSE code that ran
-//! at twice the time the memory traffic needs (2 ms for a 64-channel 32² layer's
-//! gradient sums, measured). The intrinsics do the same operations per lane (plain
+//! the generic loops, the widening and the gate came out as SSE code, mostly scalar.
+//! Measured on an Intel Xeon (batch 64, best of 30): a 64-channel 32² layer's gradient
+//! sums 2.0 → 1.6 ms and statistics 1.7 → 1.1 ms; at 256 channels on 8², 0.64 → 0.33
+//! and 0.78 → 0.37 ms. The intrinsics do the same operations per lane (plain
 //! multiplies and adds, no fused multiply-add) in the same order, so every path gives
 //! the same bits (`tests/isa_paths.rs`).
 
