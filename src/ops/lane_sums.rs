@@ -32,6 +32,16 @@ pub(crate) enum Sum {
     Squares { mean: f64 },
 }
 
+impl Sum {
+    /// What each element is centred on before it is squared (nothing for a plain sum).
+    fn centre(self) -> f64 {
+        match self {
+            Sum::Plain => 0.0,
+            Sum::Squares { mean } => mean,
+        }
+    }
+}
+
 /// The activation gate of a batch norm's backward pass: the gradient passes where
 /// `act` passes at `x · scale + shift`.
 #[derive(Clone, Copy, Debug)]
@@ -91,19 +101,20 @@ pub(crate) fn sum<T: WithDType>(x: &[T], s: Sum) -> f64 {
 /// `gate`: the β and γ gradients' terms.
 pub(crate) fn grad_sums<T: WithDType>(g: &[T], x: &[T], gate: Gate<T>, (mean, invstd): (f64, f64)) -> (f64, f64) {
     assert_eq!(g.len(), x.len(), "grad_sums: planes of different lengths");
-    let (mut a, mut b) = ([0f64; LANES], [0f64; LANES]);
+    let mut sums = [[0f64; LANES]; 2];
     let done = match (as_f32(g), as_f32(x), gate_f32(gate)) {
         // SAFETY: each arm runs only where `Isa::active` found its extension.
         #[cfg(target_arch = "x86_64")]
         (Some(g), Some(x), Some(gate)) if Isa::active() == Isa::Avx512 => unsafe {
-            x86::grad_sums_avx512(g, x, gate, (mean, invstd), (&mut a, &mut b))
+            x86::grad_sums_avx512(g, x, (gate, mean, invstd), &mut sums)
         },
         #[cfg(target_arch = "x86_64")]
         (Some(g), Some(x), Some(gate)) if Isa::active() == Isa::Avx2 => unsafe {
-            x86::grad_sums_avx2(g, x, gate, (mean, invstd), (&mut a, &mut b))
+            x86::grad_sums_avx2(g, x, (gate, mean, invstd), &mut sums)
         },
         _ => 0,
     };
+    let [mut a, mut b] = sums;
     let mut add = |l: usize, g: T, v: T| {
         let (d, v) = (gate.apply(g, v).to_f64(), v.to_f64());
         a[l] += d;
@@ -163,10 +174,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn sum_avx512(x: &[f32], s: Sum, out: &mut [f64; LANES]) -> usize {
         let n = x.len() / LANES * LANES;
-        let mean = _mm512_set1_pd(match s {
-            Sum::Plain => 0.0,
-            Sum::Squares { mean } => mean,
-        });
+        let mean = _mm512_set1_pd(s.centre());
         let mut a = _mm512_setzero_pd();
         for i in (0..n).step_by(LANES) {
             let v = _mm512_cvtps_pd(_mm256_loadu_ps(x.as_ptr().add(i)));
@@ -186,10 +194,7 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn sum_avx2(x: &[f32], s: Sum, out: &mut [f64; LANES]) -> usize {
         let n = x.len() / LANES * LANES;
-        let mean = _mm256_set1_pd(match s {
-            Sum::Plain => 0.0,
-            Sum::Squares { mean } => mean,
-        });
+        let mean = _mm256_set1_pd(s.centre());
         let term = |v: __m256d| match s {
             Sum::Plain => v,
             Sum::Squares { .. } => {
@@ -208,14 +213,11 @@ mod x86 {
         n
     }
 
+    /// The gate, the mean and 1/σ.
+    type Terms = (Gate<f32>, f64, f64);
+
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn grad_sums_avx512(
-        g: &[f32],
-        x: &[f32],
-        gate: Gate<f32>,
-        (mean, invstd): (f64, f64),
-        (sa, sb): (&mut [f64; LANES], &mut [f64; LANES]),
-    ) -> usize {
+    pub(super) unsafe fn grad_sums_avx512(g: &[f32], x: &[f32], (gate, mean, invstd): Terms, out: &mut [[f64; LANES]; 2]) -> usize {
         let n = g.len().min(x.len()) / LANES * LANES;
         let (m, is) = (_mm512_set1_pd(mean), _mm512_set1_pd(invstd));
         let (mut a, mut b) = (_mm512_setzero_pd(), _mm512_setzero_pd());
@@ -226,19 +228,13 @@ mod x86 {
             a = _mm512_add_pd(a, d);
             b = _mm512_add_pd(b, _mm512_mul_pd(_mm512_mul_pd(d, _mm512_sub_pd(v, m)), is));
         }
-        _mm512_storeu_pd(sa.as_mut_ptr(), a);
-        _mm512_storeu_pd(sb.as_mut_ptr(), b);
+        _mm512_storeu_pd(out[0].as_mut_ptr(), a);
+        _mm512_storeu_pd(out[1].as_mut_ptr(), b);
         n
     }
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn grad_sums_avx2(
-        g: &[f32],
-        x: &[f32],
-        gate: Gate<f32>,
-        (mean, invstd): (f64, f64),
-        (sa, sb): (&mut [f64; LANES], &mut [f64; LANES]),
-    ) -> usize {
+    pub(super) unsafe fn grad_sums_avx2(g: &[f32], x: &[f32], (gate, mean, invstd): Terms, out: &mut [[f64; LANES]; 2]) -> usize {
         let n = g.len().min(x.len()) / LANES * LANES;
         let (m, is) = (_mm256_set1_pd(mean), _mm256_set1_pd(invstd));
         let (mut a_lo, mut a_hi, mut b_lo, mut b_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd());
@@ -259,10 +255,10 @@ mod x86 {
             b_lo = _mm256_add_pd(b_lo, term(d_lo, v_lo));
             b_hi = _mm256_add_pd(b_hi, term(d_hi, v_hi));
         }
-        _mm256_storeu_pd(sa.as_mut_ptr(), a_lo);
-        _mm256_storeu_pd(sa.as_mut_ptr().add(4), a_hi);
-        _mm256_storeu_pd(sb.as_mut_ptr(), b_lo);
-        _mm256_storeu_pd(sb.as_mut_ptr().add(4), b_hi);
+        _mm256_storeu_pd(out[0].as_mut_ptr(), a_lo);
+        _mm256_storeu_pd(out[0].as_mut_ptr().add(4), a_hi);
+        _mm256_storeu_pd(out[1].as_mut_ptr(), b_lo);
+        _mm256_storeu_pd(out[1].as_mut_ptr().add(4), b_hi);
         n
     }
 }
