@@ -292,8 +292,7 @@ impl GradInput {
                 let bx = T::from_f64(-k * mdx * is);
                 let c0 = T::from_f64(k * (mdx * is * m - md));
                 let (gp, xp) = (&dy[p * hw..(p + 1) * hw], &x[p * hw..(p + 1) * hw]);
-                let Gate { scale, shift, .. } = self.gate.at::<T>(ch);
-                let (abc, affine) = ((a, bx, c0), (scale, shift));
+                let (abc, gate) = ((a, bx, c0), self.gate.at::<T>(ch));
                 // An inlined closure, so that its loops are compiled inside `isa::run`'s
                 // vector-path functions (one called from all three paths is otherwise
                 // compiled once, for the baseline), matched on the activation inside so
@@ -301,9 +300,9 @@ impl GradInput {
                 isa::run(
                     #[inline(always)]
                     || match self.gate.act {
-                        Act::Identity => GradInput::plane::<T, { Act::Identity.code() }>(dp, (gp, xp), abc, affine),
-                        Act::Relu => GradInput::plane::<T, { Act::Relu.code() }>(dp, (gp, xp), abc, affine),
-                        Act::Relu6 => GradInput::plane::<T, { Act::Relu6.code() }>(dp, (gp, xp), abc, affine),
+                        Act::Identity => GradInput::plane::<T, { Act::Identity.code() }>(dp, (gp, xp), abc, gate),
+                        Act::Relu => GradInput::plane::<T, { Act::Relu.code() }>(dp, (gp, xp), abc, gate),
+                        Act::Relu6 => GradInput::plane::<T, { Act::Relu6.code() }>(dp, (gp, xp), abc, gate),
                     },
                 )
             })
@@ -316,12 +315,8 @@ impl GradInput {
     /// One plane's `dx = a · dy + b · x + c`, compiled for the activation whose
     /// [`Act::code`] is `ACT`.
     #[inline(always)]
-    fn plane<T: WithDType, const ACT: u8>(dx: &mut [MaybeUninit<T>], (g, x): (&[T], &[T]), (a, b, c): (T, T, T), (scale, shift): (T, T)) {
-        let gate = Gate {
-            act: Act::of(ACT),
-            scale,
-            shift,
-        };
+    fn plane<T: WithDType, const ACT: u8>(dx: &mut [MaybeUninit<T>], (g, x): (&[T], &[T]), (a, b, c): (T, T, T), gate: Gate<T>) {
+        let gate = Gate { act: Act::of(ACT), ..gate };
         for ((d, &g), &v) in dx.iter_mut().zip(g).zip(x) {
             d.write(a * gate.apply(g, v) + b * v + c);
         }

@@ -14,42 +14,14 @@ fn group_size(g: &Geometry) -> usize {
     g.b.div_ceil(WEIGHT_GRAD_CHUNKS).min(PACK_BUDGET / per_image.max(1)).max(1)
 }
 
-/// Columns of images `first..first + n` in `cols`, rows `n·P` long: the matrix and its
-/// row length.
-fn columns<'a, T: WithDType>(g: &Geometry, x: &[T], first: usize, n: usize, cols: &'a mut Vec<T>) -> (&'a [T], usize) {
-    let (p, plane) = (g.p(), g.c * g.plane());
-    let ld = n * p;
-    let out = scratch(cols, g.ck() * ld);
-    for j in 0..n {
-        let i = first + j;
-        im2col(g, &x[i * plane..(i + 1) * plane], &mut out[j * p..], ld);
-    }
-    // SAFETY: image `j` wrote columns `j·P..(j + 1)·P` of every row, so together the
-    // images wrote all `ld` of each.
-    (unsafe { init(out) }, ld)
-}
-
-/// `dy` of images `first..first + n` as one `[O, n·P]` matrix.
-fn pack_output<T: WithDType>(g: &Geometry, dy: &[T], first: usize, n: usize) -> Vec<T> {
-    let p = g.p();
-    let ld = n * p;
-    let mut out = Vec::with_capacity(g.o * ld);
-    for o in 0..g.o {
-        for j in 0..n {
-            out.extend_from_slice(&dy[((first + j) * g.o + o) * p..][..p]);
-        }
-    }
-    out
-}
-
 pub(super) fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T> {
     let (ck, p, size) = (g.ck(), g.p(), group_size(g));
     // SAFETY: each group's rows are all copied from its GEMM output below.
     unsafe {
         par_uninit(g.b * g.o * p, size * g.o * p, |k, yg| {
             let n = yg.len() / (g.o * p);
-            let mut buf = Vec::new();
-            let (cols, ld) = columns(g, x, k * size, n, &mut buf);
+            let (mut buf, ld) = (Vec::new(), n * p);
+            let cols = columns(g, x, k * size, n, &mut buf);
             let out = gemm_new(
                 (g.o, ld, ck),
                 Mat::rows(w.as_ptr(), ck),
@@ -75,7 +47,8 @@ pub(super) fn grad_input<T: WithDType>(g: &Geometry, dy: &[T], w: &[T]) -> Vec<T
     unsafe {
         par_uninit(g.b * plane, size * plane, |k, dxg| {
             let n = dxg.len() / plane;
-            let (dyp, ld) = (pack_output(g, dy, k * size, n), n * p);
+            let (mut buf, ld) = (Vec::new(), n * p);
+            let dyp = pack_output(g, dy, k * size, n, &mut buf);
             let mut dcol = gemm_new(
                 (ck, ld, g.o),
                 Mat::transposed(w.as_ptr(), ck),
@@ -104,33 +77,27 @@ pub(super) fn grad_weight<T: WithDType>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
         return vec![T::zero(); g.o * ck];
     }
     let size = (PACK_BUDGET / (ck.max(g.o) * p).max(1)).clamp(1, g.b);
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
+    // One group at a time: the threads share each GEMM.
+    let par = inner_parallelism(1);
     let mut dwt = Vec::with_capacity(ck * g.o);
     let (mut cols, mut dyp) = (Vec::new(), Vec::new());
     for first in (0..g.b).step_by(size) {
         let n = size.min(g.b - first);
         let ld = n * p;
-        let cols = group_columns(g, x, first, n, &mut cols);
-        let dyp = group_output(g, dy, first, n, &mut dyp);
+        let cols = columns(g, x, first, n, &mut cols);
+        let dyp = pack_output(g, dy, first, n, &mut dyp);
         let (lhs, rhs) = (Mat::rows(cols.as_ptr(), ld), Mat::transposed(dyp.as_ptr(), ld));
-        if first == 0 {
-            gemm_uninit(&mut dwt.spare_capacity_mut()[..ck * g.o], (ck, g.o, ld), lhs, rhs, par);
-            // SAFETY: `gemm_uninit` wrote all `ck · O` elements.
-            unsafe { dwt.set_len(ck * g.o) };
-        } else {
-            gemm_into(&mut dwt, (ck, g.o, ld), lhs, rhs, true, par);
-        }
+        // The first group writes `dWᵀ`, the others add to it.
+        gemm_raw(&mut dwt.spare_capacity_mut()[..ck * g.o], (ck, g.o, ld), lhs, rhs, first > 0, par);
     }
+    // SAFETY: the first group's GEMM wrote all `ck · O` elements (`g.b > 0`).
+    unsafe { dwt.set_len(ck * g.o) };
     sum_turned(&[dwt], ck, g.o)
 }
 
-/// [`columns`] built in parallel, a channel's rows at a time.
-fn group_columns<'a, T: WithDType>(g: &Geometry, x: &[T], first: usize, n: usize, cols: &'a mut Vec<T>) -> &'a [T] {
+/// Columns of images `first..first + n` in `cols`, rows `n·P` long, built in parallel
+/// a channel's rows at a time.
+fn columns<'a, T: WithDType>(g: &Geometry, x: &[T], first: usize, n: usize, cols: &'a mut Vec<T>) -> &'a [T] {
     let (p, taps, ld) = (g.p(), g.kh * g.kw, n * g.p());
     let out = scratch(cols, g.ck() * ld);
     out.par_chunks_mut(taps * ld).enumerate().for_each(|(c, rows)| {
@@ -143,8 +110,9 @@ fn group_columns<'a, T: WithDType>(g: &Geometry, x: &[T], first: usize, n: usize
     unsafe { init(out) }
 }
 
-/// [`pack_output`] into scratch, a row at a time in parallel.
-fn group_output<'a, T: WithDType>(g: &Geometry, dy: &[T], first: usize, n: usize, buf: &'a mut Vec<T>) -> &'a [T] {
+/// `dy` of images `first..first + n` as one `[O, n·P]` matrix in `buf`, a row at a
+/// time in parallel.
+fn pack_output<'a, T: WithDType>(g: &Geometry, dy: &[T], first: usize, n: usize, buf: &'a mut Vec<T>) -> &'a [T] {
     let p = g.p();
     let out = scratch(buf, g.o * n * p);
     out.par_chunks_mut(n * p).enumerate().for_each(|(o, row)| {
