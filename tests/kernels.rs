@@ -12,56 +12,7 @@ use tdmr::ops::depthwise::{depthwise_conv2d_act, depthwise_conv2d_taps};
 use tdmr::ops::norm::batch_norm_train;
 use tdmr::ops::pool::{pool2d, PoolKind, PoolSpec};
 
-use common::{max_abs_diff, randn, weighted_sum};
-
-fn scale(t: &Tensor) -> f64 {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-        .max(1.0)
-}
-
-/// Output, input gradient and weight gradient of `f(x, w)` under one weighted sum.
-fn run2(x: &Tensor, w: &Tensor, f: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>) -> (Tensor, Tensor, Tensor) {
-    let (xv, wv) = (Var::from_tensor(x).unwrap(), Var::from_tensor(w).unwrap());
-    let y = f(xv.as_tensor(), wv.as_tensor()).unwrap();
-    let g = weighted_sum(&y, 11).unwrap().backward().unwrap();
-    (y, g.get(&xv).unwrap().clone(), g.get(&wv).unwrap().clone())
-}
-
-/// The convolution by its definition: for each tap, the strided input pixels it reads
-/// (`index_select`) times that tap's `[O, C]` weights, summed. Autograd differentiates
-/// it exactly. (candle's own conv2d backward fails when the stride does not divide
-/// the padded size minus the kernel.)
-fn reference_conv(x: &Tensor, w: &Tensor, spec: ConvSpec) -> candle_core::Result<Tensor> {
-    let [t, bo, l, r] = spec.pad;
-    let x = x.pad_with_zeros(2, t, bo)?.pad_with_zeros(3, l, r)?;
-    let (b, c, h, wd) = x.dims4()?;
-    let (o, _, kh, kw) = w.dims4()?;
-    let (ho, wo) = ((h - kh) / spec.stride + 1, (wd - kw) / spec.stride + 1);
-    let rows = |start: usize, n: usize| {
-        let idx: Vec<u32> = (0..n).map(|i| (start + i * spec.stride) as u32).collect();
-        Tensor::new(idx, x.device())
-    };
-    let mut y: Option<Tensor> = None;
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let tap = x.index_select(&rows(ky, ho)?, 2)?.index_select(&rows(kx, wo)?, 3)?;
-            let wk = w.narrow(2, ky, 1)?.narrow(3, kx, 1)?.reshape((o, c))?;
-            let yk = wk.broadcast_left(b)?.matmul(&tap.reshape((b, c, ho * wo))?)?;
-            y = Some(match y {
-                Some(a) => (a + yk)?,
-                None => yk,
-            });
-        }
-    }
-    y.unwrap().reshape((b, o, ho, wo))
-}
+use common::{max_abs_diff, randn, reference_conv, run2, scale, weighted_sum};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]

@@ -295,6 +295,15 @@ impl ConvFwd {
 /// `act(x ⊛ w + bias)` for geometry `g`: one GEMM per image, or per group of images
 /// for small output planes.
 fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T> {
+    if let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w)) {
+        if direct::applies(g) {
+            let mut y = from_f32::<T>(direct::forward(g, xf, wf));
+            y.par_chunks_mut(g.p())
+                .enumerate()
+                .for_each(|(k, row)| act.apply_row(row, bias[k % g.o]));
+            return y;
+        }
+    }
     if g.p() < SMALL_PLANE {
         return packed::forward(g, x, w, bias, act);
     }
@@ -508,7 +517,23 @@ fn sum_turned<T: WithDType>(partials: &[Vec<T>], rows: usize, cols: usize) -> Ve
 const TURN_BLOCK: usize = 16;
 
 mod columns;
+mod direct;
 mod packed;
+
+/// `v` as f32, where `T` is f32.
+fn as_f32<T: 'static>(v: &[T]) -> Option<&[f32]> {
+    // SAFETY: `T` is f32, so this reinterprets nothing.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) })
+}
+
+/// `v` as a `Vec<T>`, where `T` is f32 (checked).
+fn from_f32<T: 'static>(v: Vec<f32>) -> Vec<T> {
+    assert_eq!(std::any::TypeId::of::<T>(), std::any::TypeId::of::<f32>());
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: `T` is f32: same layout, and the allocation moves over whole.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+}
 
 use columns::{col2im, im2col};
 

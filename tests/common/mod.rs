@@ -43,6 +43,63 @@ pub fn weighted_sum(y: &candle_core::Tensor, seed: u64) -> candle_core::Result<c
     (y * randn(y.dims(), seed).to_dtype(y.dtype())?)?.sum_all()
 }
 
+pub fn scale(t: &candle_core::Tensor) -> f64 {
+    t.to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+        .max(1.0)
+}
+
+/// Output, input gradient and weight gradient of `f(x, w)` under one weighted sum.
+pub fn run2(
+    x: &candle_core::Tensor,
+    w: &candle_core::Tensor,
+    f: impl Fn(&candle_core::Tensor, &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor>,
+) -> (candle_core::Tensor, candle_core::Tensor, candle_core::Tensor) {
+    let (xv, wv) = (candle_core::Var::from_tensor(x).unwrap(), candle_core::Var::from_tensor(w).unwrap());
+    let y = f(xv.as_tensor(), wv.as_tensor()).unwrap();
+    let g = weighted_sum(&y, 11).unwrap().backward().unwrap();
+    (y, g.get(&xv).unwrap().clone(), g.get(&wv).unwrap().clone())
+}
+
+/// The convolution by its definition: for each tap, the strided input pixels it reads
+/// (`index_select`) times that tap's `[O, C]` weights, summed. Autograd differentiates
+/// it exactly. (candle's own conv2d backward fails when the stride does not divide
+/// the padded size minus the kernel.)
+pub fn reference_conv(
+    x: &candle_core::Tensor,
+    w: &candle_core::Tensor,
+    spec: tdmr::ops::conv_gemm::ConvSpec,
+) -> candle_core::Result<candle_core::Tensor> {
+    let [t, bo, l, r] = spec.pad;
+    let x = x.pad_with_zeros(2, t, bo)?.pad_with_zeros(3, l, r)?;
+    let (b, c, h, wd) = x.dims4()?;
+    let (o, _, kh, kw) = w.dims4()?;
+    let (ho, wo) = ((h - kh) / spec.stride + 1, (wd - kw) / spec.stride + 1);
+    let rows = |start: usize, n: usize| {
+        let idx: Vec<u32> = (0..n).map(|i| (start + i * spec.stride) as u32).collect();
+        candle_core::Tensor::new(idx, x.device())
+    };
+    let mut y: Option<candle_core::Tensor> = None;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let tap = x.index_select(&rows(ky, ho)?, 2)?.index_select(&rows(kx, wo)?, 3)?;
+            let wk = w.narrow(2, ky, 1)?.narrow(3, kx, 1)?.reshape((o, c))?;
+            let yk = wk.broadcast_left(b)?.matmul(&tap.reshape((b, c, ho * wo))?)?;
+            y = Some(match y {
+                Some(a) => (a + yk)?,
+                None => yk,
+            });
+        }
+    }
+    y.unwrap().reshape((b, o, ho, wo))
+}
+
 /// The events of kind `kind` (`epoch`, `data-loaded`...) a run recorded.
 pub fn events(run: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
