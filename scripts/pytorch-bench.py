@@ -23,6 +23,15 @@ runs on the CPU here):
 Run it with the same thread count as tdmr (`RAYON_NUM_THREADS`, or the machine's cores),
 twice each side in turn, with `uptime` first, and compare ratios rather than absolute
 figures: shared machines are noisy.
+
+For the stronger baseline, keep glibc from handing PyTorch's large tensors back to the
+OS after every step (otherwise each step pays page faults to get them again; tdmr's
+allocator keeps its memory for the whole run). Measured on an Intel Xeon, this took
+PyTorch's ResNet-18 step from 40-48 to 51-52 images/s and its Lite0 forward from
+120-190 to 250-260:
+
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 \
+    MALLOC_TOP_PAD_=1073741824 /tmp/torch-venv/bin/python scripts/pytorch-bench.py --threads 2
 """
 import argparse
 import json

@@ -8,11 +8,15 @@
 //! register tile of 8 output channels × 48 output pixels (three vectors of up to 16
 //! pixels, each inside one row) takes its 9 taps for each input channel from unaligned
 //! loads of a zero-bordered copy of the image, and broadcasts each weight once for its
-//! 48 pixels. Measured on an Intel Xeon (AVX-512), forward, batch 64: 1.4× the GEMM
-//! path at 64 channels on 32², 1.05–1.15× at 128 on 16² (README "CPU speed").
+//! 48 pixels. Measured on an Intel Xeon (AVX-512), forward, batch 64: 1.3–1.5× the
+//! GEMM path at 64 channels on 32², 1.05–1.15× at 128 on 16² (README "CPU speed").
 //!
 //! Planes narrower than 16 pixels stay on the packed GEMM: tried with several rows to
-//! a vector, the direct kernel tied it on 8² and lost on 4².
+//! a vector, the direct kernel tied it on 8² and lost on 4². The weight gradient stays
+//! a GEMM too: a direct one (lane sums per weight over the batch, twelve unaligned
+//! loads per 27 products) ran 1.5–1.8× slower. And there is no AVX2 path: tiles of
+//! 4 × 24 and 6 × 16 pixels on 8-lane vectors did not beat the FMA GEMM on the same
+//! Xeon (not yet tried on an AMD CPU).
 //!
 //! Every output element is one chain of fused multiply-adds over input channels, then
 //! taps in row-major order: the same on any thread count. It differs in the last bits
