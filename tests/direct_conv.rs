@@ -8,22 +8,11 @@
 
 mod common;
 
-use candle_core::Tensor;
 use tdmr::ops::act::Act;
 use tdmr::ops::conv_gemm::{conv2d_cpu, ConvSpec};
 use tdmr::ops::gemm_kernels::{choose, GemmKernels};
 
-use common::{max_abs_diff, randn, reference_conv, run2, scale};
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f32::to_bits)
-        .collect()
-}
+use common::{bits, max_abs_diff, randn, reference_conv, run2, scale};
 
 #[test]
 fn direct_and_gemm_three_by_three_convolutions_match_the_definition() {

@@ -17,7 +17,7 @@ use tdmr::ops::norm::batch_norm_train_act;
 use tdmr::ops::pool::{max_pool2d, pool2d, PoolKind, PoolSpec};
 use tdmr::ops::residual::add_act;
 
-use common::{max_abs_diff, randn, weighted_sum};
+use common::{bits, max_abs_diff, randn, weighted_sum};
 
 /// Every output and gradient of the layers whose loops run on the chosen path:
 /// depthwise convolution (taps via `axpy`) with ReLU6, a dense convolution's fused
@@ -85,16 +85,6 @@ fn layers() -> Vec<(&'static str, Tensor)> {
         ("gamma gradient", grad(&gamma)),
         ("beta gradient", grad(&beta)),
     ]
-}
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f32::to_bits)
-        .collect()
 }
 
 #[test]

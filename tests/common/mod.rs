@@ -25,25 +25,8 @@ pub fn randn(shape: &[usize], seed: u64) -> candle_core::Tensor {
     candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
 }
 
-/// The largest absolute difference between two tensors of one shape, in f64.
-pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
-    let f64 = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
-    (f64(a) - f64(b))
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
-
-/// A scalar that weights every output element differently, so no gradient cancels.
-pub fn weighted_sum(y: &candle_core::Tensor, seed: u64) -> candle_core::Result<candle_core::Tensor> {
-    (y * randn(y.dims(), seed).to_dtype(y.dtype())?)?.sum_all()
-}
-
-pub fn scale(t: &candle_core::Tensor) -> f64 {
+/// The largest absolute value of a tensor, in f64.
+pub fn max_abs(t: &candle_core::Tensor) -> f64 {
     t.to_dtype(candle_core::DType::F64)
         .unwrap()
         .abs()
@@ -52,7 +35,33 @@ pub fn scale(t: &candle_core::Tensor) -> f64 {
         .unwrap()
         .to_scalar::<f64>()
         .unwrap()
-        .max(1.0)
+}
+
+/// The largest absolute difference between two tensors of one shape, in f64.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    let f64 = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
+    max_abs(&(f64(a) - f64(b)).unwrap())
+}
+
+/// The bits of an f32 tensor's values, for comparisons that allow no rounding.
+pub fn bits(t: &candle_core::Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
+}
+
+/// A scalar that weights every output element differently, so no gradient cancels.
+pub fn weighted_sum(y: &candle_core::Tensor, seed: u64) -> candle_core::Result<candle_core::Tensor> {
+    (y * randn(y.dims(), seed).to_dtype(y.dtype())?)?.sum_all()
+}
+
+/// A tolerance scale: the largest absolute value, at least 1.
+pub fn scale(t: &candle_core::Tensor) -> f64 {
+    max_abs(t).max(1.0)
 }
 
 /// Output, input gradient and weight gradient of `f(x, w)` under one weighted sum.
