@@ -3,7 +3,8 @@
 //! as a GEMM against the re-built columns, and the input gradient as a convolution of
 //! the output gradient (stride 1) or a GEMM + col2im (strided), each computed only when
 //! something upstream needs it (frozen foundation weights are plain tensors, so they
-//! get none).
+//! get none). On AVX-512, 3×3 stride-1 "same" convolutions on wide planes skip im2col
+//! for a direct kernel (`direct.rs`), and so do their input gradients.
 //!
 //! Why: candle's conv2d backward always computes the weight gradient and its input
 //! gradient is a loop-based transposed convolution; the composed version (K² shifted
@@ -292,8 +293,8 @@ impl ConvFwd {
     }
 }
 
-/// `act(x ⊛ w + bias)` for geometry `g`: one GEMM per image, or per group of images
-/// for small output planes.
+/// `act(x ⊛ w + bias)` for geometry `g`: the direct kernel where it applies, else one
+/// GEMM per image, or per group of images for small output planes.
 fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T> {
     if let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w)) {
         if direct::applies(g) {
