@@ -19,7 +19,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::act::{conv_backward, input_and_weight_grads, Act};
-use super::cpu::{cpu_fwd, init, par_uninit, slice, Input, Taps};
+use super::cpu::{as_f32, cpu_fwd, from_f32, init, par_uninit, slice, Input, Taps};
 
 /// Stride and zero padding `[top, bottom, left, right]` of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -520,21 +520,6 @@ const TURN_BLOCK: usize = 16;
 mod columns;
 mod direct;
 mod packed;
-
-/// `v` as f32, where `T` is f32.
-fn as_f32<T: 'static>(v: &[T]) -> Option<&[f32]> {
-    // SAFETY: `T` is f32, so this reinterprets nothing.
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) })
-}
-
-/// `v` as a `Vec<T>`, where `T` is f32 (checked).
-fn from_f32<T: 'static>(v: Vec<f32>) -> Vec<T> {
-    assert_eq!(std::any::TypeId::of::<T>(), std::any::TypeId::of::<f32>());
-    let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: `T` is f32: same layout, and the allocation moves over whole.
-    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
-}
 
 use columns::{col2im, im2col};
 

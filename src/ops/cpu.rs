@@ -141,6 +141,21 @@ pub(crate) unsafe fn init<T>(out: &mut [MaybeUninit<T>]) -> &mut [T] {
     unsafe { &mut *(out as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
+/// `v` as f32 where `T` is f32, for kernels written with f32 intrinsics.
+pub(crate) fn as_f32<T: 'static>(v: &[T]) -> Option<&[f32]> {
+    // SAFETY: `T` is f32 (checked), so the slice is the same memory and length.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(v.as_ptr() as *const f32, v.len()) })
+}
+
+/// An f32 kernel's output as a `Vec<T>`, where `T` is f32 (checked).
+pub(crate) fn from_f32<T: 'static>(v: Vec<f32>) -> Vec<T> {
+    assert_eq!(std::any::TypeId::of::<T>(), std::any::TypeId::of::<f32>());
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: `T` is f32: same layout, and the allocation moves over whole.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+}
+
 /// One argument of a custom op's CPU kernel: its storage and layout.
 pub(crate) type Input<'a> = (&'a CpuStorage, &'a Layout);
 

@@ -18,6 +18,7 @@ use std::any::TypeId;
 use candle_core::WithDType;
 
 use super::act::Act;
+use super::cpu::as_f32;
 use super::isa::{self, Isa};
 
 /// Partial sums per plane.
@@ -133,11 +134,6 @@ pub(crate) fn grad_sums<T: WithDType>(g: &[T], x: &[T], gate: Gate<T>, (mean, in
         }
     });
     (fold(a), fold(b))
-}
-
-fn as_f32<T: WithDType>(x: &[T]) -> Option<&[f32]> {
-    // SAFETY: `T` is `f32` (checked), so the slice is the same memory and length.
-    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) })
 }
 
 fn gate_f32<T: WithDType>(gate: Gate<T>) -> Option<Gate<f32>> {
