@@ -69,9 +69,14 @@ struct Padded {
 }
 
 impl Padded {
-    fn new(x: &[f32], c: usize, h: usize, w: usize) -> Padded {
+    /// `x` (`[C, H, W]`) padded in `data`, the buffer of an earlier image of the same
+    /// call or a new one: only the interior is ever written, so a reused buffer's
+    /// border is still zero and is not cleared again.
+    fn new(mut data: Vec<f32>, x: &[f32], c: usize, h: usize, w: usize) -> Padded {
         let (stride, plane) = (w + 2, (h + 2) * (w + 2));
-        let mut data = vec![0.0; c * plane + LANES];
+        if data.len() != c * plane + LANES {
+            data = vec![0.0; c * plane + LANES];
+        }
         for (dst, src) in data.chunks_mut(plane).zip(x.chunks(h * w)) {
             for (d, s) in dst[stride + 1..].chunks_mut(stride).zip(src.chunks(w)) {
                 d[..w].copy_from_slice(s);
@@ -106,8 +111,8 @@ pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     y.spare_capacity_mut()[..n]
         .par_chunks_mut(o * p)
         .zip(x.par_chunks(c * p))
-        .for_each(|(image, xi)| {
-            let padded = Padded::new(xi, c, h, wd);
+        .for_each_init(Vec::new, |buf, (image, xi)| {
+            let padded = Padded::new(std::mem::take(buf), xi, c, h, wd);
             image
                 .par_chunks_mut(OB * p)
                 .zip(weights.par_chunks(c * TAPS * OB))
@@ -123,6 +128,7 @@ pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
                     #[cfg(not(target_arch = "x86_64"))]
                     unreachable!("the direct convolution runs on x86-64 only ({}, {})", rows.len(), wb.len());
                 });
+            *buf = padded.data;
         });
     // SAFETY: each block stored every pixel of its output planes: the segments cover
     // each plane.
