@@ -4,7 +4,9 @@
 //! the output gradient (stride 1) or a GEMM + col2im (strided), each computed only when
 //! something upstream needs it (frozen foundation weights are plain tensors, so they
 //! get none). On AVX-512, 3×3 stride-1 "same" convolutions on wide planes skip im2col
-//! for a direct kernel (`direct.rs`), and so do their input gradients.
+//! for a direct kernel (`direct.rs`), and so do their input gradients; the weight
+//! gradient of any layer with 16 or more input and output channels has its own direct
+//! kernel there (`direct_grad_weight.rs`).
 //!
 //! Why: candle's conv2d backward always computes the weight gradient and its input
 //! gradient is a loop-based transposed convolution; the composed version (K² shifted
@@ -448,6 +450,12 @@ impl ConvGradWeight {
             candle_core::bail!("conv2d grad: output gradient {gs:?} does not match {g:?}")
         }
         let (x, gy) = (slice::<T>(s1, l1, "conv2d grad")?, slice::<T>(s2, l2, "conv2d grad")?);
+        if let (Some(xf), Some(gf)) = (as_f32(x), as_f32(gy)) {
+            if direct_grad_weight::applies(&g) {
+                let dw = direct_grad_weight::grad_weight(&g, xf, gf);
+                return Ok((from_f32::<T>(dw), Shape::from((g.o, g.c, g.kh, g.kw))));
+            }
+        }
         if g.p() < SMALL_PLANE {
             return Ok((packed::grad_weight(&g, x, gy), Shape::from((g.o, g.c, g.kh, g.kw))));
         }
@@ -519,6 +527,7 @@ const TURN_BLOCK: usize = 16;
 
 mod columns;
 mod direct;
+mod direct_grad_weight;
 mod packed;
 
 use columns::{col2im, im2col};

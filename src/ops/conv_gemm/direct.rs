@@ -12,9 +12,9 @@
 //! GEMM path at 64 channels on 32², 1.05–1.15× at 128 on 16² (README "CPU speed").
 //!
 //! Planes narrower than 16 pixels stay on the packed GEMM: tried with several rows to
-//! a vector, the direct kernel tied it on 8² and lost on 4². The weight gradient stays
-//! a GEMM too: a direct one (lane sums per weight over the batch, twelve unaligned
-//! loads per 27 products) ran 1.5–1.8× slower. And there is no AVX2 path: tiles of
+//! a vector, the direct kernel tied it on 8² and lost on 4². The weight gradient has
+//! its own kernel with the output channels as the lanes (`direct_grad_weight.rs`).
+//! And there is no AVX2 path: tiles of
 //! 4 × 24 and 6 × 16 pixels on 8-lane vectors did not beat the FMA GEMM on the same
 //! Xeon (not yet tried on an AMD CPU).
 //!
