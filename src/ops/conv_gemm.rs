@@ -529,6 +529,7 @@ mod columns;
 mod direct;
 mod direct_grad_weight;
 mod packed;
+mod windows;
 
 use columns::{col2im, im2col};
 

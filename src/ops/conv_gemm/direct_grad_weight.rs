@@ -33,6 +33,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::windows::Planes;
 use super::Geometry;
 use crate::ops::cpu::par_uninit;
 use crate::ops::gemm_kernels::GemmKernels;
@@ -62,35 +63,6 @@ pub(super) fn applies(g: &Geometry) -> bool {
     cfg!(target_arch = "x86_64") && GemmKernels::active() == GemmKernels::Avx512 && g.o >= LANES && g.c >= LANES && g.b > 0
 }
 
-/// How the windows read the input: the rows and columns of the planes they read
-/// (padding included), and whether that is `x` itself (no padding, and every window
-/// inside the plane) or a zero-bordered copy.
-struct Planes {
-    rows: usize,
-    cols: usize,
-    copied: bool,
-}
-
-impl Planes {
-    fn of(g: &Geometry) -> Planes {
-        let t = &g.t;
-        let (rows, cols) = ((t.ho - 1) * t.s + g.kh, (t.wo - 1) * t.s + g.kw);
-        if t.top == 0 && t.left == 0 && rows <= t.h && cols <= t.w {
-            Planes {
-                rows: t.h,
-                cols: t.w,
-                copied: false,
-            }
-        } else {
-            Planes { rows, cols, copied: true }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.rows * self.cols
-    }
-}
-
 /// `dW` `[O, C, KH, KW]` of the convolution `g` from its input `x` `[B, C, H, W]` and
 /// output gradient `dy` `[B, O, HO, WO]`, for a geometry that [`applies`].
 pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
@@ -101,19 +73,8 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let tiles = ck.div_ceil(RT);
     let per_image = blocks * OT * p + if planes.copied { image_len } else { 0 };
     let size = (CHUNK_BUDGET / per_image).clamp(1, g.b);
-    // Where each weight position reads, relative to its output pixel's window.
-    let offsets: Vec<usize> = (0..tiles * RT)
-        .map(|r| {
-            let r = r.min(ck - 1);
-            let (c, tap) = (r / (g.kh * g.kw), r % (g.kh * g.kw));
-            c * planes.len() + (tap / g.kw) * planes.cols + tap % g.kw
-        })
-        .collect();
-    // Where each output pixel of a chunk has its window, from the chunk's first image.
-    let windows: Vec<usize> = (0..size)
-        .flat_map(|i| (0..t.ho).flat_map(move |oy| (0..t.wo).map(move |ox| (i, oy, ox))))
-        .map(|(i, oy, ox)| i * image_len + oy * t.s * planes.cols + ox * t.s)
-        .collect();
+    let offsets = planes.positions(g, tiles * RT);
+    let windows = planes.windows(g, size);
     let group = (tiles * blocks / (2 * rayon::current_num_threads())).clamp(1, GROUP);
     // `[blocks, tiles, RT, OT]`: the running sums, a job's tiles side by side.
     let mut sums = vec![0f32; blocks * tiles * RT * OT];
@@ -124,7 +85,7 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let n = size.min(g.b - first);
         let images = &x[first * g.c * t.h * t.w..];
         if planes.copied {
-            pad_images(g, images, n, &planes, &mut padded);
+            planes.pad(g, images, n, &mut padded);
         }
         turn_round(g, &dy[first * g.o * p..], n, &mut turned, size * p * OT);
         let chunk = Chunk {
@@ -163,22 +124,6 @@ struct Chunk<'a> {
     block_len: usize,
     /// Each output pixel's window in `images`, in order.
     windows: &'a [usize],
-}
-
-/// Images `0..n` of `x` into `padded` (`[n, C, rows, cols]`), leaving the borders as
-/// they are (zero).
-fn pad_images(g: &Geometry, x: &[f32], n: usize, planes: &Planes, padded: &mut [f32]) {
-    let (h, w, top, left) = (g.t.h, g.t.w, g.t.top, g.t.left);
-    let (rows, cols) = (h.min(planes.rows - top), w.min(planes.cols - left));
-    padded[..n * g.c * planes.len()]
-        .par_chunks_mut(planes.len())
-        .zip(x.par_chunks(h * w))
-        .with_min_len(8)
-        .for_each(|(dst, src)| {
-            for (d, s) in dst[top * planes.cols..].chunks_mut(planes.cols).zip(src.chunks(w)).take(rows) {
-                d[left..left + cols].copy_from_slice(&s[..cols]);
-            }
-        });
 }
 
 /// Images `0..n` of `dy` (`[n, O, P]`) into `turned` as `[blocks, n·P, OT]` with
