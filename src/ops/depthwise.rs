@@ -11,6 +11,25 @@ use super::act::{conv_backward, Act};
 use super::cpu::{add_channel_bias, axpy, bias_or_zeros, cpu_fwd, fast_path, slice, Input, Taps};
 use super::pool::strided;
 
+mod lanes;
+
+thread_local! {
+    static PLANE_BY_PLANE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run this thread's depthwise convolutions plane by plane even on small planes, where
+/// the channel-lanes kernels take them otherwise: for tests and benchmarks that compare
+/// the two (the bits are the same).
+pub fn set_plane_by_plane(on: bool) {
+    PLANE_BY_PLANE.with(|c| c.set(on));
+}
+
+/// Whether an output plane of `pixels` goes to the channel-lanes kernels, given their
+/// threshold.
+fn lanes_take(pixels: usize, threshold: usize) -> bool {
+    pixels < threshold && !PLANE_BY_PLANE.with(|c| c.get())
+}
+
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
 /// The direct kernel on CPU (f32, f64); elsewhere (CUDA, bf16) [`depthwise_conv2d_taps`].
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
@@ -255,6 +274,10 @@ impl DepthwiseFwd {
         if bias.len() != g.c {
             candle_core::bail!("depthwise_conv2d: bias {:?} for {} channels", l3.dims(), g.c)
         }
+        if lanes_take(g.out_plane(), lanes::SMALL_PLANE) {
+            let y = lanes::forward(&g, x, w, bias, self.act);
+            return Ok((y, Shape::from((g.b, g.c, g.t.ho, g.t.wo))));
+        }
         let (t, k) = (g.t, g.k);
         let mut out = vec![T::zero(); g.b * g.c * g.out_plane()];
         out.par_chunks_mut(g.out_plane())
@@ -318,6 +341,9 @@ impl DepthwiseGradInput {
             candle_core::bail!("depthwise grad: output gradient {:?} does not match the input", l1.dims())
         }
         let (gy, w) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
+        if lanes_take(g.out_plane(), lanes::SMALL_GRADIENT_PLANE) {
+            return Ok((lanes::grad_input(&g, gy, w), Shape::from((b, c, t.h, t.w))));
+        }
         let mut gx = vec![T::zero(); b * c * g.plane()];
         gx.par_chunks_mut(g.plane())
             .enumerate()
