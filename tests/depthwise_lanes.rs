@@ -1,6 +1,5 @@
-//! The depthwise convolution's channel-lanes kernels (small output planes: forward
-//! under 256 pixels, input gradient under 16) against the plane-by-plane path they
-//! replace there: the same bits for the output and both gradients, on every vector
+//! The depthwise convolution's channel-lanes kernels (small output planes and strided
+//! layers) against the plane-by-plane path they replace there: the same bits for the output and both gradients, on every vector
 //! path this machine has, with bias and ReLU6, strides 1 and 2, kernels 3 and 5,
 //! asymmetric padding, and channel counts that leave a partial block of 16. Also
 //! within rounding of the composed candle ops.
@@ -28,13 +27,14 @@ fn run(x: &Tensor, w: &Tensor, bias: &Tensor, stride: usize, pad: [usize; 4]) ->
 #[test]
 fn channel_lane_kernels_give_the_plane_by_plane_bits() {
     // (images, channels, height, width, kernel, stride, padding): output planes of
-    // 3×3 (both kernels), 3×2, 6×6 and 12×12.
+    // 3×3 (both kernels), 2×2, 6×6, 12×12 and, strided, 17×17.
     let shapes = [
         (2, 20, 3, 3, 5, 1, [2, 2, 2, 2]),
         (3, 16, 6, 6, 3, 2, [1, 1, 1, 1]),
         (2, 7, 5, 4, 3, 2, [1, 0, 0, 1]),
         (2, 33, 6, 6, 5, 1, [2, 2, 2, 2]),
         (1, 17, 24, 24, 5, 2, [1, 2, 1, 2]),
+        (1, 18, 34, 33, 3, 2, [1, 1, 0, 1]),
     ];
     let paths = Isa::available();
     for &path in &paths {

@@ -24,10 +24,9 @@ pub fn set_plane_by_plane(on: bool) {
     PLANE_BY_PLANE.with(|c| c.set(on));
 }
 
-/// Whether an output plane of `pixels` goes to the channel-lanes kernels, given their
-/// threshold.
-fn lanes_take(pixels: usize, threshold: usize) -> bool {
-    pixels < threshold && !PLANE_BY_PLANE.with(|c| c.get())
+/// Whether this thread lets the channel-lanes kernels take the layers they suit.
+fn lanes_allowed() -> bool {
+    !PLANE_BY_PLANE.with(|c| c.get())
 }
 
 /// `x`: `[B, C, H, W]` already padded; `w`: `[C, 1, K, K]`; valid convolution with `stride`.
@@ -274,7 +273,7 @@ impl DepthwiseFwd {
         if bias.len() != g.c {
             candle_core::bail!("depthwise_conv2d: bias {:?} for {} channels", l3.dims(), g.c)
         }
-        if lanes_take(g.out_plane(), lanes::SMALL_PLANE) {
+        if lanes_allowed() && lanes::takes_forward(&g) {
             let y = lanes::forward(&g, x, w, bias, self.act);
             return Ok((y, Shape::from((g.b, g.c, g.t.ho, g.t.wo))));
         }
@@ -341,7 +340,7 @@ impl DepthwiseGradInput {
             candle_core::bail!("depthwise grad: output gradient {:?} does not match the input", l1.dims())
         }
         let (gy, w) = (slice::<T>(s1, l1, "depthwise_conv2d")?, slice::<T>(s2, l2, "depthwise_conv2d")?);
-        if lanes_take(g.out_plane(), lanes::SMALL_GRADIENT_PLANE) {
+        if lanes_allowed() && lanes::takes_grad_input(&g) {
             return Ok((lanes::grad_input(&g, gy, w), Shape::from((b, c, t.h, t.w))));
         }
         let mut gx = vec![T::zero(); b * c * g.plane()];

@@ -1,18 +1,20 @@
-//! Depthwise convolution on small output planes with sixteen channels to a vector:
-//! per image and block of 16 channels, the input (or, for the input gradient, the
-//! output gradient) is turned round to pixel-major `[pixel, 16]` with its zero border,
-//! and every tap is one 16-wide multiply and add per output pixel.
+//! Depthwise convolution with sixteen channels to a vector, for small output planes
+//! and strided layers: per image and block of 16 channels, the input (for the input
+//! gradient, the output gradient) is turned round to pixel-major `[pixel, 16]` inside
+//! a zero border, and every tap is one 16-wide multiply and add per output pixel (per
+//! input cell for the gradient, which gathers its taps instead of scattering them).
 //!
 //! Why: EfficientNet-Lite0's last stages run 5×5 depthwise convolutions on 6×6 and
 //! 3×3 planes with 480–1152 channels. Plane by plane, each of the 25 taps was a loop
-//! of a few elements behind a call: the 3×3-plane layer with 1152 channels took 11 ms
+//! of a few elements behind a call: the 3×3-plane layer with 1152 channels took 10 ms
 //! for 33 MFLOP (batch 64, Intel Xeon), and depthwise layers were half of the prompt's
 //! forward and backward through Lite0.
 //!
 //! Same arithmetic as the plane-by-plane path, in the same order: each output starts
-//! at zero and adds its taps row by row (plain `*` and `+`), each input-gradient cell
-//! adds its taps' contributions in tap order. So the bits are the same as that path's
-//! on every ISA path, and the same as the composed ops'.
+//! at zero and adds its taps row by row (plain `*` and `+`), and each input-gradient
+//! cell adds its taps' products in tap order (the zeros a spread-out or bordered
+//! gradient adds change nothing). So the bits are the same as that path's, on every
+//! ISA path (`tests/depthwise_lanes.rs`).
 
 use candle_core::WithDType;
 use rayon::prelude::*;
@@ -24,15 +26,24 @@ use crate::ops::isa;
 /// Channels per vector (and per job).
 pub(super) const LANES: usize = 16;
 
-/// Output planes smaller than this (pixels) take the channel-lanes forward: 4.7× the
-/// plane-by-plane path on 3×3 planes, 2× on 6×6, 1.2–1.4× on 12×12 (batch 64, Intel
-/// Xeon, AVX-512).
-pub(super) const SMALL_PLANE: usize = 256;
+/// Output planes smaller than this (pixels) take the channel-lanes kernels.
+const SMALL_PLANE: usize = 256;
 
-/// Output planes smaller than this take the channel-lanes input gradient: 2.2–2.4× on
-/// 3×3 planes, a tie on 6×6, and 0.5–0.7× on 12×12, where each tap's read-modify-write
-/// of its cells costs more than the plane path's runs.
-pub(super) const SMALL_GRADIENT_PLANE: usize = 16;
+/// Whether the channel-lanes forward takes `g`: output planes under 256 pixels (4.7×
+/// the plane-by-plane path on 3×3 planes, 2× on 6×6, 1.3× on 12×12, batch 64, Intel
+/// Xeon, AVX-512), and strided layers of any size (1.25× from 48² to 24², where the
+/// plane path splits each plane by phase). Stride-1 planes of 24² and 48² ran 0.8–0.9×.
+pub(super) fn takes_forward(g: &Geometry) -> bool {
+    g.out_plane() < SMALL_PLANE || g.t.s > 1
+}
+
+/// Whether the channel-lanes input gradient takes `g`: stride-1 output planes under
+/// 256 pixels (5.4× on 3×3 planes, 2.2× on 6×6, 1.15× on 12×12), and strided ones
+/// under 16. A strided layer gathers from a gradient spread out with zeros, a stride²
+/// of wasted products: 0.6–0.8× from 12² and 24² outputs.
+pub(super) fn takes_grad_input(g: &Geometry) -> bool {
+    g.out_plane() < SMALL_PLANE && (g.t.s == 1 || g.out_plane() < 16)
+}
 
 /// The padded planes the windows read, `(ho−1)·s + k` square on each side.
 fn padded(g: &Geometry) -> (usize, usize) {
@@ -126,12 +137,17 @@ pub(super) fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], 
     y
 }
 
-/// The input gradient for `g` (small output planes) from the output gradient `gy`:
-/// `[B, C, H, W]`.
+/// The input gradient for `g` from the output gradient `gy`: `[B, C, H, W]`. Each
+/// input cell gathers its taps' products in tap order, from `gy` spread out by the
+/// stride (zeros between, which add nothing) and bordered by `K − 1` zeros, so every
+/// tap of every cell reads inside the buffer.
 pub(super) fn grad_input<T: WithDType>(g: &Geometry, gy: &[T], w: &[T]) -> Vec<T> {
     let (t, k, taps) = (g.t, g.k, g.k * g.k);
     let (hp, wp) = padded(g);
     let (plane, out_plane) = (g.plane(), g.out_plane());
+    // The spread-out gradient: output pixel (oy, ox) at (oy·s + k − 1, ox·s + k − 1).
+    let (hs, ws) = ((t.ho - 1) * t.s + 2 * k - 1, (t.wo - 1) * t.s + 2 * k - 1);
+    let (rows, cols) = (t.h.min(hp - t.top), t.w.min(wp - t.left));
     let weights = arranged(g, w);
     let mut gx = vec![T::zero(); g.b * g.c * plane];
     gx.par_chunks_mut(g.c * plane).enumerate().for_each(|(b, gxb)| {
@@ -140,35 +156,43 @@ pub(super) fn grad_input<T: WithDType>(g: &Geometry, gy: &[T], w: &[T]) -> Vec<T
             .for_each_init(Scratch::new, |s, (block, gxc)| {
                 let lanes = gxc.len() / plane;
                 let gyb = &gy[(b * g.c + block * LANES) * out_plane..][..lanes * out_plane];
-                s.out.clear();
-                s.out.resize(out_plane, [T::zero(); LANES]);
-                for (px, o) in s.out.iter_mut().enumerate() {
-                    for (l, gp) in gyb.chunks(out_plane).enumerate() {
-                        o[l] = gp[px];
+                s.padded.clear();
+                s.padded.resize(hs * ws, [T::zero(); LANES]);
+                for oy in 0..t.ho {
+                    for ox in 0..t.wo {
+                        let cell = &mut s.padded[(oy * t.s + k - 1) * ws + ox * t.s + k - 1];
+                        for (l, gp) in gyb.chunks(out_plane).enumerate() {
+                            cell[l] = gp[oy * t.wo + ox];
+                        }
                     }
                 }
-                s.padded.clear();
-                s.padded.resize(hp * wp, [T::zero(); LANES]);
+                s.out.clear();
+                s.out.resize(rows * cols, [T::zero(); LANES]);
                 let wb = &weights[block * taps..][..taps];
-                let (cells, gys) = (&mut s.padded, &s.out);
+                let (spread, out) = (&s.padded, &mut s.out);
                 isa::run(|| {
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let wv = &wb[ky * k + kx];
-                            for (oy, grow) in gys.chunks(t.wo).enumerate() {
-                                let crow = &mut cells[(oy * t.s + ky) * wp + kx..];
-                                for (cell, gv) in crow.iter_mut().step_by(t.s).zip(grow) {
+                    for iy in 0..rows {
+                        for ix in 0..cols {
+                            // Padded cell (iy + top, ix + left); tap (ky, kx) reads the
+                            // output pixel at (cy − ky, cx − kx), spread position + k − 1.
+                            let (cy, cx) = (iy + t.top + k - 1, ix + t.left + k - 1);
+                            let mut acc = [T::zero(); LANES];
+                            for ky in 0..k {
+                                let row = &spread[(cy - ky) * ws..];
+                                for kx in 0..k {
+                                    let (wv, gv) = (&wb[ky * k + kx], &row[cx - kx]);
                                     for l in 0..LANES {
-                                        cell[l] += wv[l] * gv[l];
+                                        acc[l] += wv[l] * gv[l];
                                     }
                                 }
                             }
+                            out[iy * cols + ix] = acc;
                         }
                     }
                 });
-                for iy in 0..t.h.min(hp - t.top) {
-                    let row = &s.padded[(iy + t.top) * wp + t.left..][..t.w.min(wp - t.left)];
-                    for (ix, cell) in row.iter().enumerate() {
+                for iy in 0..rows {
+                    for ix in 0..cols {
+                        let cell = &s.out[iy * cols + ix];
                         for (l, gp) in gxc.chunks_mut(plane).enumerate() {
                             gp[iy * t.w + ix] += cell[l];
                         }
