@@ -3,6 +3,8 @@
 //! Why: candle runs `groups = C` as C separate convolutions and its backward is
 //! O(C²·H·W); EfficientNet-style foundation models are mostly depthwise layers and the
 //! visual prompt is trained *through* them. Direct loops are exact and linear in size.
+//! Small output planes and strided layers run with 16 channels to a vector instead
+//! (`depthwise/lanes.rs`), with the same bits.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;

@@ -24,7 +24,7 @@ use crate::ops::act::Act;
 use crate::ops::isa;
 
 /// Channels per vector (and per job).
-pub(super) const LANES: usize = 16;
+const LANES: usize = 16;
 
 /// Output planes smaller than this (pixels) take the channel-lanes kernels.
 const SMALL_PLANE: usize = 256;
@@ -78,7 +78,7 @@ impl<T> Scratch<T> {
     }
 }
 
-/// `act(depthwise(x) + bias)` for `g` (small output planes): `[B, C, HO, WO]`.
+/// `act(depthwise(x) + bias)` for a layer [`takes_forward`] takes: `[B, C, HO, WO]`.
 pub(super) fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T> {
     let (t, k, taps) = (g.t, g.k, g.k * g.k);
     let (hp, wp) = padded(g);
