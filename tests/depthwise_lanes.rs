@@ -1,8 +1,8 @@
 //! The depthwise convolution's channel-lanes kernels (small output planes and strided
-//! layers) against the plane-by-plane path they replace there: the same bits for the output and both gradients, on every vector
-//! path this machine has, with bias and ReLU6, strides 1 and 2, kernels 3 and 5,
-//! asymmetric padding, and channel counts that leave a partial block of 16. Also
-//! within rounding of the composed candle ops.
+//! layers) against the plane-by-plane path they replace there: the same bits for the
+//! output and both gradients, on every vector path this machine has, with bias and
+//! ReLU6, strides 1 and 2, kernels 3 and 5, asymmetric padding, and channel counts
+//! that leave a partial block of 16. Also within rounding of the composed candle ops.
 //!
 //! One test function: the vector-path limit is process-wide.
 
