@@ -10,23 +10,15 @@ mod common;
 
 use tdmr::ops::act::Act;
 use tdmr::ops::conv_gemm::{conv2d_cpu, ConvSpec};
-use tdmr::ops::gemm_kernels::{choose, GemmKernels};
 
-use common::{bits, max_abs_diff, randn, reference_conv, run2, scale};
+use common::{bits, max_abs_diff, on_each_gemm_kernels, randn, reference_conv, run2, scale};
 
 #[test]
 fn direct_and_gemm_three_by_three_convolutions_match_the_definition() {
     let spec = ConvSpec { stride: 1, pad: [1; 4] };
     // (images, in channels, out channels, height, width)
     let shapes = [(2, 16, 19, 32, 32), (3, 24, 16, 20, 20), (1, 17, 9, 7, 40), (2, 16, 16, 17, 16)];
-    let available = GemmKernels::available();
-    for kernels in available.iter().copied() {
-        choose(Some(kernels)).unwrap();
-        let path = if kernels == GemmKernels::Avx512 {
-            "direct (avx512)"
-        } else {
-            "im2col + GEMM"
-        };
+    on_each_gemm_kernels(|path| {
         for (seed, &(b, c, o, h, w)) in shapes.iter().enumerate() {
             let seed = 100 + 10 * seed as u64;
             let x = randn(&[b, c, h, w], seed);
@@ -50,8 +42,5 @@ fn direct_and_gemm_three_by_three_convolutions_match_the_definition() {
                 "{path}: not repeatable"
             );
         }
-        eprintln!("3×3 convolutions on the {path} path ({}): match the definition", kernels.name());
-    }
-    choose(None).unwrap();
-    eprintln!("GEMM kernels checked on this CPU ({}): {available:?}", tdmr::ops::isa::cpu_model());
+    });
 }

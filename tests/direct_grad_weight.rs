@@ -12,9 +12,8 @@ mod common;
 
 use tdmr::ops::act::Act;
 use tdmr::ops::conv_gemm::{conv2d_cpu, ConvSpec};
-use tdmr::ops::gemm_kernels::{choose, GemmKernels};
 
-use common::{bits, max_abs_diff, randn, reference_conv, run2, scale};
+use common::{bits, max_abs_diff, on_each_gemm_kernels, randn, reference_conv, run2, scale};
 
 #[test]
 fn direct_and_gemm_weight_gradients_match_the_definition_on_every_geometry() {
@@ -29,14 +28,7 @@ fn direct_and_gemm_weight_gradients_match_the_definition_on_every_geometry() {
         // 128 turned-round channels per pixel: one 64² image to a chunk.
         (3, 16, 70, 64, 64, 3, 1, [1, 1, 1, 1]),
     ];
-    let available = GemmKernels::available();
-    for kernels in available.iter().copied() {
-        choose(Some(kernels)).unwrap();
-        let path = if kernels == GemmKernels::Avx512 {
-            "direct (avx512)"
-        } else {
-            "im2col + GEMM"
-        };
+    on_each_gemm_kernels(|path| {
         for (seed, &(b, c, o, h, w, k, stride, pad)) in shapes.iter().enumerate() {
             let spec = ConvSpec { stride, pad };
             let seed = 300 + 10 * seed as u64;
@@ -55,7 +47,5 @@ fn direct_and_gemm_weight_gradients_match_the_definition_on_every_geometry() {
             let (_, _, gw3) = one_thread.install(|| run2(&x, &wt, ours));
             assert!(bits(&gw1) == bits(&gw3), "{what}: one thread gives other bits");
         }
-        eprintln!("weight gradients on the {path} path ({}): match the definition", kernels.name());
-    }
-    choose(None).unwrap();
+    });
 }

@@ -240,3 +240,23 @@ fn strip(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// `check(path)` once on each GEMM kernel choice this CPU has (process-wide), with
+/// the name of the convolution path that choice takes ("direct (avx512)" on the
+/// AVX-512 kernels, "im2col + GEMM" otherwise), then the CPU's own choice back.
+pub fn on_each_gemm_kernels(mut check: impl FnMut(&str)) {
+    use tdmr::ops::gemm_kernels::{choose, GemmKernels};
+    let available = GemmKernels::available();
+    for kernels in available.iter().copied() {
+        choose(Some(kernels)).unwrap();
+        let path = if kernels == GemmKernels::Avx512 {
+            "direct (avx512)"
+        } else {
+            "im2col + GEMM"
+        };
+        check(path);
+        eprintln!("checked on the {path} path ({})", kernels.name());
+    }
+    choose(None).unwrap();
+    eprintln!("GEMM kernels checked on this CPU ({}): {available:?}", tdmr::ops::isa::cpu_model());
+}
