@@ -78,63 +78,71 @@ impl<T> Scratch<T> {
     }
 }
 
+/// A new `[B, C, plane]` output, zero-filled, computed in parallel a block of 16
+/// channels of one image at a time: `job(scratch, image, block, out)` with the
+/// block's `lanes · plane` slots (fewer lanes in a last, partial block).
+fn per_block<T: WithDType>(g: &Geometry, plane: usize, job: impl Fn(&mut Scratch<T>, usize, usize, &mut [T]) + Sync + Send) -> Vec<T> {
+    let mut out = vec![T::zero(); g.b * g.c * plane];
+    out.par_chunks_mut(g.c * plane).enumerate().for_each(|(b, image)| {
+        image
+            .par_chunks_mut(LANES * plane)
+            .enumerate()
+            .for_each_init(Scratch::new, |s, (block, out)| job(s, b, block, out));
+    });
+    out
+}
+
 /// `act(depthwise(x) + bias)` for a layer [`takes_forward`] takes: `[B, C, HO, WO]`.
 pub(super) fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T> {
     let (t, k, taps) = (g.t, g.k, g.k * g.k);
     let (hp, wp) = padded(g);
     let (plane, out_plane) = (g.plane(), g.out_plane());
     let weights = arranged(g, w);
-    let mut y = vec![T::zero(); g.b * g.c * out_plane];
-    y.par_chunks_mut(g.c * out_plane).enumerate().for_each(|(b, yb)| {
-        yb.par_chunks_mut(LANES * out_plane)
-            .enumerate()
-            .for_each_init(Scratch::new, |s, (block, yc)| {
-                let lanes = yc.len() / out_plane;
-                let xb = &x[(b * g.c + block * LANES) * plane..][..lanes * plane];
-                s.padded.clear();
-                s.padded.resize(hp * wp, [T::zero(); LANES]);
-                for iy in 0..t.h.min(hp - t.top) {
-                    let row = &mut s.padded[(iy + t.top) * wp + t.left..][..t.w.min(wp - t.left)];
-                    for (ix, cell) in row.iter_mut().enumerate() {
-                        for (l, xp) in xb.chunks(plane).enumerate() {
-                            cell[l] = xp[iy * t.w + ix];
-                        }
-                    }
+    per_block(g, out_plane, |s, b, block, yc| {
+        let lanes = yc.len() / out_plane;
+        let xb = &x[(b * g.c + block * LANES) * plane..][..lanes * plane];
+        s.padded.clear();
+        s.padded.resize(hp * wp, [T::zero(); LANES]);
+        for iy in 0..t.h.min(hp - t.top) {
+            let row = &mut s.padded[(iy + t.top) * wp + t.left..][..t.w.min(wp - t.left)];
+            for (ix, cell) in row.iter_mut().enumerate() {
+                for (l, xp) in xb.chunks(plane).enumerate() {
+                    cell[l] = xp[iy * t.w + ix];
                 }
-                let wb = &weights[block * taps..][..taps];
-                s.out.clear();
-                s.out.resize(out_plane, [T::zero(); LANES]);
-                let (xs, out) = (&s.padded, &mut s.out);
-                isa::run(|| {
-                    for oy in 0..t.ho {
-                        for ox in 0..t.wo {
-                            let mut acc = [T::zero(); LANES];
-                            for ky in 0..k {
-                                let row = &xs[(oy * t.s + ky) * wp + ox * t.s..];
-                                for (kx, xv) in row[..k].iter().enumerate() {
-                                    let wv = &wb[ky * k + kx];
-                                    for l in 0..LANES {
-                                        acc[l] += wv[l] * xv[l];
-                                    }
-                                }
+            }
+        }
+        let wb = &weights[block * taps..][..taps];
+        s.out.clear();
+        s.out.resize(out_plane, [T::zero(); LANES]);
+        let (xs, out) = (&s.padded, &mut s.out);
+        isa::run(|| {
+            for oy in 0..t.ho {
+                for ox in 0..t.wo {
+                    let mut acc = [T::zero(); LANES];
+                    for ky in 0..k {
+                        let row = &xs[(oy * t.s + ky) * wp + ox * t.s..];
+                        for (kx, xv) in row[..k].iter().enumerate() {
+                            let wv = &wb[ky * k + kx];
+                            for l in 0..LANES {
+                                acc[l] += wv[l] * xv[l];
                             }
-                            out[oy * t.wo + ox] = acc;
                         }
                     }
-                });
-                for (px, o) in s.out.iter().enumerate() {
-                    for (l, yp) in yc.chunks_mut(out_plane).enumerate() {
-                        yp[px] = o[l];
-                    }
+                    out[oy * t.wo + ox] = acc;
                 }
-                for (l, yp) in yc.chunks_mut(out_plane).enumerate() {
-                    for row in yp.chunks_mut(t.wo) {
-                        act.apply_row(row, bias[block * LANES + l]);
-                    }
-                }
-            });
-    });
-    y
+            }
+        });
+        for (px, o) in s.out.iter().enumerate() {
+            for (l, yp) in yc.chunks_mut(out_plane).enumerate() {
+                yp[px] = o[l];
+            }
+        }
+        for (l, yp) in yc.chunks_mut(out_plane).enumerate() {
+            for row in yp.chunks_mut(t.wo) {
+                act.apply_row(row, bias[block * LANES + l]);
+            }
+        }
+    })
 }
 
 /// The input gradient for `g` from the output gradient `gy`: `[B, C, H, W]`. Each
@@ -149,56 +157,50 @@ pub(super) fn grad_input<T: WithDType>(g: &Geometry, gy: &[T], w: &[T]) -> Vec<T
     let (hs, ws) = ((t.ho - 1) * t.s + 2 * k - 1, (t.wo - 1) * t.s + 2 * k - 1);
     let (rows, cols) = (t.h.min(hp - t.top), t.w.min(wp - t.left));
     let weights = arranged(g, w);
-    let mut gx = vec![T::zero(); g.b * g.c * plane];
-    gx.par_chunks_mut(g.c * plane).enumerate().for_each(|(b, gxb)| {
-        gxb.par_chunks_mut(LANES * plane)
-            .enumerate()
-            .for_each_init(Scratch::new, |s, (block, gxc)| {
-                let lanes = gxc.len() / plane;
-                let gyb = &gy[(b * g.c + block * LANES) * out_plane..][..lanes * out_plane];
-                s.padded.clear();
-                s.padded.resize(hs * ws, [T::zero(); LANES]);
-                for oy in 0..t.ho {
-                    for ox in 0..t.wo {
-                        let cell = &mut s.padded[(oy * t.s + k - 1) * ws + ox * t.s + k - 1];
-                        for (l, gp) in gyb.chunks(out_plane).enumerate() {
-                            cell[l] = gp[oy * t.wo + ox];
-                        }
-                    }
+    per_block(g, plane, |s, b, block, gxc| {
+        let lanes = gxc.len() / plane;
+        let gyb = &gy[(b * g.c + block * LANES) * out_plane..][..lanes * out_plane];
+        s.padded.clear();
+        s.padded.resize(hs * ws, [T::zero(); LANES]);
+        for oy in 0..t.ho {
+            for ox in 0..t.wo {
+                let cell = &mut s.padded[(oy * t.s + k - 1) * ws + ox * t.s + k - 1];
+                for (l, gp) in gyb.chunks(out_plane).enumerate() {
+                    cell[l] = gp[oy * t.wo + ox];
                 }
-                s.out.clear();
-                s.out.resize(rows * cols, [T::zero(); LANES]);
-                let wb = &weights[block * taps..][..taps];
-                let (spread, out) = (&s.padded, &mut s.out);
-                isa::run(|| {
-                    for iy in 0..rows {
-                        for ix in 0..cols {
-                            // Padded cell (iy + top, ix + left); tap (ky, kx) reads the
-                            // output pixel at (cy − ky, cx − kx), spread position + k − 1.
-                            let (cy, cx) = (iy + t.top + k - 1, ix + t.left + k - 1);
-                            let mut acc = [T::zero(); LANES];
-                            for ky in 0..k {
-                                let row = &spread[(cy - ky) * ws..];
-                                for kx in 0..k {
-                                    let (wv, gv) = (&wb[ky * k + kx], &row[cx - kx]);
-                                    for l in 0..LANES {
-                                        acc[l] += wv[l] * gv[l];
-                                    }
-                                }
+            }
+        }
+        s.out.clear();
+        s.out.resize(rows * cols, [T::zero(); LANES]);
+        let wb = &weights[block * taps..][..taps];
+        let (spread, out) = (&s.padded, &mut s.out);
+        isa::run(|| {
+            for iy in 0..rows {
+                for ix in 0..cols {
+                    // Padded cell (iy + top, ix + left); tap (ky, kx) reads the
+                    // output pixel at (cy − ky, cx − kx), spread position + k − 1.
+                    let (cy, cx) = (iy + t.top + k - 1, ix + t.left + k - 1);
+                    let mut acc = [T::zero(); LANES];
+                    for ky in 0..k {
+                        let row = &spread[(cy - ky) * ws..];
+                        for kx in 0..k {
+                            let (wv, gv) = (&wb[ky * k + kx], &row[cx - kx]);
+                            for l in 0..LANES {
+                                acc[l] += wv[l] * gv[l];
                             }
-                            out[iy * cols + ix] = acc;
                         }
                     }
-                });
-                for iy in 0..rows {
-                    for ix in 0..cols {
-                        let cell = &s.out[iy * cols + ix];
-                        for (l, gp) in gxc.chunks_mut(plane).enumerate() {
-                            gp[iy * t.w + ix] += cell[l];
-                        }
-                    }
+                    out[iy * cols + ix] = acc;
                 }
-            });
-    });
-    gx
+            }
+        });
+        for iy in 0..rows {
+            for ix in 0..cols {
+                let cell = &s.out[iy * cols + ix];
+                for (l, gp) in gxc.chunks_mut(plane).enumerate() {
+                    gp[iy * t.w + ix] += cell[l];
+                }
+            }
+        }
+    })
 }
