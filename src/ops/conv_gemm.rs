@@ -20,7 +20,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithD
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::act::{conv_backward, input_and_weight_grads, Act};
+use super::act::{conv_backward, Act};
 use super::cpu::{as_f32, cpu_fwd, from_f32, init, par_uninit, slice, Input, Taps};
 
 /// Stride and zero padding `[top, bottom, left, right]` of a convolution.
@@ -554,8 +554,27 @@ pub(crate) fn convolution_grads(
     spec: ConvSpec,
     dy: &Tensor,
 ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    convolution_grads_wanted(x, w, spec, dy, x.track_op(), w.track_op())
+}
+
+/// [`convolution_grads`] with the wanted gradients named by the caller: a fused op's
+/// inner activations are plain tensors that track nothing themselves.
+pub(crate) fn convolution_grads_wanted(
+    x: &Tensor,
+    w: &Tensor,
+    spec: ConvSpec,
+    dy: &Tensor,
+    want_x: bool,
+    want_w: bool,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
     let (grad_input, grad_weight) = grad_ops(spec, x, w)?;
-    input_and_weight_grads(x, w, dy, grad_input, grad_weight)
+    let gx = if want_x { Some(dy.apply_op2_no_bwd(w, &grad_input)?) } else { None };
+    let gw = if want_w {
+        Some(x.apply_op2_no_bwd(dy, &grad_weight)?)
+    } else {
+        None
+    };
+    Ok((gx, gw))
 }
 
 /// `act(x ⊛ w + bias)`: `x` `[B, C, H, W]` (f32 or f64, CPU), `w` `[O, C, KH, KW]`,

@@ -24,6 +24,7 @@ pub(crate) mod lane_sums;
 pub mod norm;
 pub mod pool;
 pub mod residual;
+pub mod residual_block;
 pub mod resize;
 
 pub use conv::{conv2d_same_tf, pointwise_conv};

@@ -13,11 +13,12 @@ use crate::ops::{
     cpu::fast_path,
     depthwise::depthwise_conv2d_act,
     norm,
+    residual_block::ConvBnParams,
 };
 use crate::params::Params;
 use crate::Result;
 
-const BN_EPS: f64 = 1e-5;
+pub(super) const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 const LN_EPS: f64 = 1e-6;
 
@@ -201,6 +202,29 @@ impl ConvBn {
             return Ok(out.y);
         }
         self.bn.forward_act(&self.conv(x)?, train, act)
+    }
+
+    /// The dense layer as the fused CPU kernels take it ([`crate::ops::residual_block`]);
+    /// `None` for a depthwise one.
+    pub fn fused_params(&self) -> Result<Option<ConvBnParams<'_>>> {
+        if self.depthwise {
+            return Ok(None);
+        }
+        Ok(Some(ConvBnParams {
+            weight: &self.weight,
+            gamma: &self.bn.gamma,
+            beta: &self.bn.beta,
+            spec: KernelSpec {
+                stride: self.stride,
+                pad: pad4(self.weight.dim(2)? / 2),
+            },
+        }))
+    }
+
+    /// Fold a training batch's mean and biased variance, computed by a fused kernel
+    /// over `out`, this layer's output, into the running statistics.
+    pub fn record_batch_stats(&self, mean: &Tensor, var: &Tensor, out: &Tensor) -> Result<()> {
+        self.bn.update_running(mean, var, out.dim(0)? * out.dim(2)? * out.dim(3)?)
     }
 
     /// The evaluation-mode layer as one ONNX convolution, batch norm folded into its

@@ -4,11 +4,13 @@
 
 use candle_core::Tensor;
 
-use super::blocks::{Conv, ConvBn, Macs};
+use super::blocks::{Conv, ConvBn, Macs, BN_EPS};
 use crate::models::prefix::Prefix;
 use crate::onnx::Graph;
 use crate::ops::act::Act;
+use crate::ops::cpu::fast_path;
 use crate::ops::residual::add_act;
+use crate::ops::residual_block::{residual_block_train_cpu, worth_fusing, BlockParams};
 use crate::params::Params;
 use crate::Result;
 
@@ -49,6 +51,11 @@ impl BasicBlock {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && fast_path(x) {
+            if let Some(y) = self.forward_fused(x)? {
+                return Ok(y);
+            }
+        }
         let y = self.conv1.forward_act(x, train, Act::Relu)?;
         let y = self.conv2.forward(&y, train)?;
         let skip = match &self.shortcut {
@@ -56,6 +63,31 @@ impl BasicBlock {
             None => x.clone(),
         };
         Ok(add_act(&y, &skip, Act::Relu)?)
+    }
+
+    /// The training forward as one node where [`worth_fusing`] says so (the same bits
+    /// as the three nodes), else `None`.
+    fn forward_fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let (Some(conv1), Some(conv2)) = (self.conv1.fused_params()?, self.conv2.fused_params()?) else {
+            return Ok(None);
+        };
+        let shortcut = match &self.shortcut {
+            Some(s) => match s.fused_params()? {
+                Some(p) => Some(p),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let p = BlockParams { conv1, conv2, shortcut };
+        if !worth_fusing(x, &p)? {
+            return Ok(None);
+        }
+        let out = residual_block_train_cpu(x, &p, BN_EPS)?;
+        let layers = [Some(&self.conv1), Some(&self.conv2), self.shortcut.as_ref()];
+        for (layer, (mean, var)) in layers.into_iter().flatten().zip(&out.stats) {
+            layer.record_batch_stats(mean, var, &out.y)?;
+        }
+        Ok(Some(out.y))
     }
 
     pub fn emit_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
