@@ -299,8 +299,15 @@ impl ConvFwd {
 /// GEMM per image, or per group of images for small output planes.
 fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], act: Act) -> Vec<T> {
     if let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w)) {
-        if direct::applies(g) {
-            let mut y = from_f32::<T>(direct::forward(g, xf, wf));
+        let y = if direct::applies(g) {
+            Some(direct::forward(g, xf, wf))
+        } else if winograd::applies(g) {
+            Some(winograd::forward(g, xf, wf))
+        } else {
+            None
+        };
+        if let Some(y) = y {
+            let mut y = from_f32::<T>(y);
             y.par_chunks_mut(g.p())
                 .enumerate()
                 .for_each(|(k, row)| act.apply_row(row, bias[k % g.o]));
@@ -530,6 +537,7 @@ mod direct;
 mod direct_grad_weight;
 mod packed;
 mod windows;
+mod winograd;
 
 use columns::{col2im, im2col};
 
