@@ -185,31 +185,32 @@ fn products(g: &Geometry, tiles: &Tiles, u: &[f32], v: &[f32]) -> Vec<f32> {
 fn outputs(g: &Geometry, tiles: &Tiles, m: &[f32]) -> Vec<f32> {
     let (ho, wo, p, ld) = (g.t.ho, g.t.wo, g.p(), tiles.ld);
     let per_image = tiles.ty * tiles.tx;
-    let mut y = vec![0f32; g.b * g.o * p];
     // One chunk per output plane `(image, o)`: reads that channel's 16 rows of `M`.
-    y.par_chunks_mut(p).enumerate().for_each(|(k, plane)| {
-        let (i, o) = (k / g.o, k % g.o);
-        let rows = &m[o * 16 * ld..][..16 * ld];
-        for ty in 0..tiles.ty {
-            for tx in 0..tiles.tx {
-                let t = i * per_image + ty * tiles.tx + tx;
-                let at = |xi: usize| rows[xi * ld + t];
-                // Aᵀ·m: rows m₀+m₁+m₂ and m₁−m₂−m₃; then the same on columns.
-                let q: [[f32; 4]; 2] = [
-                    std::array::from_fn(|s| at(s) + at(4 + s) + at(8 + s)),
-                    std::array::from_fn(|s| at(4 + s) - at(8 + s) - at(12 + s)),
-                ];
-                for (a, [b0, b1, b2, b3]) in q.into_iter().enumerate() {
-                    let (r, out) = (2 * ty + a, [b0 + b1 + b2, b1 - b2 - b3]);
-                    for (b, v) in out.into_iter().enumerate() {
-                        let col = 2 * tx + b;
-                        if r < ho && col < wo {
-                            plane[r * wo + col] = v;
+    // SAFETY: the tiles cover the plane, so every pixel is written (once) below.
+    unsafe {
+        par_uninit(g.b * g.o * p, p, |k, plane| {
+            let (i, o) = (k / g.o, k % g.o);
+            let rows = &m[o * 16 * ld..][..16 * ld];
+            for ty in 0..tiles.ty {
+                for tx in 0..tiles.tx {
+                    let t = i * per_image + ty * tiles.tx + tx;
+                    let at = |xi: usize| rows[xi * ld + t];
+                    // Aᵀ·m: rows m₀+m₁+m₂ and m₁−m₂−m₃; then the same on columns.
+                    let q: [[f32; 4]; 2] = [
+                        std::array::from_fn(|s| at(s) + at(4 + s) + at(8 + s)),
+                        std::array::from_fn(|s| at(4 + s) - at(8 + s) - at(12 + s)),
+                    ];
+                    for (a, [b0, b1, b2, b3]) in q.into_iter().enumerate() {
+                        let (r, out) = (2 * ty + a, [b0 + b1 + b2, b1 - b2 - b3]);
+                        for (b, v) in out.into_iter().enumerate() {
+                            let col = 2 * tx + b;
+                            if r < ho && col < wo {
+                                plane[r * wo + col].write(v);
+                            }
                         }
                     }
                 }
             }
-        }
-    });
-    y
+        })
+    }
 }
