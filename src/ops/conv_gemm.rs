@@ -458,6 +458,10 @@ impl ConvGradWeight {
         }
         let (x, gy) = (slice::<T>(s1, l1, "conv2d grad")?, slice::<T>(s2, l2, "conv2d grad")?);
         if let (Some(xf), Some(gf)) = (as_f32(x), as_f32(gy)) {
+            if winograd::applies(&g) {
+                let dw = winograd::grad_weight(&g, xf, gf);
+                return Ok((from_f32::<T>(dw), Shape::from((g.o, g.c, g.kh, g.kw))));
+            }
             if direct_grad_weight::applies(&g) {
                 let dw = direct_grad_weight::grad_weight(&g, xf, gf);
                 return Ok((from_f32::<T>(dw), Shape::from((g.o, g.c, g.kh, g.kw))));

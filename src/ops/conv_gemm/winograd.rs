@@ -214,3 +214,118 @@ fn outputs(g: &Geometry, tiles: &Tiles, m: &[f32]) -> Vec<f32> {
         })
     }
 }
+
+/// The weight gradient `[O, C, 3, 3]` of a convolution [`applies`] takes, from its
+/// input `x` and output gradient `dy`. The forward pass is `Aᵀ·(U ⊙ V)·A` per tile
+/// with `U = G·g·Gᵀ`, linear in `U`; so `dg = Σ_tiles Gᵀ·((A·dy·Aᵀ) ⊙ V)·G`, and the sum
+/// over tiles is, for each of the 16 positions, one GEMM `[O, tiles]·[tiles, C]`.
+pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let tiles = Tiles::of(g);
+    let v = inputs(g, &tiles, x);
+    let du = output_grads(g, &tiles, dy);
+    let m = weight_products(g, &tiles, &du, &v);
+    kernel_grads(g, &m)
+}
+
+/// `A·dy·Aᵀ` of every 2×2 tile of the output gradient (zero outside the plane), as
+/// `[O, 16, ld]` like `V`.
+fn output_grads(g: &Geometry, tiles: &Tiles, dy: &[f32]) -> Vec<f32> {
+    let (ho, wo, p, ld) = (g.t.ho, g.t.wo, g.p(), tiles.ld);
+    let per_image = tiles.ty * tiles.tx;
+    let (ph, pw) = (2 * tiles.ty, 2 * tiles.tx);
+    // SAFETY: chunk `o` is `[16, ld]`; every tile of every image writes its 16, and the
+    // slack is zeroed.
+    unsafe {
+        par_uninit(g.o * 16 * ld, 16 * ld, |o, out| {
+            for row in out.chunks_mut(ld) {
+                for v in &mut row[tiles.n..] {
+                    v.write(0.0);
+                }
+            }
+            let mut plane = vec![0f32; ph * pw];
+            for i in 0..g.b {
+                let src = &dy[(i * g.o + o) * p..][..p];
+                for (r, row) in src.chunks(wo).enumerate() {
+                    plane[r * pw..][..wo].copy_from_slice(row);
+                }
+                debug_assert!(ho <= ph);
+                for ty in 0..tiles.ty {
+                    for tx in 0..tiles.tx {
+                        let at = |r: usize, s: usize| plane[(2 * ty + r) * pw + 2 * tx + s];
+                        let (a, b, c, d) = (at(0, 0), at(0, 1), at(1, 0), at(1, 1));
+                        // A·dy: rows (a, b), (a+c, b+d), (a−c, b−d), (−c, −d); then each
+                        // row (p, q) times Aᵀ: (p, p+q, p−q, −q).
+                        let rows = [[a, b], [a + c, b + d], [a - c, b - d], [-c, -d]];
+                        let t = i * per_image + ty * tiles.tx + tx;
+                        for (r, [p, q]) in rows.into_iter().enumerate() {
+                            for (s, v) in [p, p + q, p - q, -q].into_iter().enumerate() {
+                                out[(4 * r + s) * ld + t].write(v);
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// `[O, 16, row_length(C)]`: for each position ξ, `dU_ξ [O, tiles] · V_ξᵀ [tiles, C]`,
+/// the 16 GEMMs in parallel, each on one thread (the same sums on any thread count).
+fn weight_products(g: &Geometry, tiles: &Tiles, du: &[f32], v: &[f32]) -> Vec<f32> {
+    let (c, n, ld, ldc) = (g.c, tiles.n, tiles.ld, row_length(g.c));
+    let mut m: Vec<f32> = Vec::with_capacity(g.o * 16 * ldc);
+    for row in m.spare_capacity_mut()[..g.o * 16 * ldc].chunks_mut(ldc) {
+        for v in &mut row[c..] {
+            v.write(0.0);
+        }
+    }
+    let dst = m.as_mut_ptr() as usize;
+    (0..16).into_par_iter().for_each(|xi| {
+        // SAFETY: `du` is `[O, 16, ld]` and `v` `[C, 16, ld]`: position ξ's rows start at
+        // ξ·ld, 16·ld apart, n columns used; `vᵀ` is read with the strides swapped. The
+        // destination rows `[O, C]` at ξ·ldc, 16·ldc apart, are disjoint from every other
+        // ξ's and lie inside the `O·16·ldc` elements reserved above.
+        unsafe {
+            super::super::gemm_kernels::gemm_f32(
+                (g.o, c, n),
+                ((dst as *mut f32).add(xi * ldc), 1, (16 * ldc) as isize),
+                false,
+                (du.as_ptr().add(xi * ld), 1, (16 * ld) as isize),
+                (v.as_ptr().add(xi * ld), (16 * ld) as isize, 1),
+                (0.0, 1.0),
+                Parallelism::None,
+            );
+        }
+    });
+    // SAFETY: the GEMMs wrote the first C columns of every row of every position, and
+    // the slack after them was zeroed above: all O·16·ldc elements.
+    unsafe { m.set_len(g.o * 16 * ldc) };
+    m
+}
+
+/// `Gᵀ·M·G` for every channel pair: the 3×3 kernel gradients `[O, C, 3, 3]`.
+fn kernel_grads(g: &Geometry, m: &[f32]) -> Vec<f32> {
+    let (c, ldc) = (g.c, row_length(g.c));
+    // SAFETY: chunk `o` is `[C, 9]` and every element is written below.
+    unsafe {
+        par_uninit(g.o * c * 9, c * 9, |o, out| {
+            let rows = &m[o * 16 * ldc..][..16 * ldc];
+            for ch in 0..c {
+                let at = |xi: usize| rows[xi * ldc + ch];
+                // Gᵀ·M: rows m₀ + (m₁+m₂)/2, (m₁−m₂)/2, (m₁+m₂)/2 + m₃; then the same on
+                // columns.
+                let q: [[f32; 4]; 3] = [
+                    std::array::from_fn(|s| at(s) + 0.5 * (at(4 + s) + at(8 + s))),
+                    std::array::from_fn(|s| 0.5 * (at(4 + s) - at(8 + s))),
+                    std::array::from_fn(|s| 0.5 * (at(4 + s) + at(8 + s)) + at(12 + s)),
+                ];
+                for (i, [a, b, d, e]) in q.into_iter().enumerate() {
+                    let row = [a + 0.5 * (b + d), 0.5 * (b - d), 0.5 * (b + d) + e];
+                    for (j, v) in row.into_iter().enumerate() {
+                        out[ch * 9 + 3 * i + j].write(v);
+                    }
+                }
+            }
+        })
+    }
+}
