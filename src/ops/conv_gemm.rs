@@ -6,7 +6,9 @@
 //! get none). On AVX-512, 3×3 stride-1 "same" convolutions on wide planes skip im2col
 //! for a direct kernel (`direct.rs`), and so do their input gradients; the weight
 //! gradient of any layer with 16 or more input and output channels has its own direct
-//! kernel there (`direct_grad_weight.rs`).
+//! kernel there (`direct_grad_weight.rs`). On every CPU, 3×3 stride-1 "same"
+//! convolutions of 64 or more channels on planes under 256 pixels run by Winograd
+//! F(2×2, 3×3) instead, all three passes (`winograd.rs`).
 //!
 //! Why: candle's conv2d backward always computes the weight gradient and its input
 //! gradient is a loop-based transposed convolution; the composed version (K² shifted
