@@ -150,31 +150,57 @@ fn weights(g: &Geometry, w: &[f32]) -> Vec<f32> {
 
 /// `V` as `[C, 16, ld]`: `Bᵀ·d·B` of every 4×4 input tile `d` (zero outside the plane).
 fn inputs(g: &Geometry, tiles: &Tiles, x: &[f32]) -> Vec<f32> {
-    let (b, ld) = (g.b, tiles.ld);
-    // The plane inside a zero border, wide enough for the last tile of an odd side.
-    let (ph, pw) = (2 * tiles.ty + 2, 2 * tiles.tx + 2);
+    // The plane inside a one-pixel zero border, wide enough for the last tile of an odd
+    // side.
+    let padded = Padded {
+        border: 1,
+        rows: 2 * tiles.ty + 2,
+        cols: 2 * tiles.tx + 2,
+    };
+    tile_transform::<4>(tiles, (x, g.c, (g.t.h, g.t.w)), padded, input_tile)
+}
+
+/// A plane turned round with a zero border (see [`turned`]): `border` pixels top and
+/// left, `rows × cols` in all.
+struct Padded {
+    border: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// `[channels, 16, ld]`: for each channel of `src` (`[B, channels, h, w]`), `transform`
+/// of every `N × N` tile (at 2-pixel steps, from the plane turned round into `padded`),
+/// [`LANES`] images at a time, by position and tile ([`Tiles::index`]).
+fn tile_transform<const N: usize>(
+    tiles: &Tiles,
+    (src, channels, hw): (&[f32], usize, (usize, usize)),
+    padded: Padded,
+    // A generic (not a fn pointer) so it is inlined into `isa::run`'s vector code.
+    transform: impl Fn(&[[[f32; LANES]; N]; N]) -> [[f32; LANES]; 16] + Sync,
+) -> Vec<f32> {
+    let (b, ld, pw) = (tiles.b, tiles.ld, padded.cols);
     // SAFETY: chunk `ch` is `[16, ld]`; every tile of every image writes its 16, and
     // the slack is zeroed.
     unsafe {
-        par_uninit(g.c * 16 * ld, 16 * ld, |ch, out| {
+        par_uninit(channels * 16 * ld, 16 * ld, |ch, out| {
             for row in out.chunks_mut(ld) {
                 for v in &mut row[tiles.n..] {
                     v.write(0.0);
                 }
             }
-            let pt = turned(x, b, ch, g.c, (g.t.h, g.t.w), 1, (ph, pw));
+            let pt = turned(src, b, ch, channels, hw, padded.border, (padded.rows, pw));
             isa::run(|| {
                 for ty in 0..tiles.ty {
                     for tx in 0..tiles.tx {
                         for i0 in (0..b).step_by(LANES) {
                             let len = LANES.min(b - i0);
-                            let mut d = [[[0f32; LANES]; 4]; 4];
+                            let mut d = [[[0f32; LANES]; N]; N];
                             for (r, row) in d.iter_mut().enumerate() {
                                 for (s, lanes) in row.iter_mut().enumerate() {
                                     lanes[..len].copy_from_slice(&pt[((2 * ty + r) * pw + 2 * tx + s) * b + i0..][..len]);
                                 }
                             }
-                            let v = input_tile(&d);
+                            let v = transform(&d);
                             let t = tiles.index(ty, tx, i0);
                             for (xi, lanes) in v.iter().enumerate() {
                                 for (o, &v) in out[xi * ld + t..][..len].iter_mut().zip(lanes) {
@@ -335,42 +361,12 @@ pub(super) fn grad_weight(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
 /// `A·dy·Aᵀ` of every 2×2 tile of the output gradient (zero outside the plane), as
 /// `[O, 16, ld]` like `V`.
 fn output_grads(g: &Geometry, tiles: &Tiles, dy: &[f32]) -> Vec<f32> {
-    let (b, ld) = (g.b, tiles.ld);
-    let (ph, pw) = (2 * tiles.ty, 2 * tiles.tx);
-    // SAFETY: chunk `o` is `[16, ld]`; every tile of every image writes its 16, and the
-    // slack is zeroed.
-    unsafe {
-        par_uninit(g.o * 16 * ld, 16 * ld, |o, out| {
-            for row in out.chunks_mut(ld) {
-                for v in &mut row[tiles.n..] {
-                    v.write(0.0);
-                }
-            }
-            let gt = turned(dy, b, o, g.o, (g.t.ho, g.t.wo), 0, (ph, pw));
-            isa::run(|| {
-                for ty in 0..tiles.ty {
-                    for tx in 0..tiles.tx {
-                        for i0 in (0..b).step_by(LANES) {
-                            let len = LANES.min(b - i0);
-                            let mut d = [[[0f32; LANES]; 2]; 2];
-                            for (r, row) in d.iter_mut().enumerate() {
-                                for (s, lanes) in row.iter_mut().enumerate() {
-                                    lanes[..len].copy_from_slice(&gt[((2 * ty + r) * pw + 2 * tx + s) * b + i0..][..len]);
-                                }
-                            }
-                            let v = output_grad_tile(&d);
-                            let t = tiles.index(ty, tx, i0);
-                            for (xi, lanes) in v.iter().enumerate() {
-                                for (o, &v) in out[xi * ld + t..][..len].iter_mut().zip(lanes) {
-                                    o.write(v);
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        })
-    }
+    let padded = Padded {
+        border: 0,
+        rows: 2 * tiles.ty,
+        cols: 2 * tiles.tx,
+    };
+    tile_transform::<2>(tiles, (dy, g.o, (g.t.ho, g.t.wo)), padded, output_grad_tile)
 }
 
 /// `A·dy·Aᵀ` for [`LANES`] 2×2 tiles at once, by position `ξ = 4r + s`.
