@@ -243,39 +243,85 @@ fn input_tile(d: &[[[f32; LANES]; 4]; 4]) -> [[f32; LANES]; 16] {
     v
 }
 
-/// `M` as `[O, 16, tiles]`: for each position ξ, `U_ξ [O, C] · V_ξ [C, tiles]`. The 16
-/// GEMMs run in parallel, each on one thread, so the sums' order is the same on any
-/// thread count.
+/// `M` as `[O, 16, ld]`: for each position ξ, `U_ξ [O, C] · V_ξ [C, tiles]`.
 fn products(g: &Geometry, tiles: &Tiles, u: &[f32], v: &[f32]) -> Vec<f32> {
-    let (c, n, ld, ldc) = (g.c, tiles.n, tiles.ld, row_length(g.c));
-    let mut m: Vec<f32> = Vec::with_capacity(g.o * 16 * ld);
-    for row in m.spare_capacity_mut()[..g.o * 16 * ld].chunks_mut(ld) {
+    let (ld, ldc) = (tiles.ld, row_length(g.c));
+    let lhs = Operand::rows(u, ldc);
+    let rhs = Operand::rows(v, ld);
+    per_position((g.o, tiles.n, g.c), ld, lhs, rhs)
+}
+
+/// One GEMM operand for each position ξ: the matrix at `data[ξ·at..]`, its columns
+/// `cs` and rows `rs` elements apart.
+struct Operand<'a> {
+    data: &'a [f32],
+    at: usize,
+    cs: usize,
+    rs: usize,
+}
+
+impl<'a> Operand<'a> {
+    /// A `[rows, 16, ld]` array's position rows, read as they lie.
+    fn rows(data: &'a [f32], ld: usize) -> Self {
+        Operand {
+            data,
+            at: ld,
+            cs: 1,
+            rs: 16 * ld,
+        }
+    }
+
+    /// The same, transposed.
+    fn transposed(data: &'a [f32], ld: usize) -> Self {
+        Operand {
+            data,
+            at: ld,
+            cs: 16 * ld,
+            rs: 1,
+        }
+    }
+
+    /// Position ξ's `[rows, cols]` matrix in the GEMM's convention, checked to lie
+    /// inside `data`.
+    fn matrix(&self, xi: usize, (rows, cols): (usize, usize)) -> (*const f32, isize, isize) {
+        let last = xi * self.at + (rows - 1) * self.rs + (cols - 1) * self.cs;
+        assert!(last < self.data.len(), "winograd: operand out of bounds");
+        (self.data[xi * self.at..].as_ptr(), self.cs as isize, self.rs as isize)
+    }
+}
+
+/// `[m, 16, ld]`: for each position ξ, `lhs_ξ [m, k] · rhs_ξ [k, n]` in the first `n` of
+/// each row (the slack zeroed). The 16 GEMMs run in parallel, each on one thread, so the
+/// sums' order is the same on any thread count.
+fn per_position((m, n, k): (usize, usize, usize), ld: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(m * 16 * ld);
+    for row in out.spare_capacity_mut()[..m * 16 * ld].chunks_mut(ld) {
         for v in &mut row[n..] {
             v.write(0.0);
         }
     }
-    let dst = m.as_mut_ptr() as usize;
+    let dst = out.as_mut_ptr() as usize;
     (0..16).into_par_iter().for_each(|xi| {
-        // SAFETY: `u` is `[O, 16, ldc]` and `v` `[C, 16, ld]`, so position ξ's matrices
-        // start at ξ·ldc (ξ·ld) with rows 16·ldc (16·ld) apart, C (n) used of each; its
-        // destination rows `[O, n]` at ξ·ld, 16·ld apart, are disjoint from every other
-        // ξ's and lie inside the `O·16·ld` elements reserved above.
+        let (a, b) = (lhs.matrix(xi, (m, k)), rhs.matrix(xi, (k, n)));
+        // SAFETY: both operands were checked to lie inside their slices; position ξ's
+        // destination rows `[m, n]` at ξ·ld, 16·ld apart, are disjoint from every other
+        // ξ's and lie inside the `m·16·ld` elements reserved above.
         unsafe {
             super::super::gemm_kernels::gemm_f32(
-                (g.o, n, c),
+                (m, n, k),
                 ((dst as *mut f32).add(xi * ld), 1, (16 * ld) as isize),
                 false,
-                (u.as_ptr().add(xi * ldc), 1, (16 * ldc) as isize),
-                (v.as_ptr().add(xi * ld), 1, (16 * ld) as isize),
+                (a.0, a.1, a.2),
+                (b.0, b.1, b.2),
                 (0.0, 1.0),
                 Parallelism::None,
             );
         }
     });
-    // SAFETY: the 16 GEMMs wrote the first n columns of every row of every position,
-    // and the slack after them was zeroed above: all O·16·ld elements.
-    unsafe { m.set_len(g.o * 16 * ld) };
-    m
+    // SAFETY: the GEMMs wrote the first n columns of every row of every position, and
+    // the slack after them was zeroed above: all m·16·ld elements.
+    unsafe { out.set_len(m * 16 * ld) };
+    out
 }
 
 /// `y` `[B, O, H, W]` from `M`: `Aᵀ·m·A` of each tile, clipped to the plane.
@@ -388,38 +434,11 @@ fn output_grad_tile(d: &[[[f32; LANES]; 2]; 2]) -> [[f32; LANES]; 16] {
     v
 }
 
-/// `[O, 16, row_length(C)]`: for each position ξ, `dU_ξ [O, tiles] · V_ξᵀ [tiles, C]`,
-/// the 16 GEMMs in parallel, each on one thread (the same sums on any thread count).
+/// `[O, 16, row_length(C)]`: for each position ξ, `dU_ξ [O, tiles] · V_ξᵀ [tiles, C]`.
 fn weight_products(g: &Geometry, tiles: &Tiles, du: &[f32], v: &[f32]) -> Vec<f32> {
-    let (c, n, ld, ldc) = (g.c, tiles.n, tiles.ld, row_length(g.c));
-    let mut m: Vec<f32> = Vec::with_capacity(g.o * 16 * ldc);
-    for row in m.spare_capacity_mut()[..g.o * 16 * ldc].chunks_mut(ldc) {
-        for v in &mut row[c..] {
-            v.write(0.0);
-        }
-    }
-    let dst = m.as_mut_ptr() as usize;
-    (0..16).into_par_iter().for_each(|xi| {
-        // SAFETY: `du` is `[O, 16, ld]` and `v` `[C, 16, ld]`: position ξ's rows start at
-        // ξ·ld, 16·ld apart, n columns used; `vᵀ` is read with the strides swapped. The
-        // destination rows `[O, C]` at ξ·ldc, 16·ldc apart, are disjoint from every other
-        // ξ's and lie inside the `O·16·ldc` elements reserved above.
-        unsafe {
-            super::super::gemm_kernels::gemm_f32(
-                (g.o, c, n),
-                ((dst as *mut f32).add(xi * ldc), 1, (16 * ldc) as isize),
-                false,
-                (du.as_ptr().add(xi * ld), 1, (16 * ld) as isize),
-                (v.as_ptr().add(xi * ld), (16 * ld) as isize, 1),
-                (0.0, 1.0),
-                Parallelism::None,
-            );
-        }
-    });
-    // SAFETY: the GEMMs wrote the first C columns of every row of every position, and
-    // the slack after them was zeroed above: all O·16·ldc elements.
-    unsafe { m.set_len(g.o * 16 * ldc) };
-    m
+    let lhs = Operand::rows(du, tiles.ld);
+    let rhs = Operand::transposed(v, tiles.ld);
+    per_position((g.o, g.c, tiles.n), row_length(g.c), lhs, rhs)
 }
 
 /// `Gᵀ·M·G` for every channel pair: the 3×3 kernel gradients `[O, C, 3, 3]`.
