@@ -76,7 +76,6 @@ const LANES: usize = 16;
 /// Channel `ch` of every image (`[B, channels, h, w]`) turned round to `[pixel, B]`
 /// inside a zero border of `border` pixels top and left, `rows × cols` pixels in all:
 /// each pixel's images side by side, for the transforms' vectors.
-#[allow(clippy::too_many_arguments)]
 fn turned(
     src: &[f32],
     b: usize,
