@@ -59,12 +59,13 @@ impl CustomOp3 for ConvBnTrain {
                 .ok_or_else(|| candle_core::Error::Msg("conv_bn: backward before forward".into()))?;
             (s.conv.clone(), s.bn.clone())
         };
-        let want_dconv = x.track_op() || w.track_op();
-        let (dconv, dgamma, dbeta) = bn.backward(&conv, &gamma_beta.get(0)?, &gamma_beta.get(1)?, grad, want_dconv)?;
-        let (gx, gw) = match dconv {
-            Some(d) => convolution_grads(x, w, self.spec, &d)?,
-            None => (None, None),
+        let layer = Layer {
+            conv: &conv,
+            bn: &bn,
+            spec: self.spec,
         };
+        let (gamma, beta) = (gamma_beta.get(0)?, gamma_beta.get(1)?);
+        let (gx, gw, dgamma, dbeta) = layer.backward((x, x.track_op()), (w, w.track_op()), (&gamma, &beta), grad)?;
         let gamma_beta_grad = if gamma_beta.track_op() {
             Some(Tensor::stack(&[dgamma, dbeta], 0)?)
         } else {
@@ -81,21 +82,84 @@ impl ConvBnTrain {
             slice::<T>(s2, l2, "conv_bn")?,
             slice::<T>(s3, l3, "conv_bn")?,
         );
-        let (conv, [b, o, ho, wo]) = convolve(l1.dims(), l2.dims(), self.spec, x, w)?;
+        let out = layer_forward((l1.dims(), x), (l2.dims(), w), self.spec, gb, self.eps, self.act)?;
+        let o = out.dims[1];
         if l3.dims() != [2, o] {
             candle_core::bail!("conv_bn: γ and β {:?} for {o} output channels (want [2, {o}])", l3.dims())
         }
-        let stats = channel_stats(&conv, b, o, ho * wo);
-        let f64s = |v: &[T]| v.iter().map(|t| t.to_f64()).collect::<Vec<f64>>();
-        let bn = BatchNormTrain::new(&f64s(&stats[..o]), &f64s(&stats[o..]), self.eps, self.act);
-        let y = bn.normalize(&conv, &gb[..o], &gb[o..], o, ho * wo)?;
+        let dims = out.dims.to_vec();
         let saved = Saved {
-            conv: Tensor::from_vec(conv, (b, o, ho, wo), &Device::Cpu)?,
-            bn,
-            stats: Tensor::from_vec(stats, (2, o), &Device::Cpu)?,
+            conv: Tensor::from_vec(out.conv, dims.as_slice(), &Device::Cpu)?,
+            bn: out.bn,
+            stats: Tensor::from_vec(out.stats, (2, o), &Device::Cpu)?,
         };
         *self.saved.lock().expect("conv_bn: saved state poisoned") = Some(saved);
-        Ok((y, Shape::from((b, o, ho, wo))))
+        Ok((out.y, Shape::from(dims)))
+    }
+}
+
+/// One convolution and its training-mode batch norm (and activation), forward: what
+/// [`layer_forward`] gives.
+pub(super) struct LayerOut<T> {
+    /// The convolution's output, the batch norm's input.
+    pub conv: Vec<T>,
+    pub bn: BatchNormTrain,
+    /// `[2, O]`: the batch mean and biased variance per channel.
+    pub stats: Vec<T>,
+    pub y: Vec<T>,
+    pub dims: [usize; 4],
+}
+
+/// `act(batch_norm(x ⊛ w))` over contiguous data, with `gb` γ then β (`2·O`); also the
+/// state its backward needs. This node and the fused residual block both run it.
+pub(super) fn layer_forward<T: WithDType>(
+    (xs, x): (&[usize], &[T]),
+    (ws, w): (&[usize], &[T]),
+    spec: ConvSpec,
+    gb: &[T],
+    eps: f64,
+    act: Act,
+) -> candle_core::Result<LayerOut<T>> {
+    let (conv, dims) = convolve(xs, ws, spec, x, w)?;
+    let [b, o, ho, wo] = dims;
+    if gb.len() != 2 * o {
+        candle_core::bail!("conv_bn: {} values for γ and β of {o} output channels", gb.len())
+    }
+    let stats = channel_stats(&conv, b, o, ho * wo);
+    let f64s = |v: &[T]| v.iter().map(|t| t.to_f64()).collect::<Vec<f64>>();
+    let bn = BatchNormTrain::new(&f64s(&stats[..o]), &f64s(&stats[o..]), eps, act);
+    let y = bn.normalize(&conv, &gb[..o], &gb[o..], o, ho * wo)?;
+    Ok(LayerOut { conv, bn, stats, y, dims })
+}
+
+/// What a convolution + batch norm layer's backward reads: the convolution's output as
+/// saved, the batch norm as applied, and the convolution's stride and padding.
+pub(super) struct Layer<'a> {
+    pub conv: &'a Tensor,
+    pub bn: &'a BatchNormTrain,
+    pub spec: ConvSpec,
+}
+
+/// `(dx, dw, dγ, dβ)`; `dx` and `dw` as the caller wants them.
+pub(super) type LayerGrads = (Option<Tensor>, Option<Tensor>, Tensor, Tensor);
+
+impl Layer<'_> {
+    /// The gradients of the layer's input `x` (where `want_x`), weight `w` (where
+    /// `want_w`), γ and β from the gradient `grad` of its output. The wants are the
+    /// caller's: a fused op's inner tensors track nothing themselves.
+    pub fn backward(
+        &self,
+        (x, want_x): (&Tensor, bool),
+        (w, want_w): (&Tensor, bool),
+        (gamma, beta): (&Tensor, &Tensor),
+        grad: &Tensor,
+    ) -> candle_core::Result<LayerGrads> {
+        let (dconv, dgamma, dbeta) = self.bn.backward(self.conv, gamma, beta, grad, want_x || want_w)?;
+        let (dx, dw) = match dconv {
+            Some(d) => convolution_grads(x, w, self.spec, &d, want_x, want_w)?,
+            None => (None, None),
+        };
+        Ok((dx, dw, dgamma, dbeta))
     }
 }
 

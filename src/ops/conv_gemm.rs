@@ -561,19 +561,9 @@ pub(crate) fn convolve<T: WithDType>(
 }
 
 /// The input and weight gradients of `x ⊛ w` from the output's gradient `dy`, each only
-/// where `x` or `w` is tracked.
+/// where the caller wants it (a fused op's inner activations are plain tensors that
+/// track nothing themselves, so the caller names the wants).
 pub(crate) fn convolution_grads(
-    x: &Tensor,
-    w: &Tensor,
-    spec: ConvSpec,
-    dy: &Tensor,
-) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-    convolution_grads_wanted(x, w, spec, dy, x.track_op(), w.track_op())
-}
-
-/// [`convolution_grads`] with the wanted gradients named by the caller: a fused op's
-/// inner activations are plain tensors that track nothing themselves.
-pub(crate) fn convolution_grads_wanted(
     x: &Tensor,
     w: &Tensor,
     spec: ConvSpec,

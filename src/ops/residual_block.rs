@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor, WithDType};
 
 use super::act::Act;
-use super::batch_norm::{channel_stats, BatchNormTrain};
-use super::conv_gemm::{convolution_grads_wanted, convolve, ConvSpec};
+use super::batch_norm::BatchNormTrain;
+use super::conv_bn::{layer_forward, Layer};
+use super::conv_gemm::ConvSpec;
 use super::cpu::{cpu_fwd, slice, Input};
 
 /// One convolution with its batch norm: the weight `[O, C, KH, KW]`, γ and β `[O]`, and
@@ -191,28 +192,33 @@ impl CustomOp3 for ResidualBlockTrain {
         let dz = Act::Relu.backward(grad, res)?.contiguous()?;
 
         let w2 = Pack::weight(pack, &self.pack.w2)?;
+        let layer2 = Layer {
+            conv: &conv2,
+            bn: &bn2,
+            spec: spec2,
+        };
         let (g2, b2) = self.pack.gamma_beta(pack, self.pack.gb2)?;
-        let (dconv2, dg2, db2) = bn2.backward(&conv2, &g2, &b2, &dz, true)?;
-        let dconv2 = dconv2.ok_or_else(|| candle_core::Error::Msg("residual_block: batch norm gave no input gradient".into()))?;
-        let (dy1, dw2) = convolution_grads_wanted(&y1, &w2, spec2, &dconv2, true, want_pack)?;
+        let (dy1, dw2, dg2, db2) = layer2.backward((&y1, true), (&w2, want_pack), (&g2, &b2), &dz)?;
         let dy1 = dy1.ok_or_else(|| candle_core::Error::Msg("residual_block: no gradient for the inner activation".into()))?;
 
-        let (g1, b1) = self.pack.gamma_beta(pack, self.pack.gb1)?;
-        let (dconv1, dg1, db1) = bn1.backward(&conv1, &g1, &b1, &dy1, want_x || want_w1)?;
-        let (dx1, dw1) = match dconv1 {
-            Some(d) => convolution_grads_wanted(x, w1, spec1, &d, want_x, want_w1)?,
-            None => (None, None),
+        let layer1 = Layer {
+            conv: &conv1,
+            bn: &bn1,
+            spec: spec1,
         };
+        let (g1, b1) = self.pack.gamma_beta(pack, self.pack.gb1)?;
+        let (dx1, dw1, dg1, db1) = layer1.backward((x, want_x), (w1, want_w1), (&g1, &b1), &dy1)?;
 
         let (dx_skip, shortcut_grads) = match (&shortcut, &self.pack.shortcut) {
             (Some((conv_s, bn_s)), Some((ws_at, gbs_at))) => {
                 let ws = Pack::weight(pack, ws_at)?;
-                let (gs, bs) = self.pack.gamma_beta(pack, *gbs_at)?;
-                let (dconv_s, dgs, dbs) = bn_s.backward(conv_s, &gs, &bs, &dz, want_x || want_pack)?;
-                let (dxs, dws) = match dconv_s {
-                    Some(d) => convolution_grads_wanted(x, &ws, spec_s, &d, want_x, want_pack)?,
-                    None => (None, None),
+                let layer_s = Layer {
+                    conv: conv_s,
+                    bn: bn_s,
+                    spec: spec_s,
                 };
+                let (gs, bs) = self.pack.gamma_beta(pack, *gbs_at)?;
+                let (dxs, dws, dgs, dbs) = layer_s.backward((x, want_x), (&ws, want_pack), (&gs, &bs), &dz)?;
                 (dxs, Some((dws, dgs, dbs)))
             }
             _ => (Some(dz), None),
@@ -239,26 +245,6 @@ impl CustomOp3 for ResidualBlockTrain {
 }
 
 impl ResidualBlockTrain {
-    /// One convolution and its batch norm (`act` after it): the convolution's output, the
-    /// batch norm as applied, its statistics `[2, O]`, the layer's output and its dims.
-    #[allow(clippy::type_complexity)]
-    fn conv_bn<T: WithDType>(
-        &self,
-        (xs, x): (&[usize], &[T]),
-        (ws, w): (&[usize], &[T]),
-        spec: ConvSpec,
-        gb: &[T],
-        act: Act,
-    ) -> candle_core::Result<(Vec<T>, BatchNormTrain, Vec<T>, Vec<T>, [usize; 4])> {
-        let (conv, dims) = convolve(xs, ws, spec, x, w)?;
-        let [b, o, ho, wo] = dims;
-        let stats = channel_stats(&conv, b, o, ho * wo);
-        let f64s = |v: &[T]| v.iter().map(|t| t.to_f64()).collect::<Vec<f64>>();
-        let bn = BatchNormTrain::new(&f64s(&stats[..o]), &f64s(&stats[o..]), self.eps, act);
-        let y = bn.normalize(&conv, &gb[..o], &gb[o..], o, ho * wo)?;
-        Ok((conv, bn, stats, y, dims))
-    }
-
     fn fwd<T: WithDType>(&self, (s1, l1): Input<'_>, (s2, l2): Input<'_>, (s3, l3): Input<'_>) -> candle_core::Result<(Vec<T>, Shape)> {
         let op = "residual_block";
         let (x, w1, pack) = (slice::<T>(s1, l1, op)?, slice::<T>(s2, l2, op)?, slice::<T>(s3, l3, op)?);
@@ -271,47 +257,51 @@ impl ResidualBlockTrain {
         let w2 = &pack[*w2_at..*w2_at + w2_dims.iter().product::<usize>()];
         let gb = |at: usize| &pack[at..at + 2 * p.channels];
 
-        let (conv1, bn1, stats1, y1, d1) = self.conv_bn((l1.dims(), x), (l2.dims(), w1), spec1, gb(p.gb1), Act::Relu)?;
-        let (conv2, bn2, stats2, z2, d2) = self.conv_bn((&d1, &y1), (w2_dims, w2), spec2, gb(p.gb2), Act::Identity)?;
-        let mut stats = vec![stats1, stats2];
-        let (shortcut, z_skip) = match &p.shortcut {
+        let layer = |x, w, spec, at, act| layer_forward(x, w, spec, gb(at), self.eps, act);
+        let l1o = layer((l1.dims(), x), (l2.dims(), w1), spec1, p.gb1, Act::Relu)?;
+        let l2o = layer((&l1o.dims, &l1o.y), (w2_dims, w2), spec2, p.gb2, Act::Identity)?;
+        let d2 = l2o.dims;
+        let shortcut = match &p.shortcut {
             Some(((ws_at, ws_dims), gbs_at)) => {
                 let ws = &pack[*ws_at..*ws_at + ws_dims.iter().product::<usize>()];
-                let (conv_s, bn_s, stats_s, zs, ds) = self.conv_bn((l1.dims(), x), (ws_dims, ws), spec_s, gb(*gbs_at), Act::Identity)?;
-                if ds != d2 {
-                    candle_core::bail!("{op}: shortcut output {ds:?} against the block's {d2:?}")
+                let out = layer((l1.dims(), x), (ws_dims, ws), spec_s, *gbs_at, Act::Identity)?;
+                if out.dims != d2 {
+                    candle_core::bail!("{op}: shortcut output {:?} against the block's {d2:?}", out.dims)
                 }
-                stats.push(stats_s);
-                (Some((conv_s, bn_s, ds)), Some(zs))
+                Some(out)
             }
             None => {
                 if l1.dims() != d2 {
                     candle_core::bail!("{op}: identity shortcut from {:?} to {d2:?}", l1.dims())
                 }
-                (None, None)
+                None
             }
         };
-        let y = Act::Relu.zip_map(&z2, z_skip.as_deref().unwrap_or(x), |act, a, b| act.apply(a + b));
+        let skip = shortcut.as_ref().map_or(x, |s| s.y.as_slice());
+        let y = Act::Relu.zip_map(&l2o.y, skip, |act, a, b| act.apply(a + b));
 
         let cpu = &Device::Cpu;
-        let stats = stats
-            .into_iter()
-            .map(|s| {
-                let c = s.len() / 2;
-                Tensor::from_vec(s, (2, c), cpu)
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        let tensor = |v: Vec<T>, dims: [usize; 4]| Tensor::from_vec(v, dims.to_vec(), cpu);
+        let stats = |v: Vec<T>| {
+            let c = v.len() / 2;
+            Tensor::from_vec(v, (2, c), cpu)
+        };
+        let mut all_stats = vec![stats(l1o.stats)?, stats(l2o.stats)?];
+        let shortcut = match shortcut {
+            Some(s) => {
+                all_stats.push(stats(s.stats)?);
+                Some((tensor(s.conv, s.dims)?, s.bn))
+            }
+            None => None,
+        };
         let saved = Saved {
-            conv1: Tensor::from_vec(conv1, d1.to_vec(), cpu)?,
-            bn1,
-            y1: Tensor::from_vec(y1, d1.to_vec(), cpu)?,
-            conv2: Tensor::from_vec(conv2, d2.to_vec(), cpu)?,
-            bn2,
-            shortcut: match shortcut {
-                Some((c, bn, ds)) => Some((Tensor::from_vec(c, ds.to_vec(), cpu)?, bn)),
-                None => None,
-            },
-            stats,
+            conv1: tensor(l1o.conv, l1o.dims)?,
+            bn1: l1o.bn,
+            y1: tensor(l1o.y, l1o.dims)?,
+            conv2: tensor(l2o.conv, d2)?,
+            bn2: l2o.bn,
+            shortcut,
+            stats: all_stats,
         };
         *self.saved.lock().expect("residual_block: saved state poisoned") = Some(saved);
         Ok((y, Shape::from(d2.to_vec())))
