@@ -78,6 +78,30 @@ impl<T> Scratch<T> {
     }
 }
 
+/// `cells` made a zero `rows × cols` grid of pixel-major cells, with pixel `(y, x)` of
+/// the first `size.0 × size.1` of each of `src`'s planes (`plane` long, `width` wide; one
+/// lane per plane) at cell `(top + y·step, left + x·step)`.
+fn into_cells<T: WithDType>(
+    cells: &mut Vec<[T; LANES]>,
+    (rows, cols): (usize, usize),
+    src: &[T],
+    (plane, width): (usize, usize),
+    size: (usize, usize),
+    (top, left): (usize, usize),
+    step: usize,
+) {
+    cells.clear();
+    cells.resize(rows * cols, [T::zero(); LANES]);
+    for y in 0..size.0 {
+        for x in 0..size.1 {
+            let cell = &mut cells[(top + y * step) * cols + left + x * step];
+            for (l, p) in src.chunks(plane).enumerate() {
+                cell[l] = p[y * width + x];
+            }
+        }
+    }
+}
+
 /// A new `[B, C, plane]` output, zero-filled, computed in parallel a block of 16
 /// channels of one image at a time: `job(scratch, image, block, out)` with the
 /// block's `lanes · plane` slots (fewer lanes in a last, partial block).
@@ -101,16 +125,8 @@ pub(super) fn forward<T: WithDType>(g: &Geometry, x: &[T], w: &[T], bias: &[T], 
     per_block(g, out_plane, |s, b, block, yc| {
         let lanes = yc.len() / out_plane;
         let xb = &x[(b * g.c + block * LANES) * plane..][..lanes * plane];
-        s.padded.clear();
-        s.padded.resize(hp * wp, [T::zero(); LANES]);
-        for iy in 0..t.h.min(hp - t.top) {
-            let row = &mut s.padded[(iy + t.top) * wp + t.left..][..t.w.min(wp - t.left)];
-            for (ix, cell) in row.iter_mut().enumerate() {
-                for (l, xp) in xb.chunks(plane).enumerate() {
-                    cell[l] = xp[iy * t.w + ix];
-                }
-            }
-        }
+        let inside = (t.h.min(hp - t.top), t.w.min(wp - t.left));
+        into_cells(&mut s.padded, (hp, wp), xb, (plane, t.w), inside, (t.top, t.left), 1);
         let wb = &weights[block * taps..][..taps];
         s.out.clear();
         s.out.resize(out_plane, [T::zero(); LANES]);
@@ -160,16 +176,7 @@ pub(super) fn grad_input<T: WithDType>(g: &Geometry, gy: &[T], w: &[T]) -> Vec<T
     per_block(g, plane, |s, b, block, gxc| {
         let lanes = gxc.len() / plane;
         let gyb = &gy[(b * g.c + block * LANES) * out_plane..][..lanes * out_plane];
-        s.padded.clear();
-        s.padded.resize(hs * ws, [T::zero(); LANES]);
-        for oy in 0..t.ho {
-            for ox in 0..t.wo {
-                let cell = &mut s.padded[(oy * t.s + k - 1) * ws + ox * t.s + k - 1];
-                for (l, gp) in gyb.chunks(out_plane).enumerate() {
-                    cell[l] = gp[oy * t.wo + ox];
-                }
-            }
-        }
+        into_cells(&mut s.padded, (hs, ws), gyb, (out_plane, t.wo), (t.ho, t.wo), (k - 1, k - 1), t.s);
         s.out.clear();
         s.out.resize(rows * cols, [T::zero(); LANES]);
         let wb = &weights[block * taps..][..taps];
